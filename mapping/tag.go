@@ -1,0 +1,245 @@
+// Package mapping turns raw device data into named, typed, scaled tag values
+// and tag values into MQTT topics and payloads: data types, byte and word
+// order, scale and offset, deadband, quality, topic templates and the JSON
+// payload. It knows nothing about sockets, serial lines or disks: drivers hand
+// it bytes, the northbound side takes topics and payloads from it.
+package mapping
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/edged-gw/edged/configs"
+)
+
+// Type is the data type of a tag's raw value on the device.
+type Type uint8
+
+// The data types a tag may have. The zero value means "not set".
+const (
+	TypeBool Type = iota + 1
+	TypeInt16
+	TypeUint16
+	TypeInt32
+	TypeUint32
+	TypeInt64
+	TypeUint64
+	TypeFloat32
+	TypeFloat64
+	TypeString
+)
+
+var typeNames = [...]string{
+	TypeBool: "bool", TypeInt16: "int16", TypeUint16: "uint16", TypeInt32: "int32",
+	TypeUint32: "uint32", TypeInt64: "int64", TypeUint64: "uint64", TypeFloat32: "float32",
+	TypeFloat64: "float64", TypeString: "string",
+}
+
+// TypeNames lists the allowed spellings, for error messages and docs.
+const TypeNames = "bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string"
+
+func (t Type) String() string {
+	if int(t) < len(typeNames) && typeNames[t] != "" {
+		return typeNames[t]
+	}
+	return fmt.Sprintf("Type(%d)", uint8(t))
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (t *Type) UnmarshalText(b []byte) error {
+	s := strings.ToLower(strings.TrimSpace(string(b)))
+	for i, n := range typeNames {
+		if n != "" && n == s {
+			*t = Type(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown type %q: allowed are %s", string(b), TypeNames)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (t Type) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// Words is the number of 16-bit registers a value of this type occupies;
+// 0 for bool (one bit) and string (its length is configured).
+func (t Type) Words() int {
+	switch t {
+	case TypeInt16, TypeUint16:
+		return 1
+	case TypeInt32, TypeUint32, TypeFloat32:
+		return 2
+	case TypeInt64, TypeUint64, TypeFloat64:
+		return 4
+	}
+	return 0
+}
+
+// Order is the byte and word order of a multi-register value, named after
+// where the bytes of the big-endian value A B C D land on the wire.
+type Order uint8
+
+// The orders a tag may have. ABCD (big-endian, Modbus standard) is the default.
+const (
+	OrderABCD Order = iota // big-endian words, big-endian bytes (Modbus standard)
+	OrderCDAB              // word-swapped: little-endian words, big-endian bytes
+	OrderBADC              // byte-swapped inside each word
+	OrderDCBA              // little-endian
+)
+
+var orderNames = [...]string{OrderABCD: "ABCD", OrderCDAB: "CDAB", OrderBADC: "BADC", OrderDCBA: "DCBA"}
+
+// OrderNames lists the allowed spellings, for error messages and docs.
+const OrderNames = "ABCD (big-endian, default), CDAB (word-swapped), BADC (byte-swapped), DCBA (little-endian)"
+
+func (o Order) String() string {
+	if int(o) < len(orderNames) {
+		return orderNames[o]
+	}
+	return fmt.Sprintf("Order(%d)", uint8(o))
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (o *Order) UnmarshalText(b []byte) error {
+	s := strings.ToUpper(strings.TrimSpace(string(b)))
+	for i, n := range orderNames {
+		if n == s {
+			*o = Order(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown order %q: allowed are %s", string(b), OrderNames)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (o Order) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
+
+// Quality says how far a value can be trusted.
+type Quality uint8
+
+// Qualities, ordered from best to worst.
+const (
+	Good Quality = iota
+	Uncertain
+	Bad
+)
+
+func (q Quality) String() string {
+	switch q {
+	case Good:
+		return "good"
+	case Uncertain:
+		return "uncertain"
+	}
+	return "bad"
+}
+
+// Kind says which field of a Value holds it.
+type Kind uint8
+
+// Value kinds. KindNone is the value of a tag that has never been read.
+const (
+	KindNone Kind = iota
+	KindBool
+	KindInt
+	KindUint
+	KindFloat
+	KindString
+)
+
+var kindNames = [...]string{KindNone: "none", KindBool: "bool", KindInt: "int", KindUint: "uint", KindFloat: "float", KindString: "string"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+// Value is one typed tag value. Only the field named by Kind is meaningful.
+// It is a plain struct so that a poll cycle can fill a slice of samples
+// without allocating.
+type Value struct {
+	Kind  Kind
+	Bool  bool
+	Int   int64
+	Uint  uint64
+	Float float64
+	Str   string
+}
+
+// Float64 returns the value as a float64, for deadband comparison; false
+// for strings and unset values.
+func (v Value) Float64() (float64, bool) {
+	switch v.Kind {
+	case KindBool:
+		if v.Bool {
+			return 1, true
+		}
+		return 0, true
+	case KindInt:
+		return float64(v.Int), true
+	case KindUint:
+		return float64(v.Uint), true
+	case KindFloat:
+		return v.Float, true
+	}
+	return 0, false
+}
+
+// Equal reports whether two values are the same (NaN equals NaN, so a
+// sensor stuck at NaN does not republish every poll).
+func (v Value) Equal(w Value) bool {
+	if v.Kind != w.Kind {
+		return false
+	}
+	switch v.Kind {
+	case KindBool:
+		return v.Bool == w.Bool
+	case KindInt:
+		return v.Int == w.Int
+	case KindUint:
+		return v.Uint == w.Uint
+	case KindFloat:
+		return v.Float == w.Float || (math.IsNaN(v.Float) && math.IsNaN(w.Float))
+	case KindString:
+		return v.Str == w.Str
+	}
+	return true
+}
+
+// Spec is the protocol-independent part of a tag: its name and how its raw
+// value becomes the published one. Drivers embed it in their own tag struct
+// next to the addressing fields (register area and address, node id).
+type Spec struct {
+	Name   string  `toml:"name"`
+	Type   Type    `toml:"type"`
+	Order  Order   `toml:"order"`
+	Length int     `toml:"length"` // registers, for type = "string"
+	Bit    *int    `toml:"bit"`    // 0..15: one bit of a register (after byte order), for type = "bool"
+	Scale  float64 `toml:"scale"`  // multiplier; 0 or unset means 1
+	Offset float64 `toml:"offset"` // added after scaling
+	Unit   string  `toml:"unit"`
+
+	// Deadband suppresses a new value whose distance from the last published
+	// one is at most this much; 0 with on_change = false publishes every
+	// sample, 0 with on_change = true every change.
+	Deadband float64 `toml:"deadband"`
+	// MaxSilence republishes an unchanged value after this long, so that
+	// consumers can tell "steady" from "dead"; 0 never republishes.
+	MaxSilence configs.Duration `toml:"max_silence"`
+	// OnChange publishes only when the value (or quality) changes; with
+	// Deadband > 0 it is implied.
+	OnChange bool `toml:"on_change"`
+}
+
+// Sample is one reading of one tag: the value, when it was taken, and how
+// far it can be trusted. A bad sample keeps its last good Value zeroed and
+// says why in Err.
+type Sample struct {
+	Tag     *Spec
+	Value   Value
+	Quality Quality
+	TimeMs  int64 // Unix milliseconds of the read
+	Err     error // why the quality is not good; nil when good
+}
