@@ -1,0 +1,104 @@
+// Package configs owns edged's configuration files: the main TOML file
+// (gateway, broker, devices) and the reusable device maps under maps/, their
+// loading, ${ENV} substitution and strict decoding with file:line errors.
+// A driver's own settings decode into the driver's struct, handed in by the
+// caller; this package knows nothing about how anything runs.
+package configs
+
+// Config is one loaded and validated main file.
+type Config struct {
+	Gateway Gateway   `toml:"gateway"`
+	Broker  Broker    `toml:"broker"`
+	Devices []*Device `toml:"-"` // decoded by the loader, driver by driver
+
+	// File is the path the config was loaded from; Dir its folder, against
+	// which relative paths (maps, data_dir) are resolved.
+	File string `toml:"-"`
+	Dir  string `toml:"-"`
+}
+
+// Gateway holds the settings of the gateway as a whole.
+type Gateway struct {
+	// ID names this gateway in topics; letters, digits, '-', '_' and '.'.
+	ID string `toml:"id"`
+	// DataDir holds the buffer, broker state and certificates; default
+	// /var/lib/edged, a relative path is relative to the main file's folder.
+	DataDir string `toml:"data_dir"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+	// LogFormat is text (default) or json.
+	LogFormat string `toml:"log_format"`
+	// MapsDir is where `map = "name"` finds name.toml; default: maps/ next
+	// to the main file, a relative path is relative to the main file's
+	// folder.
+	MapsDir string `toml:"maps_dir"`
+	// TopicPrefix is the {prefix} of topic templates; default "edged". One
+	// topic level: no '/', '+' or '#', not starting with '$'.
+	TopicPrefix string `toml:"topic_prefix"`
+	// TopicTemplate renders value topics; default
+	// "{prefix}/{gateway}/{device}/{tag}".
+	TopicTemplate string `toml:"topic_template"`
+}
+
+// Broker holds the embedded MQTT broker's settings.
+type Broker struct {
+	// Listen is the TCP address (host:port) of the local broker; default
+	// "127.0.0.1:1883" (this machine only); "0.0.0.0:1883" listens on all
+	// interfaces.
+	Listen string `toml:"listen"`
+	// Disabled turns the listener off; values are still published in-process.
+	Disabled bool `toml:"disabled"`
+	// Retain publishes values retained so a new subscriber sees the last
+	// value at once; default true.
+	Retain *bool `toml:"retain"`
+}
+
+// Device is one [[device]] table: the keys every driver shares, and the
+// driver's own struct that the rest of the table decoded into.
+type Device struct {
+	// Name identifies the device in topics and logs: required, unique,
+	// letters, digits, '-', '_' and '.'.
+	Name string `toml:"name"`
+	// Driver is one of Drivers.Names(); required.
+	Driver string `toml:"driver"`
+	// Map names a device map, maps_dir/NAME.toml, decoded into the
+	// settings' MapTarget; only for drivers whose settings are Mapped.
+	Map string `toml:"map"`
+
+	// Settings is the driver's own struct (as returned by the factory),
+	// decoded from this table and, when Map is set, from the map file.
+	Settings Settings `toml:"-"`
+
+	// Line is where the table starts in File, for later error messages.
+	Line int `toml:"-"`
+}
+
+// Settings is what a driver factory returns: a struct with toml tags that
+// the loader decodes the device table into, then validates with Init.
+//
+// Init is called only when the device table (and its map) decoded without
+// error. It may return a *Error, an Errors or an errors.Join of them whose
+// Key is relative to the device table (e.g. "tag[3].address", File and Line
+// left empty): the loader then reports each at that key's line, in the main
+// file or else in the map file. Any other error is reported at the device's
+// [[device]] line.
+type Settings interface {
+	Init() error
+}
+
+// Mapped is implemented by driver settings that can take their tags from a
+// device map file (maps/NAME.toml). MapTarget returns a pointer to the
+// struct a map file decodes into (typically one holding `[[tag]]`); Init is
+// called after both the map and the device table were decoded.
+type Mapped interface {
+	MapTarget() any
+}
+
+// Drivers is how the loader makes a driver's settings struct; cmd/edged
+// passes the southbound registry.
+type Drivers interface {
+	// New returns zero settings for the named driver, or false.
+	New(driver string) (Settings, bool)
+	// Names lists the known drivers, for error messages.
+	Names() []string
+}
