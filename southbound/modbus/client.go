@@ -1,0 +1,232 @@
+package modbus
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/goburrow/modbus"
+)
+
+// client is the Modbus master the driver talks through. Results are valid
+// until the next call; calls are not concurrent. A request the device
+// refused returns an *Exception; any other error leaves the client
+// disconnected, and the next call connects again.
+type client interface {
+	ReadCoils(address, quantity uint16) ([]byte, error)
+	ReadDiscreteInputs(address, quantity uint16) ([]byte, error)
+	ReadInputRegisters(address, quantity uint16) ([]byte, error)
+	ReadHoldingRegisters(address, quantity uint16) ([]byte, error)
+	WriteSingleCoil(address uint16, on bool) error
+	WriteSingleRegister(address, value uint16) error
+	// WriteMultipleCoils writes quantity coils from packed (LSB first).
+	WriteMultipleCoils(address, quantity uint16, packed []byte) error
+	// WriteMultipleRegisters writes len(raw)/2 registers (wire order).
+	WriteMultipleRegisters(address uint16, raw []byte) error
+	// Close drops the connection at once, failing a call in flight.
+	Close() error
+}
+
+// Exception is a Modbus exception response: the device understood the
+// request and refused it.
+type Exception struct {
+	Function byte // function code of the request
+	Code     byte
+}
+
+var exceptionNames = map[byte]string{
+	1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+	4: "server device failure", 5: "acknowledge", 6: "server device busy",
+	8: "memory parity error", 10: "gateway path unavailable",
+	11: "gateway target device failed to respond",
+}
+
+func (e *Exception) Error() string {
+	name, ok := exceptionNames[e.Code]
+	if !ok {
+		name = "unknown exception"
+	}
+	return fmt.Sprintf("modbus exception %02X (%s)", e.Code, name)
+}
+
+// unreachable reports whether the exception comes from a gateway that
+// cannot reach the device (codes 0A, 0B): the device is offline, not
+// refusing one request.
+func (e *Exception) unreachable() bool { return e.Code == 0x0A || e.Code == 0x0B }
+
+// tcpClient is goburrow's client on our own transport: goburrow's
+// TCPClientHandler holds a mutex across a whole request, so closing it
+// cannot unblock a stuck read, and it keeps a late answer after a timeout
+// in the stream. Its packager (MBAP framing, transaction IDs) is reused.
+type tcpClient struct {
+	mb modbus.Client
+	tr *tcpTransport
+}
+
+// newTCPClient makes a client that connects on first use. Cancelling ctx
+// closes the connection and makes every later call fail.
+func newTCPClient(ctx context.Context, address string, unit byte, timeout time.Duration) *tcpClient {
+	h := modbus.NewTCPClientHandler(address) // packager only; its transport is never used
+	h.SlaveId = unit
+	tr := &tcpTransport{ctx: ctx, address: address, timeout: timeout}
+	context.AfterFunc(ctx, func() { tr.Close() })
+	return &tcpClient{mb: modbus.NewClient2(h, tr), tr: tr}
+}
+
+func (c *tcpClient) ReadCoils(address, quantity uint16) ([]byte, error) {
+	b, err := c.mb.ReadCoils(address, quantity)
+	return c.check(b, (int(quantity)+7)/8, err)
+}
+
+func (c *tcpClient) ReadDiscreteInputs(address, quantity uint16) ([]byte, error) {
+	b, err := c.mb.ReadDiscreteInputs(address, quantity)
+	return c.check(b, (int(quantity)+7)/8, err)
+}
+
+func (c *tcpClient) ReadInputRegisters(address, quantity uint16) ([]byte, error) {
+	b, err := c.mb.ReadInputRegisters(address, quantity)
+	return c.check(b, 2*int(quantity), err)
+}
+
+func (c *tcpClient) ReadHoldingRegisters(address, quantity uint16) ([]byte, error) {
+	b, err := c.mb.ReadHoldingRegisters(address, quantity)
+	return c.check(b, 2*int(quantity), err)
+}
+
+func (c *tcpClient) WriteSingleCoil(address uint16, on bool) error {
+	v := uint16(0)
+	if on {
+		v = 0xFF00
+	}
+	_, err := c.mb.WriteSingleCoil(address, v)
+	_, err = c.check(nil, 0, err)
+	return err
+}
+
+func (c *tcpClient) WriteSingleRegister(address, value uint16) error {
+	_, err := c.mb.WriteSingleRegister(address, value)
+	_, err = c.check(nil, 0, err)
+	return err
+}
+
+func (c *tcpClient) WriteMultipleCoils(address, quantity uint16, packed []byte) error {
+	_, err := c.mb.WriteMultipleCoils(address, quantity, packed)
+	_, err = c.check(nil, 0, err)
+	return err
+}
+
+func (c *tcpClient) WriteMultipleRegisters(address uint16, raw []byte) error {
+	_, err := c.mb.WriteMultipleRegisters(address, uint16(len(raw)/2), raw)
+	_, err = c.check(nil, 0, err)
+	return err
+}
+
+func (c *tcpClient) Close() error { return c.tr.Close() }
+
+// check turns goburrow's exception into ours, refuses short answers and
+// drops the connection after any other error: after a timeout a late
+// answer may still arrive and would be taken for the next one's.
+func (c *tcpClient) check(b []byte, want int, err error) ([]byte, error) {
+	if err == nil && len(b) != want {
+		err = fmt.Errorf("response has %d data bytes, want %d", len(b), want)
+	}
+	if err == nil {
+		return b, nil
+	}
+	var me *modbus.ModbusError
+	if errors.As(err, &me) {
+		return nil, &Exception{Function: me.FunctionCode &^ 0x80, Code: me.ExceptionCode}
+	}
+	c.tr.Close()
+	return nil, err
+}
+
+// tcpTransport sends one MBAP frame and reads the answer; it implements
+// goburrow's Transporter. Close may be called at any time, from any
+// goroutine, and fails a Send in flight.
+type tcpTransport struct {
+	ctx     context.Context
+	address string
+	timeout time.Duration
+
+	mu   sync.Mutex // guards conn
+	conn net.Conn
+
+	buf [260]byte // the last response; only Send touches it
+}
+
+const mbapLen = 7
+
+// Send implements modbus.Transporter.
+func (t *tcpTransport) Send(req []byte) ([]byte, error) {
+	conn, err := t.connect()
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.SetDeadline(time.Now().Add(t.timeout)); err != nil {
+		return nil, err
+	}
+	if _, err := conn.Write(req); err != nil {
+		return nil, err
+	}
+	if _, err := io.ReadFull(conn, t.buf[:mbapLen]); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(t.buf[4:]))
+	if n < 2 || n > len(t.buf)-mbapLen+1 {
+		return nil, fmt.Errorf("response length %d in MBAP header, want 2..%d", n, len(t.buf)-mbapLen+1)
+	}
+	if _, err := io.ReadFull(conn, t.buf[mbapLen:mbapLen-1+n]); err != nil {
+		return nil, err
+	}
+	return t.buf[:mbapLen-1+n], nil
+}
+
+func (t *tcpTransport) connect() (net.Conn, error) {
+	t.mu.Lock()
+	c := t.conn
+	t.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	if err := t.ctx.Err(); err != nil {
+		return nil, err
+	}
+	d := net.Dialer{Timeout: t.timeout}
+	c, err := d.DialContext(t.ctx, "tcp", t.address)
+	if err != nil {
+		return nil, err
+	}
+	if c.LocalAddr().String() == c.RemoteAddr().String() {
+		// Dialling a free local port can pick that very port as the source
+		// and connect to itself (TCP simultaneous open), blocking the
+		// device's server from binding it again.
+		c.Close()
+		return nil, fmt.Errorf("dial %s: connected to itself: nothing listens there", t.address)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.ctx.Err(); err != nil { // closed while dialling
+		c.Close()
+		return nil, err
+	}
+	t.conn = c
+	return c, nil
+}
+
+// Close implements client.Close.
+func (t *tcpTransport) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conn == nil {
+		return nil
+	}
+	err := t.conn.Close()
+	t.conn = nil
+	return err
+}

@@ -1,0 +1,154 @@
+package modbus
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/edged-gw/edged/mapping"
+)
+
+// Tag is one value read from a Modbus device: where it lives (area and
+// address) and how its raw value becomes the published one (mapping.Spec,
+// whose keys sit next to area and address in the same TOML table).
+type Tag struct {
+	mapping.Spec
+	Area Area `toml:"area"`
+	// Address is 0-based, as sent on the wire: what vendor manuals call
+	// holding register 40001 (or 400001) is address 0.
+	Address int `toml:"address"`
+}
+
+// DeviceMap is what a device map file (maps/NAME.toml) decodes into: the
+// tags of one device model, as [[tag]] tables.
+type DeviceMap struct {
+	Tags []Tag `toml:"tag"`
+}
+
+// where names the tag in error messages: `tag "flow" (holding_register 100)`.
+func (t *Tag) where(n int) string {
+	name := fmt.Sprintf("%q", t.Name)
+	if t.Name == "" {
+		name = fmt.Sprintf("#%d", n+1)
+	}
+	return fmt.Sprintf("tag %s (%s)", name, t.loc())
+}
+
+// loc is where the tag lives: "holding_register 100".
+func (t *Tag) loc() string {
+	if !t.Area.valid() {
+		return fmt.Sprintf("address %d", t.Address)
+	}
+	return fmt.Sprintf("%s %d", t.Area, t.Address)
+}
+
+// check validates one tag for a device whose reads are at most maxRegisters
+// long. It calls Spec.Init, which fills the spec's defaults.
+func (t *Tag) check(maxRegisters int) error {
+	if err := t.Spec.Init(); err != nil {
+		return err
+	}
+	if !t.Area.valid() {
+		return fmt.Errorf("area is missing: allowed are %s", AreaNames)
+	}
+	if t.Area.Bits() {
+		if t.Type != mapping.TypeBool {
+			return fmt.Errorf("type = %q is not allowed in area %s: coils and discrete inputs are single bits, "+
+				"so the type must be \"bool\"; numbers live in input_register or holding_register", t.Type, t.Area)
+		}
+		if t.Bit != nil {
+			return fmt.Errorf("bit is not allowed in area %s: a %s is already a single bit; "+
+				"bit selects one bit of a register in input_register or holding_register", t.Area, t.Area)
+		}
+	}
+	if t.Address < 0 || t.Address > 65535 {
+		return fmt.Errorf("address = %d: allowed are 0..65535 (0-based, as on the wire: register 40001 is address 0)", t.Address)
+	}
+	if t.end() > 65535 {
+		return fmt.Errorf("address = %d with %d registers ends at %d: the last register must be at most 65535, so address is at most %d",
+			t.Address, t.width(), t.end(), 65536-t.width())
+	}
+	if !t.Area.Bits() && t.width() > maxRegisters {
+		return fmt.Errorf("needs %d registers but max_registers = %d: a tag is read in one request; raise max_registers (up to 125) or shorten the tag",
+			t.width(), maxRegisters)
+	}
+	return nil
+}
+
+// checkTags validates each tag and the set: unique names and no partial
+// overlaps of register tags. mapCount tags at the front came from the
+// device map file mapName. It returns every problem found, joined.
+func checkTags(tags []Tag, mapCount int, mapName string, maxRegisters int) error {
+	var errs []error
+	source := func(i int) string {
+		if i < mapCount {
+			return fmt.Sprintf("map %q", mapName)
+		}
+		return "the device's inline tags"
+	}
+	seen := make(map[string]int, len(tags))
+	var ok []int // tags that passed their own checks
+	for i := range tags {
+		t := &tags[i]
+		if j, dup := seen[t.Name]; dup && t.Name != "" {
+			if j < mapCount && i >= mapCount {
+				errs = append(errs, fmt.Errorf("tag %q is defined in map %q and again inline in the device: "+
+					"inline tags add to a map's tags but cannot replace them; give the inline tag another name", t.Name, mapName))
+			} else {
+				errs = append(errs, fmt.Errorf("tag %q is defined twice in %s (%s and %s): tag names must be unique in a device",
+					t.Name, source(i), tags[j].loc(), t.loc()))
+			}
+		} else {
+			seen[t.Name] = i
+		}
+		if err := t.check(maxRegisters); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", t.where(i), err))
+			continue
+		}
+		ok = append(ok, i)
+	}
+	errs = append(errs, checkOverlaps(tags, ok))
+	return errors.Join(errs...)
+}
+
+// checkOverlaps refuses register tags that share some but not all of their
+// registers: two views of the same registers (raw and scaled) are fine, as
+// is a bit tag inside any register, but a tag straddling another one is
+// almost always an address typo.
+func checkOverlaps(tags []Tag, ok []int) error {
+	var idx []int
+	for _, i := range ok {
+		if !tags[i].Area.Bits() && tags[i].Bit == nil {
+			idx = append(idx, i)
+		}
+	}
+	slices.SortFunc(idx, func(a, b int) int {
+		return cmp.Or(cmp.Compare(tags[a].Area, tags[b].Area),
+			cmp.Compare(tags[a].Address, tags[b].Address),
+			cmp.Compare(tags[a].end(), tags[b].end()),
+			cmp.Compare(a, b))
+	})
+	// Sorted by start, the tags of a valid set form runs of identical
+	// ranges, each run after the previous one; a tag that overlaps any
+	// earlier tag without matching it overlaps the latest run.
+	var errs []error
+	last := -1
+	for _, i := range idx {
+		t := &tags[i]
+		if last >= 0 {
+			p := &tags[last]
+			if p.Area == t.Area && t.Address <= p.end() {
+				if t.Address == p.Address && t.end() == p.end() {
+					continue
+				}
+				errs = append(errs, fmt.Errorf("tag %q (%s %d..%d) overlaps tag %q (%s %d..%d): "+
+					"tags may share registers only if they cover exactly the same ones (a tag with bit = N may sit in any register); "+
+					"check the addresses and types", t.Name, t.Area, t.Address, t.end(), p.Name, p.Area, p.Address, p.end()))
+				continue
+			}
+		}
+		last = i
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,220 @@
+package modbus
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edged-gw/edged/configs"
+	"github.com/edged-gw/edged/mapping"
+	"github.com/edged-gw/edged/southbound"
+)
+
+// Defaults of a TCP device; see sample.toml.
+const (
+	DefaultPort         = 502
+	DefaultUnitID       = 1
+	DefaultPollInterval = time.Second
+	DefaultTimeout      = time.Second
+	DefaultRetries      = 1
+	DefaultMaxGap       = 16
+	DefaultMaxRegisters = 125
+	DefaultMaxBits      = 2000
+)
+
+// Reconnect backoff: the first retry after a failure waits 125–250 ms, each
+// further one twice as long, up to 15–30 s (equal jitter, so that devices
+// that failed together do not reconnect in lockstep).
+const (
+	backoffMin = 250 * time.Millisecond
+	backoffMax = 30 * time.Second
+)
+
+//go:embed sample.toml
+var sampleTOML string
+
+// SampleConfig is a commented example of a modbus-tcp [[device]] table, as
+// shown in the docs.
+func SampleConfig() string { return sampleTOML }
+
+// TCP is one Modbus TCP device (driver = "modbus-tcp"). The struct is its
+// config: the loader decodes the [[device]] table into it, then the map
+// file into MapTarget, then calls Init.
+type TCP struct {
+	Name   string `toml:"name"`
+	Driver string `toml:"driver"`
+	Map    string `toml:"map"`
+
+	// Address is "host:port" or "host" (port 502).
+	Address string `toml:"address"`
+	// UnitID is the Modbus unit (slave) ID, 0..255; gateways to serial
+	// devices route by it, most plain TCP devices ignore it.
+	UnitID int `toml:"unit_id"`
+	// PollInterval is how often all tags are read.
+	PollInterval configs.Duration `toml:"poll_interval"`
+	// Timeout bounds connecting and each request.
+	Timeout configs.Duration `toml:"timeout"`
+	// Retries is how many more times a request that timed out or failed on
+	// the connection is tried before the device counts as offline.
+	Retries int `toml:"retries"`
+	// MaxGap is how many unused registers a merged read may read through
+	// (16 times as many bits in the coil and discrete input areas).
+	MaxGap int `toml:"max_gap"`
+	// MaxRegisters is the most registers per read, 1..125.
+	MaxRegisters int `toml:"max_registers"`
+	// MaxBits is the most coils or discrete inputs per read, 1..2000.
+	MaxBits int `toml:"max_bits"`
+	// Tag lists the device's own tags ([[device.tag]]); they add to the
+	// tags of the map file, if any.
+	Tag []Tag `toml:"tag"`
+
+	// Logger receives state changes (info, warn) and per-poll detail
+	// (debug); the driver adds device=Name. Nil discards.
+	Logger *slog.Logger `toml:"-"`
+
+	mapped DeviceMap // decoded from the map file
+	tags   []Tag     // map tags then inline tags, checked
+	specs  []*mapping.Spec
+	plan   []Request
+	inited bool
+
+	minBackoff, maxBackoff time.Duration // tests shorten them
+
+	runMu  sync.Mutex // guards cancel and done
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	sinkMu  sync.Mutex // held while calling the sink; guards stopped
+	stopped bool
+
+	// Owned by the poll goroutine.
+	sink    southbound.Sink
+	log     *slog.Logger
+	cli     client
+	samples []mapping.Sample
+	failed  []reqFailure // per request: the last exception, to reuse its error
+	state   southbound.State
+}
+
+var (
+	_ southbound.Driver = (*TCP)(nil)
+	_ configs.Mapped    = (*TCP)(nil)
+)
+
+// NewTCP returns a device with the defaults set, ready to decode into.
+// (A zero TCP also works but has unit_id 0, retries 0 and max_gap 0.)
+func NewTCP() *TCP {
+	return &TCP{
+		UnitID:       DefaultUnitID,
+		PollInterval: configs.Duration(DefaultPollInterval),
+		Timeout:      configs.Duration(DefaultTimeout),
+		Retries:      DefaultRetries,
+		MaxGap:       DefaultMaxGap,
+		MaxRegisters: DefaultMaxRegisters,
+		MaxBits:      DefaultMaxBits,
+	}
+}
+
+// MapTarget is what the device's map file decodes into.
+func (t *TCP) MapTarget() any { return &t.mapped }
+
+// Tags lists the device's tags: the map's, then the inline ones.
+func (t *TCP) Tags() []*mapping.Spec { return t.specs }
+
+// Limits are the device's request limits, as given to Plan.
+func (t *TCP) Limits() Limits {
+	return Limits{MaxGap: t.MaxGap, MaxRegisters: t.MaxRegisters, MaxBits: t.MaxBits}
+}
+
+// Requests is the read plan of one poll, valid after Init.
+func (t *TCP) Requests() []Request { return t.plan }
+
+// Init fills defaults and checks the settings and every tag. It does no
+// I/O. Zero poll_interval, timeout, max_registers and max_bits mean the
+// default. All problems found are returned, joined.
+func (t *TCP) Init() error {
+	if t.PollInterval == 0 {
+		t.PollInterval = configs.Duration(DefaultPollInterval)
+	}
+	if t.Timeout == 0 {
+		t.Timeout = configs.Duration(DefaultTimeout)
+	}
+	if t.MaxRegisters == 0 {
+		t.MaxRegisters = DefaultMaxRegisters
+	}
+	if t.MaxBits == 0 {
+		t.MaxBits = DefaultMaxBits
+	}
+	if t.minBackoff == 0 {
+		t.minBackoff, t.maxBackoff = backoffMin, backoffMax
+	}
+	var errs []error
+	addr, err := normalizeAddress(t.Address)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	t.Address = addr
+	if t.UnitID < 0 || t.UnitID > 255 {
+		errs = append(errs, fmt.Errorf("unit_id = %d: allowed are 0..255 (default %d)", t.UnitID, DefaultUnitID))
+	}
+	if t.Retries < 0 || t.Retries > 10 {
+		errs = append(errs, fmt.Errorf("retries = %d: allowed are 0..10 extra attempts per request (default %d)", t.Retries, DefaultRetries))
+	}
+	if t.MaxRegisters < 1 || t.MaxRegisters > 125 {
+		errs = append(errs, fmt.Errorf("max_registers = %d: allowed are 1..125 registers per read (Modbus allows at most 125)", t.MaxRegisters))
+	}
+	if t.MaxBits < 1 || t.MaxBits > 2000 {
+		errs = append(errs, fmt.Errorf("max_bits = %d: allowed are 1..2000 coils or discrete inputs per read (Modbus allows at most 2000)", t.MaxBits))
+	}
+	if t.MaxGap < 0 || t.MaxGap > 125 {
+		errs = append(errs, fmt.Errorf("max_gap = %d: allowed are 0..125 unused registers a merged read may span (default %d)", t.MaxGap, DefaultMaxGap))
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+
+	tags := make([]Tag, 0, len(t.mapped.Tags)+len(t.Tag))
+	tags = append(append(tags, t.mapped.Tags...), t.Tag...)
+	if err := checkTags(tags, len(t.mapped.Tags), t.Map, t.MaxRegisters); err != nil {
+		return err
+	}
+	if len(tags) == 0 {
+		return errors.New("no tags: add [[device.tag]] tables or a map = \"name\" whose maps/name.toml has [[tag]] tables")
+	}
+	t.tags = tags
+	t.specs = make([]*mapping.Spec, len(tags))
+	for i := range tags {
+		t.specs[i] = &tags[i].Spec
+	}
+	t.plan = Plan(tags, t.Limits())
+	t.inited = true
+	return nil
+}
+
+// normalizeAddress checks "host[:port]" and adds the default port.
+func normalizeAddress(a string) (string, error) {
+	a = strings.TrimSpace(a)
+	if a == "" {
+		return "", errors.New(`address is missing: write "host:port" or "host" (port 502), e.g. address = "192.168.1.10:502"`)
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		// No port: "host", "10.0.0.5", "[fe80::1]" or a bare IPv6 address.
+		h := strings.TrimSuffix(strings.TrimPrefix(a, "["), "]")
+		if strings.ContainsAny(h, "[]/ ") || h == "" {
+			return a, fmt.Errorf("address = %q: write \"host:port\" or \"host\" (port 502), e.g. \"192.168.1.10:502\" or \"[fe80::1]:502\"", a)
+		}
+		return net.JoinHostPort(h, strconv.Itoa(DefaultPort)), nil
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || host == "" {
+		return a, fmt.Errorf("address = %q: write \"host:port\" with a port 1..65535, or \"host\" alone for port 502", a)
+	}
+	return a, nil
+}
