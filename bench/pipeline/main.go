@@ -1,0 +1,228 @@
+// Command pipeline measures edged's hot path: simulated Modbus TCP devices
+// (in a child process, so their CPU is not counted) → the modbus-tcp driver
+// → mapping → the embedded broker → one real subscriber (mosquitto_sub).
+// It prints points per second, CPU seconds per million points and memory.
+//
+//	go run ./bench/pipeline -devices 10 -tags 500 -poll 1ms -duration 20s
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edged-gw/edged/configs"
+	"github.com/edged-gw/edged/internal/app"
+	"github.com/edged-gw/edged/internal/modbussim"
+)
+
+func main() {
+	role := flag.String("role", "edged", "edged | sim (internal: the simulator child)")
+	devices := flag.Int("devices", 10, "simulated Modbus TCP devices")
+	tags := flag.Int("tags", 500, "float32 tags per device")
+	poll := flag.Duration("poll", time.Millisecond, "poll interval (cycles that overrun are skipped)")
+	warmup := flag.Duration("warmup", 3*time.Second, "run this long before measuring")
+	duration := flag.Duration("duration", 15*time.Second, "measuring window")
+	subscriber := flag.String("sub", "mosquitto_sub", "subscriber: mosquitto_sub | none")
+	simCPU := flag.String("sim-cpu", "", "run the simulator child pinned to this CPU list (taskset)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the measuring window here")
+	flag.Parse()
+
+	if *role == "sim" {
+		runSim(*devices, *tags)
+		return
+	}
+	if err := runEdged(*devices, *tags, *poll, *warmup, *duration, *subscriber, *simCPU, *cpuProfile); err != nil {
+		fmt.Fprintln(os.Stderr, "pipeline:", err)
+		os.Exit(1)
+	}
+}
+
+// runSim serves devices×tags float32 values and prints one address per
+// line, then "ready"; it exits when stdin closes.
+func runSim(devices, tags int) {
+	var sims []*modbussim.Server
+	for i := 0; i < devices; i++ {
+		s := modbussim.New()
+		if err := s.Listen("127.0.0.1:0"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		sims = append(sims, s)
+		fmt.Println(s.Addr())
+	}
+	fmt.Println("ready")
+	go func() {
+		for k := 0; ; k++ {
+			for d, s := range sims {
+				words := make([]uint16, 0, 2*tags)
+				for t := 0; t < tags; t++ {
+					b := math.Float32bits(float32(d*1000+t) + float32(k%100)/10)
+					words = append(words, uint16(b>>16), uint16(b))
+				}
+				s.SetHolding(0, words...)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // parent closes stdin to stop us
+}
+
+func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscriber, simCPU, cpuProfile string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := []string{"-role", "sim", "-devices", fmt.Sprint(devices), "-tags", fmt.Sprint(tags)}
+	var sim *exec.Cmd
+	if simCPU != "" {
+		sim = exec.Command("taskset", append([]string{"-c", simCPU, self}, args...)...)
+	} else {
+		sim = exec.Command(self, args...)
+	}
+	sim.Stderr = os.Stderr
+	stdin, err := sim.StdinPipe()
+	if err != nil {
+		return err
+	}
+	out, err := sim.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := sim.Start(); err != nil {
+		return err
+	}
+	defer func() { stdin.Close(); _ = sim.Wait() }()
+	var addrs []string
+	sc := bufio.NewScanner(out)
+	for sc.Scan() && sc.Text() != "ready" {
+		addrs = append(addrs, sc.Text())
+	}
+	if len(addrs) != devices {
+		return fmt.Errorf("simulator gave %d addresses, want %d", len(addrs), devices)
+	}
+
+	dir, err := os.MkdirTemp("", "edged-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := writeConfig(dir, addrs, tags, poll); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg, err := configs.Load(filepath.Join(dir, "edged.toml"), app.Drivers(log))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rt, err := app.Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer rt.Stop()
+
+	subName := "none"
+	if subscriber == "mosquitto_sub" {
+		host, port, _ := strings.Cut(rt.Broker.Addr(), ":")
+		sub := exec.Command("mosquitto_sub", "-h", host, "-p", port, "-t", "edged/#", "-q", "0")
+		devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		sub.Stdout = devnull
+		if err := sub.Start(); err != nil {
+			return fmt.Errorf("start mosquitto_sub (apt-get install mosquitto-clients, or -sub none): %w", err)
+		}
+		defer func() { _ = sub.Process.Kill(); _ = sub.Wait() }()
+		subName = "mosquitto_sub (QoS 0, separate process)"
+	}
+
+	time.Sleep(warmup)
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	c0, b0, cpu0, t0 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now()
+	time.Sleep(duration)
+	c1, b1, cpu1, t1 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now()
+
+	secs := t1.Sub(t0).Seconds()
+	points := float64(c1.Samples - c0.Samples)
+	published := float64(c1.Published - c0.Published)
+	cpu := (cpu1 - cpu0).Seconds()
+	rss, hwm := memory()
+	fmt.Printf("edged pipeline bench: %d devices × %d float32, poll %v, GOMAXPROCS=%d, subscriber %s\n",
+		devices, tags, poll, runtime.GOMAXPROCS(0), subName)
+	fmt.Printf("  window               %.1f s\n", secs)
+	fmt.Printf("  points read          %.0f/s\n", points/secs)
+	fmt.Printf("  messages published   %.0f/s (one per tag per poll)\n", published/secs)
+	fmt.Printf("  delivered to sub     %.0f/s, dropped by broker %d\n", float64(b1.MessagesSent-b0.MessagesSent)/secs, b1.MessagesDropped-b0.MessagesDropped)
+	if points > 0 {
+		fmt.Printf("  CPU                  %.2f s per million points (%.0f%% of one core)\n", cpu/points*1e6, 100*cpu/secs)
+	}
+	fmt.Printf("  memory               RSS %.1f MB, peak %.1f MB\n", rss, hwm)
+	return nil
+}
+
+func writeConfig(dir string, addrs []string, tags int, poll time.Duration) error {
+	if err := os.MkdirAll(filepath.Join(dir, "maps"), 0o755); err != nil {
+		return err
+	}
+	var m strings.Builder
+	for t := 0; t < tags; t++ {
+		fmt.Fprintf(&m, "[[tag]]\nname = \"t%03d\"\narea = \"holding_register\"\naddress = %d\ntype = \"float32\"\n\n", t, 2*t)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "maps", "bench.toml"), []byte(m.String()), 0o644); err != nil {
+		return err
+	}
+	var c strings.Builder
+	fmt.Fprintf(&c, "[gateway]\nid = \"bench\"\ndata_dir = %q\n\n[broker]\nlisten = \"127.0.0.1:0\"\n\n", dir)
+	for i, a := range addrs {
+		fmt.Fprintf(&c, "[[device]]\nname = \"d%02d\"\ndriver = \"modbus-tcp\"\naddress = %q\npoll_interval = %q\ntimeout = \"2s\"\nmap = \"bench\"\n\n", i, a, poll.String())
+	}
+	return os.WriteFile(filepath.Join(dir, "edged.toml"), []byte(c.String()), 0o644)
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// memory returns the current and peak resident set size in MB.
+func memory() (rss, hwm float64) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		var kb float64
+		if _, err := fmt.Sscanf(l, "VmRSS: %f kB", &kb); err == nil {
+			rss = kb / 1024
+		}
+		if _, err := fmt.Sscanf(l, "VmHWM: %f kB", &kb); err == nil {
+			hwm = kb / 1024
+		}
+	}
+	return rss, hwm
+}

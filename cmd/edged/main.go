@@ -1,0 +1,220 @@
+// Command edged is the industrial edge gateway: it polls field devices,
+// turns their registers into named tags and publishes them over MQTT.
+//
+//	edged run -c /etc/edged/edged.toml   run the gateway
+//	edged validate -c FILE               check a config, list every error
+//	edged demo                           a simulated plant, no hardware needed
+//	edged version                        version and commit
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/edged-gw/edged/configs"
+	"github.com/edged-gw/edged/internal/app"
+	"github.com/edged-gw/edged/internal/gateway"
+	"github.com/edged-gw/edged/southbound"
+)
+
+// Set at build time: -ldflags "-X main.version=… -X main.commit=…".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+const defaultConfig = "/etc/edged/edged.toml"
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // runtime failure
+	exitUsage   = 2 // bad flags or arguments
+	exitConfig  = 3 // the config is invalid
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `edged — industrial edge gateway (Modbus, OPC UA → MQTT)
+
+Usage:
+  edged run      -c FILE   run the gateway from a config file (default ` + defaultConfig + `)
+  edged validate -c FILE   check a config file; exit 0 if valid, else list every error
+  edged demo               run a simulated plant with live values (no hardware needed)
+  edged version            print version and commit
+
+Run "edged COMMAND -h" for a command's flags.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(rest, stdout, stderr)
+	case "validate":
+		return cmdValidate(rest, stdout, stderr)
+	case "demo":
+		return cmdDemo(rest, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, versionString())
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "edged: unknown command %q\n\n%s", cmd, usage)
+	return exitUsage
+}
+
+func versionString() string {
+	c := commit
+	if c == "" {
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range bi.Settings {
+				if s.Key == "vcs.revision" {
+					c = s.Value
+				}
+			}
+		}
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	return fmt.Sprintf("edged %s (commit %s)", version, c)
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("edged "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("validate", stderr)
+	path := fs.String("c", defaultConfig, "config file")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	logs := newLogging(stderr)
+	cfg, err := configs.Load(*path, app.Drivers(logs.logger))
+	if err != nil {
+		printConfigError(stderr, *path, err)
+		return exitConfig
+	}
+	if _, err := gateway.New(cfg, discardPublisher{}, nil); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
+		return exitConfig
+	}
+	tags := 0
+	for _, d := range cfg.Devices {
+		if drv, ok := d.Settings.(southbound.Driver); ok {
+			tags += len(drv.Tags())
+		}
+	}
+	fmt.Fprintf(stdout, "%s: OK — gateway %q, %d device(s), %d tag(s)\n", *path, cfg.Gateway.ID, len(cfg.Devices), tags)
+	return exitOK
+}
+
+func printConfigError(w io.Writer, path string, err error) {
+	var errs configs.Errors
+	if errors.As(err, &errs) {
+		fmt.Fprintf(w, "%s: %d error(s):\n", path, len(errs))
+		for _, e := range errs {
+			fmt.Fprintf(w, "  %s\n", e.Error())
+		}
+		return
+	}
+	fmt.Fprintf(w, "%s: %v\n", path, err)
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("run", stderr)
+	path := fs.String("c", defaultConfig, "config file")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	logs := newLogging(stderr)
+	cfg, err := configs.Load(*path, app.Drivers(logs.logger))
+	if err != nil {
+		printConfigError(stderr, *path, err)
+		return exitConfig
+	}
+	if err := logs.apply(cfg.Gateway); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
+		return exitConfig
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rt, err := app.Start(ctx, cfg, logs.logger)
+	if err != nil {
+		logs.logger.Error("start failed", "err", err)
+		return exitFailure
+	}
+	logs.logger.Info("edged running", "version", version, "gateway", cfg.Gateway.ID, "devices", len(cfg.Devices))
+	<-ctx.Done()
+	logs.logger.Info("shutting down", "reason", context.Cause(ctx))
+	if err := rt.Stop(); err != nil {
+		logs.logger.Error("shutdown", "err", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+type discardPublisher struct{}
+
+func (discardPublisher) Publish(string, []byte, bool, byte) error { return nil }
+
+// logging builds the process logger early (so config loading can log) and
+// applies the configured level and format once the config is read.
+type logging struct {
+	level  *slog.LevelVar
+	out    io.Writer
+	logger *slog.Logger
+	inner  *swapHandler
+}
+
+func newLogging(w io.Writer) *logging {
+	l := &logging{level: new(slog.LevelVar), out: w}
+	l.inner = &swapHandler{}
+	l.inner.set(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l.level}))
+	l.logger = slog.New(l.inner)
+	return l
+}
+
+func (l *logging) apply(g configs.Gateway) error {
+	switch strings.ToLower(g.LogLevel) {
+	case "", "info":
+		l.level.Set(slog.LevelInfo)
+	case "debug":
+		l.level.Set(slog.LevelDebug)
+	case "warn", "warning":
+		l.level.Set(slog.LevelWarn)
+	case "error":
+		l.level.Set(slog.LevelError)
+	default:
+		return fmt.Errorf("gateway.log_level = %q: allowed are debug, info, warn, error", g.LogLevel)
+	}
+	switch strings.ToLower(g.LogFormat) {
+	case "", "text":
+	case "json":
+		l.inner.set(slog.NewJSONHandler(l.out, &slog.HandlerOptions{Level: l.level}))
+	default:
+		return fmt.Errorf("gateway.log_format = %q: allowed are text, json", g.LogFormat)
+	}
+	return nil
+}
