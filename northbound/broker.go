@@ -140,3 +140,17 @@ func (b *Broker) Stop() error {
 	b.stopped = true
 	return b.srv.Close()
 }
+
+// Stats are the broker's running totals.
+type Stats struct {
+	Clients          int64
+	MessagesSent     int64 // PUBLISH packets written to network clients
+	MessagesDropped  int64 // dropped because a client's queue was full
+	RetainedMessages int64
+}
+
+// Stats returns the broker's running totals.
+func (b *Broker) Stats() Stats {
+	i := b.srv.Info.Clone()
+	return Stats{Clients: i.ClientsConnected, MessagesSent: i.MessagesSent, MessagesDropped: i.MessagesDropped, RetainedMessages: i.Retained}
+}

@@ -293,4 +293,3 @@ func keys(m map[string]map[string]any) []string {
 	}
 	return out
 }
-
