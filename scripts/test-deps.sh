@@ -5,12 +5,22 @@ set -euo pipefail
 
 # command → Debian package
 declare -A need=(
-	[mosquitto_sub]=mosquitto-clients
+	[mosquitto_sub]=mosquitto-clients # independent subscriber in the CLI tests
+	[mosquitto]=mosquitto             # the cloud broker in uplink tests (TLS, mTLS)
+	[socat]=socat                     # virtual serial pairs for Modbus RTU tests
+	[openssl]=openssl                 # certificates for TLS tests
+)
+# python modules → Debian package (an independent Modbus RTU/TCP peer)
+declare -A pyneed=(
+	[pymodbus]=python3-pymodbus
 )
 
 missing=()
 for cmd in "${!need[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+for mod in "${!pyneed[@]}"; do
+	/usr/bin/python3 -c "import $mod" >/dev/null 2>&1 || missing+=("${pyneed[$mod]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -46,38 +46,57 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = `edged — industrial edge gateway (Modbus, OPC UA → MQTT)
+// command is one subcommand. Commands register themselves from their own
+// files with register, so adding one touches no other file.
+type command struct {
+	name    string
+	summary string // one line for the usage text, starting with its flags
+	run     func(args []string, stdout, stderr io.Writer) int
+}
 
-Usage:
-  edged run      -c FILE   run the gateway from a config file (default ` + defaultConfig + `)
-  edged validate -c FILE   check a config file; exit 0 if valid, else list every error
-  edged demo               run a simulated plant with live values (no hardware needed)
-  edged version            print version and commit
+var commands []command
 
-Run "edged COMMAND -h" for a command's flags.
-`
+func register(c command) { commands = append(commands, c) }
+
+func init() {
+	register(command{"run", "-c FILE   run the gateway from a config file (default " + defaultConfig + ")", cmdRun})
+	register(command{"validate", "-c FILE   check a config file; exit 0 if valid, else list every error", cmdValidate})
+	register(command{"demo", "          run a simulated plant with live values (no hardware needed)", cmdDemo})
+	register(command{"version", "          print version and commit", func(_ []string, stdout, _ io.Writer) int {
+		fmt.Fprintln(stdout, versionString())
+		return exitOK
+	}})
+}
+
+func usage() string {
+	var b strings.Builder
+	b.WriteString("edged — industrial edge gateway (Modbus, OPC UA → MQTT)\n\nUsage:\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  edged %-9s %s\n", c.name, c.summary)
+	}
+	b.WriteString("\nRun \"edged COMMAND -h\" for a command's flags.\n")
+	return b.String()
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return exitUsage
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "run":
-		return cmdRun(rest, stdout, stderr)
-	case "validate":
-		return cmdValidate(rest, stdout, stderr)
-	case "demo":
-		return cmdDemo(rest, stdout, stderr)
-	case "version", "--version", "-v":
-		fmt.Fprintln(stdout, versionString())
-		return exitOK
+	name, rest := args[0], args[1:]
+	switch name {
+	case "--version", "-v":
+		name = "version"
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage())
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "edged: unknown command %q\n\n%s", cmd, usage)
+	for _, c := range commands {
+		if c.name == name {
+			return c.run(rest, stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "edged: unknown command %q\n\n%s", name, usage())
 	return exitUsage
 }
 

@@ -27,11 +27,8 @@ var (
 // means one line here and one folder under southbound/.
 func registerDrivers() {
 	registerOnce.Do(func() {
-		southbound.Register("modbus-tcp", func() southbound.Driver {
-			d := modbus.NewTCP()
-			d.Logger = driverLogger.Load()
-			return d
-		})
+		// One line per driver.
+		southbound.Register("modbus-tcp", func() southbound.Driver { d := modbus.NewTCP(); d.Logger = driverLogger.Load(); return d })
 	})
 }
 
