@@ -57,6 +57,12 @@ func (s *Spec) Init() error {
 	if s.MaxSilence < 0 {
 		return fmt.Errorf("max_silence = %s: must be 0 (never republish) or positive", s.MaxSilence)
 	}
+	if !s.Writable && (s.Min != nil || s.Max != nil || s.WriteInterval != 0) {
+		return errors.New("min, max and write_interval limit writes: set writable = true as well, or remove them")
+	}
+	if s.Min != nil && s.Max != nil && *s.Min > *s.Max {
+		return fmt.Errorf("min = %v is above max = %v", *s.Min, *s.Max)
+	}
 	return nil
 }
 

@@ -231,6 +231,17 @@ type Spec struct {
 	// OnChange publishes only when the value (or quality) changes; with
 	// Deadband > 0 it is implied.
 	OnChange bool `toml:"on_change"`
+
+	// Writable allows writes to this tag (from the CLI, and later from MQTT
+	// commands). Off unless the config says so.
+	Writable bool `toml:"writable"`
+	// Min and Max bound the values a write may set (in engineering units,
+	// before scale/offset are undone); unset means the type's range.
+	Min *float64 `toml:"min"`
+	Max *float64 `toml:"max"`
+	// WriteInterval is the least time between two writes to this tag; a
+	// write arriving sooner is refused.
+	WriteInterval configs.Duration `toml:"write_interval"`
 }
 
 // Sample is one reading of one tag: the value, when it was taken, and how

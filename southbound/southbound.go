@@ -30,6 +30,13 @@ type Driver interface {
 	Tags() []*mapping.Spec
 }
 
+// Writer is implemented by drivers that can write tag values. Write applies
+// the tag's write policy (mapping.Spec.CheckWrite) before anything reaches
+// the wire; a refusal wraps mapping.ErrWriteRefused.
+type Writer interface {
+	Write(ctx context.Context, tag string, v mapping.Value) error
+}
+
 // State is a device's connection state as shown to operators.
 type State uint8
 
