@@ -38,6 +38,13 @@ type Gateway struct {
 	// TopicTemplate renders value topics; default
 	// "{prefix}/{gateway}/{device}/{tag}".
 	TopicTemplate string `toml:"topic_template"`
+	// Publish says what a poll publishes: "tags" (default: one message per
+	// tag on its topic), "device" (one message per device per poll on
+	// DeviceTopicTemplate with every tag that passed its filter), or "both".
+	Publish string `toml:"publish"`
+	// DeviceTopicTemplate renders the topic of per-device messages; default
+	// "{prefix}/{gateway}/{device}".
+	DeviceTopicTemplate string `toml:"device_topic_template"`
 }
 
 // Broker holds the embedded MQTT broker's settings.

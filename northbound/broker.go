@@ -45,6 +45,7 @@ const (
 	maxInflight             = 1024    // QoS>0 messages held for one client
 	maxWritesPending        = 4096    // messages queued to one client's socket; more are dropped
 	maxPacketSize           = 1 << 20
+	writeBufferSize         = 16 << 10
 )
 
 // NewBroker makes a broker; nothing listens until Start.
@@ -62,6 +63,9 @@ func NewBroker(opts BrokerOptions) *Broker {
 		Capabilities:           caps,
 		Logger:                 quietLogger(opts.Logger),
 		SysTopicResendInterval: 10,
+		// Coalesce queued messages into fewer socket writes when a
+		// subscriber falls behind a burst (one poll of many tags).
+		ClientNetWriteBufferSize: writeBufferSize,
 	})
 	return &Broker{opts: opts, srv: srv, flush: new(flushHook)}
 }

@@ -37,6 +37,14 @@ type Writer interface {
 	Write(ctx context.Context, tag string, v mapping.Value) error
 }
 
+// DataDirUser is implemented by drivers that keep files of their own (OPC
+// UA keeps its certificates under <data_dir>/pki). The host calls SetDataDir
+// with the gateway's data_dir (an absolute path) after Init and before
+// Start; a driver must not touch the disk before it is called.
+type DataDirUser interface {
+	SetDataDir(dir string)
+}
+
 // State is a device's connection state as shown to operators.
 type State uint8
 

@@ -8,6 +8,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,8 @@ type Gateway struct {
 	log      *slog.Logger
 	retain   bool
 	statusTo string // gateway status topic
+	perTag   bool   // publish one message per tag
+	perDev   bool   // publish one message per device per poll
 	devices  []*device
 	byName   map[string]*device
 
@@ -49,6 +52,7 @@ type device struct {
 	name     string
 	drv      southbound.Driver
 	statusTo string
+	topic    string // per-device messages, when enabled
 
 	mu    sync.Mutex // guards everything below; Samples for one device are serial, Snapshot reads concurrently
 	state southbound.State
@@ -57,11 +61,13 @@ type device struct {
 	tags  []tagState
 	index map[*mapping.Spec]int
 	buf   []byte
+	dbuf  []byte // the per-device message being built
 }
 
 type tagState struct {
 	spec   *mapping.Spec
 	topic  string
+	key    []byte // "name": as a JSON object key, for per-device messages
 	filter mapping.Filter
 	last   mapping.Sample
 }
@@ -84,12 +90,32 @@ func New(cfg *configs.Config, pub Publisher, log *slog.Logger) (*Gateway, error)
 	if prefix == "" {
 		prefix = "edged"
 	}
+	perTag, perDev := true, false
+	switch cfg.Gateway.Publish {
+	case "", "tags":
+	case "device":
+		perTag, perDev = false, true
+	case "both":
+		perDev = true
+	default:
+		return nil, fmt.Errorf("gateway publish = %q: allowed are \"tags\" (one message per tag, default), \"device\" (one message per device per poll), \"both\"", cfg.Gateway.Publish)
+	}
+	devText := cfg.Gateway.DeviceTopicTemplate
+	if devText == "" {
+		devText = DefaultDeviceTopicTemplate
+	}
+	devTmpl, err := mapping.ParseTemplate(devText)
+	if err != nil {
+		return nil, fmt.Errorf("gateway device_topic_template: %w", err)
+	}
 	g := &Gateway{
 		cfg:      cfg,
 		pub:      pub,
 		log:      log,
 		retain:   cfg.Broker.Retain == nil || *cfg.Broker.Retain,
 		statusTo: prefix + "/" + cfg.Gateway.ID + "/status",
+		perTag:   perTag,
+		perDev:   perDev,
 		byName:   make(map[string]*device, len(cfg.Devices)),
 	}
 	owner := map[string]string{g.statusTo: "the gateway status"}
@@ -105,6 +131,9 @@ func New(cfg *configs.Config, pub Publisher, log *slog.Logger) (*Gateway, error)
 		if !ok {
 			return nil, fmt.Errorf("device %q: driver %q does not implement southbound.Driver", dc.Name, dc.Driver)
 		}
+		if u, ok := drv.(southbound.DataDirUser); ok {
+			u.SetDataDir(cfg.Gateway.DataDir)
+		}
 		d := &device{
 			name:     dc.Name,
 			drv:      drv,
@@ -114,13 +143,22 @@ func New(cfg *configs.Config, pub Publisher, log *slog.Logger) (*Gateway, error)
 		if err := claim(d.statusTo, fmt.Sprintf("the status of device %q", dc.Name)); err != nil {
 			return nil, err
 		}
-		for _, spec := range drv.Tags() {
-			topic := tmpl.Render(prefix, cfg.Gateway.ID, dc.Name, spec.Name)
-			if err := claim(topic, fmt.Sprintf("tag %q of device %q", spec.Name, dc.Name)); err != nil {
+		if perDev {
+			d.topic = devTmpl.Render(prefix, cfg.Gateway.ID, dc.Name, "")
+			if err := claim(d.topic, fmt.Sprintf("the per-device messages of device %q", dc.Name)); err != nil {
 				return nil, err
 			}
+		}
+		for _, spec := range drv.Tags() {
+			topic := tmpl.Render(prefix, cfg.Gateway.ID, dc.Name, spec.Name)
+			if perTag {
+				if err := claim(topic, fmt.Sprintf("tag %q of device %q", spec.Name, dc.Name)); err != nil {
+					return nil, err
+				}
+			}
+			key, _ := json.Marshal(spec.Name)
 			d.index[spec] = len(d.tags)
-			d.tags = append(d.tags, tagState{spec: spec, topic: topic})
+			d.tags = append(d.tags, tagState{spec: spec, topic: topic, key: append(key, ':')})
 		}
 		g.devices = append(g.devices, d)
 		g.byName[d.name] = d
@@ -179,6 +217,24 @@ func (g *Gateway) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// DefaultDeviceTopicTemplate is where per-device messages go.
+const DefaultDeviceTopicTemplate = "{prefix}/{gateway}/{device}"
+
+// batchTime is the newest read time in a batch, the "ts" of a per-device
+// message (each value keeps its own ts too).
+func batchTime(samples []mapping.Sample) int64 {
+	var ts int64
+	for i := range samples {
+		if samples[i].TimeMs > ts {
+			ts = samples[i].TimeMs
+		}
+	}
+	if ts == 0 {
+		ts = time.Now().UnixMilli()
+	}
+	return ts
+}
+
 // Flusher is implemented by publishers that can wait until a message has
 // reached the subscribers' sockets (so a last message survives shutdown).
 type Flusher interface {
@@ -212,6 +268,12 @@ func (g *Gateway) Samples(name string, samples []mapping.Sample) {
 	defer d.mu.Unlock()
 	d.polls++
 	var published, failed uint64
+	entries := 0
+	if g.perDev {
+		d.dbuf = append(d.dbuf[:0], `{"ts":`...)
+		d.dbuf = strconv.AppendInt(d.dbuf, batchTime(samples), 10)
+		d.dbuf = append(d.dbuf, `,"values":{`...)
+	}
 	for i := range samples {
 		s := &samples[i]
 		idx, ok := d.index[s.Tag]
@@ -223,12 +285,31 @@ func (g *Gateway) Samples(name string, samples []mapping.Sample) {
 		if !t.filter.Pass(s) {
 			continue
 		}
+		if g.perDev {
+			if entries > 0 {
+				d.dbuf = append(d.dbuf, ',')
+			}
+			d.dbuf = append(d.dbuf, t.key...)
+			d.dbuf = mapping.AppendJSON(d.dbuf, s)
+			entries++
+		}
+		if !g.perTag {
+			continue
+		}
 		d.buf = mapping.AppendJSON(d.buf[:0], s)
 		if err := g.pub.Publish(t.topic, d.buf, g.retain, 0); err != nil {
 			failed++
 			continue
 		}
 		published++
+	}
+	if entries > 0 {
+		d.dbuf = append(d.dbuf, "}}"...)
+		if err := g.pub.Publish(d.topic, d.dbuf, g.retain, 0); err != nil {
+			failed++
+		} else {
+			published++
+		}
 	}
 	g.published.Add(published)
 	if failed > 0 {

@@ -209,3 +209,66 @@ func filterTopic(ms []mqtttest.Message, topic string) []mqtttest.Message {
 	}
 	return out
 }
+
+func TestGatewayPerDeviceMessages(t *testing.T) {
+	a := &mapping.Spec{Name: "a", Type: mapping.TypeFloat32, Unit: "bar"}
+	b := &mapping.Spec{Name: "b\"q", Type: mapping.TypeUint16, OnChange: true}
+	drv := &scripted{tags: []*mapping.Spec{a, b}}
+	for _, mode := range []string{"device", "both"} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := newConfig(map[string]*scripted{"press": drv}, "press")
+			cfg.Gateway.Publish = mode
+			g, br := startGateway(t, cfg)
+			sub := mqtttest.Subscribe(t, br.Addr(), "edged/#")
+			if err := g.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			poll := func(av float64, bv uint64, ts int64) {
+				g.Samples("press", []mapping.Sample{
+					{Tag: a, Value: mapping.Value{Kind: mapping.KindFloat, Float: av}, TimeMs: ts},
+					{Tag: b, Value: mapping.Value{Kind: mapping.KindUint, Uint: bv}, TimeMs: ts - 1},
+				})
+			}
+			poll(1.5, 7, 1000)
+			poll(2.5, 7, 2000) // b unchanged and on_change: only a in the second message
+			msgs := sub.WaitFor(5*time.Second, "two device messages", func(ms []mqtttest.Message) bool {
+				return len(filterTopic(ms, "edged/gw1/press")) >= 2
+			})
+			dev := filterTopic(msgs, "edged/gw1/press")
+			var first, second struct {
+				TS     int64                      `json:"ts"`
+				Values map[string]json.RawMessage `json:"values"`
+			}
+			if err := json.Unmarshal(dev[0].Payload, &first); err != nil {
+				t.Fatalf("%s: %v", dev[0].Payload, err)
+			}
+			if err := json.Unmarshal(dev[1].Payload, &second); err != nil {
+				t.Fatalf("%s: %v", dev[1].Payload, err)
+			}
+			if first.TS != 1000 || len(first.Values) != 2 || payload(t, first.Values["a"])["unit"] != "bar" || payload(t, first.Values["b\"q"])["v"] != 7.0 {
+				t.Fatalf("first device message %s", dev[0].Payload)
+			}
+			if second.TS != 2000 || len(second.Values) != 1 || payload(t, second.Values["a"])["v"] != 2.5 {
+				t.Fatalf("second device message %s", dev[1].Payload)
+			}
+			perTag := len(filterTopic(msgs, "edged/gw1/press/a"))
+			if mode == "device" && perTag != 0 {
+				t.Fatalf("publish = device also sent %d per-tag messages", perTag)
+			}
+			if mode == "both" {
+				sub.WaitFor(5*time.Second, "per-tag messages too", func(ms []mqtttest.Message) bool {
+					return len(filterTopic(ms, "edged/gw1/press/a")) == 2
+				})
+			}
+			_ = g.Stop(context.Background())
+		})
+	}
+}
+
+func TestGatewayRefusesUnknownPublishMode(t *testing.T) {
+	cfg := newConfig(map[string]*scripted{"d": {tags: []*mapping.Spec{{Name: "x", Type: mapping.TypeUint16}}}}, "d")
+	cfg.Gateway.Publish = "tag"
+	if _, err := New(cfg, nil, nil); err == nil || !strings.Contains(err.Error(), `allowed are "tags"`) {
+		t.Fatalf("New() = %v", err)
+	}
+}
