@@ -78,6 +78,11 @@ type Device struct {
 
 	// Line is where the table starts in File, for later error messages.
 	Line int `toml:"-"`
+
+	// Fingerprint changes whenever the device's table or its map file
+	// changes meaningfully; a reload restarts only devices whose fingerprint
+	// (or name or driver) changed.
+	Fingerprint string `toml:"-"`
 }
 
 // Settings is what a driver factory returns: a struct with toml tags that

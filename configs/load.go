@@ -1,6 +1,9 @@
 package configs
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -469,7 +472,23 @@ func (l *loader) device(src *source, cfg *Config, i int, prim toml.Primitive, na
 			l.initError(src, base, d, mf, err)
 		}
 	}
+	d.Fingerprint = fingerprint(src, prim, mf)
 	return d
+}
+
+// fingerprint identifies what a device was configured from: its table as
+// decoded (so comments and key order do not count) and its map file's text.
+func fingerprint(src *source, prim toml.Primitive, mf *mapFile) string {
+	var table map[string]any
+	_ = src.md.PrimitiveDecode(prim, &table)
+	b, _ := json.Marshal(table) // map keys are sorted
+	h := sha256.New()
+	h.Write(b)
+	if mf != nil {
+		h.Write([]byte{0})
+		h.Write(mf.text)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // deviceMap decodes the device's map file into its settings' MapTarget. It

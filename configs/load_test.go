@@ -292,7 +292,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:  "top-level key below a table header",
 			files: memFS{testMain: gw + lines(`device = [{ name = "a", driver = "plain" }]`)},
-			want:  []wantErr{{line: 3, key: "gateway.device", msg: "unknown key; allowed here: id, data_dir, log_level, log_format, maps_dir, topic_prefix, topic_template (keys after a [table] header belong to that table: move device above"}},
+			want:  []wantErr{{line: 3, key: "gateway.device", msg: "unknown key; allowed here: id, data_dir, log_level, log_format, maps_dir, topic_prefix, topic_template, publish, device_topic_template (keys after a [table] header belong to that table: move device above"}},
 		},
 		{
 			name: "bad type in a device's third tag",
@@ -556,5 +556,32 @@ func TestClosest(t *testing.T) {
 		if got := closest(in, allowed); got != want {
 			t.Errorf("closest(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestDeviceFingerprint(t *testing.T) {
+	load := func(main, m1 string) *Config {
+		t.Helper()
+		cfg, err := loadMem(memFS{testMain: main, testMaps + "m1.toml": m1}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	base := "[gateway]\nid = \"g\"\n[[device]]\nname = \"a\"\ndriver = \"fake\"\nhost = \"h1\"\nmap = \"m1\"\n[[device]]\nname = \"b\"\ndriver = \"fake\"\nhost = \"h2\"\n"
+	m1 := "[[tag]]\nname = \"t\"\naddress = 1\n"
+	c0 := load(base, m1)
+	same := load("# a comment\n"+base, m1)
+	hostChanged := load(strings.Replace(base, `"h2"`, `"h3"`, 1), m1)
+	mapChanged := load(base, strings.Replace(m1, "address = 1", "address = 2", 1))
+	fp := func(c *Config, i int) string { return c.Devices[i].Fingerprint }
+	if fp(c0, 0) == "" || fp(c0, 0) != fp(same, 0) || fp(c0, 1) != fp(same, 1) {
+		t.Fatalf("a comment changed a fingerprint")
+	}
+	if fp(c0, 1) == fp(hostChanged, 1) || fp(c0, 0) != fp(hostChanged, 0) {
+		t.Fatalf("changing device b's host must change b's fingerprint only")
+	}
+	if fp(c0, 0) == fp(mapChanged, 0) || fp(c0, 1) != fp(mapChanged, 1) {
+		t.Fatalf("changing a's map must change a's fingerprint only")
 	}
 }

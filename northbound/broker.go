@@ -31,7 +31,8 @@ type Broker struct {
 	srv  *mqtt.Server
 	tcp  *listeners.TCP
 
-	flush *flushHook
+	flush  *flushHook
+	retain *retainStore
 
 	mu      sync.Mutex
 	started bool
@@ -67,7 +68,7 @@ func NewBroker(opts BrokerOptions) *Broker {
 		// subscriber falls behind a burst (one poll of many tags).
 		ClientNetWriteBufferSize: writeBufferSize,
 	})
-	return &Broker{opts: opts, srv: srv, flush: new(flushHook)}
+	return &Broker{opts: opts, srv: srv, flush: new(flushHook), retain: newRetainStore()}
 }
 
 // quietLogger passes the library's warnings and errors on, with a source
@@ -93,6 +94,9 @@ func (b *Broker) Start() error {
 	}
 	if err := b.srv.AddHook(b.flush, nil); err != nil {
 		return fmt.Errorf("broker: add flush hook: %w", err)
+	}
+	if err := b.srv.AddHook(b.retain, nil); err != nil {
+		return fmt.Errorf("broker: add retain hook: %w", err)
 	}
 	if b.opts.Listen != "" {
 		b.tcp = listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.opts.Listen})
@@ -120,9 +124,22 @@ func (b *Broker) Addr() string {
 // Publish delivers one message to local subscribers. The payload is copied;
 // the caller may reuse it when Publish returns. QoS applies to what
 // subscribers receive (in-process publishing itself cannot fail in transit).
+//
+// Retained messages are kept by edged (see retainStore), not by the
+// library; an empty retained payload deletes the topic's retained message
+// and is not forwarded.
 func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
-	return b.srv.Publish(topic, payload, retain, qos)
+	if retain {
+		b.retain.set(topic, payload)
+		if len(payload) == 0 {
+			return nil
+		}
+	}
+	return b.srv.Publish(topic, payload, false, qos)
 }
+
+// Retained returns a copy of the retained message edged holds for topic.
+func (b *Broker) Retained(topic string) ([]byte, bool) { return b.retain.get(topic) }
 
 // Subscribe registers an in-process handler for a topic filter. The handler
 // runs on the publisher's goroutine and must not block.

@@ -28,40 +28,67 @@ type Publisher interface {
 	Publish(topic string, payload []byte, retain bool, qos byte) error
 }
 
-// Gateway runs the devices of one config.
+// Gateway runs the devices of one config and can swap in another config
+// (Reload) restarting only the devices that changed.
 type Gateway struct {
-	cfg      *configs.Config
-	pub      Publisher
-	log      *slog.Logger
-	retain   bool
-	statusTo string // gateway status topic
-	perTag   bool   // publish one message per tag
-	perDev   bool   // publish one message per device per poll
-	devices  []*device
-	byName   map[string]*device
+	pub Publisher
+	log *slog.Logger
+
+	tbl atomic.Pointer[table] // the devices running now; replaced whole on reload
 
 	samples   atomic.Uint64 // samples received from drivers
 	published atomic.Uint64 // value messages published
 	pubErrors atomic.Uint64
 
-	mu      sync.Mutex
-	started []*device
+	life sync.Mutex // serialises Start, Reload and Stop
+}
+
+// layout is what every topic depends on; a reload that changes it
+// restarts every device.
+type layout struct {
+	prefix, id       string
+	tmplText, devTxt string
+	tmpl, devTmpl    *mapping.Template
+	perTag, perDev   bool
+	retain           bool
+	statusTo         string // gateway status topic
+}
+
+func (a layout) same(b layout) bool {
+	return a.prefix == b.prefix && a.id == b.id && a.tmplText == b.tmplText && a.devTxt == b.devTxt &&
+		a.perTag == b.perTag && a.perDev == b.perDev && a.retain == b.retain
+}
+
+// table is an immutable set of devices with the layout they were built for.
+type table struct {
+	layout
+	devices []*device
+	byName  map[string]*device
 }
 
 type device struct {
-	name     string
-	drv      southbound.Driver
-	statusTo string
-	topic    string // per-device messages, when enabled
+	g           *Gateway
+	name        string
+	driver      string
+	fingerprint string
+	drv         southbound.Driver
+	statusTo    string
+	topic       string // per-device messages, when enabled
+	perTag      bool
+	perDev      bool
+	retain      bool
 
-	mu    sync.Mutex // guards everything below; Samples for one device are serial, Snapshot reads concurrently
-	state southbound.State
-	err   error
-	polls uint64
-	tags  []tagState
-	index map[*mapping.Spec]int
-	buf   []byte
-	dbuf  []byte // the per-device message being built
+	mu      sync.Mutex // guards everything below; Samples for one device are serial, Snapshot reads concurrently
+	running bool
+	state   southbound.State
+	err     error
+	polls   uint64
+	lastOK  int64 // unix ms of the last sample batch with a good value
+	bad     uint64
+	tags    []tagState
+	index   map[*mapping.Spec]int
+	buf     []byte
+	dbuf    []byte // the per-device message being built
 }
 
 type tagState struct {
@@ -78,47 +105,58 @@ func New(cfg *configs.Config, pub Publisher, log *slog.Logger) (*Gateway, error)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	tmplText := cfg.Gateway.TopicTemplate
-	if tmplText == "" {
-		tmplText = mapping.DefaultTopicTemplate
-	}
-	tmpl, err := mapping.ParseTemplate(tmplText)
+	g := &Gateway{pub: pub, log: log}
+	t, err := g.build(cfg, nil)
 	if err != nil {
-		return nil, fmt.Errorf("gateway topic_template: %w", err)
+		return nil, err
 	}
-	prefix := cfg.Gateway.TopicPrefix
-	if prefix == "" {
-		prefix = "edged"
+	g.tbl.Store(t)
+	return g, nil
+}
+
+func newLayout(cfg *configs.Config) (layout, error) {
+	l := layout{id: cfg.Gateway.ID, prefix: cfg.Gateway.TopicPrefix, tmplText: cfg.Gateway.TopicTemplate, devTxt: cfg.Gateway.DeviceTopicTemplate}
+	if l.tmplText == "" {
+		l.tmplText = mapping.DefaultTopicTemplate
 	}
-	perTag, perDev := true, false
+	var err error
+	if l.tmpl, err = mapping.ParseTemplate(l.tmplText); err != nil {
+		return l, fmt.Errorf("gateway topic_template: %w", err)
+	}
+	if l.prefix == "" {
+		l.prefix = "edged"
+	}
+	l.perTag = true
 	switch cfg.Gateway.Publish {
 	case "", "tags":
 	case "device":
-		perTag, perDev = false, true
+		l.perTag, l.perDev = false, true
 	case "both":
-		perDev = true
+		l.perDev = true
 	default:
-		return nil, fmt.Errorf("gateway publish = %q: allowed are \"tags\" (one message per tag, default), \"device\" (one message per device per poll), \"both\"", cfg.Gateway.Publish)
+		return l, fmt.Errorf("gateway publish = %q: allowed are \"tags\" (one message per tag, default), \"device\" (one message per device per poll), \"both\"", cfg.Gateway.Publish)
 	}
-	devText := cfg.Gateway.DeviceTopicTemplate
-	if devText == "" {
-		devText = DefaultDeviceTopicTemplate
+	if l.devTxt == "" {
+		l.devTxt = DefaultDeviceTopicTemplate
 	}
-	devTmpl, err := mapping.ParseTemplate(devText)
+	if l.devTmpl, err = mapping.ParseTemplate(l.devTxt); err != nil {
+		return l, fmt.Errorf("gateway device_topic_template: %w", err)
+	}
+	l.retain = cfg.Broker.Retain == nil || *cfg.Broker.Retain
+	l.statusTo = l.prefix + "/" + l.id + "/status"
+	return l, nil
+}
+
+// build makes the device table for cfg. A device of old whose name, driver
+// and fingerprint are unchanged (and the layout too) is reused as it is,
+// running; every other device is new, made from cfg's driver settings.
+func (g *Gateway) build(cfg *configs.Config, old *table) (*table, error) {
+	lay, err := newLayout(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("gateway device_topic_template: %w", err)
+		return nil, err
 	}
-	g := &Gateway{
-		cfg:      cfg,
-		pub:      pub,
-		log:      log,
-		retain:   cfg.Broker.Retain == nil || *cfg.Broker.Retain,
-		statusTo: prefix + "/" + cfg.Gateway.ID + "/status",
-		perTag:   perTag,
-		perDev:   perDev,
-		byName:   make(map[string]*device, len(cfg.Devices)),
-	}
-	owner := map[string]string{g.statusTo: "the gateway status"}
+	t := &table{layout: lay, byName: make(map[string]*device, len(cfg.Devices))}
+	owner := map[string]string{lay.statusTo: "the gateway status"}
 	claim := func(topic, what string) error {
 		if prev, dup := owner[topic]; dup {
 			return fmt.Errorf("topic %q is used by both %s and %s: change the topic_template or a name", topic, prev, what)
@@ -127,94 +165,205 @@ func New(cfg *configs.Config, pub Publisher, log *slog.Logger) (*Gateway, error)
 		return nil
 	}
 	for _, dc := range cfg.Devices {
-		drv, ok := dc.Settings.(southbound.Driver)
-		if !ok {
-			return nil, fmt.Errorf("device %q: driver %q does not implement southbound.Driver", dc.Name, dc.Driver)
+		var d *device
+		if old != nil && old.layout.same(lay) {
+			if od := old.byName[dc.Name]; od != nil && od.driver == dc.Driver && od.fingerprint == dc.Fingerprint && dc.Fingerprint != "" {
+				d = od
+			}
 		}
-		if u, ok := drv.(southbound.DataDirUser); ok {
-			u.SetDataDir(cfg.Gateway.DataDir)
+		if d == nil {
+			drv, ok := dc.Settings.(southbound.Driver)
+			if !ok {
+				return nil, fmt.Errorf("device %q: driver %q does not implement southbound.Driver", dc.Name, dc.Driver)
+			}
+			if u, ok := drv.(southbound.DataDirUser); ok {
+				u.SetDataDir(cfg.Gateway.DataDir)
+			}
+			d = &device{
+				g: g, name: dc.Name, driver: dc.Driver, fingerprint: dc.Fingerprint, drv: drv,
+				statusTo: lay.prefix + "/" + lay.id + "/" + dc.Name + "/_status",
+				perTag:   lay.perTag, perDev: lay.perDev, retain: lay.retain,
+				index: map[*mapping.Spec]int{},
+			}
+			if lay.perDev {
+				d.topic = lay.devTmpl.Render(lay.prefix, lay.id, dc.Name, "")
+			}
+			for _, spec := range drv.Tags() {
+				key, _ := json.Marshal(spec.Name)
+				d.index[spec] = len(d.tags)
+				d.tags = append(d.tags, tagState{spec: spec, topic: lay.tmpl.Render(lay.prefix, lay.id, dc.Name, spec.Name), key: append(key, ':')})
+			}
 		}
-		d := &device{
-			name:     dc.Name,
-			drv:      drv,
-			statusTo: prefix + "/" + cfg.Gateway.ID + "/" + dc.Name + "/_status",
-			index:    map[*mapping.Spec]int{},
-		}
-		if err := claim(d.statusTo, fmt.Sprintf("the status of device %q", dc.Name)); err != nil {
+		if err := claim(d.statusTo, fmt.Sprintf("the status of device %q", d.name)); err != nil {
 			return nil, err
 		}
-		if perDev {
-			d.topic = devTmpl.Render(prefix, cfg.Gateway.ID, dc.Name, "")
-			if err := claim(d.topic, fmt.Sprintf("the per-device messages of device %q", dc.Name)); err != nil {
+		if lay.perDev {
+			if err := claim(d.topic, fmt.Sprintf("the per-device messages of device %q", d.name)); err != nil {
 				return nil, err
 			}
 		}
-		for _, spec := range drv.Tags() {
-			topic := tmpl.Render(prefix, cfg.Gateway.ID, dc.Name, spec.Name)
-			if perTag {
-				if err := claim(topic, fmt.Sprintf("tag %q of device %q", spec.Name, dc.Name)); err != nil {
+		if lay.perTag {
+			for _, ts := range d.tags {
+				if err := claim(ts.topic, fmt.Sprintf("tag %q of device %q", ts.spec.Name, d.name)); err != nil {
 					return nil, err
 				}
 			}
-			key, _ := json.Marshal(spec.Name)
-			d.index[spec] = len(d.tags)
-			d.tags = append(d.tags, tagState{spec: spec, topic: topic, key: append(key, ':')})
 		}
-		g.devices = append(g.devices, d)
-		g.byName[d.name] = d
+		t.devices = append(t.devices, d)
+		t.byName[d.name] = d
 	}
-	return g, nil
+	return t, nil
 }
 
 // Start announces the gateway online and starts every device. A device that
 // fails to start is logged and reported offline; the others run.
 func (g *Gateway) Start(ctx context.Context) error {
-	if err := g.pub.Publish(g.statusTo, []byte("online"), true, 1); err != nil {
+	g.life.Lock()
+	defer g.life.Unlock()
+	t := g.tbl.Load()
+	if err := g.pub.Publish(t.statusTo, []byte("online"), true, 1); err != nil {
 		return fmt.Errorf("publish gateway status: %w", err)
 	}
-	for _, d := range g.devices {
-		g.State(d.name, southbound.StateConnecting, nil)
-		if err := d.drv.Start(ctx, g); err != nil {
-			g.log.Error("device failed to start", "device", d.name, "err", err)
-			g.State(d.name, southbound.StateOffline, err)
-			continue
-		}
-		g.mu.Lock()
-		g.started = append(g.started, d)
-		g.mu.Unlock()
+	for _, d := range t.devices {
+		d.start(ctx)
 	}
-	g.log.Info("gateway started", "devices", len(g.devices), "status_topic", g.statusTo)
+	g.log.Info("gateway started", "devices", len(t.devices), "status_topic", t.statusTo)
 	return nil
+}
+
+func (d *device) start(ctx context.Context) {
+	d.State("", southbound.StateConnecting, nil)
+	if err := d.drv.Start(ctx, d); err != nil {
+		d.g.log.Error("device failed to start", "device", d.name, "err", err)
+		d.State("", southbound.StateOffline, err)
+		return
+	}
+	d.mu.Lock()
+	d.running = true
+	d.mu.Unlock()
+}
+
+// stop stops the driver (waiting for in-flight reads) if it runs.
+func (d *device) stop(ctx context.Context) error {
+	d.mu.Lock()
+	running := d.running
+	d.running = false
+	d.mu.Unlock()
+	if !running {
+		return nil
+	}
+	err := d.drv.Stop(ctx)
+	d.State("", southbound.StateStopped, nil)
+	if err != nil {
+		return fmt.Errorf("device %q: stop: %w", d.name, err)
+	}
+	return nil
+}
+
+func stopAll(ctx context.Context, devs []*device) error {
+	var (
+		wg   sync.WaitGroup
+		emu  sync.Mutex
+		errs []error
+	)
+	for _, d := range devs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.stop(ctx); err != nil {
+				emu.Lock()
+				errs = append(errs, err)
+				emu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Stop stops every device (waiting for in-flight reads) and announces the
 // gateway offline. The publisher must still be running.
 func (g *Gateway) Stop(ctx context.Context) error {
-	g.mu.Lock()
-	started := g.started
-	g.started = nil
-	g.mu.Unlock()
-	var errs []error
-	var wg sync.WaitGroup
-	var emu sync.Mutex
-	for _, d := range started {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := d.drv.Stop(ctx); err != nil {
-				emu.Lock()
-				errs = append(errs, fmt.Errorf("device %q: stop: %w", d.name, err))
-				emu.Unlock()
-			}
-			g.State(d.name, southbound.StateStopped, nil)
-		}()
-	}
-	wg.Wait()
-	if err := g.publishLast(g.statusTo, []byte("offline")); err != nil {
+	g.life.Lock()
+	defer g.life.Unlock()
+	t := g.tbl.Load()
+	errs := []error{stopAll(ctx, t.devices)}
+	if err := g.publishLast(t.statusTo, []byte("offline")); err != nil {
 		errs = append(errs, fmt.Errorf("publish gateway status: %w", err))
 	}
 	g.log.Info("gateway stopped")
 	return errors.Join(errs...)
+}
+
+// ReloadReport says what a reload did, by device name.
+type ReloadReport struct {
+	Unchanged, Restarted, Added, Removed []string
+}
+
+// Reload switches to cfg. Devices whose settings (and map) are unchanged
+// keep running without a pause; changed devices are stopped and started
+// with their new settings; removed devices are stopped and their retained
+// topics cleared; new devices are started. If cfg cannot be laid out (a
+// topic collision, a bad template), nothing changes and the error says why.
+func (g *Gateway) Reload(ctx context.Context, cfg *configs.Config) (ReloadReport, error) {
+	g.life.Lock()
+	defer g.life.Unlock()
+	old := g.tbl.Load()
+	next, err := g.build(cfg, old)
+	if err != nil {
+		return ReloadReport{}, err
+	}
+	var rep ReloadReport
+	var stopping []*device
+	for _, od := range old.devices {
+		nd := next.byName[od.name]
+		switch {
+		case nd == od:
+			rep.Unchanged = append(rep.Unchanged, od.name)
+		case nd == nil:
+			rep.Removed = append(rep.Removed, od.name)
+			stopping = append(stopping, od)
+		default:
+			rep.Restarted = append(rep.Restarted, od.name)
+			stopping = append(stopping, od)
+		}
+	}
+	for _, nd := range next.devices {
+		if old.byName[nd.name] == nil {
+			rep.Added = append(rep.Added, nd.name)
+		}
+	}
+	stopErr := stopAll(ctx, stopping)
+	for _, name := range rep.Removed {
+		g.clearRetained(old.byName[name])
+	}
+	if next.statusTo != old.statusTo {
+		_ = g.pub.Publish(old.statusTo, []byte("offline"), true, 1)
+	}
+	g.tbl.Store(next)
+	if err := g.pub.Publish(next.statusTo, []byte("online"), true, 1); err != nil {
+		g.log.Warn("publish gateway status failed", "err", err)
+	}
+	for _, nd := range next.devices {
+		if old.byName[nd.name] != nd {
+			nd.start(ctx)
+		}
+	}
+	g.log.Info("config reloaded", "unchanged", len(rep.Unchanged), "restarted", rep.Restarted, "added", rep.Added, "removed", rep.Removed)
+	return rep, stopErr
+}
+
+// clearRetained removes a removed device's retained messages from the local
+// broker (an empty retained payload deletes them), so subscribers do not
+// see values of a device that no longer exists.
+func (g *Gateway) clearRetained(d *device) {
+	_ = g.pub.Publish(d.statusTo, nil, true, 0)
+	if d.topic != "" {
+		_ = g.pub.Publish(d.topic, nil, true, 0)
+	}
+	for _, t := range d.tags {
+		_ = g.pub.Publish(t.topic, nil, true, 0)
+	}
 }
 
 // DefaultDeviceTopicTemplate is where per-device messages go.
@@ -256,20 +405,18 @@ func (g *Gateway) publishLast(topic string, payload []byte) error {
 	return err
 }
 
-// Samples implements southbound.Sink: report-by-exception, render, publish.
-func (g *Gateway) Samples(name string, samples []mapping.Sample) {
-	d := g.byName[name]
-	if d == nil {
-		g.log.Warn("samples from unknown device", "device", name)
-		return
-	}
+// Samples implements southbound.Sink for one device: report-by-exception,
+// render, publish. The device name argument is ignored: each driver gets
+// its own device as its sink.
+func (d *device) Samples(_ string, samples []mapping.Sample) {
+	g := d.g
 	g.samples.Add(uint64(len(samples)))
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.polls++
 	var published, failed uint64
-	entries := 0
-	if g.perDev {
+	entries, good := 0, false
+	if d.perDev {
 		d.dbuf = append(d.dbuf[:0], `{"ts":`...)
 		d.dbuf = strconv.AppendInt(d.dbuf, batchTime(samples), 10)
 		d.dbuf = append(d.dbuf, `,"values":{`...)
@@ -280,12 +427,17 @@ func (g *Gateway) Samples(name string, samples []mapping.Sample) {
 		if !ok {
 			continue // a driver reporting a tag it did not list is a driver bug; never crash on it
 		}
+		if s.Quality == mapping.Good {
+			good = true
+		} else {
+			d.bad++
+		}
 		t := &d.tags[idx]
 		t.last = *s
 		if !t.filter.Pass(s) {
 			continue
 		}
-		if g.perDev {
+		if d.perDev {
 			if entries > 0 {
 				d.dbuf = append(d.dbuf, ',')
 			}
@@ -293,19 +445,22 @@ func (g *Gateway) Samples(name string, samples []mapping.Sample) {
 			d.dbuf = mapping.AppendJSON(d.dbuf, s)
 			entries++
 		}
-		if !g.perTag {
+		if !d.perTag {
 			continue
 		}
 		d.buf = mapping.AppendJSON(d.buf[:0], s)
-		if err := g.pub.Publish(t.topic, d.buf, g.retain, 0); err != nil {
+		if err := g.pub.Publish(t.topic, d.buf, d.retain, 0); err != nil {
 			failed++
 			continue
 		}
 		published++
 	}
+	if good {
+		d.lastOK = batchTime(samples)
+	}
 	if entries > 0 {
 		d.dbuf = append(d.dbuf, "}}"...)
-		if err := g.pub.Publish(d.topic, d.dbuf, g.retain, 0); err != nil {
+		if err := g.pub.Publish(d.topic, d.dbuf, d.retain, 0); err != nil {
 			failed++
 		} else {
 			published++
@@ -317,25 +472,37 @@ func (g *Gateway) Samples(name string, samples []mapping.Sample) {
 	}
 }
 
-// State implements southbound.Sink: remember the device's state and publish
-// it, retained, on the device status topic.
-func (g *Gateway) State(name string, state southbound.State, err error) {
-	d := g.byName[name]
-	if d == nil {
-		return
-	}
+// State implements southbound.Sink for one device: remember the device's
+// state and publish it, retained, on the device status topic.
+func (d *device) State(_ string, state southbound.State, err error) {
+	g := d.g
 	d.mu.Lock()
 	changed := d.state != state || (err != nil) != (d.err != nil)
 	d.state, d.err = state, err
 	d.mu.Unlock()
 	if state == southbound.StateOffline && changed {
-		g.log.Warn("device offline", "device", name, "err", err)
+		g.log.Warn("device offline", "device", d.name, "err", err)
 	} else if changed {
-		g.log.Info("device state", "device", name, "state", state.String())
+		g.log.Info("device state", "device", d.name, "state", state.String())
 	}
 	payload := appendStatus(nil, state, err, time.Now().UnixMilli())
 	if perr := g.pub.Publish(d.statusTo, payload, true, 1); perr != nil {
-		g.log.Warn("publish device status failed", "device", name, "err", perr)
+		g.log.Warn("publish device status failed", "device", d.name, "err", perr)
+	}
+}
+
+// Samples delivers samples to the named device (for callers that hold the
+// gateway rather than a device, such as tests and in-process sources).
+func (g *Gateway) Samples(name string, samples []mapping.Sample) {
+	if d := g.tbl.Load().byName[name]; d != nil {
+		d.Samples(name, samples)
+	}
+}
+
+// State reports a state for the named device.
+func (g *Gateway) State(name string, state southbound.State, err error) {
+	if d := g.tbl.Load().byName[name]; d != nil {
+		d.State(name, state, err)
 	}
 }
 
@@ -368,23 +535,29 @@ type TagView struct {
 	Sample            mapping.Sample
 }
 
-// DeviceView is one device's state and last values, for display.
+// DeviceView is one device's state and last values, for display and metrics.
 type DeviceView struct {
-	Name  string
-	State southbound.State
-	Err   error
-	Polls uint64
-	Tags  []TagView
+	Name       string
+	Driver     string
+	State      southbound.State
+	Err        error
+	Polls      uint64
+	BadSamples uint64
+	LastGoodMs int64 // unix ms of the last batch with a good value; 0 never
+	Tags       []TagView
+	Source     southbound.Driver // the running driver, for optional capabilities such as stats
 }
 
 // Snapshot copies the current state of every device, in config order.
 func (g *Gateway) Snapshot() []DeviceView {
-	out := make([]DeviceView, 0, len(g.devices))
-	for _, d := range g.devices {
+	t := g.tbl.Load()
+	out := make([]DeviceView, 0, len(t.devices))
+	for _, d := range t.devices {
 		d.mu.Lock()
-		v := DeviceView{Name: d.name, State: d.state, Err: d.err, Polls: d.polls, Tags: make([]TagView, len(d.tags))}
-		for i, t := range d.tags {
-			v.Tags[i] = TagView{Name: t.spec.Name, Topic: t.topic, Unit: t.spec.Unit, Sample: t.last}
+		v := DeviceView{Name: d.name, Driver: d.driver, State: d.state, Err: d.err, Polls: d.polls, BadSamples: d.bad, LastGoodMs: d.lastOK,
+			Tags: make([]TagView, len(d.tags)), Source: d.drv}
+		for i, ts := range d.tags {
+			v.Tags[i] = TagView{Name: ts.spec.Name, Topic: ts.topic, Unit: ts.spec.Unit, Sample: ts.last}
 		}
 		d.mu.Unlock()
 		out = append(out, v)

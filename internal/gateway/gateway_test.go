@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,13 +23,15 @@ type scripted struct {
 	tags    []*mapping.Spec
 	startFn func() error
 
+	starts, stops atomic.Int32
+
 	mu   sync.Mutex
 	sink southbound.Sink
 }
 
 func (d *scripted) Init() error                { return nil }
 func (d *scripted) Tags() []*mapping.Spec      { return d.tags }
-func (d *scripted) Stop(context.Context) error { return nil }
+func (d *scripted) Stop(context.Context) error { d.stops.Add(1); return nil }
 func (d *scripted) Start(_ context.Context, s southbound.Sink) error {
 	if d.startFn != nil {
 		if err := d.startFn(); err != nil {
@@ -38,6 +41,7 @@ func (d *scripted) Start(_ context.Context, s southbound.Sink) error {
 	d.mu.Lock()
 	d.sink = s
 	d.mu.Unlock()
+	d.starts.Add(1)
 	return nil
 }
 
