@@ -9,6 +9,7 @@ package configs
 type Config struct {
 	Gateway Gateway   `toml:"gateway"`
 	Broker  Broker    `toml:"broker"`
+	Metrics Metrics   `toml:"metrics"`
 	Devices []*Device `toml:"-"` // decoded by the loader, driver by driver
 
 	// File is the path the config was loaded from; Dir its folder, against
@@ -58,6 +59,16 @@ type Broker struct {
 	// Retain publishes values retained so a new subscriber sees the last
 	// value at once; default true.
 	Retain *bool `toml:"retain"`
+}
+
+// Metrics holds the local HTTP endpoints: /metrics (Prometheus), /healthz
+// and /readyz.
+type Metrics struct {
+	// Listen is the HTTP address; default "127.0.0.1:9272". Port 0 picks a
+	// free port.
+	Listen string `toml:"listen"`
+	// Disabled turns the endpoints off.
+	Disabled bool `toml:"disabled"`
 }
 
 // Device is one [[device]] table: the keys every driver shares, and the

@@ -109,6 +109,7 @@ type mapFile struct {
 type fileSchema struct {
 	Gateway Gateway          `toml:"gateway"`
 	Broker  Broker           `toml:"broker"`
+	Metrics Metrics          `toml:"metrics"`
 	Device  []map[string]any `toml:"device"`
 }
 
@@ -181,8 +182,12 @@ func (l *loader) load(file, dir string) (*Config, error) {
 	if prim, ok := pick(top, "broker"); ok {
 		l.decode(src, keyPath{{key: "broker"}}, prim, &cfg.Broker)
 	}
+	if prim, ok := pick(top, "metrics"); ok {
+		l.decode(src, keyPath{{key: "metrics"}}, prim, &cfg.Metrics)
+	}
 	l.checkGateway(src, cfg)
 	l.checkBroker(src, cfg)
+	l.checkMetrics(src, cfg)
 
 	var devices []toml.Primitive
 	if prim, ok := pick(top, "device"); ok {
@@ -381,6 +386,17 @@ func resolve(dir, p, def string) string {
 		p = filepath.Join(dir, p)
 	}
 	return filepath.Clean(p)
+}
+
+func (l *loader) checkMetrics(src *source, cfg *Config) {
+	p := keyPath{{key: "metrics"}, {key: "listen"}}
+	if cfg.Metrics.Listen == "" || l.failed[p.String()] {
+		return // the default applies
+	}
+	host, port, err := net.SplitHostPort(cfg.Metrics.Listen)
+	if _, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || strings.ContainsAny(host, " /") {
+		l.at(src, p, `%q is not host:port; write e.g. "127.0.0.1:9272" (this machine only) or "0.0.0.0:9272" (all interfaces), port 0-65535 (0: any free port)`, cfg.Metrics.Listen)
+	}
 }
 
 func (l *loader) checkBroker(src *source, cfg *Config) {

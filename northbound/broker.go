@@ -173,5 +173,5 @@ type Stats struct {
 // Stats returns the broker's running totals.
 func (b *Broker) Stats() Stats {
 	i := b.srv.Info.Clone()
-	return Stats{Clients: i.ClientsConnected, MessagesSent: i.MessagesSent, MessagesDropped: i.MessagesDropped, RetainedMessages: i.Retained}
+	return Stats{Clients: i.ClientsConnected, MessagesSent: i.MessagesSent, MessagesDropped: i.MessagesDropped, RetainedMessages: i.Retained + int64(b.retain.len())}
 }

@@ -45,6 +45,12 @@ func (r *retainStore) set(topic string, payload []byte) {
 	r.msgs[topic] = append(r.msgs[topic][:0], payload...)
 }
 
+func (r *retainStore) len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.msgs)
+}
+
 // get returns a copy of the retained message of topic.
 func (r *retainStore) get(topic string) ([]byte, bool) {
 	r.mu.RLock()

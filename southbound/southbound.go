@@ -45,6 +45,20 @@ type DataDirUser interface {
 	SetDataDir(dir string)
 }
 
+// Stats are a driver's running totals since Start, for metrics.
+type Stats struct {
+	Requests   uint64  // requests sent to the device
+	Errors     uint64  // requests that failed, whatever the reason
+	Timeouts   uint64  // of which: no answer in time
+	Exceptions uint64  // of which: the device answered with a protocol error
+	LastPoll   float64 // seconds the last complete poll cycle took
+}
+
+// StatsReporter is implemented by drivers that count their requests.
+type StatsReporter interface {
+	Stats() Stats
+}
+
 // State is a device's connection state as shown to operators.
 type State uint8
 

@@ -88,8 +88,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "edged demo: simulated PLC at %s, meter at %s\n", plc.Addr(), meter.Addr())
 	fmt.Fprintf(stdout, "config: %s\n", cfgPath)
-	fmt.Fprintf(stdout, "MQTT broker on %s — try: mosquitto_sub -h %s -p %s -t 'edged/#' -v\n\n",
+	fmt.Fprintf(stdout, "MQTT broker on %s — try: mosquitto_sub -h %s -p %s -t 'edged/#' -v\n",
 		rt.Broker.Addr(), hostOf(rt.Broker.Addr()), portOf(rt.Broker.Addr()))
+	if rt.Metrics != nil {
+		fmt.Fprintf(stdout, "metrics: http://%s/metrics  health: http://%s/readyz\n", rt.Metrics.Addr(), rt.Metrics.Addr())
+	}
+	fmt.Fprintln(stdout)
 
 	redraw := !*plain && isTerminal(stdout)
 	tick := time.NewTicker(time.Second)

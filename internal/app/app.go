@@ -13,6 +13,7 @@ import (
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/gateway"
+	"github.com/edged-gw/edged/internal/metrics"
 	"github.com/edged-gw/edged/northbound"
 	"github.com/edged-gw/edged/southbound"
 	"github.com/edged-gw/edged/southbound/modbus"
@@ -52,10 +53,11 @@ func Drivers(log *slog.Logger) configs.Drivers {
 	return registry{}
 }
 
-// Runtime is a started broker and gateway.
+// Runtime is a started broker, gateway and metrics server.
 type Runtime struct {
 	Broker  *northbound.Broker
 	Gateway *gateway.Gateway
+	Metrics *metrics.Server // nil when disabled or when its port was busy
 	log     *slog.Logger
 }
 
@@ -80,7 +82,28 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 		_ = broker.Stop()
 		return nil, err
 	}
-	return &Runtime{Broker: broker, Gateway: gw, log: log}, nil
+	rt := &Runtime{Broker: broker, Gateway: gw, log: log}
+	rt.startMetrics(cfg.Metrics)
+	return rt, nil
+}
+
+// startMetrics serves /metrics, /healthz and /readyz. A busy port is
+// logged as an error but does not stop the gateway: data keeps flowing.
+func (r *Runtime) startMetrics(mc configs.Metrics) {
+	if mc.Disabled {
+		return
+	}
+	listen := mc.Listen
+	if listen == "" {
+		listen = metrics.DefaultListen
+	}
+	m := metrics.NewServer(listen, func() []string { return metrics.Readiness(r.Gateway) }, r.log)
+	m.Registry.MustRegister(metrics.GatewayCollector{GW: r.Gateway, Broker: r.Broker})
+	if err := m.Start(); err != nil {
+		r.log.Error("metrics endpoint not available", "err", err)
+		return
+	}
+	r.Metrics = m
 }
 
 // StopTimeout bounds a graceful stop.
@@ -92,5 +115,32 @@ func (r *Runtime) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 	defer cancel()
 	err := r.Gateway.Stop(ctx)
+	if r.Metrics != nil {
+		err = errors.Join(err, r.Metrics.Stop(ctx))
+	}
 	return errors.Join(err, r.Broker.Stop())
+}
+
+// Reload loads the config at path and applies it to the running gateway:
+// only devices that changed restart. An invalid config changes nothing and
+// the error lists its problems. Settings that cannot change while running
+// (the broker's listener, the metrics endpoint) are kept, with a warning.
+func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Config) (*configs.Config, gateway.ReloadReport, error) {
+	cfg, err := configs.Load(path, Drivers(r.log))
+	if err != nil {
+		return nil, gateway.ReloadReport{}, err
+	}
+	if running != nil {
+		if cfg.Broker.Listen != running.Broker.Listen || cfg.Broker.Disabled != running.Broker.Disabled {
+			r.log.Warn("broker settings changed: restart edged to apply them", "listen", cfg.Broker.Listen)
+		}
+		if cfg.Metrics != running.Metrics {
+			r.log.Warn("metrics settings changed: restart edged to apply them")
+		}
+	}
+	rep, err := r.Gateway.Reload(ctx, cfg)
+	if err != nil {
+		return nil, rep, err
+	}
+	return cfg, rep, nil
 }
