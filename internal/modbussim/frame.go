@@ -60,7 +60,7 @@ func readFrame(r io.Reader, buf []byte) ([]byte, error) {
 // respond builds the response ADU to req in out (at least maxADU bytes).
 func (s *Server) respond(req, out []byte) []byte {
 	copy(out[:mbapLen], req[:mbapLen])
-	pdu := s.handle(req[6], req[mbapLen:], out[mbapLen:mbapLen])
+	pdu := s.handle(req[6], true, req[mbapLen:], out[mbapLen:mbapLen])
 	binary.BigEndian.PutUint16(out[4:], uint16(1+len(pdu)))
 	return out[:mbapLen+len(pdu)]
 }
@@ -69,8 +69,10 @@ func exception(out []byte, fc, code byte) []byte {
 	return append(out, fc|0x80, code)
 }
 
-// handle answers one request PDU, appending the response PDU to out.
-func (s *Server) handle(unit byte, req, out []byte) []byte {
+// handle answers one request PDU, appending the response PDU to out. With
+// gateway set, it answers as a Modbus TCP gateway would for a unit ID it
+// does not serve (see SetUnitIDs).
+func (s *Server) handle(unit byte, gateway bool, req, out []byte) []byte {
 	fc := req[0]
 	data := req[1:]
 	switch fc {
@@ -83,7 +85,10 @@ func (s *Server) handle(unit byte, req, out []byte) []byte {
 	default:
 		return exception(out, fc, ExceptionIllegalFunction)
 	}
-	if s.units != nil && !s.units[unit] {
+	if fc >= fcWriteSingleCoil {
+		s.writes.Add(1)
+	}
+	if gateway && s.units != nil && !s.units[unit] {
 		return exception(out, fc, ExceptionGatewayNoResponse)
 	}
 	if len(data) < 4 {

@@ -1,5 +1,5 @@
-// Package modbussim is an in-process Modbus TCP server for tests and for
-// `edged demo`: four 65536-entry areas (coils, discrete inputs, input and
+// Package modbussim is an in-process Modbus TCP server and RTU responder for
+// tests, benchmarks and `edged demo`: four 65536-entry areas (coils, discrete inputs, input and
 // holding registers), function codes 1, 2, 3, 4, 5, 6, 15 and 16, exception
 // responses, refused address ranges and slow answers on demand. It knows
 // nothing about edged's drivers, tags or configuration; it is a device.
@@ -25,6 +25,7 @@ type Server struct {
 
 	delay    atomic.Int64 // time.Duration before each response
 	requests atomic.Uint64
+	writes   atomic.Uint64
 
 	lmu   sync.Mutex // guards ln, conns, done
 	ln    net.Listener
@@ -69,6 +70,10 @@ func (s *Server) Addr() string {
 
 // Requests counts the request frames received since New.
 func (s *Server) Requests() uint64 { return s.requests.Load() }
+
+// Writes counts the write requests (function codes 5, 6, 15, 16) received
+// since New, over TCP and RTU, including those answered with an exception.
+func (s *Server) Writes() uint64 { return s.writes.Load() }
 
 // Close stops listening, closes every connection and waits until all of
 // the server's goroutines have ended. It is safe to call more than once.

@@ -63,9 +63,13 @@ func (e *Exception) unreachable() bool { return e.Code == 0x0A || e.Code == 0x0B
 // TCPClientHandler holds a mutex across a whole request, so closing it
 // cannot unblock a stuck read, and it keeps a late answer after a timeout
 // in the stream. Its packager (MBAP framing, transaction IDs) is reused.
-type tcpClient struct {
+type tcpClient = libClient
+
+// libClient is goburrow's client on one of our transports (TCP, or a
+// device's view of an RTU line).
+type libClient struct {
 	mb modbus.Client
-	tr *tcpTransport
+	tr io.Closer // closed after an error that may leave a late answer behind
 }
 
 // newTCPClient makes a client that connects on first use. Cancelling ctx
@@ -75,30 +79,30 @@ func newTCPClient(ctx context.Context, address string, unit byte, timeout time.D
 	h.SlaveId = unit
 	tr := &tcpTransport{ctx: ctx, address: address, timeout: timeout}
 	context.AfterFunc(ctx, func() { tr.Close() })
-	return &tcpClient{mb: modbus.NewClient2(h, tr), tr: tr}
+	return &libClient{mb: modbus.NewClient2(h, tr), tr: tr}
 }
 
-func (c *tcpClient) ReadCoils(address, quantity uint16) ([]byte, error) {
+func (c *libClient) ReadCoils(address, quantity uint16) ([]byte, error) {
 	b, err := c.mb.ReadCoils(address, quantity)
 	return c.check(b, (int(quantity)+7)/8, err)
 }
 
-func (c *tcpClient) ReadDiscreteInputs(address, quantity uint16) ([]byte, error) {
+func (c *libClient) ReadDiscreteInputs(address, quantity uint16) ([]byte, error) {
 	b, err := c.mb.ReadDiscreteInputs(address, quantity)
 	return c.check(b, (int(quantity)+7)/8, err)
 }
 
-func (c *tcpClient) ReadInputRegisters(address, quantity uint16) ([]byte, error) {
+func (c *libClient) ReadInputRegisters(address, quantity uint16) ([]byte, error) {
 	b, err := c.mb.ReadInputRegisters(address, quantity)
 	return c.check(b, 2*int(quantity), err)
 }
 
-func (c *tcpClient) ReadHoldingRegisters(address, quantity uint16) ([]byte, error) {
+func (c *libClient) ReadHoldingRegisters(address, quantity uint16) ([]byte, error) {
 	b, err := c.mb.ReadHoldingRegisters(address, quantity)
 	return c.check(b, 2*int(quantity), err)
 }
 
-func (c *tcpClient) WriteSingleCoil(address uint16, on bool) error {
+func (c *libClient) WriteSingleCoil(address uint16, on bool) error {
 	v := uint16(0)
 	if on {
 		v = 0xFF00
@@ -108,30 +112,30 @@ func (c *tcpClient) WriteSingleCoil(address uint16, on bool) error {
 	return err
 }
 
-func (c *tcpClient) WriteSingleRegister(address, value uint16) error {
+func (c *libClient) WriteSingleRegister(address, value uint16) error {
 	_, err := c.mb.WriteSingleRegister(address, value)
 	_, err = c.check(nil, 0, err)
 	return err
 }
 
-func (c *tcpClient) WriteMultipleCoils(address, quantity uint16, packed []byte) error {
+func (c *libClient) WriteMultipleCoils(address, quantity uint16, packed []byte) error {
 	_, err := c.mb.WriteMultipleCoils(address, quantity, packed)
 	_, err = c.check(nil, 0, err)
 	return err
 }
 
-func (c *tcpClient) WriteMultipleRegisters(address uint16, raw []byte) error {
+func (c *libClient) WriteMultipleRegisters(address uint16, raw []byte) error {
 	_, err := c.mb.WriteMultipleRegisters(address, uint16(len(raw)/2), raw)
 	_, err = c.check(nil, 0, err)
 	return err
 }
 
-func (c *tcpClient) Close() error { return c.tr.Close() }
+func (c *libClient) Close() error { return c.tr.Close() }
 
 // check turns goburrow's exception into ours, refuses short answers and
 // drops the connection after any other error: after a timeout a late
 // answer may still arrive and would be taken for the next one's.
-func (c *tcpClient) check(b []byte, want int, err error) ([]byte, error) {
+func (c *libClient) check(b []byte, want int, err error) ([]byte, error) {
 	if err == nil && len(b) != want {
 		err = fmt.Errorf("response has %d data bytes, want %d", len(b), want)
 	}

@@ -45,11 +45,42 @@ type Request struct {
 // the request, and starting the next read at it serves every later tag at
 // least as well as any other choice would (a rapid test checks the count
 // against brute force).
-func Plan(tags []Tag, lim Limits) []Request {
+func Plan(tags []Tag, lim Limits) []Request { return plan(tags, lim, nil, nil) }
+
+// cuts are learned boundaries: for each area, sorted addresses c such that
+// no read may contain both c-1 and c (the device refused such reads).
+type cuts [HoldingRegister + 1][]int
+
+// across reports whether a read of area from lo to hi (inclusive) would
+// contain a cut.
+func (c *cuts) across(area Area, lo, hi int) bool {
+	if c == nil {
+		return false
+	}
+	s := c[area]
+	i, _ := slices.BinarySearch(s, lo+1)
+	return i < len(s) && s[i] <= hi
+}
+
+// add records a cut; it reports whether it is new.
+func (c *cuts) add(area Area, at int) bool {
+	i, found := slices.BinarySearch(c[area], at)
+	if found {
+		return false
+	}
+	c[area] = slices.Insert(c[area], i, at)
+	return true
+}
+
+// plan is Plan leaving out the tags skip reports and never reading across
+// a cut. It stays optimal: a cut is one more limit of the same kind.
+func plan(tags []Tag, lim Limits, skip func(int) bool, cut *cuts) []Request {
 	type key struct{ area, start, end, index int }
-	keys := make([]key, len(tags))
+	keys := make([]key, 0, len(tags))
 	for i := range tags {
-		keys[i] = key{int(tags[i].Area), tags[i].Address, tags[i].end(), i}
+		if skip == nil || !skip(i) {
+			keys = append(keys, key{int(tags[i].Area), tags[i].Address, tags[i].end(), i})
+		}
 	}
 	slices.SortFunc(keys, func(a, b key) int {
 		if a.area != b.area {
@@ -79,7 +110,8 @@ func Plan(tags []Tag, lim Limits) []Request {
 		hi := lo + 1
 		for ; hi < len(keys); hi++ {
 			k := &keys[hi]
-			if Area(k.area) != area || k.start-end-1 > maxGap || max(end, k.end)-start+1 > maxLen {
+			if Area(k.area) != area || k.start-end-1 > maxGap || max(end, k.end)-start+1 > maxLen ||
+				cut.across(area, start, max(end, k.end)) {
 				break
 			}
 			end = max(end, k.end)

@@ -12,12 +12,14 @@ import (
 	"github.com/edged-gw/edged/southbound"
 )
 
-// reqFailure remembers the last exception of one request, so that a
-// request refused every poll does not allocate a new error every poll.
-type reqFailure struct {
-	code byte
-	err  error
+// job is work for the goroutine that owns a device's connection: a write.
+type job struct {
+	fn  func() error
+	res chan error // buffered: the runner never blocks on it
 }
+
+// errNotRunning is returned by Write on a device that is not started.
+var errNotRunning = errors.New("device is not running: writes go through a started device")
 
 // Start validates that Init ran and begins polling in the background. ctx
 // only carries values: polling runs until Stop, as the Driver contract
@@ -32,7 +34,7 @@ func (t *TCP) Start(ctx context.Context, sink southbound.Sink) error {
 		return fmt.Errorf("modbus device %q: already started", t.Name)
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	t.cancel, t.done = cancel, make(chan struct{})
+	t.cancel, t.done, t.jobs = cancel, make(chan struct{}), make(chan job)
 	t.prepare(ctx, sink)
 	go t.run(ctx)
 	return nil
@@ -47,11 +49,44 @@ func (t *TCP) prepare(ctx context.Context, sink southbound.Sink) {
 	}
 	t.log = t.log.With("device", t.Name)
 	t.cli = newTCPClient(ctx, t.Address, byte(t.UnitID), t.Timeout.D())
-	t.samples = make([]mapping.Sample, len(t.tags))
-	for i := range t.samples {
-		t.samples[i].Tag = t.specs[i]
+	t.dev.start(t.log, t.cli)
+}
+
+// Write writes v to the tag: the tag's write policy is applied first (a
+// refusal wraps mapping.ErrWriteRefused and sends nothing), then the write
+// is sent by the poll goroutine between two polls, so it never interleaves
+// with a read. It returns when the device answered, or when ctx ends (the
+// write may then still be sent).
+func (t *TCP) Write(ctx context.Context, tag string, v mapping.Value) error {
+	op, err := t.dev.prepareWrite(tag, v, time.Now())
+	if err != nil {
+		return err
 	}
-	t.failed = make([]reqFailure, len(t.plan))
+	t.runMu.Lock()
+	jobs, done := t.jobs, t.done
+	t.runMu.Unlock()
+	return submit(ctx, jobs, done, func() error { return t.dev.write(op) }, t.Name)
+}
+
+// submit hands fn to the goroutine reading jobs and waits for its result.
+func submit(ctx context.Context, jobs chan<- job, done <-chan struct{}, fn func() error, name string) error {
+	if jobs == nil {
+		return fmt.Errorf("device %q: %w", name, errNotRunning)
+	}
+	j := job{fn: fn, res: make(chan error, 1)}
+	select {
+	case jobs <- j:
+	case <-done:
+		return fmt.Errorf("device %q: %w", name, errNotRunning)
+	case <-ctx.Done():
+		return fmt.Errorf("device %q: write not sent: %w", name, ctx.Err())
+	}
+	select {
+	case err := <-j.res:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("device %q: write sent, no answer yet: %w", name, ctx.Err())
+	}
 }
 
 // Stop ends polling, closes the connection (failing a request in flight)
@@ -88,7 +123,11 @@ func (t *TCP) run(ctx context.Context) {
 	defer tick.Stop()
 	attempt := 0 // failed cycles in a row, for the backoff
 	for {
-		err := t.cycle(ctx)
+		retries := t.Retries
+		if t.state == southbound.StateOffline {
+			retries = 0 // a reconnect probe; the backoff paces them
+		}
+		err := t.dev.cycle(ctx, retries)
 		if ctx.Err() != nil {
 			break // an error now is Stop closing the connection
 		}
@@ -99,6 +138,7 @@ func (t *TCP) run(ctx context.Context) {
 				t.log.Info("device online", "address", t.Address)
 				t.setState(southbound.StateOnline, nil)
 			}
+			t.deliver()
 			select { // skip a tick missed while the cycle ran
 			case <-tick.C:
 			default:
@@ -107,7 +147,8 @@ func (t *TCP) run(ctx context.Context) {
 		} else {
 			if t.state != southbound.StateOffline {
 				t.log.Warn("device offline", "address", t.Address, "err", err)
-				t.allBad(err)
+				t.dev.allBad(err)
+				t.deliver()
 				t.setState(southbound.StateOffline, err)
 			} else {
 				t.log.Debug("reconnect failed", "err", err)
@@ -117,9 +158,15 @@ func (t *TCP) run(ctx context.Context) {
 			attempt++
 			wait = timer.C
 		}
-		select {
-		case <-wait:
-		case <-ctx.Done():
+		for waiting := true; waiting; {
+			select {
+			case <-wait:
+				waiting = false
+			case j := <-t.jobs:
+				j.res <- j.fn()
+			case <-ctx.Done():
+				waiting = false
+			}
 		}
 		if ctx.Err() != nil {
 			break
@@ -132,113 +179,21 @@ func (t *TCP) run(ctx context.Context) {
 // backoff is the wait before reconnect attempt n (0-based): the nth
 // doubling of minBackoff, capped at maxBackoff, of which the second half is
 // random.
-func (t *TCP) backoff(n int) time.Duration {
-	d := t.maxBackoff
+func (t *TCP) backoff(n int) time.Duration { return backoff(t.minBackoff, t.maxBackoff, n) }
+
+func backoff(lo, hi time.Duration, n int) time.Duration {
+	d := hi
 	if n < 30 {
-		d = min(t.maxBackoff, t.minBackoff<<n)
+		d = min(hi, lo<<n)
 	}
 	return d/2 + rand.N(d/2+1)
-}
-
-// cycle reads every request of the plan and hands the samples to the sink.
-// An exception marks the request's tags bad; any other failure (after the
-// retries) ends the cycle with an error and no samples delivered.
-func (t *TCP) cycle(ctx context.Context) error {
-	start := time.Now()
-	for i := range t.plan {
-		r := &t.plan[i]
-		raw, err := t.read(ctx, r)
-		now := time.Now().UnixMilli()
-		if err != nil {
-			var ex *Exception
-			if !refused(err) || !errors.As(err, &ex) {
-				return fmt.Errorf("read %s %d+%d: %w", r.Area.short(), r.Start, r.Count, err)
-			}
-			f := &t.failed[i]
-			if f.err == nil || f.code != ex.Code {
-				f.code = ex.Code
-				f.err = fmt.Errorf("read %s %d+%d: %w", r.Area.short(), r.Start, r.Count, err)
-			}
-			for _, k := range r.Tags {
-				t.samples[k] = mapping.Sample{Tag: t.specs[k], Quality: mapping.Bad, TimeMs: now, Err: f.err}
-			}
-			continue
-		}
-		t.decode(r, raw, now)
-	}
-	if t.log.Enabled(ctx, slog.LevelDebug) {
-		t.log.Debug("poll done", "requests", len(t.plan), "tags", len(t.samples), "took", time.Since(start))
-	}
-	t.deliver()
-	return nil
-}
-
-// read sends one request, trying again up to Retries times after a
-// failure that is not an answer from the device.
-func (t *TCP) read(ctx context.Context, r *Request) ([]byte, error) {
-	var err error
-	for range t.Retries + 1 {
-		var raw []byte
-		start, count := uint16(r.Start), uint16(r.Count)
-		switch r.Area {
-		case Coil:
-			raw, err = t.cli.ReadCoils(start, count)
-		case DiscreteInput:
-			raw, err = t.cli.ReadDiscreteInputs(start, count)
-		case InputRegister:
-			raw, err = t.cli.ReadInputRegisters(start, count)
-		default:
-			raw, err = t.cli.ReadHoldingRegisters(start, count)
-		}
-		if err == nil || ctx.Err() != nil || refused(err) {
-			return raw, err
-		}
-	}
-	return nil, err
-}
-
-// refused reports whether err is the device refusing one request, as
-// opposed to the device (or the gateway's path to it) not answering.
-func refused(err error) bool {
-	var ex *Exception
-	return errors.As(err, &ex) && !ex.unreachable()
-}
-
-// decode fills the samples of r's tags from its response.
-func (t *TCP) decode(r *Request, raw []byte, now int64) {
-	bits := r.Area.Bits()
-	for _, k := range r.Tags {
-		tag := &t.tags[k]
-		s := &t.samples[k]
-		off := tag.Address - r.Start
-		s.TimeMs = now
-		if bits {
-			s.Value, s.Quality, s.Err = tag.DecodeBit(raw[off/8]>>(off%8)&1 == 1), mapping.Good, nil
-			continue
-		}
-		v, err := tag.Decode(raw[2*off:])
-		if err != nil {
-			s.Value, s.Quality, s.Err = mapping.Value{}, mapping.Bad, fmt.Errorf("decode %s: %w", tag.Name, err)
-			continue
-		}
-		s.Value, s.Quality, s.Err = v, mapping.Good, nil
-	}
-}
-
-// allBad marks every tag bad because of err and delivers that.
-func (t *TCP) allBad(err error) {
-	now := time.Now().UnixMilli()
-	for i := range t.samples {
-		t.samples[i] = mapping.Sample{Tag: t.specs[i], Quality: mapping.Bad, TimeMs: now, Err: err}
-	}
-	t.deliver()
 }
 
 func (t *TCP) deliver() {
 	t.sinkMu.Lock()
 	defer t.sinkMu.Unlock()
 	if !t.stopped {
-		t.sink.Samples(t.Name, t.samples)
+		t.sink.Samples(t.Name, t.dev.samples)
 	}
 }
 
@@ -249,4 +204,13 @@ func (t *TCP) setState(s southbound.State, err error) {
 	if !t.stopped {
 		t.sink.State(t.Name, s, err)
 	}
+}
+
+// cycle polls once and delivers the samples (the benchmark's entry).
+func (t *TCP) cycle(ctx context.Context) error {
+	if err := t.dev.cycle(ctx, t.Retries); err != nil {
+		return err
+	}
+	t.deliver()
+	return nil
 }

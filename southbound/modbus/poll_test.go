@@ -240,28 +240,47 @@ func TestValuesFollowTheDevice(t *testing.T) {
 	}
 }
 
+// TestRejectedRequestMarksOnlyItsTags: a merged read refused with exception
+// 02 is split; only the tags the device refuses alone go bad, with the
+// device's reason, and the learned plan is kept: later polls send exactly
+// len(Learned().Plan) requests instead of bisecting again.
 func TestRejectedRequestMarksOnlyItsTags(t *testing.T) {
 	sim := startSim(t, "127.0.0.1:0")
 	sim.SetHolding(0, 7)
+	sim.SetHolding(200, 1)
+	sim.SetHolding(210, 2)
 	sim.SetHolding(300, 8)
-	sim.Reject(modbussim.Holding, 205, 205)
+	sim.Reject(modbussim.Holding, 205, 205) // a hole with a tag in it
+	sim.Reject(modbussim.Holding, 225, 225) // a hole between two tags
 	d := device(t, "plc", sim.Addr(),
 		tagToml("ok", "holding", 0, "uint16")+
 			tagToml("before_hole", "holding", 200, "uint16")+
+			tagToml("in_hole", "holding", 205, "uint16")+
 			tagToml("after_hole", "holding", 210, "uint16")+
+			tagToml("before_gap", "holding", 220, "uint16")+
+			tagToml("after_gap", "holding", 230, "uint16")+
 			tagToml("ok_too", "holding", 300, "uint16")+
 			tagToml("coil", "coil", 0, "bool"))
 	if got := len(d.Requests()); got != 4 {
-		t.Fatalf("plan %v: want coil, holding 0, holding 200..210 (through the hole), holding 300", spans(d.Requests()))
+		t.Fatalf("plan %v: want coil, holding 0, holding 200..230 (through the holes), holding 300", spans(d.Requests()))
 	}
+	var logs logBuffer
+	d.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	s := newSink()
+	var mu sync.Mutex
+	var perPoll []uint64
+	s.onSample = func(string) {
+		mu.Lock()
+		perPoll = append(perPoll, sim.Requests())
+		mu.Unlock()
+	}
 	run(t, d, s)
-	waitFor(t, "3 polls", func() bool { return s.pollCount("plc") >= 3 })
+	waitFor(t, "6 polls", func() bool { return s.pollCount("plc") >= 6 })
 	for _, smp := range s.samples("plc") {
 		switch smp.Tag.Name {
-		case "before_hole", "after_hole":
+		case "in_hole":
 			if smp.Quality != mapping.Bad || smp.Err == nil ||
-				!strings.Contains(smp.Err.Error(), "read holding 200+11: modbus exception 02 (illegal data address)") {
+				!strings.Contains(smp.Err.Error(), "read holding 205+1: modbus exception 02 (illegal data address)") {
 				t.Errorf("%s: quality %v err %v, want bad with exception 02", smp.Tag.Name, smp.Quality, smp.Err)
 			}
 		default:
@@ -269,6 +288,25 @@ func TestRejectedRequestMarksOnlyItsTags(t *testing.T) {
 				t.Errorf("%s: quality %v err %v, want good", smp.Tag.Name, smp.Quality, smp.Err)
 			}
 		}
+	}
+	l := d.Learned()
+	want := []span{{Coil, 0, 1}, {HoldingRegister, 0, 1}, {HoldingRegister, 200, 1}, {HoldingRegister, 210, 11},
+		{HoldingRegister, 230, 1}, {HoldingRegister, 300, 1}}
+	if fmt.Sprint(spans(l.Plan)) != fmt.Sprint(want) {
+		t.Errorf("learned plan %v, want %v", spans(l.Plan), want)
+	}
+	if len(l.Unreadable) != 1 || l.Unreadable[0].Tag != "in_hole" || l.Changes == 0 {
+		t.Errorf("learned %+v", l)
+	}
+	mu.Lock()
+	for i := 2; i < len(perPoll); i++ {
+		if n := perPoll[i] - perPoll[i-1]; n != uint64(len(l.Plan)) {
+			t.Errorf("poll %d sent %d requests, want the learned plan's %d", i, n, len(l.Plan))
+		}
+	}
+	mu.Unlock()
+	if out := logs.String(); strings.Count(out, "msg=\"request split\"") != 1 || !strings.Contains(out, "msg=\"tag unreadable\"") {
+		t.Errorf("want one split logged:\n%s", out)
 	}
 	if st, _ := s.state("plc"); st != southbound.StateOnline {
 		t.Errorf("state %v after exceptions, want online", st)

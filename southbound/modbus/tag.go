@@ -18,6 +18,24 @@ type Tag struct {
 	// Address is 0-based, as sent on the wire: what vendor manuals call
 	// holding register 40001 (or 400001) is address 0.
 	Address int `toml:"address"`
+	// WriteFunction is the Modbus function a write uses: 5 (default) or 15
+	// for a coil; 6 (default for one register) or 16 (default for more) for
+	// a holding register. Many inverters accept only 6; some devices
+	// only 16. 0 means the default.
+	WriteFunction int `toml:"write_function"`
+}
+
+// writeFunction is the function code a write of the tag uses.
+func (t *Tag) writeFunction() byte {
+	switch {
+	case t.WriteFunction != 0:
+		return byte(t.WriteFunction)
+	case t.Area == Coil:
+		return 5
+	case t.width() == 1:
+		return 6
+	}
+	return 16
 }
 
 // DeviceMap is what a device map file (maps/NAME.toml) decodes into: the
@@ -68,6 +86,9 @@ func (t *Tag) check(maxRegisters int) error {
 	if t.end() > 65535 {
 		return fmt.Errorf("address = %d with %d registers ends at %d: the last register must be at most 65535, so address is at most %d",
 			t.Address, t.width(), t.end(), 65536-t.width())
+	}
+	if err := t.checkWrite(); err != nil {
+		return err
 	}
 	if !t.Area.Bits() && t.width() > maxRegisters {
 		return fmt.Errorf("needs %d registers but max_registers = %d: a tag is read in one request; raise max_registers (up to 125) or shorten the tag",
@@ -151,4 +172,32 @@ func checkOverlaps(tags []Tag, ok []int) error {
 		last = i
 	}
 	return errors.Join(errs...)
+}
+
+// checkWrite validates writable and write_function.
+func (t *Tag) checkWrite() error {
+	if t.Writable && (t.Area == DiscreteInput || t.Area == InputRegister) {
+		return fmt.Errorf("writable = true in area %s: discrete inputs and input registers are read-only; "+
+			"only coil and holding_register tags can be written", t.Area)
+	}
+	switch f := t.WriteFunction; {
+	case f == 0:
+	case t.Area == Coil && (f == 5 || f == 15):
+	case t.Area == HoldingRegister && f == 16:
+	case t.Area == HoldingRegister && f == 6:
+		if t.width() != 1 {
+			return fmt.Errorf("write_function = 6 writes one register but a %s takes %d: use 16 (or leave write_function out)", t.Type, t.width())
+		}
+	case t.Area == Coil:
+		return fmt.Errorf("write_function = %d: allowed for a coil are 5 (write single coil, default) and 15 (write multiple coils)", f)
+	case t.Area == HoldingRegister:
+		return fmt.Errorf("write_function = %d: allowed for a holding register are 6 (write single register, default for one register) "+
+			"and 16 (write multiple registers, default for more)", f)
+	default:
+		return fmt.Errorf("write_function = %d: area %s cannot be written; write_function applies to coil and holding_register", f, t.Area)
+	}
+	if t.Writable && t.Area == HoldingRegister && t.width() > 123 {
+		return fmt.Errorf("writable = true but the tag takes %d registers: one write carries at most 123", t.width())
+	}
+	return nil
 }

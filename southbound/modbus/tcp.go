@@ -81,30 +81,30 @@ type TCP struct {
 
 	mapped DeviceMap // decoded from the map file
 	tags   []Tag     // map tags then inline tags, checked
-	specs  []*mapping.Spec
-	plan   []Request
+	plan   []Request // the configured plan, before anything was learned
 	inited bool
+	dev    core
 
 	minBackoff, maxBackoff time.Duration // tests shorten them
 
-	runMu  sync.Mutex // guards cancel and done
+	runMu  sync.Mutex // guards cancel, done and jobs
 	cancel context.CancelFunc
 	done   chan struct{}
+	jobs   chan job // writes, run by the poll goroutine between polls
 
 	sinkMu  sync.Mutex // held while calling the sink; guards stopped
 	stopped bool
 
 	// Owned by the poll goroutine.
-	sink    southbound.Sink
-	log     *slog.Logger
-	cli     client
-	samples []mapping.Sample
-	failed  []reqFailure // per request: the last exception, to reuse its error
-	state   southbound.State
+	sink  southbound.Sink
+	log   *slog.Logger
+	cli   client
+	state southbound.State
 }
 
 var (
 	_ southbound.Driver = (*TCP)(nil)
+	_ southbound.Writer = (*TCP)(nil)
 	_ configs.Mapped    = (*TCP)(nil)
 )
 
@@ -126,15 +126,23 @@ func NewTCP() *TCP {
 func (t *TCP) MapTarget() any { return &t.mapped }
 
 // Tags lists the device's tags: the map's, then the inline ones.
-func (t *TCP) Tags() []*mapping.Spec { return t.specs }
+func (t *TCP) Tags() []*mapping.Spec { return t.dev.specs }
 
 // Limits are the device's request limits, as given to Plan.
 func (t *TCP) Limits() Limits {
 	return Limits{MaxGap: t.MaxGap, MaxRegisters: t.MaxRegisters, MaxBits: t.MaxBits}
 }
 
-// Requests is the read plan of one poll, valid after Init.
+// Requests is the configured read plan of one poll, valid after Init.
+// Learned().Plan is the plan in use.
 func (t *TCP) Requests() []Request { return t.plan }
+
+// Learned is what the device taught the planner so far (safe to call while
+// polling).
+func (t *TCP) Learned() Learned { return t.dev.learned() }
+
+// TagList is the device's checked tags, in Tags() order, valid after Init.
+func (t *TCP) TagList() []Tag { return t.tags }
 
 // Init fills defaults and checks the settings and every tag. It does no
 // I/O. Zero poll_interval, timeout, max_registers and max_bits mean the
@@ -189,11 +197,8 @@ func (t *TCP) Init() error {
 		return errors.New("no tags: add [[device.tag]] tables or a map = \"name\" whose maps/name.toml has [[tag]] tables")
 	}
 	t.tags = tags
-	t.specs = make([]*mapping.Spec, len(tags))
-	for i := range tags {
-		t.specs[i] = &tags[i].Spec
-	}
-	t.plan = Plan(tags, t.Limits())
+	t.dev.init(t.Name, tags, t.Limits(), t.Retries)
+	t.plan = t.dev.plan
 	t.inited = true
 	return nil
 }
@@ -218,3 +223,8 @@ func normalizeAddress(a string) (string, error) {
 	}
 	return a, nil
 }
+
+// Stats implements southbound.StatsReporter.
+func (t *TCP) Stats() southbound.Stats { return t.dev.stats() }
+
+var _ southbound.StatsReporter = (*TCP)(nil)

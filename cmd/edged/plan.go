@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/edged-gw/edged/configs"
+	"github.com/edged-gw/edged/internal/app"
+	"github.com/edged-gw/edged/mapping"
+	"github.com/edged-gw/edged/southbound"
+	"github.com/edged-gw/edged/southbound/modbus"
+)
+
+func init() {
+	register(command{"plan", "-c FILE [--live] [DEVICE]   show each Modbus device's read requests per poll (and wire time on RTU)", cmdPlan})
+}
+
+// modbusDevice is what plan needs of a Modbus device, TCP or RTU.
+type modbusDevice interface {
+	southbound.Driver
+	Requests() []modbus.Request
+	TagList() []modbus.Tag
+	Learned() modbus.Learned
+}
+
+func cmdPlan(args []string, stdout, stderr io.Writer) int {
+	stderr = &lockedWriter{w: stderr}
+	fs := newFlags("plan", stderr)
+	path := fs.String("c", defaultConfig, "config file")
+	live := fs.Bool("live", false, "connect, poll once and show what the device taught the planner (split reads, unreadable tags)")
+	wait := fs.Duration("wait", 10*time.Second, "with --live: how long to wait for the first poll")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 1 {
+		fmt.Fprintln(stderr, "edged plan: give at most one device name")
+		return exitUsage
+	}
+	logs := newLogging(stderr)
+	cfg, err := configs.Load(*path, app.Drivers(logs.logger))
+	if err != nil {
+		printConfigError(stderr, *path, err)
+		return exitConfig
+	}
+	var all []southbound.Driver
+	for _, d := range cfg.Devices {
+		if drv, ok := d.Settings.(southbound.Driver); ok {
+			all = append(all, drv)
+		}
+	}
+	if err := modbus.CheckBuses(all); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
+		return exitConfig
+	}
+	shown := 0
+	for _, d := range cfg.Devices {
+		if fs.NArg() == 1 && d.Name != fs.Arg(0) {
+			continue
+		}
+		dev, ok := d.Settings.(modbusDevice)
+		if !ok {
+			continue
+		}
+		shown++
+		reqs := dev.Requests()
+		var learned *modbus.Learned
+		if *live {
+			l, err := pollOnce(dev, d.Name, *wait)
+			if err != nil {
+				fmt.Fprintf(stderr, "device %q: %v\n", d.Name, err)
+				return exitFailure
+			}
+			learned, reqs = &l, l.Plan
+		}
+		printPlan(stdout, d.Name, dev, reqs, learned)
+	}
+	if shown == 0 {
+		if fs.NArg() == 1 {
+			fmt.Fprintf(stderr, "edged plan: no Modbus device %q in %s\n", fs.Arg(0), *path)
+			return exitUsage
+		}
+		fmt.Fprintf(stdout, "%s: no Modbus devices\n", *path)
+	}
+	return exitOK
+}
+
+func printPlan(w io.Writer, name string, dev modbusDevice, reqs []modbus.Request, learned *modbus.Learned) {
+	tags := dev.TagList()
+	rtu, isRTU := dev.(*modbus.RTU)
+	switch {
+	case isRTU:
+		fmt.Fprintf(w, "device %s (modbus-rtu %s %s, unit %d, every %v)\n", name, rtu.Port, rtu.LineMode(), rtu.UnitID, rtu.PollInterval.D())
+	default:
+		t := dev.(*modbus.TCP)
+		fmt.Fprintf(w, "device %s (modbus-tcp %s, unit %d, every %v)\n", name, t.Address, t.UnitID, t.PollInterval.D())
+	}
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  #\tfunction\tstart\tcount\ttags")
+	var wire time.Duration
+	for i, r := range reqs {
+		names := make([]string, len(r.Tags))
+		for j, k := range r.Tags {
+			names[j] = tags[k].Name
+		}
+		fmt.Fprintf(tw, "  %d\t%d (read %s)\t%d\t%d\t%s\n", i+1, r.Area.FunctionCode(), r.Area, r.Start, r.Count, strings.Join(names, " "))
+		if isRTU {
+			wire += r.WireTime(rtu.LineMode())
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "  %d request(s) per poll for %d tag(s)\n", len(reqs), len(tags))
+	if isRTU {
+		fmt.Fprintf(w, "  wire time per poll at %s: %v (%.0f%% of the %v poll interval)\n", rtu.LineMode(),
+			wire.Round(100*time.Microsecond), 100*float64(wire)/float64(rtu.PollInterval.D()), rtu.PollInterval.D())
+	}
+	if learned != nil {
+		fmt.Fprintf(w, "  learned: %d change(s), max_registers %d, max_bits %d\n", learned.Changes, learned.MaxRegisters, learned.MaxBits)
+		for _, c := range learned.Cuts {
+			fmt.Fprintf(w, "  learned: no read across %s %d|%d\n", c.Area, c.Address-1, c.Address)
+		}
+		for _, h := range learned.Unreadable {
+			fmt.Fprintf(w, "  unreadable: tag %s (%s %d): %s\n", h.Tag, h.Area, h.Address, h.Reason)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+// pollOnce starts the device, waits for its first completed poll and
+// returns what it learned.
+func pollOnce(dev modbusDevice, name string, wait time.Duration) (modbus.Learned, error) {
+	s := &onceSink{polled: make(chan struct{}, 1)}
+	if err := dev.Start(context.Background(), s); err != nil {
+		return modbus.Learned{}, err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		dev.Stop(ctx)
+	}()
+	select {
+	case <-s.polled:
+	case <-time.After(wait):
+		return modbus.Learned{}, fmt.Errorf("no poll completed in %v (last error: %v)", wait, s.lastErr())
+	}
+	if err := s.lastErr(); err != nil {
+		return modbus.Learned{}, err
+	}
+	return dev.Learned(), nil
+}
+
+// onceSink signals the first Samples call; a poll whose every tag is bad
+// (the device is unreachable) is kept as an error.
+type onceSink struct {
+	polled chan struct{}
+	mu     sync.Mutex
+	err    error
+}
+
+func (s *onceSink) Samples(_ string, samples []mapping.Sample) {
+	var err error
+	for i, smp := range samples {
+		if smp.Quality != mapping.Bad {
+			err = nil
+			break
+		}
+		if i == 0 {
+			err = smp.Err
+		}
+	}
+	s.mu.Lock()
+	s.err = err
+	s.mu.Unlock()
+	select {
+	case s.polled <- struct{}{}:
+	default:
+	}
+}
+
+func (s *onceSink) State(string, southbound.State, error) {}
+
+func (s *onceSink) lastErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}

@@ -1,0 +1,325 @@
+package modbus
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/goburrow/modbus"
+
+	"github.com/edged-gw/edged/configs"
+	"github.com/edged-gw/edged/mapping"
+	"github.com/edged-gw/edged/southbound"
+	"github.com/edged-gw/edged/southbound/serial"
+)
+
+//go:embed sample-rtu.toml
+var sampleRTUTOML string
+
+// SampleRTUConfig is a commented example of modbus-rtu [[device]] tables.
+func SampleRTUConfig() string { return sampleRTUTOML }
+
+// RTU is one Modbus RTU slave on a serial bus (driver = "modbus-rtu"). All
+// devices naming the same port share one bus scheduler that owns the port:
+// one transaction at a time, each device polled at its own interval, a
+// silent slave backed off so the others keep their rate. The struct is its
+// config.
+type RTU struct {
+	Name   string `toml:"name"`
+	Driver string `toml:"driver"`
+	Map    string `toml:"map"`
+
+	// Port is the serial device, e.g. "/dev/ttyUSB0" or (better, stable
+	// across reboots) "/dev/serial/by-id/usb-FTDI_…-if00-port0".
+	Port string `toml:"port"`
+	// Baud, DataBits, Parity, StopBits are the line settings; every device
+	// on one port must give the same (or leave them all at the defaults:
+	// 9600 8E1).
+	Baud     int    `toml:"baud"`
+	DataBits int    `toml:"data_bits"`
+	Parity   string `toml:"parity"`
+	StopBits int    `toml:"stop_bits"`
+	// UnitID is the slave address, 1..247.
+	UnitID int `toml:"unit_id"`
+	// PollInterval is how often all tags are read.
+	PollInterval configs.Duration `toml:"poll_interval"`
+	// Timeout bounds the wait for each answer (after the request's own time
+	// on the wire).
+	Timeout configs.Duration `toml:"timeout"`
+	// Turnaround is an extra pause after each transaction with this slave
+	// before the bus sends the next frame, for slow slaves; 0 means none.
+	Turnaround configs.Duration `toml:"turnaround"`
+	// Retries, MaxGap, MaxRegisters, MaxBits: as for modbus-tcp.
+	Retries      int   `toml:"retries"`
+	MaxGap       int   `toml:"max_gap"`
+	MaxRegisters int   `toml:"max_registers"`
+	MaxBits      int   `toml:"max_bits"`
+	Tag          []Tag `toml:"tag"`
+
+	// Logger receives state changes and learned plans; the driver adds
+	// device=Name. Nil discards.
+	Logger *slog.Logger `toml:"-"`
+
+	mapped DeviceMap
+	tags   []Tag
+	plan   []Request
+	mode   serial.Mode
+	inited bool
+	dev    core
+
+	minBackoff, maxBackoff time.Duration // tests shorten them
+
+	runMu sync.Mutex // guards m
+	m     *member
+
+	sinkMu  sync.Mutex // held while calling the sink; guards stopped
+	stopped bool
+
+	// Owned by the bus goroutine while started.
+	sink  southbound.Sink
+	log   *slog.Logger
+	state southbound.State
+}
+
+var (
+	_ southbound.Driver = (*RTU)(nil)
+	_ southbound.Writer = (*RTU)(nil)
+	_ configs.Mapped    = (*RTU)(nil)
+)
+
+// Defaults of an RTU device that differ from TCP's.
+const (
+	DefaultRTUMaxGap = 16
+	// rtuBackoffMax caps the pause between probes of a silent slave: each
+	// probe costs the bus one timeout.
+	rtuBackoffMax = 30 * time.Second
+)
+
+// NewRTU returns a device with the defaults set, ready to decode into.
+func NewRTU() *RTU {
+	return &RTU{
+		UnitID:       DefaultUnitID,
+		PollInterval: configs.Duration(DefaultPollInterval),
+		Timeout:      configs.Duration(DefaultTimeout),
+		Retries:      DefaultRetries,
+		MaxGap:       DefaultRTUMaxGap,
+		MaxRegisters: DefaultMaxRegisters,
+		MaxBits:      DefaultMaxBits,
+	}
+}
+
+// MapTarget is what the device's map file decodes into.
+func (r *RTU) MapTarget() any { return &r.mapped }
+
+// Tags lists the device's tags: the map's, then the inline ones.
+func (r *RTU) Tags() []*mapping.Spec { return r.dev.specs }
+
+// TagList is the device's checked tags, in Tags() order, valid after Init.
+func (r *RTU) TagList() []Tag { return r.tags }
+
+// Limits are the device's request limits, as given to Plan.
+func (r *RTU) Limits() Limits {
+	return Limits{MaxGap: r.MaxGap, MaxRegisters: r.MaxRegisters, MaxBits: r.MaxBits}
+}
+
+// Requests is the configured read plan of one poll, valid after Init.
+func (r *RTU) Requests() []Request { return r.plan }
+
+// Learned is what the device taught the planner so far.
+func (r *RTU) Learned() Learned { return r.dev.learned() }
+
+// LineMode is the serial line setting, valid after Init.
+func (r *RTU) LineMode() serial.Mode { return r.mode }
+
+// Init fills defaults and checks the settings and every tag; no I/O. That
+// devices sharing a port agree on its settings is checked by CheckBuses
+// and again at Start.
+func (r *RTU) Init() error {
+	if r.PollInterval == 0 {
+		r.PollInterval = configs.Duration(DefaultPollInterval)
+	}
+	if r.Timeout == 0 {
+		r.Timeout = configs.Duration(DefaultTimeout)
+	}
+	if r.MaxRegisters == 0 {
+		r.MaxRegisters = DefaultMaxRegisters
+	}
+	if r.MaxBits == 0 {
+		r.MaxBits = DefaultMaxBits
+	}
+	if r.minBackoff == 0 {
+		r.minBackoff, r.maxBackoff = backoffMin, rtuBackoffMax
+	}
+	var errs []error
+	r.Port = strings.TrimSpace(r.Port)
+	if r.Port == "" {
+		errs = append(errs, errors.New(`port is missing: the serial device, e.g. port = "/dev/ttyUSB0" or a stable "/dev/serial/by-id/…" link (edged ports lists them)`))
+	}
+	r.mode = serial.Mode{Baud: r.Baud, DataBits: r.DataBits, Parity: r.Parity, StopBits: r.StopBits}.WithDefaults()
+	r.Baud, r.DataBits, r.Parity, r.StopBits = r.mode.Baud, r.mode.DataBits, r.mode.Parity, r.mode.StopBits
+	if err := r.mode.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if r.UnitID < 1 || r.UnitID > 247 {
+		errs = append(errs, fmt.Errorf("unit_id = %d: allowed are 1..247 (the slave address set on the device; 0 is broadcast and gets no answers)", r.UnitID))
+	}
+	if r.PollInterval.D() < 0 || r.Timeout.D() < 0 || r.Turnaround.D() < 0 {
+		errs = append(errs, errors.New("poll_interval, timeout and turnaround must not be negative"))
+	}
+	if r.Turnaround.D() > 10*time.Second {
+		errs = append(errs, fmt.Errorf("turnaround = %v: allowed are 0..10s (a pause after each answer of this slave)", r.Turnaround.D()))
+	}
+	if r.Retries < 0 || r.Retries > 10 {
+		errs = append(errs, fmt.Errorf("retries = %d: allowed are 0..10 extra attempts per request (default %d)", r.Retries, DefaultRetries))
+	}
+	if r.MaxRegisters < 1 || r.MaxRegisters > 125 {
+		errs = append(errs, fmt.Errorf("max_registers = %d: allowed are 1..125 registers per read (Modbus allows at most 125)", r.MaxRegisters))
+	}
+	if r.MaxBits < 1 || r.MaxBits > 2000 {
+		errs = append(errs, fmt.Errorf("max_bits = %d: allowed are 1..2000 coils or discrete inputs per read (Modbus allows at most 2000)", r.MaxBits))
+	}
+	if r.MaxGap < 0 || r.MaxGap > 125 {
+		errs = append(errs, fmt.Errorf("max_gap = %d: allowed are 0..125 unused registers a merged read may span (default %d)", r.MaxGap, DefaultRTUMaxGap))
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	tags := make([]Tag, 0, len(r.mapped.Tags)+len(r.Tag))
+	tags = append(append(tags, r.mapped.Tags...), r.Tag...)
+	if err := checkTags(tags, len(r.mapped.Tags), r.Map, r.MaxRegisters); err != nil {
+		return err
+	}
+	if len(tags) == 0 {
+		return errors.New("no tags: add [[device.tag]] tables or a map = \"name\" whose maps/name.toml has [[tag]] tables")
+	}
+	r.tags = tags
+	r.dev.init(r.Name, tags, r.Limits(), r.Retries)
+	r.plan = r.dev.plan
+	r.inited = true
+	return nil
+}
+
+// Start joins the bus of the device's port (opening it in the background
+// if this is its first device) and begins polling. It fails when another
+// started device uses the port with other line settings.
+func (r *RTU) Start(ctx context.Context, sink southbound.Sink) error {
+	if !r.inited {
+		return fmt.Errorf("modbus device %q: Start before a successful Init", r.Name)
+	}
+	r.runMu.Lock()
+	defer r.runMu.Unlock()
+	if r.m != nil {
+		return fmt.Errorf("modbus device %q: already started", r.Name)
+	}
+	r.sink = sink
+	r.log = r.Logger
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	r.log = r.log.With("device", r.Name)
+	m, err := join(r)
+	if err != nil {
+		return fmt.Errorf("modbus device %q: %w", r.Name, err)
+	}
+	r.m = m
+	return nil
+}
+
+// Stop leaves the bus. It waits for a transaction with this device in
+// flight (at most its timeout), or for ctx; the last device to leave
+// closes the port. The sink is never called after Stop returns. Safe
+// without Start and more than once.
+func (r *RTU) Stop(ctx context.Context) error {
+	r.runMu.Lock()
+	m := r.m
+	r.runMu.Unlock()
+	if m == nil {
+		return nil
+	}
+	err := m.leave(ctx)
+	r.sinkMu.Lock()
+	wasStopped := r.stopped
+	r.stopped = true
+	r.sinkMu.Unlock()
+	if !wasStopped && err == nil {
+		r.log.Info("device stopped")
+		r.sink.State(r.Name, southbound.StateStopped, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("stop modbus device %q: %w", r.Name, err)
+	}
+	return nil
+}
+
+// Write writes v to the tag: the tag's write policy first (a refusal wraps
+// mapping.ErrWriteRefused and sends nothing), then the bus sends it
+// before the next poll of any device on the port.
+func (r *RTU) Write(ctx context.Context, tag string, v mapping.Value) error {
+	op, err := r.dev.prepareWrite(tag, v, time.Now())
+	if err != nil {
+		return err
+	}
+	r.runMu.Lock()
+	m := r.m
+	r.runMu.Unlock()
+	if m == nil {
+		return fmt.Errorf("device %q: %w", r.Name, errNotRunning)
+	}
+	return m.bus.submit(ctx, m, func() error { return r.dev.write(op) })
+}
+
+func (r *RTU) deliver() {
+	r.sinkMu.Lock()
+	defer r.sinkMu.Unlock()
+	if !r.stopped {
+		r.sink.Samples(r.Name, r.dev.samples)
+	}
+}
+
+func (r *RTU) setState(s southbound.State, err error) {
+	r.state = s
+	r.sinkMu.Lock()
+	defer r.sinkMu.Unlock()
+	if !r.stopped {
+		r.sink.State(r.Name, s, err)
+	}
+}
+
+// rtuTransport is one device's view of the shared line: goburrow's
+// Transporter with the device's timeout and turnaround.
+type rtuTransport struct {
+	line       *serial.Line
+	timeout    time.Duration
+	turnaround time.Duration
+}
+
+// Send implements modbus.Transporter.
+func (t *rtuTransport) Send(req []byte) ([]byte, error) {
+	resp, err := t.line.Transact(req, t.timeout)
+	if t.turnaround > 0 {
+		time.Sleep(t.turnaround)
+	}
+	return resp, err
+}
+
+// nopCloser: after an RTU error nothing is closed; the line drops stale
+// input before the next request and reopens a failed port itself.
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }
+
+func newRTUClient(line *serial.Line, unit byte, timeout, turnaround time.Duration) *libClient {
+	h := modbus.NewRTUClientHandler(line.Path()) // packager only: framing and CRC
+	h.SlaveId = unit
+	return &libClient{mb: modbus.NewClient2(h, &rtuTransport{line, timeout, turnaround}), tr: nopCloser{}}
+}
+
+// Stats implements southbound.StatsReporter.
+func (r *RTU) Stats() southbound.Stats { return r.dev.stats() }
+
+var _ southbound.StatsReporter = (*RTU)(nil)
