@@ -12,7 +12,9 @@ import (
 //	{"v":<value>,"ts":<unix ms>,"q":"good"|"uncertain"|"bad"}
 //
 // followed by ,"unit":"…" when the tag has a unit and ,"err":"…" when the
-// sample has an error. A sample without a value (KindNone) has "v":null.
+// sample has an error. A sample without a value (KindNone) has "v":null; a
+// KindJSON value (an array, a structure) is embedded as its pre-encoded
+// JSON text, unchanged.
 // Floats are written in the shortest form that reads back to the same
 // number — for an unscaled float32 tag, the same float32 (0.1, not
 // 0.10000000149011612) — with the exponent rules of encoding/json; NaN and
@@ -58,6 +60,11 @@ func appendValue(dst []byte, v Value, tag *Spec) []byte {
 		return appendJSONFloat(dst, v.Float, bits)
 	case KindString:
 		return appendJSONString(dst, v.Str)
+	case KindJSON:
+		if v.Str == "" {
+			return append(dst, "null"...)
+		}
+		return append(dst, v.Str...) // pre-encoded by its maker (see KindJSON)
 	}
 	return append(dst, "null"...)
 }

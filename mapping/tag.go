@@ -145,9 +145,13 @@ const (
 	KindUint
 	KindFloat
 	KindString
+	// KindJSON is a value that has no scalar form (an array, a structure):
+	// Str holds it already encoded as one valid JSON value, which payloads
+	// embed as is. Whoever makes one guarantees that Str is valid JSON.
+	KindJSON
 )
 
-var kindNames = [...]string{KindNone: "none", KindBool: "bool", KindInt: "int", KindUint: "uint", KindFloat: "float", KindString: "string"}
+var kindNames = [...]string{KindNone: "none", KindBool: "bool", KindInt: "int", KindUint: "uint", KindFloat: "float", KindString: "string", KindJSON: "json"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -169,7 +173,7 @@ type Value struct {
 }
 
 // Float64 returns the value as a float64, for deadband comparison; false
-// for strings and unset values.
+// for strings, JSON and unset values.
 func (v Value) Float64() (float64, bool) {
 	switch v.Kind {
 	case KindBool:
@@ -202,7 +206,7 @@ func (v Value) Equal(w Value) bool {
 		return v.Uint == w.Uint
 	case KindFloat:
 		return v.Float == w.Float || (math.IsNaN(v.Float) && math.IsNaN(w.Float))
-	case KindString:
+	case KindString, KindJSON:
 		return v.Str == w.Str
 	}
 	return true

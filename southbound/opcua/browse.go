@@ -1,0 +1,165 @@
+package opcua
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/gopcua/opcua/id"
+	"github.com/gopcua/opcua/ua"
+)
+
+// BrowseOptions say where and how to browse; the security settings mean
+// what the device keys of the same name mean.
+type BrowseOptions struct {
+	Endpoint, SecurityPolicy, SecurityMode string
+	Auth, Username, Password               string
+	TrustedThumbprints                     []string
+	DataDir                                string // PKI location, as gateway.data_dir
+	Node                                   string // start node; default the Objects folder (i=85)
+	Depth                                  int    // levels below Node; 0 means 1
+	Logger                                 *slog.Logger
+}
+
+// BrowseNode is one node found by Browse.
+type BrowseNode struct {
+	Depth       int
+	NodeID      string
+	BrowseName  string // ns:Name
+	DisplayName string
+	Class       ua.NodeClass
+	DataType    string // variables only
+	Access      string // variables only: "read", "read/write", "write", "none"
+}
+
+// Browse connects like a device would (same trust list and guidance) and
+// calls visit for each node under opts.Node, depth first, up to opts.Depth
+// levels, following hierarchical references.
+func Browse(ctx context.Context, opts BrowseOptions, visit func(BrowseNode)) error {
+	d := New()
+	d.Name, d.Endpoint = "browse", opts.Endpoint
+	if opts.SecurityPolicy != "" {
+		d.SecurityPolicy = opts.SecurityPolicy
+	}
+	d.SecurityMode = opts.SecurityMode
+	if opts.Auth != "" {
+		d.Auth = opts.Auth
+	}
+	d.Username, d.Password, d.TrustedThumbprints = opts.Username, opts.Password, opts.TrustedThumbprints
+	d.Logger = opts.Logger
+	start := opts.Node
+	if start == "" {
+		start = "i=85"
+	}
+	d.Tag = []Tag{{Node: start}}
+	d.Tag[0].Name = "browse"
+	if err := d.Init(); err != nil {
+		return err
+	}
+	d.SetDataDir(opts.DataDir)
+	cn, err := d.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer cn.close()
+	depth := max(opts.Depth, 1)
+	seen := map[string]bool{}
+	var walk func(n *ua.NodeID, level int) error
+	walk = func(n *ua.NodeID, level int) error {
+		refs, err := cn.c.Node(n).References(ctx, id.HierarchicalReferences, ua.BrowseDirectionForward, ua.NodeClassAll, true)
+		if err != nil {
+			return fmt.Errorf("browse %s: %w", n, err)
+		}
+		for _, r := range refs {
+			if r.NodeID == nil || r.NodeID.NodeID == nil || seen[r.NodeID.NodeID.String()] {
+				continue
+			}
+			child := r.NodeID.NodeID
+			seen[child.String()] = true
+			bn := BrowseNode{Depth: level, NodeID: child.String(), Class: r.NodeClass}
+			if r.BrowseName != nil {
+				bn.BrowseName = fmt.Sprintf("%d:%s", r.BrowseName.NamespaceIndex, r.BrowseName.Name)
+			}
+			if r.DisplayName != nil {
+				bn.DisplayName = r.DisplayName.Text
+			}
+			if r.NodeClass == ua.NodeClassVariable {
+				bn.DataType, bn.Access = cn.describe(ctx, child)
+			}
+			visit(bn)
+			if level < depth {
+				if err := walk(child, level+1); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return walk(d.tags[0].nodeID, 1)
+}
+
+// describe reads a variable's data type and access level.
+func (cn *conn) describe(ctx context.Context, n *ua.NodeID) (dataType, access string) {
+	res, err := cn.c.Read(ctx, &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{
+		{NodeID: n, AttributeID: ua.AttributeIDDataType},
+		{NodeID: n, AttributeID: ua.AttributeIDAccessLevel},
+		{NodeID: n, AttributeID: ua.AttributeIDValueRank},
+	}})
+	if err != nil || len(res.Results) != 3 {
+		return "?", "?"
+	}
+	dataType, access = "?", "?"
+	if v := res.Results[0].Value; v != nil {
+		if t, ok := v.Value().(*ua.NodeID); ok {
+			dataType = t.String()
+			if t.Namespace() == 0 {
+				if name := id.Name(t.IntID()); name != "" {
+					dataType = name
+				}
+			}
+		}
+	}
+	if v := res.Results[2].Value; v != nil {
+		if r, ok := v.Value().(int32); ok && r >= 1 {
+			dataType += "[]"
+		}
+	}
+	if v := res.Results[1].Value; v != nil {
+		if b, ok := v.Value().(uint8); ok {
+			var parts []string
+			if b&byte(ua.AccessLevelTypeCurrentRead) != 0 {
+				parts = append(parts, "read")
+			}
+			if b&byte(ua.AccessLevelTypeCurrentWrite) != 0 {
+				parts = append(parts, "write")
+			}
+			access = strings.Join(parts, "/")
+			if access == "" {
+				access = "none"
+			}
+		}
+	}
+	return dataType, access
+}
+
+// TOMLTag renders a variable as a ready-to-edit [[device.tag]] table.
+func (n BrowseNode) TOMLTag() string {
+	name := n.DisplayName
+	if name == "" {
+		_, name, _ = strings.Cut(n.BrowseName, ":")
+	}
+	name = strings.Map(func(r rune) rune {
+		if r == '/' || r == '+' || r == '#' || r == ' ' || r == '"' || r < 0x20 {
+			return '_'
+		}
+		return r
+	}, name)
+	var b strings.Builder
+	fmt.Fprintf(&b, "[[device.tag]]\nname = %q\nnode = %q\n", name, n.NodeID)
+	fmt.Fprintf(&b, "# data type %s, access %s\n", n.DataType, n.Access)
+	if strings.Contains(n.Access, "write") {
+		b.WriteString("# writable = true\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,207 @@
+package opcua
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/gopcua/opcua/ua"
+
+	"github.com/edged-gw/edged/configs"
+	"github.com/edged-gw/edged/mapping"
+)
+
+// Tag is one OPC UA variable: where it is (a NodeId or a browse path),
+// how the server should report it (subscription settings), and how its
+// value becomes the published one (mapping.Spec, whose keys sit in the same
+// TOML table). type is optional: values arrive typed; when set, it is the
+// type a write sends (otherwise the node's current type).
+type Tag struct {
+	mapping.Spec
+	// Node is a NodeId: ns=2;s=Line1.Speed, ns=3;i=1002, ns=2;g=GUID,
+	// ns=2;b=BASE64 (ns=0 may be left out).
+	Node string `toml:"node"`
+	// BrowsePath is the alternative to Node: steps from the Objects folder,
+	// "2:Line1/2:Speed", each [namespace index:]BrowseName, resolved at
+	// every connect.
+	BrowsePath string `toml:"browse_path"`
+	// SamplingInterval and QueueSize override the device's for this tag.
+	SamplingInterval configs.Duration `toml:"sampling_interval"`
+	QueueSize        int              `toml:"queue_size"`
+	// ServerDeadband makes the server drop changes not larger than this
+	// (a DataChangeFilter); ServerDeadbandType is absolute (default) or
+	// percent (of the node's EURange).
+	ServerDeadband     float64 `toml:"server_deadband"`
+	ServerDeadbandType string  `toml:"server_deadband_type"`
+
+	nodeID *ua.NodeID // parsed Node; nil for a browse path
+	path   []*ua.QualifiedName
+}
+
+// checkTags validates each tag and the set (unique names). mapCount tags
+// at the front came from the map file: their keys are tag[i] of the map,
+// the rest tag[i-mapCount] of the device table.
+func checkTags(tags []Tag, mapCount int) []error {
+	var errs []error
+	seen := map[string]int{}
+	for i := range tags {
+		t := &tags[i]
+		key := fmt.Sprintf("tag[%d]", i)
+		if i >= mapCount {
+			key = fmt.Sprintf("tag[%d]", i-mapCount)
+		}
+		add := func(sub, format string, args ...any) {
+			k := key
+			if sub != "" {
+				k += "." + sub
+			}
+			errs = append(errs, keyErr(k, format, args...))
+		}
+		if err := t.check(); err != nil {
+			var ke *keyedErr
+			if errors.As(err, &ke) {
+				add(ke.key, "%s", ke.msg)
+			} else {
+				add("", "%v", err)
+			}
+			continue
+		}
+		if j, dup := seen[t.Name]; dup {
+			add("name", "%q is also the name of tag #%d of this device; tag names must be unique", t.Name, j+1)
+			continue
+		}
+		seen[t.Name] = i
+	}
+	return errs
+}
+
+type keyedErr struct{ key, msg string }
+
+func (e *keyedErr) Error() string { return e.key + ": " + e.msg }
+
+func kerr(key, format string, args ...any) error {
+	return &keyedErr{key: key, msg: fmt.Sprintf(format, args...)}
+}
+
+// check validates one tag and parses its address.
+func (t *Tag) check() error {
+	s := &t.Spec
+	if s.Name == "" {
+		return kerr("name", `required: every tag needs a unique name, e.g. name = "speed"`)
+	}
+	if strings.ContainsAny(s.Name, "/+#\x00") {
+		return kerr("name", "%q contains one of / + # or NUL, which are not allowed in an MQTT topic level", s.Name)
+	}
+	switch {
+	case t.Node == "" && t.BrowsePath == "":
+		return kerr("node", `required: the variable's NodeId, e.g. node = "ns=2;s=Line1.Speed" (or browse_path = "2:Line1/2:Speed"); "edged browse ENDPOINT --toml" lists them`)
+	case t.Node != "" && t.BrowsePath != "":
+		return kerr("browse_path", "set either node or browse_path, not both")
+	case t.Node != "":
+		id, err := ua.ParseNodeID(strings.TrimSpace(t.Node))
+		if err == nil && !nodeIDSyntax(strings.TrimSpace(t.Node)) {
+			err = errors.New("no identifier type")
+		}
+		if err != nil {
+			return kerr("node", "%q is not a NodeId: write ns=<index>;s=<string>, ns=<index>;i=<number>, ns=<index>;g=<GUID> or ns=<index>;b=<base64>, e.g. \"ns=2;s=Line1.Speed\"", t.Node)
+		}
+		t.nodeID = id
+	default:
+		path, err := parseBrowsePath(t.BrowsePath)
+		if err != nil {
+			return kerr("browse_path", "%q: %v", t.BrowsePath, err)
+		}
+		t.path = path
+	}
+	if s.Type > mapping.TypeString {
+		return kerr("type", "%s is unknown: allowed are %s", s.Type, mapping.TypeNames)
+	}
+	if s.Length != 0 || s.Bit != nil || s.Order != mapping.OrderABCD {
+		return kerr("length", "length, bit and order are Modbus register settings; OPC UA values arrive typed, remove them")
+	}
+	if math.IsNaN(s.Scale) || math.IsInf(s.Scale, 0) || math.IsNaN(s.Offset) || math.IsInf(s.Offset, 0) {
+		return kerr("scale", "scale = %v, offset = %v: both must be finite numbers (scale 0 or unset means 1)", s.Scale, s.Offset)
+	}
+	if (s.Scale != 0 && s.Scale != 1 || s.Offset != 0) && (s.Type == mapping.TypeBool || s.Type == mapping.TypeString) {
+		return kerr("scale", "scale and offset are only for numbers, this tag is %s", s.Type)
+	}
+	if s.Deadband < 0 || math.IsNaN(s.Deadband) || math.IsInf(s.Deadband, 0) {
+		return kerr("deadband", "%v: must be 0 (publish every change) or a positive finite number", s.Deadband)
+	}
+	if s.MaxSilence < 0 {
+		return kerr("max_silence", "%s: must be 0 (never republish) or positive", s.MaxSilence)
+	}
+	if !s.Writable && (s.Min != nil || s.Max != nil || s.WriteInterval != 0) {
+		return kerr("writable", "min, max and write_interval limit writes: set writable = true as well, or remove them")
+	}
+	if s.Min != nil && s.Max != nil && *s.Min > *s.Max {
+		return kerr("min", "min = %v is above max = %v", *s.Min, *s.Max)
+	}
+	if t.SamplingInterval < 0 {
+		return kerr("sampling_interval", "must be 0 (the device's) or positive")
+	}
+	if t.QueueSize < 0 || t.QueueSize > 10000 {
+		return kerr("queue_size", "%d: allowed are 1..10000 (0: the device's)", t.QueueSize)
+	}
+	if t.ServerDeadband < 0 || math.IsNaN(t.ServerDeadband) || math.IsInf(t.ServerDeadband, 0) {
+		return kerr("server_deadband", "%v: must be 0 (every change) or a positive finite number", t.ServerDeadband)
+	}
+	switch t.ServerDeadbandType {
+	case "", "absolute":
+	case "percent":
+		if t.ServerDeadband > 100 {
+			return kerr("server_deadband", "%v percent: allowed are 0..100", t.ServerDeadband)
+		}
+	default:
+		return kerr("server_deadband_type", "%q: allowed are absolute (default) and percent (of the node's EURange)", t.ServerDeadbandType)
+	}
+	return nil
+}
+
+// where names the tag's address for messages.
+func (t *Tag) where() string {
+	if t.Node != "" {
+		return t.Node
+	}
+	return "browse_path " + t.BrowsePath
+}
+
+// parseBrowsePath parses "2:Line1/2:Speed": steps separated by '/', each
+// [namespace index:]BrowseName (namespace 0 when left out).
+func parseBrowsePath(p string) ([]*ua.QualifiedName, error) {
+	p = strings.Trim(strings.TrimSpace(p), "/")
+	if p == "" {
+		return nil, errors.New(`empty: write the steps from the Objects folder, e.g. "2:Line1/2:Speed"`)
+	}
+	var out []*ua.QualifiedName
+	for _, step := range strings.Split(p, "/") {
+		qn := &ua.QualifiedName{Name: step}
+		if ns, name, ok := strings.Cut(step, ":"); ok {
+			n, err := strconv.ParseUint(ns, 10, 16)
+			if err != nil {
+				return nil, fmt.Errorf("step %q: write [namespace index:]BrowseName, e.g. \"2:Speed\"", step)
+			}
+			qn = &ua.QualifiedName{NamespaceIndex: uint16(n), Name: name}
+		}
+		if qn.Name == "" {
+			return nil, fmt.Errorf("step %q has no BrowseName", step)
+		}
+		out = append(out, qn)
+	}
+	return out, nil
+}
+
+// nodeIDSyntax reports whether s is written [ns=N;]{i,s,g,b}=… (gopcua's
+// parser also accepts bare names, which are typos more often than not).
+func nodeIDSyntax(s string) bool {
+	if rest, ok := strings.CutPrefix(s, "ns="); ok {
+		_, after, found := strings.Cut(rest, ";")
+		if !found {
+			return false
+		}
+		s = after
+	}
+	return len(s) >= 2 && s[1] == '=' && strings.ContainsRune("isgb", rune(s[0]))
+}
