@@ -11,6 +11,9 @@ type Config struct {
 	Broker  Broker    `toml:"broker"`
 	Metrics Metrics   `toml:"metrics"`
 	Devices []*Device `toml:"-"` // decoded by the loader, driver by driver
+	// Upstreams are the cloud brokers values are bridged to ([[upstream]],
+	// see upstream.go).
+	Upstreams []*Upstream `toml:"-"`
 
 	// File is the path the config was loaded from; Dir its folder, against
 	// which relative paths (maps, data_dir) are resolved.

@@ -107,10 +107,11 @@ type mapFile struct {
 // fileSchema is the layout of the main file, for finding unknown keys; the
 // element type of device is replaced device by device.
 type fileSchema struct {
-	Gateway Gateway          `toml:"gateway"`
-	Broker  Broker           `toml:"broker"`
-	Metrics Metrics          `toml:"metrics"`
-	Device  []map[string]any `toml:"device"`
+	Gateway  Gateway          `toml:"gateway"`
+	Broker   Broker           `toml:"broker"`
+	Metrics  Metrics          `toml:"metrics"`
+	Device   []map[string]any `toml:"device"`
+	Upstream []Upstream       `toml:"upstream"`
 }
 
 // source is one parsed file.
@@ -188,6 +189,9 @@ func (l *loader) load(file, dir string) (*Config, error) {
 	l.checkGateway(src, cfg)
 	l.checkBroker(src, cfg)
 	l.checkMetrics(src, cfg)
+	if prim, ok := pick(top, "upstream"); ok {
+		l.upstreams(src, cfg, prim)
+	}
 
 	var devices []toml.Primitive
 	if prim, ok := pick(top, "device"); ok {

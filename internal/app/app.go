@@ -17,6 +17,7 @@ import (
 	"github.com/edged-gw/edged/northbound"
 	"github.com/edged-gw/edged/southbound"
 	"github.com/edged-gw/edged/southbound/modbus"
+	"github.com/edged-gw/edged/southbound/opcua"
 )
 
 var (
@@ -30,6 +31,8 @@ func registerDrivers() {
 	registerOnce.Do(func() {
 		// One line per driver.
 		southbound.Register("modbus-tcp", func() southbound.Driver { d := modbus.NewTCP(); d.Logger = driverLogger.Load(); return d })
+		southbound.Register("modbus-rtu", func() southbound.Driver { d := modbus.NewRTU(); d.Logger = driverLogger.Load(); return d })
+		southbound.Register("opcua", func() southbound.Driver { d := opcua.New(); d.Logger = driverLogger.Load(); return d })
 	})
 }
 
@@ -58,6 +61,8 @@ type Runtime struct {
 	Broker  *northbound.Broker
 	Gateway *gateway.Gateway
 	Metrics *metrics.Server // nil when disabled or when its port was busy
+	// Uplinks bridge to the [[upstream]] brokers, one buffer each.
+	Uplinks []*northbound.Uplink
 	log     *slog.Logger
 }
 
@@ -70,6 +75,9 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 	if cfg.Broker.Disabled {
 		listen = ""
 	}
+	if err := Check(cfg); err != nil {
+		return nil, err
+	}
 	broker := northbound.NewBroker(northbound.BrokerOptions{Listen: listen, Logger: log})
 	gw, err := gateway.New(cfg, broker, log)
 	if err != nil {
@@ -78,11 +86,17 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 	if err := broker.Start(); err != nil {
 		return nil, err
 	}
-	if err := gw.Start(ctx); err != nil {
+	uplinks, err := startUplinks(cfg, broker, log)
+	if err != nil {
 		_ = broker.Stop()
 		return nil, err
 	}
-	rt := &Runtime{Broker: broker, Gateway: gw, log: log}
+	if err := gw.Start(ctx); err != nil {
+		_ = stopUplinks(uplinks)
+		_ = broker.Stop()
+		return nil, err
+	}
+	rt := &Runtime{Broker: broker, Gateway: gw, Uplinks: uplinks, log: log}
 	rt.startMetrics(cfg.Metrics)
 	return rt, nil
 }
@@ -110,11 +124,13 @@ func (r *Runtime) startMetrics(mc configs.Metrics) {
 const StopTimeout = 10 * time.Second
 
 // Stop stops the devices first (so their last samples and the offline
-// status are published), then the broker.
+// status are published and buffered), then the uplinks (offline upstream,
+// buffers closed), then the broker.
 func (r *Runtime) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 	defer cancel()
 	err := r.Gateway.Stop(ctx)
+	err = errors.Join(err, stopUplinks(r.Uplinks))
 	if r.Metrics != nil {
 		err = errors.Join(err, r.Metrics.Stop(ctx))
 	}
@@ -144,3 +160,24 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 	}
 	return cfg, rep, nil
 }
+
+// Check runs the checks that span devices, beyond what loading a config
+// does: topic collisions between devices, and serial ports whose devices
+// disagree on line settings or share a unit ID. edged validate and Start
+// both run it.
+func Check(cfg *configs.Config) error {
+	if _, err := gateway.New(cfg, discard{}, nil); err != nil {
+		return err
+	}
+	drivers := make([]southbound.Driver, 0, len(cfg.Devices))
+	for _, d := range cfg.Devices {
+		if drv, ok := d.Settings.(southbound.Driver); ok {
+			drivers = append(drivers, drv)
+		}
+	}
+	return modbus.CheckBuses(drivers)
+}
+
+type discard struct{}
+
+func (discard) Publish(string, []byte, bool, byte) error { return nil }

@@ -115,6 +115,19 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 	if polls < 1 || last < float64(time.Now().Add(-time.Minute).Unix()) {
 		t.Fatalf("meter polls %v, last success %v", polls, last)
 	}
+	if reqs := metric(t, m, `edged_device_requests_total{device="meter"}`); reqs < polls {
+		t.Fatalf("meter requests %v < polls %v", reqs, polls)
+	}
+	bootErrs := metric(t, m, `edged_device_errors_total{device="boiler",kind="other"}`) + metric(t, m, `edged_device_errors_total{device="boiler",kind="timeout"}`)
+	if bootErrs < 1 {
+		t.Fatalf("the dead boiler's failed requests are not counted:\n%s", grepLines(m, "edged_device_errors_total"))
+	}
+	if metric(t, m, `edged_device_errors_total{device="meter",kind="timeout"}`) != 0 {
+		t.Fatal("the healthy meter shows timeouts")
+	}
+	if d := metric(t, m, `edged_device_poll_duration_seconds{device="meter"}`); d <= 0 || d > 5 {
+		t.Fatalf("meter poll duration %v s", d)
+	}
 	c := rt.Gateway.Counters()
 	if got := metric(t, m, "edged_published_messages_total"); got < 1 || got > float64(c.Published) {
 		t.Fatalf("edged_published_messages_total %v, gateway counted %d", got, c.Published)

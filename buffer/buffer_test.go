@@ -1,0 +1,245 @@
+package buffer
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// diskUsage is what dir really occupies (allocated blocks, as du counts).
+func diskUsage(t *testing.T, dir string) int64 {
+	t.Helper()
+	var total int64
+	err := filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && !fi.IsDir() {
+			total += st.Blocks * 512
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return total
+}
+
+func readAll(t *testing.T, q *Queue) []Entry {
+	t.Helper()
+	r := q.NewReader()
+	var out []Entry
+	from := uint64(0)
+	for {
+		es, next, err := r.Read(from, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			e.Topic, e.Payload = append([]byte(nil), e.Topic...), append([]byte(nil), e.Payload...)
+			out = append(out, e)
+		}
+		if len(es) == 0 && next == from {
+			return out
+		}
+		from = next
+	}
+}
+
+// TestCapDropsOldestExactly: a long outage into a small buffer keeps the
+// stored bytes under max_bytes and the disk use under 4×max_bytes plus the
+// store's fixed overhead (see Options.MaxBytes); the oldest are dropped and
+// counted exactly, the newest survive a reopen in order.
+func TestCapDropsOldestExactly(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "q")
+	opts := Options{Dir: dir, MaxBytes: 4 << 20, MemTableSize: 1 << 20}
+	q, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 150_000
+	payload := []byte(strings.Repeat("x", 80))
+	maxDisk := int64(0)
+	for i := range n {
+		q.Append("edged/gw/dev/tag", fmt.Appendf(payload[:0:0], "%08d%s", i, payload[8:]))
+		if i%10_000 == 9_999 {
+			q.Flush()
+			maxDisk = max(maxDisk, diskUsage(t, dir))
+			if st := q.Stats(); st.Bytes > opts.MaxBytes {
+				t.Fatalf("after %d appends: %d bytes stored, cap %d", i+1, st.Bytes, opts.MaxBytes)
+			}
+		}
+	}
+	q.Flush()
+	st := q.Stats()
+	if uint64(st.Depth)+st.Dropped != n {
+		t.Fatalf("depth %d + dropped %d != appended %d", st.Depth, st.Dropped, n)
+	}
+	if st.Dropped == 0 {
+		t.Fatal("nothing dropped")
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q, err = Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	es := readAll(t, q)
+	if int64(len(es)) != st.Depth {
+		t.Fatalf("%d entries after reopen, depth was %d", len(es), st.Depth)
+	}
+	for i, e := range es {
+		if want := fmt.Sprintf("%08d", int(st.Dropped)+i); string(e.Payload[:8]) != want {
+			t.Fatalf("entry %d is %s, want %s (the oldest must go first, the rest in order)", i, e.Payload[:8], want)
+		}
+	}
+	limit := 4*opts.MaxBytes + opts.Overhead()
+	t.Logf("appended %d (%.1f MiB), dropped %d, kept %d; disk use peaked at %.1f MiB (limit %.1f MiB)",
+		n, float64(n*(keyLen+headerLen+16+80))/(1<<20), st.Dropped, st.Depth, float64(maxDisk)/(1<<20), float64(limit)/(1<<20))
+	if maxDisk > limit {
+		t.Errorf("disk use %d bytes, more than 4×max_bytes + overhead %d", maxDisk, limit)
+	}
+}
+
+// TestMaxAge drops entries older than max_age.
+func TestMaxAge(t *testing.T) {
+	q, err := Open(Options{Dir: filepath.Join(t.TempDir(), "q"), MaxAge: 1500 * time.Millisecond, MemTableSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	for range 10 {
+		q.Append("a", []byte("old"))
+	}
+	q.Flush()
+	time.Sleep(1600 * time.Millisecond)
+	q.Append("a", []byte("new"))
+	q.Flush()
+	deadline := time.Now().Add(5 * time.Second)
+	for q.Stats().Dropped < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: old entries not dropped", q.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if es := readAll(t, q); len(es) != 1 || string(es[0].Payload) != "new" {
+		t.Fatalf("left %d entries", len(es))
+	}
+}
+
+// TestBrokenStoreMovedAside: a store Badger cannot open is moved aside, a
+// fresh one works, and the alarm is raised.
+func TestBrokenStoreMovedAside(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "q")
+	q, err := Open(Options{Dir: dir, MemTableSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Append("a", []byte("1"))
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "MANIFEST"), []byte("garbage, not a manifest"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q, err = Open(Options{Dir: dir, MemTableSize: 1 << 20})
+	if err != nil {
+		t.Fatalf("open of a damaged store failed instead of starting fresh: %v", err)
+	}
+	defer q.Close()
+	st := q.Stats()
+	if !st.Recovered || !strings.Contains(st.RecoveredFrom, ".broken-") {
+		t.Fatalf("no alarm: %+v", st)
+	}
+	if _, err := os.Stat(st.RecoveredFrom); err != nil {
+		t.Fatalf("damaged store not kept for inspection: %v", err)
+	}
+	q.Append("a", []byte("2"))
+	q.Flush()
+	if es := readAll(t, q); len(es) != 1 {
+		t.Fatalf("fresh store holds %d entries", len(es))
+	}
+}
+
+// TestDiskFull: on a tiny tmpfs that something else fills up, the queue
+// pauses writing (no SIGBUS, no corruption), keeps new messages within its
+// memory bound (dropping and counting the oldest of those), and resumes by
+// itself when space frees; what it stored is intact after a reopen.
+func TestDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatalf("TestDiskFull mounts a tmpfs and needs root (CI runs as root)")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	opts := Options{Dir: filepath.Join(mnt, "q"), MemTableSize: 1 << 20, MemoryBytes: 256 << 10, MaxBytes: 64 << 20}
+	q, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := []byte(strings.Repeat("p", 100))
+	for range 1000 {
+		q.Append("before", payload)
+	}
+	q.Flush()
+	// Something else fills the disk, leaving less than the store needs.
+	free, err := freeBytes(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(mnt, "filler")
+	if err := os.WriteFile(filler, make([]byte, free-2<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for range 20_000 { // ~2.4 MB: more than the memory bound
+		q.Append("during", payload)
+	}
+	q.Flush()
+	st := q.Stats()
+	if !st.DiskFull {
+		t.Fatalf("disk full not noticed: %+v", st)
+	}
+	if st.Dropped == 0 || st.Pending*int64(len(payload)) > 2*opts.MemoryBytes {
+		t.Fatalf("memory not bounded while the disk is full: %+v", st)
+	}
+	t.Logf("disk full: %+v", st)
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q.Flush()
+		st = q.Stats()
+		if !st.DiskFull && st.Pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("did not resume after space freed: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if uint64(st.Depth)+st.Dropped != 21_000 {
+		t.Fatalf("depth %d + dropped %d != 21000 appended", st.Depth, st.Dropped)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q, err = Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	es := readAll(t, q)
+	if int64(len(es)) != st.Depth || string(es[0].Topic) != "before" || string(es[len(es)-1].Topic) != "during" {
+		t.Fatalf("after reopen %d entries (want %d)", len(es), st.Depth)
+	}
+}

@@ -1,0 +1,126 @@
+package configs
+
+import (
+	"testing"
+	"time"
+)
+
+func TestUpstreamDefaults(t *testing.T) {
+	cfg, err := loadMem(memFS{
+		testMain: lines(
+			`[gateway]`,
+			`id = "gw"`,
+			`[[upstream]]`,
+			`name = "cloud"`,
+			`url = "mqtts://broker.example.com:8883"`,
+			`password_file = "secret"`,
+		),
+		testDir + "/secret": "s3cret\n",
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Upstreams) != 1 {
+		t.Fatalf("%d upstreams", len(cfg.Upstreams))
+	}
+	u := cfg.Upstreams[0]
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"protocol", u.Protocol, "5"},
+		{"client_id", u.ClientID, "edged-gw"},
+		{"keepalive", u.KeepAlive.D(), 30 * time.Second},
+		{"topics", u.Topics[0], "edged/#"},
+		{"max_inflight", u.MaxInflight, 100},
+		{"replay_rate", u.ReplayRate, 500},
+		{"buffer_dir", u.BufferDir, "/var/lib/edged/buffer/cloud"},
+		{"max_bytes", int64(u.MaxBytes), int64(256 << 20)},
+		{"sync", u.Sync, "interval"},
+		{"sync_interval", u.SyncInterval.D(), time.Second},
+		{"password from password_file", u.Password, "s3cret"},
+		{"line", u.Line, 3},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestUpstreamErrors(t *testing.T) {
+	gw := "[gateway]\nid = \"gw\"\n" // two lines
+	tests := []struct {
+		name  string
+		files memFS
+		want  []wantErr
+	}{
+		{
+			name:  "plaintext without opting in",
+			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "c"`, `url = "mqtt://10.0.0.1"`)},
+			want:  []wantErr{{line: 5, key: "upstream[0].url", msg: "use mqtts://, or set insecure_plaintext = true"}},
+		},
+		{
+			name:  "plaintext opted in",
+			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "c"`, `url = "mqtt://10.0.0.1"`, `insecure_plaintext = true`)},
+		},
+		{
+			name:  "missing name and url",
+			files: memFS{testMain: gw + lines(`[[upstream]]`, `protocol = "5"`)},
+			want: []wantErr{
+				{line: 3, key: "upstream[0].name", msg: "required: name the upstream"},
+				{line: 3, key: "upstream[0].url", msg: "required: the cloud broker"},
+			},
+		},
+		{
+			name: "bad values",
+			files: memFS{testMain: gw + lines(
+				`[[upstream]]`, // 3
+				`name = "c"`,
+				`url = "mqtts://b:8883"`,
+				`protocol = "4"`, // 6
+				`cert_file = "client.pem"`,
+				`sync = "sometimes"`, // 8
+				`topics = ["edged/#/x"]`,
+				`max_bytes = "1KiB"`, // 10
+				`keepalve = "30s"`,
+			), testDir + "/client.pem": "x"},
+			want: []wantErr{
+				{line: 6, key: "upstream[0].protocol", msg: `use "5" (default) or "3.1.1"`},
+				{line: 7, key: "upstream[0].cert_file", msg: "cert_file and key_file go together"},
+				{line: 8, key: "upstream[0].sync", msg: `use "interval"`},
+				{line: 9, key: "upstream[0].topics", msg: "'#' must be a whole level and the last one"},
+				{line: 10, key: "upstream[0].max_bytes", msg: "at least \"4MiB\""},
+				{line: 11, key: "upstream[0].keepalve", msg: "did you mean keepalive?"},
+			},
+		},
+		{
+			name: "missing ca_file and duplicate name",
+			files: memFS{testMain: gw + lines(
+				`[[upstream]]`,
+				`name = "c"`,
+				`url = "mqtts://b"`,
+				`ca_file = "/etc/edged/ca.pem"`, // 6
+				`[[upstream]]`,
+				`name = "c"`, // 8
+				`url = "mqtts://b"`,
+			)},
+			want: []wantErr{
+				{line: 6, key: "upstream[0].ca_file", msg: "cannot read /etc/edged/ca.pem: no such file"},
+				{line: 8, key: "upstream[1].name", msg: "already the name of upstream[0]"},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := loadMem(tt.files, nil)
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			checkErrors(t, err, tt.want)
+		})
+	}
+}

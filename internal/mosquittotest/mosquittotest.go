@@ -1,0 +1,262 @@
+// Package mosquittotest runs Debian's mosquitto as a cloud broker for tests:
+// a TLS listener that requires a client certificate (the certificate's CN
+// becomes the username) and a plaintext loopback listener for the test's
+// own subscriber, with a CA, server and client certificates generated in Go.
+// It can be stopped and started again on the same ports to make outages.
+package mosquittotest
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Binary is where Debian installs mosquitto.
+const Binary = "/usr/sbin/mosquitto"
+
+// Options change the broker's certificates.
+type Options struct {
+	// ServerExpired makes the server certificate expired.
+	ServerExpired bool
+}
+
+// Broker is a running (or stopped) mosquitto.
+type Broker struct {
+	t    testing.TB
+	Dir  string
+	opts Options
+	// TLSPort requires a client certificate; PlainPort is for subscribers.
+	TLSPort, PlainPort int
+	// Files for clients: CAFile verifies the server; ClientCert/ClientKey
+	// authenticate as CN "edged-test". OtherCAFile is an unrelated CA.
+	CAFile, ClientCert, ClientKey, OtherCAFile string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	log *bytes.Buffer
+}
+
+// Start generates certificates, writes a config and starts mosquitto; it
+// is stopped in t.Cleanup. It fails the test (never skips) when mosquitto
+// is missing.
+func Start(t testing.TB, opts Options) *Broker {
+	t.Helper()
+	if _, err := os.Stat(Binary); err != nil {
+		t.Fatalf("mosquittotest: %s not found (%v): run `make test-deps` (installs Debian's mosquitto)", Binary, err)
+	}
+	b := &Broker{t: t, Dir: t.TempDir(), opts: opts, TLSPort: freePort(t), PlainPort: freePort(t)}
+	b.writeCerts()
+	conf := fmt.Sprintf(`per_listener_settings true
+persistence false
+log_dest stderr
+log_type error
+log_type warning
+log_type notice
+max_inflight_messages 0
+max_queued_messages 1000000
+
+listener %d 127.0.0.1
+cafile %s
+certfile %s
+keyfile %s
+require_certificate true
+use_identity_as_username true
+allow_anonymous false
+
+listener %d 127.0.0.1
+allow_anonymous true
+`, b.TLSPort, b.CAFile, filepath.Join(b.Dir, "server.pem"), filepath.Join(b.Dir, "server.key"), b.PlainPort)
+	if os.Geteuid() == 0 {
+		conf = "user root\n" + conf // keep access to the test's 0600 files
+	}
+	if err := os.WriteFile(filepath.Join(b.Dir, "mosquitto.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.StartAgain()
+	t.Cleanup(b.Stop)
+	return b
+}
+
+// TLSAddr and PlainAddr are the listeners' host:port.
+func (b *Broker) TLSAddr() string   { return "127.0.0.1:" + strconv.Itoa(b.TLSPort) }
+func (b *Broker) PlainAddr() string { return "127.0.0.1:" + strconv.Itoa(b.PlainPort) }
+
+// StartAgain starts mosquitto (again) on the same ports and waits until
+// both listeners accept connections.
+func (b *Broker) StartAgain() {
+	b.t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd != nil {
+		return
+	}
+	b.log = new(bytes.Buffer)
+	cmd := exec.Command(Binary, "-c", filepath.Join(b.Dir, "mosquitto.conf"))
+	cmd.Stdout, cmd.Stderr = b.log, b.log
+	if err := cmd.Start(); err != nil {
+		b.t.Fatalf("mosquittotest: start: %v", err)
+	}
+	b.cmd = cmd
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, addr := range []string{b.TLSAddr(), b.PlainAddr()} {
+		for {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-exited:
+				b.t.Fatalf("mosquittotest: mosquitto exited at start:\n%s", b.log.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				b.t.Fatalf("mosquittotest: %s not listening after 10s:\n%s", addr, b.log.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// Stop kills mosquitto (an outage: connections drop without DISCONNECT).
+func (b *Broker) Stop() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd == nil {
+		return
+	}
+	_ = b.cmd.Process.Kill()
+	_, _ = b.cmd.Process.Wait()
+	b.cmd = nil
+}
+
+// Log returns what mosquitto printed since its last start.
+func (b *Broker) Log() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.log == nil {
+		return ""
+	}
+	return b.log.String()
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// CA is a certificate authority that signs test certificates.
+type CA struct {
+	Cert *x509.Certificate
+	Key  *ecdsa.PrivateKey
+	PEM  []byte
+}
+
+// NewCA makes a self-signed CA named cn.
+func NewCA(t testing.TB, cn string) *CA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(t), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// Issue signs a leaf certificate: a server one for hosts (IPs or names)
+// or, with client, a client one; expired makes it expired. It returns the
+// certificate and key in PEM.
+func (ca *CA) Issue(t testing.TB, cn string, hosts []string, client, expired bool) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(t), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	if expired {
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
+	}
+	if client {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	} else {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		for _, h := range hosts {
+			if ip := net.ParseIP(h); ip != nil {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			} else {
+				tmpl.DNSNames = append(tmpl.DNSNames, h)
+			}
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+func serial(t testing.TB) *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (b *Broker) writeCerts() {
+	t := b.t
+	ca := NewCA(t, "edged test CA")
+	other := NewCA(t, "some other CA")
+	srv, srvKey := ca.Issue(t, "cloud broker", []string{"127.0.0.1", "localhost"}, false, b.opts.ServerExpired)
+	cli, cliKey := ca.Issue(t, "edged-test", nil, true, false)
+	write := func(name string, data []byte) string {
+		p := filepath.Join(b.Dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	b.CAFile = write("ca.pem", ca.PEM)
+	b.OtherCAFile = write("other-ca.pem", other.PEM)
+	write("server.pem", srv)
+	write("server.key", srvKey)
+	b.ClientCert = write("client.pem", cli)
+	b.ClientKey = write("client.key", cliKey)
+}

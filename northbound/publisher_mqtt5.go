@@ -1,0 +1,335 @@
+package northbound
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+)
+
+// mqtt5 is the MQTT 5 Publisher. It drives paho.golang's packet codec
+// directly rather than paho.Client: paho.Client's Publish is one blocking
+// call per message (a goroutine, a context and a channel each) with no
+// order between concurrent calls, while the uplink needs ordered, pipelined
+// QoS 1 with an acknowledgement callback and no per-message allocation.
+// PUBLISH packets are encoded here into one buffered writer; CONNECT,
+// CONNACK, PUBACK, PINGREQ and DISCONNECT use paho.golang's packets.
+type mqtt5 struct {
+	cfg PublisherConfig
+
+	mu     sync.Mutex // guards the writer and the session fields below
+	conn   net.Conn
+	w      *bufio.Writer
+	nextID uint16
+	tokens map[uint16]uint64 // packet id → token, for messages in flight
+	slots  chan struct{}     // one per message in flight
+	onAck  func(uint64)
+	done   chan struct{}
+	err    error
+	hdr    []byte
+}
+
+// NewMQTT5 returns a Publisher speaking MQTT 5.
+func NewMQTT5(cfg PublisherConfig) Publisher {
+	d := make(chan struct{})
+	close(d)
+	return &mqtt5{cfg: cfg, done: d}
+}
+
+var errClosedByUs = errors.New("connection closed")
+
+func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64)) error {
+	conn, err := dial(ctx, &p.cfg)
+	if err != nil {
+		return err
+	}
+	ka := uint16(p.cfg.KeepAlive / time.Second)
+	c := &packets.Connect{
+		ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: p.cfg.ClientID, KeepAlive: ka, CleanStart: true,
+		Properties: &packets.Properties{},
+	}
+	if p.cfg.Username != "" {
+		c.UsernameFlag, c.Username = true, p.cfg.Username
+	}
+	if len(p.cfg.Password) > 0 {
+		c.PasswordFlag, c.Password = true, p.cfg.Password
+	}
+	if p.cfg.WillTopic != "" {
+		c.WillFlag, c.WillTopic, c.WillMessage, c.WillQOS, c.WillRetain = true, p.cfg.WillTopic, p.cfg.WillPayload, 1, true
+		c.WillProperties = &packets.Properties{}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	if _, err := c.WriteTo(conn); err != nil {
+		conn.Close()
+		return afterHandshake(conn, fmt.Errorf("send CONNECT: %w", err))
+	}
+	cp, err := packets.ReadPacket(conn)
+	if err != nil {
+		conn.Close()
+		return afterHandshake(conn, fmt.Errorf("read CONNACK: %w", err))
+	}
+	ca, ok := cp.Content.(*packets.Connack)
+	if !ok {
+		conn.Close()
+		return fmt.Errorf("broker answered CONNECT with packet type %d", cp.Type)
+	}
+	if ca.ReasonCode != packets.ConnackSuccess {
+		conn.Close()
+		return fmt.Errorf("broker refused the connection: %s (reason 0x%02x)", ca.Reason(), ca.ReasonCode)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	window := max(1, p.cfg.Window)
+	if ca.Properties != nil && ca.Properties.ReceiveMaximum != nil && int(*ca.Properties.ReceiveMaximum) < window {
+		window = int(*ca.Properties.ReceiveMaximum)
+	}
+	p.mu.Lock()
+	p.conn, p.w = conn, bufio.NewWriterSize(conn, 32<<10)
+	p.tokens = make(map[uint16]uint64, window)
+	p.slots = make(chan struct{}, window)
+	p.onAck, p.err, p.done = onAck, nil, make(chan struct{})
+	p.mu.Unlock()
+	go p.readLoop(conn, p.done, p.slots)
+	go p.pingLoop(conn, p.done, ka)
+	return nil
+}
+
+// fail ends the session once, with err.
+func (p *mqtt5) fail(done chan struct{}, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if done != p.done {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	p.err = err
+	_ = p.conn.Close()
+	close(done)
+}
+
+func (p *mqtt5) readLoop(conn net.Conn, done chan struct{}, slots chan struct{}) {
+	ka := p.cfg.KeepAlive
+	r := bufio.NewReaderSize(conn, 4<<10)
+	for {
+		if ka > 0 {
+			// A dead link is noticed after 1.5 keepalives without a packet
+			// (pings go out every half keepalive).
+			_ = conn.SetReadDeadline(time.Now().Add(ka * 3 / 2))
+		}
+		cp, err := packets.ReadPacket(r)
+		if err != nil {
+			p.fail(done, fmt.Errorf("connection lost: %w", err))
+			return
+		}
+		switch c := cp.Content.(type) {
+		case *packets.Puback:
+			p.mu.Lock()
+			tok, ok := p.tokens[c.PacketID]
+			if ok {
+				delete(p.tokens, c.PacketID)
+			}
+			onAck := p.onAck
+			p.mu.Unlock()
+			if ok {
+				<-slots
+				onAck(tok)
+			}
+		case *packets.Disconnect:
+			p.fail(done, fmt.Errorf("broker disconnected: %s (reason 0x%02x)", c.Reason(), c.ReasonCode))
+			return
+		}
+	}
+}
+
+func (p *mqtt5) pingLoop(conn net.Conn, done chan struct{}, ka uint16) {
+	if ka == 0 {
+		return
+	}
+	t := time.NewTicker(time.Duration(ka) * time.Second / 2)
+	defer t.Stop()
+	ping := []byte{packets.PINGREQ << 4, 0}
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			p.mu.Lock()
+			_, err := p.w.Write(ping)
+			if err == nil {
+				err = p.w.Flush()
+			}
+			p.mu.Unlock()
+			if err != nil {
+				p.fail(done, fmt.Errorf("send PINGREQ: %w", err))
+				return
+			}
+		}
+	}
+}
+
+func (p *mqtt5) Publish(ctx context.Context, m *Message, token uint64) error {
+	p.mu.Lock()
+	done, slots := p.done, p.slots
+	p.mu.Unlock()
+	if m.QoS > 0 {
+		select {
+		case slots <- struct{}{}:
+		default:
+			// Window full: push out what is buffered, then wait for a slot.
+			if err := p.Flush(); err != nil {
+				return err
+			}
+			select {
+			case slots <- struct{}{}:
+			case <-done:
+				return p.Err()
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if done != p.done {
+		return errClosedByUs
+	}
+	select {
+	case <-done:
+		return p.err
+	default:
+	}
+	var id uint16
+	if m.QoS > 0 {
+		for {
+			p.nextID++
+			if p.nextID == 0 {
+				p.nextID = 1
+			}
+			if _, busy := p.tokens[p.nextID]; !busy {
+				break
+			}
+		}
+		id = p.nextID
+		p.tokens[id] = token
+	}
+	p.hdr = appendPublishHeader(p.hdr[:0], m, id)
+	if _, err := p.w.Write(p.hdr); err != nil {
+		return err
+	}
+	_, err := p.w.Write(m.Payload)
+	return err
+}
+
+// appendPublishHeader encodes everything of a PUBLISH before its payload.
+func appendPublishHeader(dst []byte, m *Message, id uint16) []byte {
+	props := 0
+	if m.Historical {
+		props = 1 + 2 + len("historical") + 2 + len("true")
+	}
+	rem := 2 + len(m.Topic) + varintLen(props) + props + len(m.Payload)
+	if m.QoS > 0 {
+		rem += 2
+	}
+	b0 := byte(packets.PUBLISH<<4) | m.QoS<<1
+	if m.Retain {
+		b0 |= 1
+	}
+	dst = append(dst, b0)
+	dst = appendVarint(dst, rem)
+	dst = append(dst, byte(len(m.Topic)>>8), byte(len(m.Topic)))
+	dst = append(dst, m.Topic...)
+	if m.QoS > 0 {
+		dst = append(dst, byte(id>>8), byte(id))
+	}
+	dst = appendVarint(dst, props)
+	if m.Historical {
+		dst = append(dst, packets.PropUser, 0, byte(len("historical")))
+		dst = append(dst, "historical"...)
+		dst = append(dst, 0, byte(len("true")))
+		dst = append(dst, "true"...)
+	}
+	return dst
+}
+
+func varintLen(n int) int {
+	l := 1
+	for n >= 128 {
+		n >>= 7
+		l++
+	}
+	return l
+}
+
+func appendVarint(dst []byte, n int) []byte {
+	for {
+		b := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			b |= 0x80
+		}
+		dst = append(dst, b)
+		if n == 0 {
+			return dst
+		}
+	}
+}
+
+func (p *mqtt5) Flush() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.w == nil {
+		return errClosedByUs
+	}
+	if err := p.w.Flush(); err != nil {
+		done := p.done
+		p.mu.Unlock()
+		p.fail(done, fmt.Errorf("write: %w", err))
+		p.mu.Lock()
+		return err
+	}
+	return nil
+}
+
+func (p *mqtt5) Done() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done
+}
+
+func (p *mqtt5) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// Close sends DISCONNECT (normal: the broker drops the will) and closes.
+func (p *mqtt5) Close() error {
+	p.mu.Lock()
+	done := p.done
+	select {
+	case <-done:
+		p.mu.Unlock()
+		return nil
+	default:
+	}
+	_ = p.w.Flush()
+	_ = p.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_, _ = (&packets.Disconnect{ReasonCode: 0, Properties: &packets.Properties{}}).WriteTo(p.conn)
+	p.mu.Unlock()
+	p.fail(done, errClosedByUs)
+	return nil
+}

@@ -1,0 +1,402 @@
+package northbound
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edged-gw/edged/buffer"
+)
+
+// UplinkOptions configure one bridge to a cloud broker.
+type UplinkOptions struct {
+	Name      string
+	Publisher Publisher
+	// Queue is the uplink's own buffer; the uplink owns it from here on and
+	// closes it in Stop.
+	Queue *buffer.Queue
+	// Filters are the local topic filters that go up, e.g. "edged/#".
+	Filters []string
+	// LocalPrefix, when RemotePrefix is set, is replaced by RemotePrefix at
+	// the start of every topic that goes up (e.g. "edged/" → "plant7/").
+	LocalPrefix, RemotePrefix string
+	// StatusTopic carries the retained "online" after each connect and the
+	// retained "offline" will (set that in the Publisher's config).
+	StatusTopic string
+	// Skip lists local topics that never go up (the gateway's own status:
+	// the uplink publishes its own).
+	Skip []string
+	// ReplayRate paces historical messages (messages/s); live messages are
+	// not paced. Default DefaultReplayRate.
+	ReplayRate float64
+	// BackoffMin/Max bound the reconnect delay (exponential, with jitter).
+	BackoffMin, BackoffMax time.Duration
+	Logger                 *slog.Logger
+}
+
+// DefaultReplayRate is below the per-connection publish limits of common
+// cloud brokers (AWS IoT Core: 100/s per connection by default is the
+// strictest; raise it where the broker allows).
+const DefaultReplayRate = 500
+
+// Uplink bridges local topics to one cloud broker through its buffer:
+// every message matching Filters is appended to the queue on the local
+// publisher's goroutine (never blocking on the network), published at QoS 1
+// from the queue, and deleted from it on PUBACK.
+//
+// Delivery order: messages appended while a session is up go out at once
+// ("live"), in append order. Messages appended before the session started
+// (the backlog of an outage or a restart, and whatever was in flight when
+// the previous connection dropped) go out "historical", in append order,
+// paced at ReplayRate and interleaved with live messages so that live data
+// keeps its latency. Each stream is in order per topic; where a topic has
+// both, the cloud sees live values before older historical ones, which are
+// marked (MQTT 5 user property historical=true, and "hist":true in JSON
+// object payloads) and keep their original "ts". After a reconnect or a
+// restart, the messages that were in flight are sent again: duplicates are
+// bounded by the in-flight window.
+type Uplink struct {
+	o   UplinkOptions
+	pub Publisher
+	q   *buffer.Queue
+	log *slog.Logger
+
+	attaching atomic.Bool
+	skip      map[string]bool
+
+	mu       sync.Mutex
+	inflight map[uint64]int // seq → size, for Ack
+	state    string
+	lastErr  error
+
+	connects, sent, replayed, acked atomic.Uint64
+
+	cancel  context.CancelFunc
+	stopped chan struct{}
+}
+
+const statusToken = ^uint64(0)
+
+// NewUplink makes an uplink; nothing is subscribed or dialled until
+// Attach and Start.
+func NewUplink(o UplinkOptions) *Uplink {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ReplayRate <= 0 {
+		o.ReplayRate = DefaultReplayRate
+	}
+	if o.BackoffMin <= 0 {
+		o.BackoffMin = 500 * time.Millisecond
+	}
+	if o.BackoffMax <= 0 {
+		o.BackoffMax = time.Minute
+	}
+	u := &Uplink{o: o, pub: o.Publisher, q: o.Queue, log: o.Logger.With("upstream", o.Name),
+		skip: map[string]bool{}, inflight: map[uint64]int{}, state: "stopped"}
+	for _, s := range o.Skip {
+		u.skip[s] = true
+	}
+	return u
+}
+
+// SubscribeFunc is how the uplink attaches to the local broker
+// (Broker.Subscribe).
+type SubscribeFunc func(filter string, id int, fn func(topic string, payload []byte, retained bool)) error
+
+// Attach subscribes the uplink to its filters on the local broker. Retained
+// messages the broker replays at subscription time are not taken: they
+// were buffered when first published (or predate this run). Attach before
+// the gateway starts publishing.
+func (u *Uplink) Attach(subscribe SubscribeFunc, id int) error {
+	u.attaching.Store(true)
+	defer u.attaching.Store(false)
+	for _, f := range u.o.Filters {
+		if err := subscribe(f, id, u.take); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// take runs on the local publisher's goroutine: it only appends.
+func (u *Uplink) take(topic string, payload []byte, _ bool) {
+	if u.attaching.Load() || u.skip[topic] {
+		return
+	}
+	if u.o.RemotePrefix != "" && strings.HasPrefix(topic, u.o.LocalPrefix) {
+		u.q.AppendPrefixed(u.o.RemotePrefix, topic[len(u.o.LocalPrefix):], payload)
+		return
+	}
+	u.q.Append(topic, payload)
+}
+
+// Start runs the connection loop until Stop.
+func (u *Uplink) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	u.cancel = cancel
+	u.stopped = make(chan struct{})
+	go func() {
+		defer close(u.stopped)
+		u.run(ctx)
+	}()
+}
+
+// Stop announces "offline" (when connected), waits briefly for messages in
+// flight to be acknowledged, disconnects and closes the buffer. Safe
+// without Start.
+func (u *Uplink) Stop(ctx context.Context) error {
+	if u.cancel != nil {
+		u.cancel()
+		<-u.stopped
+	}
+	var err error
+	select {
+	case <-u.pub.Done():
+	default:
+		m := Message{Topic: []byte(u.o.StatusTopic), Payload: []byte("offline"), QoS: 1, Retain: true}
+		if u.o.StatusTopic != "" && u.pub.Publish(ctx, &m, statusToken) == nil && u.pub.Flush() == nil {
+			u.waitInflight(ctx, 2*time.Second)
+		}
+		err = u.pub.Close()
+	}
+	u.setState("stopped", nil)
+	return errors.Join(err, u.q.Close())
+}
+
+func (u *Uplink) waitInflight(ctx context.Context, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		u.mu.Lock()
+		n := len(u.inflight)
+		u.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-u.pub.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (u *Uplink) setState(s string, err error) {
+	u.mu.Lock()
+	changed := u.state != s || (err != nil && (u.lastErr == nil || err.Error() != u.lastErr.Error()))
+	u.state, u.lastErr = s, err
+	u.mu.Unlock()
+	if !changed {
+		return
+	}
+	switch {
+	case err != nil:
+		u.log.Warn("upstream "+s, "err", err)
+	default:
+		u.log.Info("upstream " + s)
+	}
+}
+
+func (u *Uplink) run(ctx context.Context) {
+	delay := u.o.BackoffMin
+	for ctx.Err() == nil {
+		u.setState("connecting", nil)
+		if err := u.pub.Connect(ctx, u.onAck); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			u.setState("offline", err)
+			// Full jitter over [delay/2, delay): many gateways behind one
+			// NAT must not reconnect in lockstep after a cloud outage.
+			wait := delay/2 + rand.N(delay/2+1)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			delay = min(delay*2, u.o.BackoffMax)
+			continue
+		}
+		delay = u.o.BackoffMin
+		u.connects.Add(1)
+		u.setState("online", nil)
+		err := u.session(ctx)
+		if ctx.Err() != nil {
+			return // Stop waits for the acknowledgements still in flight
+		}
+		u.mu.Lock()
+		clear(u.inflight) // resent from the buffer on the next connection
+		u.mu.Unlock()
+		u.setState("offline", err)
+	}
+}
+
+func (u *Uplink) onAck(token uint64) {
+	if token == statusToken {
+		return
+	}
+	u.mu.Lock()
+	size, ok := u.inflight[token]
+	delete(u.inflight, token)
+	u.mu.Unlock()
+	if ok {
+		u.q.Ack(token, size)
+		u.acked.Add(1)
+	}
+}
+
+const readBatch = 256
+
+// session publishes from the queue until the connection ends.
+func (u *Uplink) session(ctx context.Context) error {
+	if u.o.StatusTopic != "" {
+		m := Message{Topic: []byte(u.o.StatusTopic), Payload: []byte("online"), QoS: 1, Retain: true}
+		if err := u.pub.Publish(ctx, &m, statusToken); err != nil {
+			return err
+		}
+	}
+	done := u.pub.Done()
+	boundary := u.q.NextSeq() // below: historical
+	replayFrom := u.q.Oldest()
+	live := boundary
+	liveR, replayR := u.q.NewReader(), u.q.NewReader()
+	rate := u.o.ReplayRate
+	burst := max(1, rate/10)
+	tokens, last := burst, time.Now()
+	var scratch []byte
+	var m Message
+	m.QoS = 1
+
+	send := func(es []buffer.Entry, hist bool) error {
+		for i := range es {
+			e := &es[i]
+			m.Topic, m.Payload, m.Historical = e.Topic, e.Payload, hist
+			if hist {
+				scratch = markHistorical(scratch[:0], e.Payload)
+				m.Payload = scratch
+			}
+			u.mu.Lock()
+			u.inflight[e.Seq] = e.Size
+			u.mu.Unlock()
+			if err := u.pub.Publish(ctx, &m, e.Seq); err != nil {
+				return err
+			}
+		}
+		n := uint64(len(es))
+		u.sent.Add(n)
+		if hist {
+			u.replayed.Add(n)
+		}
+		return nil
+	}
+
+	if replayFrom < boundary {
+		u.log.Info("replaying buffered messages", "messages", u.q.Stats().Depth, "rate", rate)
+	}
+	for {
+		select {
+		case <-done:
+			return u.pub.Err()
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		worked := false
+		// Live first, a batch at a time.
+		es, next, err := liveR.Read(live, 0, readBatch)
+		if err != nil {
+			return err
+		}
+		if len(es) > 0 {
+			if err := send(es, false); err != nil {
+				return err
+			}
+			worked = true
+		}
+		live = next
+		// Then as much of the backlog as the pace allows.
+		if replayFrom < boundary {
+			now := time.Now()
+			tokens = min(burst, tokens+now.Sub(last).Seconds()*rate)
+			last = now
+			if n := int(tokens); n > 0 {
+				es, next, err := replayR.Read(replayFrom, boundary, min(n, readBatch))
+				if err != nil {
+					return err
+				}
+				if err := send(es, true); err != nil {
+					return err
+				}
+				tokens -= float64(len(es))
+				replayFrom = next
+				worked = worked || len(es) > 0
+				if replayFrom >= boundary {
+					u.log.Info("replay complete")
+				}
+			}
+		}
+		if worked {
+			continue
+		}
+		if err := u.pub.Flush(); err != nil {
+			return err
+		}
+		var pace <-chan time.Time
+		if replayFrom < boundary {
+			pace = time.After(time.Duration(float64(time.Second) / rate))
+		}
+		select {
+		case <-u.q.Committed(live):
+		case <-pace:
+		case <-done:
+			return u.pub.Err()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// markHistorical appends payload to dst with "hist":true inserted before
+// the closing brace of a JSON object; other payloads are unchanged (the
+// MQTT 5 user property still marks them).
+func markHistorical(dst, payload []byte) []byte {
+	n := len(payload)
+	if n < 2 || payload[0] != '{' || payload[n-1] != '}' {
+		return append(dst, payload...)
+	}
+	dst = append(dst, payload[:n-1]...)
+	if n > 2 {
+		dst = append(dst, ',')
+	}
+	return append(dst, `"hist":true}`...)
+}
+
+// UplinkStats are an uplink's figures (for metrics and status displays).
+type UplinkStats struct {
+	Name     string
+	State    string // connecting, online, offline, stopped
+	LastErr  string
+	Connects uint64
+	Sent     uint64 // PUBLISHes written (live + replayed, resends included)
+	Replayed uint64
+	Acked    uint64
+	Buffer   buffer.Stats
+}
+
+// Stats returns the uplink's figures.
+func (u *Uplink) Stats() UplinkStats {
+	u.mu.Lock()
+	s := UplinkStats{Name: u.o.Name, State: u.state}
+	if u.lastErr != nil {
+		s.LastErr = u.lastErr.Error()
+	}
+	u.mu.Unlock()
+	s.Connects, s.Sent, s.Replayed, s.Acked = u.connects.Load(), u.sent.Load(), u.replayed.Load(), u.acked.Load()
+	s.Buffer = u.q.Stats()
+	return s
+}
