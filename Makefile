@@ -8,7 +8,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS    := ./...
 
-.PHONY: all build test test-deps lint vet fmt-check bench fuzz clean
+.PHONY: all build test test-deps lint vet fmt-check bench fuzz clean package
 
 all: build
 
@@ -41,5 +41,12 @@ bench:
 fuzz:
 	@scripts/fuzz-all.sh 30s
 
+# package: dist/edged_VERSION_{amd64,arm64,armhf}.deb — static binaries, the
+# systemd unit, /etc/edged (conffiles) and maintainer scripts, built with nfpm
+# (a pinned `go run`, see packaging/build-deb.sh). packaging/packaging_test.go
+# installs, upgrades and purges them in a scratch root.
+package:
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' GO='$(GO)' packaging/build-deb.sh dist amd64 arm64 armhf
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

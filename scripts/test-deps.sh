@@ -9,10 +9,17 @@ declare -A need=(
 	[mosquitto]=mosquitto             # the cloud broker in uplink tests (TLS, mTLS)
 	[socat]=socat                     # virtual serial pairs for Modbus RTU tests
 	[openssl]=openssl                 # certificates for TLS tests
+	[systemd-analyze]=systemd         # packaging: verify and score the unit, list syscall groups
+	[dpkg-deb]=dpkg                   # packaging: inspect and install the .debs
+	[strace]=strace                   # packaging: the syscalls and sockets edged uses vs. the sandbox
+	[qemu-aarch64-static]=qemu-user-static # packaging: run the arm64 build
+	[qemu-arm-static]=qemu-user-static     # packaging: run the armhf build; buffer tests on 32-bit ARM
 )
 # python modules → Debian package (an independent Modbus RTU/TCP peer)
 declare -A pyneed=(
 	[pymodbus]=python3-pymodbus
+	[serial]=python3-serial                 # pymodbus' serial (RTU) server needs these two;
+	[serial_asyncio]=python3-serial-asyncio # Debian only recommends them
 )
 
 missing=()

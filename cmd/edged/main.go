@@ -22,7 +22,7 @@ import (
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/app"
-	"github.com/edged-gw/edged/internal/gateway"
+	"github.com/edged-gw/edged/internal/systemd"
 	"github.com/edged-gw/edged/southbound"
 )
 
@@ -135,7 +135,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		printConfigError(stderr, *path, err)
 		return exitConfig
 	}
-	if _, err := gateway.New(cfg, discardPublisher{}, nil); err != nil {
+	if err := app.Check(cfg); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
 		return exitConfig
 	}
@@ -185,7 +185,33 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	logs.logger.Info("edged running", "version", version, "gateway", cfg.Gateway.ID, "devices", len(cfg.Devices))
-	<-ctx.Done()
+	// Under systemd (Type=notify): ready now, keep-alives from this loop,
+	// which stops if the gateway hangs (Snapshot takes every device's lock).
+	// Outside systemd these are no-ops.
+	if err := systemd.Notify(fmt.Sprintf("READY=1\nSTATUS=gateway %s: %d device(s)", cfg.Gateway.ID, len(cfg.Devices))); err != nil {
+		logs.logger.Warn("notify systemd", "err", err)
+	}
+	dog := systemd.NewWatchdog(func() error { rt.Gateway.Snapshot(); return nil })
+	defer dog.Stop()
+	// The unit's ExecReload sends SIGHUP, which would otherwise end the
+	// process as a clean exit that Restart=on-failure does not undo.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-dog.C:
+			if err := dog.Ping(); err != nil {
+				logs.logger.Warn("watchdog", "err", err)
+			}
+		case <-hup:
+			cfg = reload(ctx, rt, *path, cfg, logs)
+		}
+	}
+	if err := systemd.Stopping(); err != nil {
+		logs.logger.Warn("notify systemd", "err", err)
+	}
 	logs.logger.Info("shutting down", "reason", context.Cause(ctx))
 	if err := rt.Stop(); err != nil {
 		logs.logger.Error("shutdown", "err", err)
@@ -194,9 +220,37 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-type discardPublisher struct{}
-
-func (discardPublisher) Publish(string, []byte, bool, byte) error { return nil }
+// reload applies the config file again (SIGHUP, systemctl reload). An
+// invalid file changes nothing: the errors are logged and the running
+// config stays. It returns the config now in force.
+func reload(ctx context.Context, rt *app.Runtime, path string, running *configs.Config, logs *logging) *configs.Config {
+	log := logs.logger
+	log.Info("reloading config", "file", path)
+	if err := systemd.Reloading(); err != nil {
+		log.Warn("notify systemd", "err", err)
+	}
+	defer func() {
+		if err := systemd.Ready(); err != nil {
+			log.Warn("notify systemd", "err", err)
+		}
+	}()
+	next, _, err := rt.Reload(ctx, path, running)
+	if err != nil {
+		var errs configs.Errors
+		if errors.As(err, &errs) {
+			for _, e := range errs {
+				log.Error("config error, keeping the running config", "error", e.Error())
+			}
+		} else {
+			log.Error("reload failed, keeping the running config", "err", err)
+		}
+		return running
+	}
+	if err := logs.apply(next.Gateway); err != nil {
+		log.Warn("log settings", "err", err)
+	}
+	return next
+}
 
 // logging builds the process logger early (so config loading can log) and
 // applies the configured level and format once the config is read.

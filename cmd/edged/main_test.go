@@ -293,3 +293,38 @@ func keys(m map[string]map[string]any) []string {
 	}
 	return out
 }
+
+func TestValidateRefusesMismatchedSerialBus(t *testing.T) {
+	dir := t.TempDir()
+	cfg := `[gateway]
+id = "gw"
+[[device]]
+name = "a"
+driver = "modbus-rtu"
+port = "/dev/ttyUSB0"
+baud = 9600
+  [[device.tag]]
+  name = "x"
+  area = "holding_register"
+  address = 0
+  type = "uint16"
+[[device]]
+name = "b"
+driver = "modbus-rtu"
+port = "/dev/ttyUSB0"
+baud = 19200
+  [[device.tag]]
+  name = "x"
+  area = "holding_register"
+  address = 0
+  type = "uint16"
+`
+	path := filepath.Join(dir, "edged.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runCLI("validate", "-c", path)
+	if code != exitConfig || !strings.Contains(errOut, "all devices on one port must have the same baud") || !strings.Contains(errOut, "unit_id 1 on port /dev/ttyUSB0 is already device") {
+		t.Fatalf("exit %d, stderr:\n%s", code, errOut)
+	}
+}
