@@ -42,7 +42,7 @@ func (t *TCP) Start(ctx context.Context, sink southbound.Sink) error {
 
 // prepare sets up what the poll goroutine owns.
 func (t *TCP) prepare(ctx context.Context, sink southbound.Sink) {
-	t.sink = sink
+	t.guard.Open(t.Name, sink)
 	t.log = t.Logger
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
@@ -107,9 +107,7 @@ func (t *TCP) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("stop modbus device %q: %w", t.Name, ctx.Err())
 	}
-	t.sinkMu.Lock()
-	t.stopped = true
-	t.sinkMu.Unlock()
+	t.guard.Close()
 	return err
 }
 
@@ -189,21 +187,11 @@ func backoff(lo, hi time.Duration, n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-func (t *TCP) deliver() {
-	t.sinkMu.Lock()
-	defer t.sinkMu.Unlock()
-	if !t.stopped {
-		t.sink.Samples(t.Name, t.dev.samples)
-	}
-}
+func (t *TCP) deliver() { t.guard.Samples(t.dev.samples) }
 
 func (t *TCP) setState(s southbound.State, err error) {
 	t.state = s
-	t.sinkMu.Lock()
-	defer t.sinkMu.Unlock()
-	if !t.stopped {
-		t.sink.State(t.Name, s, err)
-	}
+	t.guard.State(s, err)
 }
 
 // cycle polls once and delivers the samples (the benchmark's entry).

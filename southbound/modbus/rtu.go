@@ -77,11 +77,9 @@ type RTU struct {
 	runMu sync.Mutex // guards m
 	m     *member
 
-	sinkMu  sync.Mutex // held while calling the sink; guards stopped
-	stopped bool
+	guard southbound.SinkGuard // the sink, never called after Stop
 
 	// Owned by the bus goroutine while started.
-	sink  southbound.Sink
 	log   *slog.Logger
 	state southbound.State
 }
@@ -174,28 +172,13 @@ func (r *RTU) Init() error {
 	if r.Turnaround.D() > 10*time.Second {
 		errs = append(errs, fmt.Errorf("turnaround = %v: allowed are 0..10s (a pause after each answer of this slave)", r.Turnaround.D()))
 	}
-	if r.Retries < 0 || r.Retries > 10 {
-		errs = append(errs, fmt.Errorf("retries = %d: allowed are 0..10 extra attempts per request (default %d)", r.Retries, DefaultRetries))
-	}
-	if r.MaxRegisters < 1 || r.MaxRegisters > 125 {
-		errs = append(errs, fmt.Errorf("max_registers = %d: allowed are 1..125 registers per read (Modbus allows at most 125)", r.MaxRegisters))
-	}
-	if r.MaxBits < 1 || r.MaxBits > 2000 {
-		errs = append(errs, fmt.Errorf("max_bits = %d: allowed are 1..2000 coils or discrete inputs per read (Modbus allows at most 2000)", r.MaxBits))
-	}
-	if r.MaxGap < 0 || r.MaxGap > 125 {
-		errs = append(errs, fmt.Errorf("max_gap = %d: allowed are 0..125 unused registers a merged read may span (default %d)", r.MaxGap, DefaultRTUMaxGap))
-	}
+	errs = append(errs, checkLimits(r.Retries, r.MaxRegisters, r.MaxBits, r.MaxGap, DefaultRTUMaxGap)...)
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	tags := make([]Tag, 0, len(r.mapped.Tags)+len(r.Tag))
-	tags = append(append(tags, r.mapped.Tags...), r.Tag...)
-	if err := checkTags(tags, len(r.mapped.Tags), r.Map, r.MaxRegisters); err != nil {
+	tags, err := mergeTags(r.mapped.Tags, r.Tag, r.Map, r.MaxRegisters)
+	if err != nil {
 		return err
-	}
-	if len(tags) == 0 {
-		return errors.New("no tags: add [[device.tag]] tables or a map = \"name\" whose maps/name.toml has [[tag]] tables")
 	}
 	r.tags = tags
 	r.dev.init(r.Name, tags, r.Limits(), r.Retries)
@@ -216,7 +199,7 @@ func (r *RTU) Start(ctx context.Context, sink southbound.Sink) error {
 	if r.m != nil {
 		return fmt.Errorf("modbus device %q: already started", r.Name)
 	}
-	r.sink = sink
+	r.guard.Open(r.Name, sink)
 	r.log = r.Logger
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -241,17 +224,12 @@ func (r *RTU) Stop(ctx context.Context) error {
 	if m == nil {
 		return nil
 	}
-	err := m.leave(ctx)
-	r.sinkMu.Lock()
-	wasStopped := r.stopped
-	r.stopped = true
-	r.sinkMu.Unlock()
-	if !wasStopped && err == nil {
-		r.log.Info("device stopped")
-		r.sink.State(r.Name, southbound.StateStopped, nil)
-	}
-	if err != nil {
+	if err := m.leave(ctx); err != nil {
+		r.guard.Close()
 		return fmt.Errorf("stop modbus device %q: %w", r.Name, err)
+	}
+	if !r.guard.Final(southbound.StateStopped, nil) {
+		r.log.Info("device stopped")
 	}
 	return nil
 }
@@ -273,21 +251,11 @@ func (r *RTU) Write(ctx context.Context, tag string, v mapping.Value) error {
 	return m.bus.submit(ctx, m, func() error { return r.dev.write(op) })
 }
 
-func (r *RTU) deliver() {
-	r.sinkMu.Lock()
-	defer r.sinkMu.Unlock()
-	if !r.stopped {
-		r.sink.Samples(r.Name, r.dev.samples)
-	}
-}
+func (r *RTU) deliver() { r.guard.Samples(r.dev.samples) }
 
 func (r *RTU) setState(s southbound.State, err error) {
 	r.state = s
-	r.sinkMu.Lock()
-	defer r.sinkMu.Unlock()
-	if !r.stopped {
-		r.sink.State(r.Name, s, err)
-	}
+	r.guard.State(s, err)
 }
 
 // rtuTransport is one device's view of the shared line: goburrow's

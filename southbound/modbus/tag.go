@@ -201,3 +201,35 @@ func (t *Tag) checkWrite() error {
 	}
 	return nil
 }
+
+// checkLimits checks the request settings TCP and RTU devices share.
+func checkLimits(retries, maxRegisters, maxBits, maxGap, defaultGap int) []error {
+	var errs []error
+	if retries < 0 || retries > 10 {
+		errs = append(errs, fmt.Errorf("retries = %d: allowed are 0..10 extra attempts per request (default %d)", retries, DefaultRetries))
+	}
+	if maxRegisters < 1 || maxRegisters > 125 {
+		errs = append(errs, fmt.Errorf("max_registers = %d: allowed are 1..125 registers per read (Modbus allows at most 125)", maxRegisters))
+	}
+	if maxBits < 1 || maxBits > 2000 {
+		errs = append(errs, fmt.Errorf("max_bits = %d: allowed are 1..2000 coils or discrete inputs per read (Modbus allows at most 2000)", maxBits))
+	}
+	if maxGap < 0 || maxGap > 125 {
+		errs = append(errs, fmt.Errorf("max_gap = %d: allowed are 0..125 unused registers a merged read may span (default %d)", maxGap, defaultGap))
+	}
+	return errs
+}
+
+// mergeTags puts a device's map tags and inline tags together (map first)
+// and checks them as one set.
+func mergeTags(fromMap, inline []Tag, mapName string, maxRegisters int) ([]Tag, error) {
+	tags := make([]Tag, 0, len(fromMap)+len(inline))
+	tags = append(append(tags, fromMap...), inline...)
+	if err := checkTags(tags, len(fromMap), mapName, maxRegisters); err != nil {
+		return nil, err
+	}
+	if len(tags) == 0 {
+		return nil, errors.New("no tags: add [[device.tag]] tables or a map = \"name\" whose maps/name.toml has [[tag]] tables")
+	}
+	return tags, nil
+}

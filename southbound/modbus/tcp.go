@@ -92,11 +92,9 @@ type TCP struct {
 	done   chan struct{}
 	jobs   chan job // writes, run by the poll goroutine between polls
 
-	sinkMu  sync.Mutex // held while calling the sink; guards stopped
-	stopped bool
+	guard southbound.SinkGuard // the sink, never called after Stop
 
 	// Owned by the poll goroutine.
-	sink  southbound.Sink
 	log   *slog.Logger
 	cli   client
 	state southbound.State
@@ -172,29 +170,13 @@ func (t *TCP) Init() error {
 	if t.UnitID < 0 || t.UnitID > 255 {
 		errs = append(errs, fmt.Errorf("unit_id = %d: allowed are 0..255 (default %d)", t.UnitID, DefaultUnitID))
 	}
-	if t.Retries < 0 || t.Retries > 10 {
-		errs = append(errs, fmt.Errorf("retries = %d: allowed are 0..10 extra attempts per request (default %d)", t.Retries, DefaultRetries))
-	}
-	if t.MaxRegisters < 1 || t.MaxRegisters > 125 {
-		errs = append(errs, fmt.Errorf("max_registers = %d: allowed are 1..125 registers per read (Modbus allows at most 125)", t.MaxRegisters))
-	}
-	if t.MaxBits < 1 || t.MaxBits > 2000 {
-		errs = append(errs, fmt.Errorf("max_bits = %d: allowed are 1..2000 coils or discrete inputs per read (Modbus allows at most 2000)", t.MaxBits))
-	}
-	if t.MaxGap < 0 || t.MaxGap > 125 {
-		errs = append(errs, fmt.Errorf("max_gap = %d: allowed are 0..125 unused registers a merged read may span (default %d)", t.MaxGap, DefaultMaxGap))
-	}
+	errs = append(errs, checkLimits(t.Retries, t.MaxRegisters, t.MaxBits, t.MaxGap, DefaultMaxGap)...)
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-
-	tags := make([]Tag, 0, len(t.mapped.Tags)+len(t.Tag))
-	tags = append(append(tags, t.mapped.Tags...), t.Tag...)
-	if err := checkTags(tags, len(t.mapped.Tags), t.Map, t.MaxRegisters); err != nil {
+	tags, err := mergeTags(t.mapped.Tags, t.Tag, t.Map, t.MaxRegisters)
+	if err != nil {
 		return err
-	}
-	if len(tags) == 0 {
-		return errors.New("no tags: add [[device.tag]] tables or a map = \"name\" whose maps/name.toml has [[tag]] tables")
 	}
 	t.tags = tags
 	t.dev.init(t.Name, tags, t.Limits(), t.Retries)

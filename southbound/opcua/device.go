@@ -136,8 +136,7 @@ type Device struct {
 	cancel func()
 	done   chan struct{}
 
-	sinkMu  sync.Mutex
-	stopped bool
+	guard southbound.SinkGuard // the sink, never called after Stop
 
 	cliMu sync.Mutex
 	cli   *conn // the live session, for Write; nil while offline
@@ -149,7 +148,6 @@ type Device struct {
 	stats   Stats
 
 	// Owned by the run goroutine.
-	sink         southbound.Sink
 	log          *slog.Logger
 	samples      []mapping.Sample
 	batch        []mapping.Sample

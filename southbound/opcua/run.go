@@ -29,7 +29,7 @@ func (d *Device) Start(ctx context.Context, sink southbound.Sink) error {
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel, d.done = cancel, make(chan struct{})
-	d.sink = sink
+	d.guard.Open(d.Name, sink)
 	d.log = d.Logger
 	if d.log == nil {
 		d.log = discard
@@ -68,9 +68,7 @@ func (d *Device) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("stop opcua device %q: %w", d.Name, ctx.Err())
 	}
-	d.sinkMu.Lock()
-	d.stopped = true
-	d.sinkMu.Unlock()
+	d.guard.Close()
 	return err
 }
 
@@ -432,19 +430,9 @@ func (d *Device) allBad(err error) {
 	d.deliver(d.samples)
 }
 
-func (d *Device) deliver(samples []mapping.Sample) {
-	d.sinkMu.Lock()
-	defer d.sinkMu.Unlock()
-	if !d.stopped {
-		d.sink.Samples(d.Name, samples)
-	}
-}
+func (d *Device) deliver(samples []mapping.Sample) { d.guard.Samples(samples) }
 
 func (d *Device) setState(s southbound.State, err error) {
 	d.state = s
-	d.sinkMu.Lock()
-	defer d.sinkMu.Unlock()
-	if !d.stopped {
-		d.sink.State(d.Name, s, err)
-	}
+	d.guard.State(s, err)
 }
