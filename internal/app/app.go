@@ -113,6 +113,7 @@ func (r *Runtime) startMetrics(mc configs.Metrics) {
 	}
 	m := metrics.NewServer(listen, func() []string { return metrics.Readiness(r.Gateway) }, r.log)
 	m.Registry.MustRegister(metrics.GatewayCollector{GW: r.Gateway, Broker: r.Broker})
+	m.Registry.MustRegister(metrics.BusCollector{})
 	if err := m.Start(); err != nil {
 		r.log.Error("metrics endpoint not available", "err", err)
 		return

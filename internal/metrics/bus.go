@@ -1,0 +1,50 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edged-gw/edged/southbound/modbus"
+)
+
+// BusCollector exports the state of every Modbus RTU serial bus in use:
+// how busy the line is, whether the configured poll intervals fit it, and
+// what goes wrong on the wire.
+type BusCollector struct{}
+
+var (
+	busLabels       = []string{"port"}
+	descBusUtil     = prometheus.NewDesc("edged_serial_bus_utilisation_ratio", "Share of wall time the line carried frames since the bus started.", busLabels, nil)
+	descBusTx       = prometheus.NewDesc("edged_serial_bus_transactions_total", "Requests sent on the line.", busLabels, nil)
+	descBusErrors   = prometheus.NewDesc("edged_serial_bus_errors_total", "Failed transactions by kind.", []string{"port", "kind"}, nil)
+	descBusOverruns = prometheus.NewDesc("edged_serial_bus_overruns_total", "Polls that started a whole interval late because the line was busy.", busLabels, nil)
+	descBusOpens    = prometheus.NewDesc("edged_serial_bus_opens_total", "Successful opens of the port (1 + reconnects).", busLabels, nil)
+	descBusCycle    = prometheus.NewDesc("edged_serial_device_cycle_seconds", "Wall time of the device's last poll on the bus.", []string{"port", "device"}, nil)
+	descBusInterval = prometheus.NewDesc("edged_serial_device_interval_seconds", "The device's configured poll interval.", []string{"port", "device"}, nil)
+	descBusDevOver  = prometheus.NewDesc("edged_serial_device_overruns_total", "Polls of the device that started a whole interval late.", []string{"port", "device"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (BusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descBusUtil, descBusTx, descBusErrors, descBusOverruns, descBusOpens, descBusCycle, descBusInterval, descBusDevOver} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (BusCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
+	for _, b := range modbus.BusStats() {
+		ch <- prometheus.MustNewConstMetric(descBusUtil, gauge, b.Utilisation, b.Port)
+		ch <- prometheus.MustNewConstMetric(descBusTx, counter, float64(b.Transactions), b.Port)
+		for kind, v := range map[string]uint64{"timeout": b.Timeouts, "crc": b.CRCErrors, "frame": b.FrameErrors, "exception": b.Exceptions, "port": b.PortErrors} {
+			ch <- prometheus.MustNewConstMetric(descBusErrors, counter, float64(v), b.Port, kind)
+		}
+		ch <- prometheus.MustNewConstMetric(descBusOverruns, counter, float64(b.Overruns), b.Port)
+		ch <- prometheus.MustNewConstMetric(descBusOpens, counter, float64(b.Opens), b.Port)
+		for _, d := range b.Devices {
+			ch <- prometheus.MustNewConstMetric(descBusCycle, gauge, d.LastCycle.Seconds(), b.Port, d.Name)
+			ch <- prometheus.MustNewConstMetric(descBusInterval, gauge, d.Interval.Seconds(), b.Port, d.Name)
+			ch <- prometheus.MustNewConstMetric(descBusDevOver, counter, float64(d.Overruns), b.Port, d.Name)
+		}
+	}
+}
