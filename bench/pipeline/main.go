@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,13 +39,15 @@ func main() {
 	simCPU := flag.String("sim-cpu", "", "run the simulator child pinned to this CPU list (taskset)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the measuring window here")
 	publish := flag.String("publish", "tags", "gateway publish mode: tags | device | both")
+	upstream := flag.Bool("upstream", false, "also bridge everything at QoS 1 to a Debian mosquitto on loopback through the buffer")
+	inflight := flag.Int("inflight", 100, "upstream max_inflight")
 	flag.Parse()
 
 	if *role == "sim" {
 		runSim(*devices, *tags)
 		return
 	}
-	if err := runEdged(*devices, *tags, *poll, *warmup, *duration, *subscriber, *simCPU, *cpuProfile, *publish); err != nil {
+	if err := runEdged(*devices, *tags, *poll, *warmup, *duration, *subscriber, *simCPU, *cpuProfile, *publish, *upstream, *inflight); err != nil {
 		fmt.Fprintln(os.Stderr, "pipeline:", err)
 		os.Exit(1)
 	}
@@ -80,7 +83,7 @@ func runSim(devices, tags int) {
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // parent closes stdin to stop us
 }
 
-func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscriber, simCPU, cpuProfile, publish string) error {
+func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscriber, simCPU, cpuProfile, publish string, upstream bool, inflight int) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -119,7 +122,16 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if err := writeConfig(dir, addrs, tags, poll, publish); err != nil {
+	upstreamAddr := ""
+	if upstream {
+		addr, stop, err := startMosquitto(dir, simCPU)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		upstreamAddr = addr
+	}
+	if err := writeConfig(dir, addrs, tags, poll, publish, upstreamAddr, inflight); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -167,9 +179,15 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 		}
 		defer pprof.StopCPUProfile()
 	}
-	c0, b0, cpu0, t0 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now()
+	acked := func() (a uint64) {
+		for _, u := range rt.Uplinks {
+			a += u.Stats().Acked
+		}
+		return a
+	}
+	c0, b0, cpu0, t0, a0 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now(), acked()
 	time.Sleep(duration)
-	c1, b1, cpu1, t1 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now()
+	c1, b1, cpu1, t1, a1 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now(), acked()
 
 	secs := t1.Sub(t0).Seconds()
 	points := float64(c1.Samples - c0.Samples)
@@ -182,6 +200,18 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 	fmt.Printf("  points read          %.0f/s\n", points/secs)
 	fmt.Printf("  messages published   %.0f/s\n", published/secs)
 	fmt.Printf("  delivered to sub     %.0f/s, dropped by broker %d\n", float64(b1.MessagesSent-b0.MessagesSent)/secs, b1.MessagesDropped-b0.MessagesDropped)
+	if upstream {
+		msgs := float64(a1 - a0)
+		perMsg := 0.0
+		if published > 0 {
+			perMsg = points / published
+		}
+		fmt.Printf("  upstream QoS 1 acked %.0f msgs/s = %.0f points/s (mosquitto on loopback, window %d)\n", msgs/secs, msgs*perMsg/secs, inflight)
+		for _, u := range rt.Uplinks {
+			st := u.Stats()
+			fmt.Printf("  upstream backlog     %d messages, %d dropped, state %s\n", st.Buffer.Depth, st.Buffer.Dropped, st.State)
+		}
+	}
 	if points > 0 {
 		fmt.Printf("  CPU                  %.2f s per million points (%.0f%% of one core)\n", cpu/points*1e6, 100*cpu/secs)
 	}
@@ -189,7 +219,7 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 	return nil
 }
 
-func writeConfig(dir string, addrs []string, tags int, poll time.Duration, publish string) error {
+func writeConfig(dir string, addrs []string, tags int, poll time.Duration, publish, upstream string, inflight int) error {
 	if err := os.MkdirAll(filepath.Join(dir, "maps"), 0o755); err != nil {
 		return err
 	}
@@ -205,7 +235,58 @@ func writeConfig(dir string, addrs []string, tags int, poll time.Duration, publi
 	for i, a := range addrs {
 		fmt.Fprintf(&c, "[[device]]\nname = \"d%02d\"\ndriver = \"modbus-tcp\"\naddress = %q\npoll_interval = %q\ntimeout = \"2s\"\nmap = \"bench\"\n\n", i, a, poll.String())
 	}
+	if upstream != "" {
+		fmt.Fprintf(&c, "[[upstream]]\nname = \"cloud\"\nurl = \"mqtt://%s\"\ninsecure_plaintext = true\nmax_inflight = %d\n", upstream, inflight)
+	}
 	return os.WriteFile(filepath.Join(dir, "edged.toml"), []byte(c.String()), 0o644)
+}
+
+// startMosquitto runs Debian's mosquitto on a free loopback port (on the
+// simulator's CPU, so its work is not counted as edged's) and a
+// mosquitto_sub that drains it.
+func startMosquitto(dir, cpu string) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	conf := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(conf, []byte("listener "+port+" 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\nmax_queued_messages 100000\n"), 0o644); err != nil {
+		return "", nil, err
+	}
+	pin := func(args ...string) *exec.Cmd {
+		if cpu != "" {
+			return exec.Command("taskset", append([]string{"-c", cpu}, args...)...)
+		}
+		return exec.Command(args[0], args[1:]...)
+	}
+	broker := pin("mosquitto", "-c", conf)
+	if err := broker.Start(); err != nil {
+		return "", nil, fmt.Errorf("start mosquitto (apt-get install mosquitto): %w", err)
+	}
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	sub := pin("mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-t", "#", "-q", "1")
+	if devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
+		sub.Stdout = devnull
+	}
+	if err := sub.Start(); err != nil {
+		_ = broker.Process.Kill()
+		return "", nil, err
+	}
+	return addr, func() {
+		_ = sub.Process.Kill()
+		_ = sub.Wait()
+		_ = broker.Process.Kill()
+		_ = broker.Wait()
+	}, nil
 }
 
 func cpuTime() time.Duration {
