@@ -31,8 +31,9 @@ type Upstream struct {
 	// Name identifies the upstream in logs and metrics and names its buffer
 	// folder: required, unique, letters, digits, '-', '_' and '.'.
 	Name string `toml:"name"`
-	// URL is mqtts://host[:8883] (TLS), or mqtt://host[:1883] only with
-	// insecure_plaintext = true.
+	// URL is mqtts://host[:8883] (TLS), wss://host[:443][/path] (MQTT over
+	// WebSocket over TLS; path default /mqtt), or mqtt://host[:1883] only
+	// with insecure_plaintext = true.
 	URL string `toml:"url"`
 	// Protocol is "5" (default) or "3.1.1".
 	Protocol string `toml:"protocol"`
@@ -130,9 +131,6 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 	if ok("protocol") && u.Protocol != "5" && u.Protocol != "3.1.1" {
 		l.at(src, key("protocol"), `%q is not an MQTT version edged speaks upstream; use "5" (default) or "3.1.1" (e.g. Azure IoT Hub)`, u.Protocol)
 	}
-	if u.Protocol == "3.1.1" && ok("protocol") {
-		l.at(src, key("protocol"), `"3.1.1" upstreams are not available in this version; use "5"`)
-	}
 	if u.ClientID == "" {
 		u.ClientID = "edged-" + cfg.Gateway.ID
 	}
@@ -222,15 +220,13 @@ func (l *loader) checkUpstreamURL(src *source, p keyPath, u *Upstream) {
 		return
 	}
 	switch pu.Scheme {
-	case "mqtts":
+	case "mqtts", "wss":
 	case "mqtt":
 		if !u.InsecurePlaintext {
 			l.at(src, p, "%q is plaintext: passwords and plant data would cross the network readable; use mqtts://, or set insecure_plaintext = true for a broker on a trusted network", u.URL)
 		}
-	case "wss":
-		l.at(src, p, "wss:// upstreams are not available in this version; use mqtts:// (port 8883, or 443 with alpn = [\"x-amzn-mqtt-ca\"] on AWS IoT)")
 	default:
-		l.at(src, p, "scheme %q is not supported; use mqtts:// (TLS) or, with insecure_plaintext = true, mqtt://", pu.Scheme)
+		l.at(src, p, "scheme %q is not supported; use mqtts:// (TLS), wss:// (MQTT over WebSocket over TLS, e.g. wss://broker.example.com:443/mqtt) or, with insecure_plaintext = true, mqtt://", pu.Scheme)
 	}
 }
 

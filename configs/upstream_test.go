@@ -65,6 +65,19 @@ func TestUpstreamErrors(t *testing.T) {
 			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "c"`, `url = "mqtt://10.0.0.1"`, `insecure_plaintext = true`)},
 		},
 		{
+			name:  "MQTT 3.1.1",
+			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "c"`, `url = "mqtts://hub.azure-devices.net:8883"`, `protocol = "3.1.1"`)},
+		},
+		{
+			name:  "wss with a path, both protocols",
+			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "a"`, `url = "wss://b.example.com:443/mqtt"`, `[[upstream]]`, `name = "b"`, `url = "wss://b.example.com"`, `protocol = "3.1.1"`)},
+		},
+		{
+			name:  "plaintext websocket",
+			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "c"`, `url = "ws://b.example.com/mqtt"`)},
+			want:  []wantErr{{line: 5, key: "upstream[0].url", msg: `scheme "ws" is not supported; use mqtts:// (TLS), wss://`}},
+		},
+		{
 			name:  "missing name and url",
 			files: memFS{testMain: gw + lines(`[[upstream]]`, `protocol = "5"`)},
 			want: []wantErr{

@@ -149,6 +149,12 @@ func (b *Broker) Subscribe(filter string, id int, fn func(topic string, payload 
 	})
 }
 
+// Unsubscribe removes the in-process handler that Subscribe registered for
+// filter and id.
+func (b *Broker) Unsubscribe(filter string, id int) error {
+	return b.srv.Unsubscribe(filter, id)
+}
+
 // Stop disconnects clients and closes the listener. Safe to call more than
 // once and after a failed Start.
 func (b *Broker) Stop() error {
@@ -168,10 +174,12 @@ type Stats struct {
 	MessagesSent     int64 // PUBLISH packets written to network clients
 	MessagesDropped  int64 // dropped because a client's queue was full
 	RetainedMessages int64
+	Subscriptions    int64 // active subscriptions of network clients
 }
 
 // Stats returns the broker's running totals.
 func (b *Broker) Stats() Stats {
 	i := b.srv.Info.Clone()
-	return Stats{Clients: i.ClientsConnected, MessagesSent: i.MessagesSent, MessagesDropped: i.MessagesDropped, RetainedMessages: i.Retained + int64(b.retain.len())}
+	return Stats{Clients: i.ClientsConnected, MessagesSent: i.MessagesSent, MessagesDropped: i.MessagesDropped, RetainedMessages: i.Retained + int64(b.retain.len()),
+		Subscriptions: i.Subscriptions}
 }

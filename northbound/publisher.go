@@ -103,8 +103,9 @@ func NewTLSConfig(o TLSOptions, host string) (*tls.Config, error) {
 }
 
 // dial opens the transport for u: mqtts:// (TLS, the handshake done
-// here so a refused certificate is reported as such) or mqtt://. A TLS
-// failure never falls back to plaintext.
+// here so a refused certificate is reported as such), wss:// (MQTT over
+// WebSocket over the same TLS) or mqtt://. A TLS failure never falls back
+// to plaintext.
 func dial(ctx context.Context, cfg *PublisherConfig) (net.Conn, error) {
 	u := cfg.URL
 	timeout := cfg.DialTimeout
@@ -122,10 +123,12 @@ func dial(ctx context.Context, cfg *PublisherConfig) (net.Conn, error) {
 			return nil, explainTLS(err)
 		}
 		return c, nil
+	case "wss":
+		return dialWebSocket(ctx, cfg, d, timeout)
 	case "mqtt", "tcp":
 		return d.DialContext(ctx, "tcp", hostPort(u, "1883"))
 	}
-	return nil, fmt.Errorf("url scheme %q not supported here; use mqtts://", u.Scheme)
+	return nil, fmt.Errorf("url scheme %q not supported here; use mqtts:// or wss://", u.Scheme)
 }
 
 func hostPort(u *url.URL, def string) string {

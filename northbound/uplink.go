@@ -74,7 +74,9 @@ type Uplink struct {
 	state    string
 	lastErr  error
 
-	connects, sent, replayed, acked atomic.Uint64
+	connects, attempts, sent, replayed, acked atomic.Uint64
+	replayBacklog                             atomic.Int64
+	handedOver                                bool
 
 	cancel  context.CancelFunc
 	stopped chan struct{}
@@ -149,11 +151,36 @@ func (u *Uplink) Start() {
 
 // Stop announces "offline" (when connected), waits briefly for messages in
 // flight to be acknowledged, disconnects and closes the buffer. Safe
-// without Start.
+// without Start. After Handover it does not close the buffer again.
 func (u *Uplink) Stop(ctx context.Context) error {
+	err := u.disconnect(ctx)
+	if u.handedOver {
+		return err
+	}
+	return errors.Join(err, u.q.Close())
+}
+
+// Handover ends the connection as Stop does but leaves the buffer open and
+// returns it: the caller owns it from then on (typically a successor
+// uplink with new settings, made with it as its Queue). Until the caller
+// removes this uplink's subscriptions from the local broker, what they
+// deliver is still appended, so nothing published during the switch is
+// lost; messages not acknowledged stay in the buffer and are sent again by
+// the successor.
+func (u *Uplink) Handover(ctx context.Context) (*buffer.Queue, error) {
+	err := u.disconnect(ctx)
+	u.handedOver = true
+	return u.q, err
+}
+
+// Filters are the local topic filters the uplink subscribes to.
+func (u *Uplink) Filters() []string { return u.o.Filters }
+
+func (u *Uplink) disconnect(ctx context.Context) error {
 	if u.cancel != nil {
 		u.cancel()
 		<-u.stopped
+		u.cancel = nil
 	}
 	var err error
 	select {
@@ -166,7 +193,7 @@ func (u *Uplink) Stop(ctx context.Context) error {
 		err = u.pub.Close()
 	}
 	u.setState("stopped", nil)
-	return errors.Join(err, u.q.Close())
+	return err
 }
 
 func (u *Uplink) waitInflight(ctx context.Context, d time.Duration) {
@@ -189,7 +216,10 @@ func (u *Uplink) waitInflight(ctx context.Context, d time.Duration) {
 func (u *Uplink) setState(s string, err error) {
 	u.mu.Lock()
 	changed := u.state != s || (err != nil && (u.lastErr == nil || err.Error() != u.lastErr.Error()))
-	u.state, u.lastErr = s, err
+	u.state = s
+	if err != nil || s == "online" {
+		u.lastErr = err // kept while reconnecting: it says why the uplink is not online
+	}
 	u.mu.Unlock()
 	if !changed {
 		return
@@ -206,6 +236,7 @@ func (u *Uplink) run(ctx context.Context) {
 	delay := u.o.BackoffMin
 	for ctx.Err() == nil {
 		u.setState("connecting", nil)
+		u.attempts.Add(1)
 		if err := u.pub.Connect(ctx, u.onAck); err != nil {
 			if ctx.Err() != nil {
 				return
@@ -226,6 +257,7 @@ func (u *Uplink) run(ctx context.Context) {
 		u.connects.Add(1)
 		u.setState("online", nil)
 		err := u.session(ctx)
+		u.replayBacklog.Store(0)
 		if ctx.Err() != nil {
 			return // Stop waits for the acknowledgements still in flight
 		}
@@ -295,6 +327,7 @@ func (u *Uplink) session(ctx context.Context) error {
 		return nil
 	}
 
+	u.replayBacklog.Store(int64(boundary - replayFrom))
 	if replayFrom < boundary {
 		u.log.Info("replaying buffered messages", "messages", u.q.Stats().Depth, "rate", rate)
 	}
@@ -334,6 +367,7 @@ func (u *Uplink) session(ctx context.Context) error {
 				}
 				tokens -= float64(len(es))
 				replayFrom = next
+				u.replayBacklog.Store(int64(boundary - min(replayFrom, boundary)))
 				worked = worked || len(es) > 0
 				if replayFrom >= boundary {
 					u.log.Info("replay complete")
@@ -378,14 +412,21 @@ func markHistorical(dst, payload []byte) []byte {
 
 // UplinkStats are an uplink's figures (for metrics and status displays).
 type UplinkStats struct {
-	Name     string
-	State    string // connecting, online, offline, stopped
-	LastErr  string
-	Connects uint64
-	Sent     uint64 // PUBLISHes written (live + replayed, resends included)
-	Replayed uint64
-	Acked    uint64
-	Buffer   buffer.Stats
+	Name    string
+	State   string // connecting, online, offline, stopped
+	LastErr string
+	// Connects counts sessions established; ConnectAttempts every dial,
+	// failed ones included.
+	Connects        uint64
+	ConnectAttempts uint64
+	Sent            uint64 // PUBLISHes written (live + replayed, resends included)
+	Replayed        uint64
+	Acked           uint64
+	// ReplayBacklog is how many sequence numbers of the backlog the current
+	// session has still to replay (an upper bound: some may have been
+	// acknowledged or dropped already); 0 between sessions.
+	ReplayBacklog int64
+	Buffer        buffer.Stats
 }
 
 // Stats returns the uplink's figures.
@@ -397,6 +438,7 @@ func (u *Uplink) Stats() UplinkStats {
 	}
 	u.mu.Unlock()
 	s.Connects, s.Sent, s.Replayed, s.Acked = u.connects.Load(), u.sent.Load(), u.replayed.Load(), u.acked.Load()
+	s.ConnectAttempts, s.ReplayBacklog = u.attempts.Load(), u.replayBacklog.Load()
 	s.Buffer = u.q.Stats()
 	return s
 }

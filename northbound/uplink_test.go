@@ -26,6 +26,8 @@ type testUplink struct {
 
 type uplinkSetup struct {
 	addr       string // host:port of the cloud broker's TLS listener (or a proxy)
+	protocol   string // "5" (default) or "3.1.1"
+	scheme     string // "mqtts" (default) or "wss"
 	dir        string // buffer directory; default a temp dir
 	replayRate float64
 	window     int
@@ -47,6 +49,14 @@ func tlsPublisherConfig(t *testing.T, mq *mosquittotest.Broker, addr string, win
 	}
 }
 
+// newTestPublisher is the Publisher for protocol ("5" or "3.1.1").
+func newTestPublisher(protocol string, cfg PublisherConfig) Publisher {
+	if protocol == "3.1.1" {
+		return NewMQTT311(cfg)
+	}
+	return NewMQTT5(cfg)
+}
+
 func startTestUplink(t *testing.T, mq *mosquittotest.Broker, s uplinkSetup) *testUplink {
 	t.Helper()
 	if s.dir == "" {
@@ -60,8 +70,12 @@ func startTestUplink(t *testing.T, mq *mosquittotest.Broker, s uplinkSetup) *tes
 	if err := local.Start(); err != nil {
 		t.Fatal(err)
 	}
+	pc := tlsPublisherConfig(t, mq, s.addr, s.window)
+	if s.scheme != "" {
+		pc.URL.Scheme = s.scheme
+	}
 	u := NewUplink(UplinkOptions{
-		Name: "cloud", Publisher: NewMQTT5(tlsPublisherConfig(t, mq, s.addr, s.window)), Queue: q,
+		Name: "cloud", Publisher: newTestPublisher(s.protocol, pc), Queue: q,
 		Filters: []string{"edged/#"}, StatusTopic: "edged/gw/status", Skip: []string{"edged/gw/status"},
 		ReplayRate: s.replayRate, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
 	})
@@ -178,30 +192,65 @@ func allArrived(want map[string]int) func([]mqtttest.Message) bool {
 
 // TestUplinkDeliversOverMTLS: values published locally reach mosquitto
 // over TLS with a client certificate, in order, with the retained status
-// online and, after Stop, offline.
+// online and, after Stop, offline; for MQTT 5 and 3.1.1, over mqtts:// and
+// over wss:// (MQTT over WebSocket over TLS).
 func TestUplinkDeliversOverMTLS(t *testing.T) {
-	mq := mosquittotest.Start(t, mosquittotest.Options{})
-	sub := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/#")
-	tu := startTestUplink(t, mq, uplinkSetup{addr: mq.TLSAddr()})
-	sub.WaitTopic(10*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "online" })
-	want := map[string]int{"a": 200, "b": 200}
-	for i := range 200 {
-		publishSeq(t, tu.local, "a", i)
-		publishSeq(t, tu.local, "b", i)
+	for _, c := range []struct{ protocol, scheme string }{
+		{"5", "mqtts"}, {"3.1.1", "mqtts"}, {"5", "wss"}, {"3.1.1", "wss"},
+	} {
+		t.Run(c.protocol+"/"+c.scheme, func(t *testing.T) {
+			mq := mosquittotest.Start(t, mosquittotest.Options{WebSockets: c.scheme == "wss"})
+			addr := mq.TLSAddr()
+			if c.scheme == "wss" {
+				addr = mq.WSSAddr()
+			}
+			sub := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/#")
+			tu := startTestUplink(t, mq, uplinkSetup{addr: addr, protocol: c.protocol, scheme: c.scheme})
+			sub.WaitTopic(10*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "online" })
+			want := map[string]int{"a": 200, "b": 200}
+			for i := range 200 {
+				publishSeq(t, tu.local, "a", i)
+				publishSeq(t, tu.local, "b", i)
+			}
+			msgs := sub.WaitFor(10*time.Second, "every message", allArrived(want))
+			if dups := checkDelivery(t, msgs, want); dups != 0 {
+				t.Errorf("%d duplicates without any outage", dups)
+			}
+			for _, m := range msgs {
+				if strings.Contains(string(m.Payload), "hist") {
+					t.Fatalf("live message marked historical: %s", m.Payload)
+				}
+			}
+			tu.stop(t)
+			sub.WaitTopic(10*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "offline" })
+			if st := tu.queue.Stats(); st.Depth != 0 {
+				t.Errorf("buffer holds %d after every message was acknowledged", st.Depth)
+			}
+		})
 	}
-	msgs := sub.WaitFor(10*time.Second, "every message", allArrived(want))
-	if dups := checkDelivery(t, msgs, want); dups != 0 {
-		t.Errorf("%d duplicates without any outage", dups)
-	}
-	for _, m := range msgs {
-		if strings.Contains(string(m.Payload), "hist") {
-			t.Fatalf("live message marked historical: %s", m.Payload)
-		}
-	}
-	tu.stop(t)
-	sub.WaitTopic(10*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "offline" })
-	if st := tu.queue.Stats(); st.Depth != 0 {
-		t.Errorf("buffer holds %d after every message was acknowledged", st.Depth)
+}
+
+// TestUplinkWill: when the path to the cloud broker breaks, the broker
+// publishes the connection's will (retained "offline"); after the path is
+// back the uplink announces "online" again.
+func TestUplinkWill(t *testing.T) {
+	for _, protocol := range []string{"5", "3.1.1"} {
+		t.Run(protocol, func(t *testing.T) {
+			mq := mosquittotest.Start(t, mosquittotest.Options{})
+			proxy := mosquittotest.NewProxy(t, mq.TLSAddr())
+			sub := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/status")
+			startTestUplink(t, mq, uplinkSetup{addr: proxy.Addr(), protocol: protocol})
+			status := func(want string) func([]mqtttest.Message) bool {
+				return func(ms []mqtttest.Message) bool {
+					return len(ms) > 0 && string(ms[len(ms)-1].Payload) == want
+				}
+			}
+			sub.WaitFor(10*time.Second, "online", status("online"))
+			proxy.Cut()
+			sub.WaitFor(10*time.Second, "offline (the will)", status("offline"))
+			proxy.Restore()
+			sub.WaitFor(10*time.Second, "online again", status("online"))
+		})
 	}
 }
 
@@ -210,11 +259,17 @@ func TestUplinkDeliversOverMTLS(t *testing.T) {
 // every tag, each stream (live, historical) in order, duplicates bounded by
 // the window per cut, replayed messages marked.
 func TestUplinkOutages(t *testing.T) {
+	for _, protocol := range []string{"5", "3.1.1"} {
+		t.Run(protocol, func(t *testing.T) { testUplinkOutages(t, protocol) })
+	}
+}
+
+func testUplinkOutages(t *testing.T, protocol string) {
 	mq := mosquittotest.Start(t, mosquittotest.Options{})
 	proxy := mosquittotest.NewProxy(t, mq.TLSAddr())
 	sub := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/dev/#")
 	const window = 32
-	tu := startTestUplink(t, mq, uplinkSetup{addr: proxy.Addr(), replayRate: 5000, window: window})
+	tu := startTestUplink(t, mq, uplinkSetup{addr: proxy.Addr(), protocol: protocol, replayRate: 5000, window: window})
 	tags := []string{"a", "b", "c", "d"}
 
 	var wg sync.WaitGroup
@@ -275,20 +330,29 @@ func TestUplinkOutages(t *testing.T) {
 // TestUplinkTLSRefusals: a wrong CA, a host name that is not in the
 // certificate, an expired certificate and a missing client certificate are
 // each refused with an error that says which, and nothing is sent in
-// plaintext instead.
+// plaintext instead; for both protocols, over mqtts:// and wss://.
 func TestUplinkTLSRefusals(t *testing.T) {
-	mq := mosquittotest.Start(t, mosquittotest.Options{})
+	mq := mosquittotest.Start(t, mosquittotest.Options{WebSockets: true})
 	expired := mosquittotest.Start(t, mosquittotest.Options{ServerExpired: true})
 	cases := []struct {
-		name   string
-		mq     *mosquittotest.Broker
-		tls    TLSOptions
-		reason string
+		name     string
+		mq       *mosquittotest.Broker
+		tls      TLSOptions
+		reason   string
+		protocol string // default "5"
+		scheme   string // default "mqtts"
 	}{
-		{"wrong CA", mq, TLSOptions{CAFile: mq.OtherCAFile, CertFile: mq.ClientCert, KeyFile: mq.ClientKey}, "unknown authority"},
-		{"hostname mismatch", mq, TLSOptions{CAFile: mq.CAFile, CertFile: mq.ClientCert, KeyFile: mq.ClientKey, ServerName: "cloud.example.com"}, "hostname mismatch"},
-		{"expired", expired, TLSOptions{CAFile: expired.CAFile, CertFile: expired.ClientCert, KeyFile: expired.ClientKey}, "expired"},
-		{"no client certificate", mq, TLSOptions{CAFile: mq.CAFile}, "client certificate refused"},
+		{"wrong CA", mq, TLSOptions{CAFile: mq.OtherCAFile, CertFile: mq.ClientCert, KeyFile: mq.ClientKey}, "unknown authority", "", ""},
+		{"hostname mismatch", mq, TLSOptions{CAFile: mq.CAFile, CertFile: mq.ClientCert, KeyFile: mq.ClientKey, ServerName: "cloud.example.com"}, "hostname mismatch", "", ""},
+		{"expired", expired, TLSOptions{CAFile: expired.CAFile, CertFile: expired.ClientCert, KeyFile: expired.ClientKey}, "expired", "", ""},
+		{"no client certificate", mq, TLSOptions{CAFile: mq.CAFile}, "client certificate refused", "", ""},
+		{"3.1.1 wrong CA", mq, TLSOptions{CAFile: mq.OtherCAFile, CertFile: mq.ClientCert, KeyFile: mq.ClientKey}, "unknown authority", "3.1.1", ""},
+		{"3.1.1 no client certificate", mq, TLSOptions{CAFile: mq.CAFile}, "client certificate refused", "3.1.1", ""},
+		{"wss wrong CA", mq, TLSOptions{CAFile: mq.OtherCAFile, CertFile: mq.ClientCert, KeyFile: mq.ClientKey}, "unknown authority", "5", "wss"},
+		{"3.1.1 wss wrong CA", mq, TLSOptions{CAFile: mq.OtherCAFile, CertFile: mq.ClientCert, KeyFile: mq.ClientKey}, "unknown authority", "3.1.1", "wss"},
+		{"wss no client certificate", mq, TLSOptions{CAFile: mq.CAFile}, "client certificate refused", "5", "wss"},
+		{"3.1.1 wss no client certificate", mq, TLSOptions{CAFile: mq.CAFile}, "client certificate refused", "3.1.1", "wss"},
+		{"wss hostname mismatch", mq, TLSOptions{CAFile: mq.CAFile, CertFile: mq.ClientCert, KeyFile: mq.ClientKey, ServerName: "cloud.example.com"}, "hostname mismatch", "5", "wss"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -296,7 +360,11 @@ func TestUplinkTLSRefusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := NewMQTT5(PublisherConfig{URL: &url.URL{Scheme: "mqtts", Host: c.mq.TLSAddr()}, ClientID: "x", KeepAlive: 5 * time.Second, Window: 8, TLS: tc})
+			u := &url.URL{Scheme: "mqtts", Host: c.mq.TLSAddr()}
+			if c.scheme == "wss" {
+				u = &url.URL{Scheme: "wss", Host: c.mq.WSSAddr()}
+			}
+			p := newTestPublisher(c.protocol, PublisherConfig{URL: u, ClientID: "x", KeepAlive: 5 * time.Second, Window: 8, TLS: tc})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			err = p.Connect(ctx, func(uint64) {})

@@ -180,7 +180,7 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 		defer pprof.StopCPUProfile()
 	}
 	acked := func() (a uint64) {
-		for _, u := range rt.Uplinks {
+		for _, u := range rt.Uplinks() {
 			a += u.Stats().Acked
 		}
 		return a
@@ -207,7 +207,7 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 			perMsg = points / published
 		}
 		fmt.Printf("  upstream QoS 1 acked %.0f msgs/s = %.0f points/s (mosquitto on loopback, window %d)\n", msgs/secs, msgs*perMsg/secs, inflight)
-		for _, u := range rt.Uplinks {
+		for _, u := range rt.Uplinks() {
 			st := u.Stats()
 			fmt.Printf("  upstream backlog     %d messages, %d dropped, state %s\n", st.Buffer.Depth, st.Buffer.Dropped, st.State)
 		}

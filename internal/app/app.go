@@ -6,6 +6,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -61,9 +62,44 @@ type Runtime struct {
 	Broker  *northbound.Broker
 	Gateway *gateway.Gateway
 	Metrics *metrics.Server // nil when disabled or when its port was busy
-	// Uplinks bridge to the [[upstream]] brokers, one buffer each.
-	Uplinks []*northbound.Uplink
 	log     *slog.Logger
+
+	// uplinks bridge to the [[upstream]] brokers, one buffer each; replaced
+	// as a whole by Reload, read without locking by the metrics collector.
+	uplinks atomic.Pointer[[]uplinkSlot]
+	// upMu serializes changes to the uplinks (Reload, Stop).
+	upMu             sync.Mutex
+	nextSubID        int
+	lastUplinkReload atomic.Pointer[UplinkReloadReport]
+}
+
+// LastUplinkReload is what the last successful Reload did to the uplinks
+// (nil before any).
+func (r *Runtime) LastUplinkReload() *UplinkReloadReport { return r.lastUplinkReload.Load() }
+
+// Uplinks returns the running uplinks, in config order.
+func (r *Runtime) Uplinks() []*northbound.Uplink {
+	slots := *r.uplinks.Load()
+	out := make([]*northbound.Uplink, 0, len(slots))
+	for _, s := range slots {
+		if s.u != nil {
+			out = append(out, s.u)
+		}
+	}
+	return out
+}
+
+// readiness lists what is not ready: devices, uplinks not connected and
+// upstreams that failed to start on a reload.
+func (r *Runtime) readiness() []string {
+	out := metrics.Readiness(r.Gateway)
+	out = append(out, metrics.UplinkReadiness(r.Uplinks())...)
+	for _, s := range *r.uplinks.Load() {
+		if s.u == nil {
+			out = append(out, fmt.Sprintf("upstream %s: not running (%v)", s.cfg.Name, s.err))
+		}
+	}
+	return out
 }
 
 // Start starts the embedded broker and then the gateway for cfg.
@@ -86,17 +122,18 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 	if err := broker.Start(); err != nil {
 		return nil, err
 	}
-	uplinks, err := startUplinks(cfg, broker, log)
+	slots, err := startUplinks(cfg, broker, log)
 	if err != nil {
 		_ = broker.Stop()
 		return nil, err
 	}
 	if err := gw.Start(ctx); err != nil {
-		_ = stopUplinks(uplinks)
+		_ = stopUplinks(slots)
 		_ = broker.Stop()
 		return nil, err
 	}
-	rt := &Runtime{Broker: broker, Gateway: gw, Uplinks: uplinks, log: log}
+	rt := &Runtime{Broker: broker, Gateway: gw, log: log, nextSubID: uplinkSubscriptionBase + len(slots)}
+	rt.uplinks.Store(&slots)
 	rt.startMetrics(cfg.Metrics)
 	return rt, nil
 }
@@ -111,8 +148,9 @@ func (r *Runtime) startMetrics(mc configs.Metrics) {
 	if listen == "" {
 		listen = metrics.DefaultListen
 	}
-	m := metrics.NewServer(listen, func() []string { return metrics.Readiness(r.Gateway) }, r.log)
+	m := metrics.NewServer(listen, r.readiness, r.log)
 	m.Registry.MustRegister(metrics.GatewayCollector{GW: r.Gateway, Broker: r.Broker})
+	m.Registry.MustRegister(metrics.UplinkCollector{Uplinks: r.Uplinks})
 	m.Registry.MustRegister(metrics.BusCollector{})
 	if err := m.Start(); err != nil {
 		r.log.Error("metrics endpoint not available", "err", err)
@@ -131,7 +169,9 @@ func (r *Runtime) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 	defer cancel()
 	err := r.Gateway.Stop(ctx)
-	err = errors.Join(err, stopUplinks(r.Uplinks))
+	r.upMu.Lock()
+	err = errors.Join(err, stopUplinks(*r.uplinks.Load()))
+	r.upMu.Unlock()
 	if r.Metrics != nil {
 		err = errors.Join(err, r.Metrics.Stop(ctx))
 	}
@@ -139,9 +179,11 @@ func (r *Runtime) Stop() error {
 }
 
 // Reload loads the config at path and applies it to the running gateway:
-// only devices that changed restart. An invalid config changes nothing and
-// the error lists its problems. Settings that cannot change while running
-// (the broker's listener, the metrics endpoint) are kept, with a warning.
+// only the devices and uplinks that changed restart; the buffers and the
+// unchanged devices and uplinks keep running, and nothing buffered is lost
+// (see reloadUplinks). An invalid config changes nothing and the error
+// lists its problems. Settings that cannot change while running (the
+// broker's listener, the metrics endpoint) are kept, with a warning.
 func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Config) (*configs.Config, gateway.ReloadReport, error) {
 	cfg, err := configs.Load(path, Drivers(r.log))
 	if err != nil {
@@ -155,10 +197,19 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 			r.log.Warn("metrics settings changed: restart edged to apply them")
 		}
 	}
+	r.upMu.Lock()
+	defer r.upMu.Unlock()
+	if err := r.planUplinks(cfg); err != nil {
+		return nil, gateway.ReloadReport{}, err
+	}
 	rep, err := r.Gateway.Reload(ctx, cfg)
 	if err != nil {
 		return nil, rep, err
 	}
+	up := r.reloadUplinks(ctx, cfg)
+	r.log.Info("upstreams reloaded", "started", up.Started, "restarted", up.Restarted, "unchanged", up.Unchanged,
+		"stopped", up.Stopped, "failed", up.Failed)
+	r.lastUplinkReload.Store(&up)
 	return cfg, rep, nil
 }
 

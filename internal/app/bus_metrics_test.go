@@ -108,3 +108,52 @@ retries = 0
 		t.Fatalf("live cycle %v s", c)
 	}
 }
+
+// A device that refuses a register inside a merged read: the planner
+// learns it, and /metrics shows the learned plan.
+func TestLearnedPlanMetrics(t *testing.T) {
+	sim := modbussim.New()
+	if err := sim.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	sim.Reject(modbussim.Holding, 5, 5)
+	dir := t.TempDir()
+	cfg := `[gateway]
+id = "learn"
+data_dir = "` + dir + `"
+[broker]
+listen = "127.0.0.1:0"
+[metrics]
+listen = "127.0.0.1:0"
+[[device]]
+name = "plc"
+driver = "modbus-tcp"
+address = "` + sim.Addr() + `"
+poll_interval = "50ms"
+`
+	for _, a := range []string{"0", "5", "9"} {
+		cfg += "  [[device.tag]]\n  name = \"r" + a + "\"\n  area = \"holding_register\"\n  address = " + a + "\n  type = \"uint16\"\n"
+	}
+	path := filepath.Join(dir, "edged.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rt, _ := startFromFile(t, path)
+	sub := mqtttest.Subscribe(t, rt.Broker.Addr(), "edged/learn/#")
+	sub.WaitTopic(10*time.Second, "edged/learn/plc/r5", func(p []byte) bool { return strings.Contains(string(p), `"q":"bad"`) })
+	sub.WaitTopic(10*time.Second, "edged/learn/plc/r9", func(p []byte) bool { return strings.Contains(string(p), `"q":"good"`) })
+	_, m := get(t, "http://"+rt.Metrics.Addr()+"/metrics")
+	if v := metric(t, m, `edged_modbus_unreadable_tags{device="plc"}`); v != 1 {
+		t.Fatalf("unreadable tags %v:\n%s", v, grepLines(m, "edged_modbus"))
+	}
+	if v := metric(t, m, `edged_modbus_plan_changes_total{device="plc"}`); v < 1 {
+		t.Fatalf("plan changes %v", v)
+	}
+	if v := metric(t, m, `edged_modbus_plan_requests{device="plc"}`); v != 2 {
+		t.Fatalf("learned plan has %v reads, want 2 (r0 and r9 around the refused r5):\n%s", v, grepLines(m, "edged_modbus"))
+	}
+	if v := metric(t, m, `edged_modbus_max_registers{device="plc"}`); v != 125 {
+		t.Fatalf("max registers %v", v)
+	}
+}

@@ -54,7 +54,7 @@ func killChild() int {
 		fmt.Println("error", err)
 		return 1
 	}
-	q := rt.Uplinks[0]
+	q := rt.Uplinks()[0]
 	out := bufio.NewWriter(os.Stdout)
 	appendedAt := make([]uint64, 0, count) // appended count after seq start+i
 	base := q.Stats().Buffer.Appended

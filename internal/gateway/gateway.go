@@ -203,7 +203,9 @@ func (g *Gateway) build(cfg *configs.Config, old *table) (*table, error) {
 			}
 		}
 		if lay.perTag {
-			for _, ts := range d.tags {
+			for i := range d.tags {
+				// Only the immutable fields: a running device updates the others.
+				ts := &d.tags[i]
 				if err := claim(ts.topic, fmt.Sprintf("tag %q of device %q", ts.spec.Name, d.name)); err != nil {
 					return nil, err
 				}

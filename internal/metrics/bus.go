@@ -48,3 +48,22 @@ func (BusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// learner is implemented by Modbus devices (TCP and RTU): what the
+// adaptive planner learned about the device.
+type learner interface{ Learned() modbus.Learned }
+
+var (
+	descPlanRequests = prometheus.NewDesc("edged_modbus_plan_requests", "Reads per poll in the plan in use (after learning).", []string{"device"}, nil)
+	descPlanChanges  = prometheus.NewDesc("edged_modbus_plan_changes_total", "Things the planner learned: splits of refused reads, unreadable tags, lowered read limits.", []string{"device"}, nil)
+	descUnreadable   = prometheus.NewDesc("edged_modbus_unreadable_tags", "Tags the device refuses to read even alone (reported bad, re-read now and then).", []string{"device"}, nil)
+	descMaxRegisters = prometheus.NewDesc("edged_modbus_max_registers", "Registers per read in use (lowered when the device refused long reads).", []string{"device"}, nil)
+)
+
+func collectLearned(ch chan<- prometheus.Metric, device string, l learner) {
+	ln := l.Learned()
+	ch <- prometheus.MustNewConstMetric(descPlanRequests, prometheus.GaugeValue, float64(len(ln.Plan)), device)
+	ch <- prometheus.MustNewConstMetric(descPlanChanges, prometheus.CounterValue, float64(ln.Changes), device)
+	ch <- prometheus.MustNewConstMetric(descUnreadable, prometheus.GaugeValue, float64(len(ln.Unreadable)), device)
+	ch <- prometheus.MustNewConstMetric(descMaxRegisters, prometheus.GaugeValue, float64(ln.MaxRegisters), device)
+}

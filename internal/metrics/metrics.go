@@ -144,14 +144,15 @@ var (
 	descSent        = prometheus.NewDesc("edged_broker_messages_sent_total", "PUBLISH packets written to local broker clients.", nil, nil)
 	descDropped     = prometheus.NewDesc("edged_broker_messages_dropped_total", "Messages dropped because a local client's queue was full.", nil, nil)
 	descRetained    = prometheus.NewDesc("edged_broker_retained_messages", "Retained messages held by the local broker.", nil, nil)
+	descSubs        = prometheus.NewDesc("edged_broker_subscriptions", "Subscriptions of clients connected to the local broker.", nil, nil)
 )
 
 var states = []southbound.State{southbound.StateConnecting, southbound.StateOnline, southbound.StateOffline, southbound.StateStopped}
 
 // Describe implements prometheus.Collector.
 func (c GatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descState, descPolls, descBad, descLastGood, descTags, descRequests, descErrors,
-		descPollSeconds, descSamples, descPublished, descPubErrors, descClients, descSent, descDropped, descRetained} {
+	for _, d := range []*prometheus.Desc{descPlanRequests, descPlanChanges, descUnreadable, descMaxRegisters, descUp, descState, descPolls, descBad, descLastGood, descTags, descRequests, descErrors,
+		descPollSeconds, descSamples, descPublished, descPubErrors, descClients, descSent, descDropped, descRetained, descSubs} {
 		ch <- d
 	}
 }
@@ -176,6 +177,9 @@ func (c GatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBad, counter, float64(d.BadSamples), d.Name)
 		ch <- prometheus.MustNewConstMetric(descLastGood, gauge, float64(d.LastGoodMs)/1000, d.Name)
 		ch <- prometheus.MustNewConstMetric(descTags, gauge, float64(len(d.Tags)), d.Name)
+		if l, ok := d.Source.(learner); ok {
+			collectLearned(ch, d.Name, l)
+		}
 		if sr, ok := d.Source.(southbound.StatsReporter); ok {
 			st := sr.Stats()
 			ch <- prometheus.MustNewConstMetric(descRequests, counter, float64(st.Requests), d.Name)
@@ -196,5 +200,6 @@ func (c GatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSent, counter, float64(bs.MessagesSent))
 		ch <- prometheus.MustNewConstMetric(descDropped, counter, float64(bs.MessagesDropped))
 		ch <- prometheus.MustNewConstMetric(descRetained, gauge, float64(bs.RetainedMessages))
+		ch <- prometheus.MustNewConstMetric(descSubs, gauge, float64(bs.Subscriptions))
 	}
 }

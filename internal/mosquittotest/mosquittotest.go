@@ -1,7 +1,8 @@
 // Package mosquittotest runs Debian's mosquitto as a cloud broker for tests:
 // a TLS listener that requires a client certificate (the certificate's CN
 // becomes the username) and a plaintext loopback listener for the test's
-// own subscriber, with a CA, server and client certificates generated in Go.
+// own subscriber, with a CA, server and client certificates generated in Go;
+// optionally an MQTT over WebSocket over TLS listener with the same rules.
 // It can be stopped and started again on the same ports to make outages.
 package mosquittotest
 
@@ -32,6 +33,9 @@ const Binary = "/usr/sbin/mosquitto"
 type Options struct {
 	// ServerExpired makes the server certificate expired.
 	ServerExpired bool
+	// WebSockets adds a wss listener (WSSPort, any HTTP path) with the same
+	// certificates and client certificate requirement as TLSPort.
+	WebSockets bool
 }
 
 // Broker is a running (or stopped) mosquitto.
@@ -41,6 +45,8 @@ type Broker struct {
 	opts Options
 	// TLSPort requires a client certificate; PlainPort is for subscribers.
 	TLSPort, PlainPort int
+	// WSSPort is the websockets+TLS listener (Options.WebSockets), else 0.
+	WSSPort int
 	// Files for clients: CAFile verifies the server; ClientCert/ClientKey
 	// authenticate as CN "edged-test". OtherCAFile is an unrelated CA.
 	CAFile, ClientCert, ClientKey, OtherCAFile string
@@ -60,6 +66,22 @@ func Start(t testing.TB, opts Options) *Broker {
 	}
 	b := &Broker{t: t, Dir: t.TempDir(), opts: opts, TLSPort: freePort(t), PlainPort: freePort(t)}
 	b.writeCerts()
+	wss := ""
+	if opts.WebSockets {
+		// mosquitto 2.0.11 starts a websockets listener only beside a
+		// plain TCP one (which it always has here).
+		b.WSSPort = freePort(t)
+		wss = fmt.Sprintf(`
+listener %d 127.0.0.1
+protocol websockets
+cafile %s
+certfile %s
+keyfile %s
+require_certificate true
+use_identity_as_username true
+allow_anonymous false
+`, b.WSSPort, b.CAFile, filepath.Join(b.Dir, "server.pem"), filepath.Join(b.Dir, "server.key"))
+	}
 	conf := fmt.Sprintf(`per_listener_settings true
 persistence false
 log_dest stderr
@@ -79,7 +101,7 @@ allow_anonymous false
 
 listener %d 127.0.0.1
 allow_anonymous true
-`, b.TLSPort, b.CAFile, filepath.Join(b.Dir, "server.pem"), filepath.Join(b.Dir, "server.key"), b.PlainPort)
+`, b.TLSPort, b.CAFile, filepath.Join(b.Dir, "server.pem"), filepath.Join(b.Dir, "server.key"), b.PlainPort) + wss
 	if os.Geteuid() == 0 {
 		conf = "user root\n" + conf // keep access to the test's 0600 files
 	}
@@ -94,6 +116,9 @@ allow_anonymous true
 // TLSAddr and PlainAddr are the listeners' host:port.
 func (b *Broker) TLSAddr() string   { return "127.0.0.1:" + strconv.Itoa(b.TLSPort) }
 func (b *Broker) PlainAddr() string { return "127.0.0.1:" + strconv.Itoa(b.PlainPort) }
+
+// WSSAddr is the websockets+TLS listener's host:port (Options.WebSockets).
+func (b *Broker) WSSAddr() string { return "127.0.0.1:" + strconv.Itoa(b.WSSPort) }
 
 // StartAgain starts mosquitto (again) on the same ports and waits until
 // both listeners accept connections.
@@ -114,7 +139,11 @@ func (b *Broker) StartAgain() {
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for _, addr := range []string{b.TLSAddr(), b.PlainAddr()} {
+	addrs := []string{b.TLSAddr(), b.PlainAddr()}
+	if b.WSSPort != 0 {
+		addrs = append(addrs, b.WSSAddr())
+	}
+	for _, addr := range addrs {
 		for {
 			c, err := net.DialTimeout("tcp", addr, time.Second)
 			if err == nil {

@@ -1,0 +1,104 @@
+package metrics
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edged-gw/edged/northbound"
+)
+
+// UplinkCollector exports per-uplink series (label upstream): connection,
+// buffer and delivery figures, read from each uplink when scraped.
+type UplinkCollector struct {
+	// Uplinks returns the running uplinks; it is called on every scrape, so
+	// uplinks replaced by a reload are followed.
+	Uplinks func() []*northbound.Uplink
+}
+
+var (
+	upLabel           = []string{"upstream"}
+	descUplinkUp      = prometheus.NewDesc("edged_uplink_up", "1 if the uplink has a session with its cloud broker, else 0.", upLabel, nil)
+	descUplinkState   = prometheus.NewDesc("edged_uplink_state", "The uplink's state: 1 for the current one.", []string{"upstream", "state"}, nil)
+	descUplinkErr     = prometheus.NewDesc("edged_uplink_last_error_info", "The uplink's last connection error, while it is not connected (always 1).", []string{"upstream", "error"}, nil)
+	descUplinkConns   = prometheus.NewDesc("edged_uplink_connects_total", "Sessions established with the cloud broker.", upLabel, nil)
+	descUplinkTries   = prometheus.NewDesc("edged_uplink_connect_attempts_total", "Connection attempts, failed ones included.", upLabel, nil)
+	descUplinkSent    = prometheus.NewDesc("edged_uplink_published_total", "PUBLISH packets written to the cloud broker (live and replayed, resends included).", upLabel, nil)
+	descUplinkReplay  = prometheus.NewDesc("edged_uplink_replayed_total", "Buffered (historical) messages published.", upLabel, nil)
+	descUplinkAcked   = prometheus.NewDesc("edged_uplink_acked_total", "Messages the cloud broker acknowledged (PUBACK) and that were removed from the buffer.", upLabel, nil)
+	descUplinkBacklog = prometheus.NewDesc("edged_uplink_replay_backlog_messages", "Buffered messages the current session has still to replay (an upper bound).", upLabel, nil)
+	descBufDepth      = prometheus.NewDesc("edged_uplink_buffer_messages", "Messages in the buffer not yet acknowledged by the cloud broker.", upLabel, nil)
+	descBufBytes      = prometheus.NewDesc("edged_uplink_buffer_bytes", "Size of the messages in the buffer.", upLabel, nil)
+	descBufAge        = prometheus.NewDesc("edged_uplink_buffer_oldest_age_seconds", "Age of the oldest message in the buffer (0 when empty).", upLabel, nil)
+	descBufAppended   = prometheus.NewDesc("edged_uplink_buffer_appended_total", "Messages appended to the buffer since it was opened.", upLabel, nil)
+	descBufDropped    = prometheus.NewDesc("edged_uplink_buffer_dropped_total", "Messages dropped unsent by the buffer's caps (max_bytes, max_age) or a full disk.", upLabel, nil)
+	descBufDiskFull   = prometheus.NewDesc("edged_uplink_buffer_disk_full", "1 while buffer writes are paused because the file system is (nearly) full.", upLabel, nil)
+	descBufWriteErrs  = prometheus.NewDesc("edged_uplink_buffer_write_errors_total", "Failed buffer writes (retried).", upLabel, nil)
+	descBufRecovered  = prometheus.NewDesc("edged_uplink_buffer_recovered", "1 if the buffer could not be opened and was moved aside for a fresh one (an alarm).", upLabel, nil)
+)
+
+var uplinkStates = []string{"connecting", "online", "offline", "stopped"}
+
+// Describe implements prometheus.Collector.
+func (c UplinkCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descUplinkUp, descUplinkState, descUplinkErr, descUplinkConns, descUplinkTries,
+		descUplinkSent, descUplinkReplay, descUplinkAcked, descUplinkBacklog, descBufDepth, descBufBytes, descBufAge,
+		descBufAppended, descBufDropped, descBufDiskFull, descBufWriteErrs, descBufRecovered} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c UplinkCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
+	flag := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	for _, u := range c.Uplinks() {
+		s := u.Stats()
+		n := s.Name
+		ch <- prometheus.MustNewConstMetric(descUplinkUp, gauge, flag(s.State == "online"), n)
+		for _, st := range uplinkStates {
+			ch <- prometheus.MustNewConstMetric(descUplinkState, gauge, flag(s.State == st), n, st)
+		}
+		if s.LastErr != "" && s.State != "online" {
+			ch <- prometheus.MustNewConstMetric(descUplinkErr, gauge, 1, n, s.LastErr)
+		}
+		ch <- prometheus.MustNewConstMetric(descUplinkConns, counter, float64(s.Connects), n)
+		ch <- prometheus.MustNewConstMetric(descUplinkTries, counter, float64(s.ConnectAttempts), n)
+		ch <- prometheus.MustNewConstMetric(descUplinkSent, counter, float64(s.Sent), n)
+		ch <- prometheus.MustNewConstMetric(descUplinkReplay, counter, float64(s.Replayed), n)
+		ch <- prometheus.MustNewConstMetric(descUplinkAcked, counter, float64(s.Acked), n)
+		ch <- prometheus.MustNewConstMetric(descUplinkBacklog, gauge, float64(s.ReplayBacklog), n)
+		b := s.Buffer
+		ch <- prometheus.MustNewConstMetric(descBufDepth, gauge, float64(b.Depth), n)
+		ch <- prometheus.MustNewConstMetric(descBufBytes, gauge, float64(b.Bytes), n)
+		ch <- prometheus.MustNewConstMetric(descBufAge, gauge, b.OldestAge, n)
+		ch <- prometheus.MustNewConstMetric(descBufAppended, counter, float64(b.Appended), n)
+		ch <- prometheus.MustNewConstMetric(descBufDropped, counter, float64(b.Dropped), n)
+		ch <- prometheus.MustNewConstMetric(descBufDiskFull, gauge, flag(b.DiskFull), n)
+		ch <- prometheus.MustNewConstMetric(descBufWriteErrs, counter, float64(b.WriteErrors), n)
+		ch <- prometheus.MustNewConstMetric(descBufRecovered, gauge, flag(b.Recovered), n)
+	}
+}
+
+// UplinkReadiness lists the uplinks without a session with their cloud
+// broker (with the last error): their messages are only being buffered.
+func UplinkReadiness(ups []*northbound.Uplink) []string {
+	var out []string
+	for _, u := range ups {
+		s := u.Stats()
+		if s.State == "online" {
+			continue
+		}
+		line := fmt.Sprintf("upstream %s: %s", s.Name, s.State)
+		if s.LastErr != "" {
+			line += " (" + s.LastErr + ")"
+		}
+		out = append(out, line)
+	}
+	return out
+}

@@ -1,0 +1,313 @@
+package northbound
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	mqttpackets "github.com/eclipse/paho.mqtt.golang/packets"
+)
+
+// mqtt311 is the MQTT 3.1.1 Publisher (for clouds that speak nothing
+// newer, e.g. Azure IoT Hub), on paho.mqtt.golang. Every Connect makes a
+// new paho client with a clean session, its in-memory store and neither
+// auto-reconnect nor connect retries: the uplink reconnects, and the
+// uplink's buffer, not paho, decides what is sent again. The transport is
+// ours (dial: mqtts://, wss://, mqtt://), so TLS is verified and refusals
+// are explained exactly as for MQTT 5.
+//
+// paho completes a QoS 1 publish's token on PUBACK; one goroutine per
+// session waits on the tokens in publish order and calls onAck with the
+// uplink's token, so the window is a count of unacknowledged messages
+// however paho completes them. 3.1.1 has no user properties: a replayed
+// message is marked only in its payload (the uplink's "hist":true).
+type mqtt311 struct {
+	cfg PublisherConfig
+
+	mu sync.Mutex
+	s  *session311 // the current (or last) session; nil before Connect
+}
+
+// session311 is one connection.
+type session311 struct {
+	client  mqtt.Client
+	slots   chan struct{}    // one per message in flight
+	pending chan inflight311 // in publish order, to the ack loop
+	last    mqtt.Token       // the last QoS 1 publish (Close waits for it)
+	done    chan struct{}
+	mu      sync.Mutex
+	err     error
+	closing bool
+}
+
+type inflight311 struct {
+	t     mqtt.Token
+	token uint64
+}
+
+// NewMQTT311 returns a Publisher speaking MQTT 3.1.1.
+func NewMQTT311(cfg PublisherConfig) Publisher {
+	return &mqtt311{cfg: cfg}
+}
+
+var _ Publisher = (*mqtt311)(nil)
+
+// fail ends the session once, with err.
+func (s *session311) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.err = err
+	close(s.done)
+}
+
+func (s *session311) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+func (p *mqtt311) session() *session311 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.s
+}
+
+func (p *mqtt311) Connect(ctx context.Context, onAck func(uint64)) error {
+	window := max(1, p.cfg.Window)
+	s := &session311{
+		slots: make(chan struct{}, window), pending: make(chan inflight311, window), done: make(chan struct{}),
+	}
+	timeout := p.cfg.DialTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ka := p.cfg.KeepAlive
+	if ka <= 0 {
+		ka = 30 * time.Second
+	}
+
+	var (
+		dialMu sync.Mutex
+		dialed net.Conn
+	)
+	o := mqtt.NewClientOptions()
+	o.Servers = []*url.URL{p.cfg.URL}
+	o.SetClientID(p.cfg.ClientID).
+		SetProtocolVersion(4). // 3.1.1 exactly: no silent fallback to 3.1
+		SetCleanSession(true).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetResumeSubs(false).
+		SetMaxResumePubInFlight(window).
+		SetOrderMatters(false). // no subscriptions; nothing may wait on a handler
+		SetStore(mqtt.NewMemoryStore()).
+		SetKeepAlive(ka).
+		// A dead link is noticed after about 1.5 keepalives, as with MQTT 5.
+		SetPingTimeout(max(time.Second, ka/2)).
+		SetConnectTimeout(timeout).
+		// Bounds a Publish racing a lost connection (paho then blocks until
+		// this) and a write to a stalled link.
+		SetWriteTimeout(max(5*time.Second, ka/2)).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			s.fail(fmt.Errorf("connection lost: %w", err))
+		}).
+		SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
+			c, err := dial(ctx, &p.cfg)
+			if err != nil {
+				return nil, err
+			}
+			dialMu.Lock()
+			dialed = c
+			dialMu.Unlock()
+			return c, nil
+		})
+	if p.cfg.Username != "" {
+		o.SetUsername(p.cfg.Username)
+	}
+	if len(p.cfg.Password) > 0 {
+		o.SetPassword(string(p.cfg.Password))
+	}
+	if p.cfg.WillTopic != "" {
+		o.SetBinaryWill(p.cfg.WillTopic, p.cfg.WillPayload, 1, true)
+	}
+	s.client = mqtt.NewClient(o)
+
+	// A cancelled ctx closes the connection being set up; paho then fails
+	// the connect at once.
+	stop := context.AfterFunc(ctx, func() {
+		dialMu.Lock()
+		defer dialMu.Unlock()
+		if dialed != nil {
+			_ = dialed.Close()
+		}
+	})
+	t := s.client.Connect()
+	select {
+	case <-t.Done():
+	case <-ctx.Done():
+		// paho gives up within ConnectTimeout at the latest; do not wait.
+		stop()
+		go func() { t.Wait(); s.client.Disconnect(0) }()
+		return ctx.Err()
+	}
+	stop()
+	if err := t.Error(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var te *TLSError
+		switch {
+		case errors.As(err, &te):
+			err = te // without paho's "network Error" wrapping
+		case errors.Is(err, mqttpackets.ErrorNetworkError):
+			dialMu.Lock()
+			c := dialed
+			dialMu.Unlock()
+			if c != nil {
+				err = afterHandshake(c, fmt.Errorf("read CONNACK: %w", err))
+			}
+		default:
+			err = fmt.Errorf("broker refused the connection: %w", err)
+		}
+		return err
+	}
+	p.mu.Lock()
+	p.s = s
+	p.mu.Unlock()
+	go s.ackLoop(onAck)
+	return nil
+}
+
+// ackLoop reports acknowledgements in publish order. A later message that
+// paho completed first is reported right after the ones before it; until
+// then it holds its slot of the window (delivery is unaffected: on a lost
+// connection the uplink sends again whatever was not reported).
+func (s *session311) ackLoop(onAck func(uint64)) {
+	for {
+		var e inflight311
+		select {
+		case <-s.done:
+			return
+		case e = <-s.pending:
+		}
+		select {
+		case <-s.done:
+			return
+		case <-e.t.Done():
+		}
+		if err := e.t.Error(); err != nil {
+			s.fail(fmt.Errorf("publish: %w", err))
+			go s.client.Disconnect(0)
+			return
+		}
+		<-s.slots
+		onAck(e.token)
+	}
+}
+
+func (p *mqtt311) Publish(ctx context.Context, m *Message, token uint64) error {
+	s := p.session()
+	if s == nil {
+		return errClosedByUs
+	}
+	if m.QoS > 0 {
+		select {
+		case s.slots <- struct{}{}:
+		case <-s.done:
+			return s.Err()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	select {
+	case <-s.done:
+		return s.Err()
+	default:
+	}
+	// paho keeps the payload slice until the PUBACK; the uplink reuses its
+	// buffer for the next message.
+	t := s.client.Publish(string(m.Topic), m.QoS, m.Retain, bytes.Clone(m.Payload))
+	if m.QoS == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	s.last = t
+	s.mu.Unlock()
+	s.pending <- inflight311{t: t, token: token} // never blocks: a slot is held
+	return nil
+}
+
+// Flush has nothing to push (paho writes each packet as it goes); it
+// reports a session that has ended.
+func (p *mqtt311) Flush() error {
+	s := p.session()
+	if s == nil {
+		return errClosedByUs
+	}
+	select {
+	case <-s.done:
+		if err := s.Err(); err != nil {
+			return err
+		}
+		return errClosedByUs
+	default:
+		return nil
+	}
+}
+
+func (p *mqtt311) Done() <-chan struct{} {
+	s := p.session()
+	if s == nil {
+		d := make(chan struct{})
+		close(d)
+		return d
+	}
+	return s.done
+}
+
+func (p *mqtt311) Err() error {
+	s := p.session()
+	if s == nil {
+		return nil
+	}
+	return s.Err()
+}
+
+// Close waits briefly for the last QoS 1 message (the uplink's "offline"
+// status) and disconnects with DISCONNECT, so the broker drops the will.
+// paho writes DISCONNECT on a separate path from PUBLISHes, hence the wait.
+func (p *mqtt311) Close() error {
+	s := p.session()
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	last, closing := s.last, s.closing
+	s.closing = true
+	s.mu.Unlock()
+	select {
+	case <-s.done:
+		return nil
+	default:
+	}
+	if closing {
+		return nil
+	}
+	if last != nil {
+		last.WaitTimeout(2 * time.Second)
+	}
+	s.client.Disconnect(250)
+	s.fail(errClosedByUs)
+	return nil
+}
