@@ -22,6 +22,10 @@ declare -A pyneed=(
 	[serial_asyncio]=python3-serial-asyncio # Debian only recommends them
 )
 
+# node + npm for the node-opcua test peer (southbound/opcua/testdata/nodeserver)
+need[node]=nodejs
+need[npm]=npm
+
 missing=()
 for cmd in "${!need[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
@@ -29,11 +33,18 @@ done
 for mod in "${!pyneed[@]}"; do
 	/usr/bin/python3 -c "import $mod" >/dev/null 2>&1 || missing+=("${pyneed[$mod]}")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "test-deps: installing ${missing[*]}"
+	SUDO=""
+	[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+	export DEBIAN_FRONTEND=noninteractive
+	$SUDO apt-get update -qq
+	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
 
-echo "test-deps: installing ${missing[*]}"
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# node-opcua, pinned by package-lock.json, only when not installed yet
+nodeserver="$(dirname "$0")/../southbound/opcua/testdata/nodeserver"
+if [ ! -d "$nodeserver/node_modules/node-opcua" ]; then
+	echo "test-deps: npm ci in $nodeserver"
+	(cd "$nodeserver" && npm ci --no-audit --no-fund --loglevel=error)
+fi

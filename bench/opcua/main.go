@@ -1,10 +1,16 @@
 // Command opcua measures the OPC UA driver: values/s from one subscription
-// of N monitored items on gopcua's in-process server, CPU seconds per
-// million values (process total: server, driver and sink share the
-// process, so this is an upper bound for edged), and the time from a
-// server restart to the first value of the new session.
+// of N monitored items, CPU seconds per million values, and the time from
+// a server restart to the first value of the new session.
+//
+// With -server gopcua (default) the server is gopcua's, in-process: the CPU
+// figure is the process total (server, driver and sink), an upper bound
+// for edged. With -server node it is node-opcua (testdata of
+// southbound/opcua, installed by `make test-deps`) in a child process,
+// changing every variable each -bulk-interval: the CPU figure is edged's
+// driver and sink alone (getrusage of this process).
 //
 //	go run ./bench/opcua -items 10000 -duration 10s
+//	go run ./bench/opcua -server node -items 10000 -duration 20s [-security]
 package main
 
 import (
@@ -69,8 +75,21 @@ func cpu() time.Duration {
 func main() {
 	items := flag.Int("items", 10000, "monitored items")
 	dur := flag.Duration("duration", 10*time.Second, "measuring time")
+	srvKind := flag.String("server", "gopcua", "gopcua (in-process) or node (node-opcua child process)")
+	nodeDir := flag.String("nodeserver", "southbound/opcua/testdata/nodeserver", "folder of server.js, for -server node")
+	bulkInterval := flag.Duration("bulk-interval", 100*time.Millisecond, "-server node: how often every variable changes")
+	publish := flag.Duration("publish", 100*time.Millisecond, "publishing interval")
+	secure := flag.Bool("security", false, "-server node: Basic256Sha256/SignAndEncrypt with username instead of None")
 	flag.Parse()
 	log.SetOutput(io.Discard)
+	if *srvKind == "node" {
+		benchNode(*nodeDir, *items, *dur, *bulkInterval, *publish, *secure)
+		return
+	}
+	if *srvKind != "gopcua" {
+		fmt.Fprintln(os.Stderr, "-server: gopcua or node")
+		os.Exit(2)
+	}
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -103,7 +122,7 @@ func main() {
 
 	d := opcua.New()
 	d.Name, d.Endpoint, d.SecurityPolicy = "bench", fmt.Sprintf("opc.tcp://127.0.0.1:%d", port), "None"
-	d.PublishingInterval = configs.Duration(100 * time.Millisecond)
+	d.PublishingInterval = configs.Duration(*publish)
 	d.SamplingInterval = 0
 	d.Timeout = configs.Duration(10 * time.Second)
 	d.Keepalive = configs.Duration(time.Second)

@@ -103,6 +103,7 @@ func (d *Device) connect(ctx context.Context) (*conn, error) {
 		}
 	}
 	var tokenType ua.UserTokenType
+	var userCert []byte // for auth = "certificate", to name it when refused
 	switch d.Auth {
 	case "username":
 		pw := d.Password
@@ -130,6 +131,7 @@ func (d *Device) connect(ctx context.Context) (*conn, error) {
 				return nil, fmt.Errorf("user_key %s: %w", d.UserKey, err)
 			}
 		}
+		userCert = cert
 		opts = append(opts, opcua.AuthCertificate(cert), opcua.AuthPrivateKey(key))
 	default:
 		tokenType = ua.UserTokenTypeAnonymous
@@ -152,6 +154,19 @@ func (d *Device) connect(ctx context.Context) (*conn, error) {
 	cancel()
 	if err != nil {
 		closeClient(c)
+		if loginRefused(err) {
+			switch d.Auth {
+			case "username":
+				return nil, fmt.Errorf("the server refused the login of user %q (%w): check username and password (or password_file)", d.Username, err)
+			case "certificate":
+				path := d.UserCertificate
+				if path == "" {
+					path = own.certPath
+				}
+				s1, _ := Thumbprints(userCert)
+				return nil, fmt.Errorf("the server refused the login with the user certificate %s (SHA-1 %s) (%w): the server must trust it as a user certificate (not only as an application certificate)", path, s1, err)
+			}
+		}
 		if own != nil && refusedUs(err) {
 			s1, _ := Thumbprints(own.cert)
 			return nil, fmt.Errorf("the server refused the session (%w): it probably does not trust edged's certificate yet: trust %s (SHA-1 %s) on the server, e.g. move it from the server's rejected to its trusted certificates",
@@ -162,6 +177,19 @@ func (d *Device) connect(ctx context.Context) (*conn, error) {
 	cn := &conn{c: c, states: states, timeout: timeout, maxRead: d.MaxNodesPerRequest, maxItems: d.MaxNodesPerRequest}
 	cn.readLimits(ctx)
 	return cn, nil
+}
+
+// loginRefused reports whether ActivateSession refused the user identity
+// (wrong password, user certificate not trusted): a login problem, not a
+// problem of edged's application certificate.
+func loginRefused(err error) bool {
+	for _, sc := range []ua.StatusCode{ua.StatusBadUserAccessDenied, ua.StatusBadIdentityTokenInvalid,
+		ua.StatusBadIdentityTokenRejected, ua.StatusBadUserSignatureInvalid} {
+		if errors.Is(err, sc) {
+			return true
+		}
+	}
+	return false
 }
 
 // refusedUs reports whether a connect error looks like the server not

@@ -153,8 +153,8 @@ type Device struct {
 	batch        []mapping.Sample
 	state        southbound.State
 	guided       map[string]bool // thumbprints the installer was already told about
-	warnNone     bool
-	translateErr error // set once the server refused TranslateBrowsePathsToNodeIDs           // a password over security_policy = "None"
+	warnNone     bool            // a password over security_policy = "None"
+	translateErr error           // set once the server refused TranslateBrowsePathsToNodeIDs
 }
 
 // DeviceMap is what a device map file (maps/NAME.toml) decodes into.
