@@ -36,6 +36,8 @@ fmt-check:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	bench/throughput.sh
+	$(GO) run ./bench/buffer -n 2000000 -payload 60
+	$(GO) run ./bench/uplink -n 50000 -pace-n 2500 -duration 10s
 
 # fuzz: a short run of every fuzz target (corpora live in testdata/fuzz).
 fuzz:

@@ -59,11 +59,15 @@ const (
 const (
 	DefaultSyncInterval   = time.Second
 	DefaultCommitInterval = 5 * time.Millisecond
+	DefaultWriteDelay     = 500 * time.Millisecond
 	DefaultMaxBytes       = 256 << 20
 	DefaultMemoryBytes    = 4 << 20
-	// DefaultMemTableSize is the low-memory profile of FIELD-NOTES (8 MiB
-	// memtables, two of them).
-	DefaultMemTableSize = 8 << 20
+	// DefaultMemTableSize: two memtables of 4 MiB. Each costs its skiplist
+	// arena (MemTableSize + 30%) and, when flushed, a table builder that
+	// grows to about 3× its size; with 8 MiB the Go heap peaked near
+	// 100 MiB under a flood, with 4 MiB near 60 MiB at the same
+	// throughput (bench/buffer).
+	DefaultMemTableSize = 4 << 20
 	// ValueLogFileSize is small enough that Badger's 2× mmap of a value-log
 	// file fits the address space of 32-bit ARM many times over. Values are
 	// stored in the LSM tree (they are far below the value threshold), so the
@@ -77,10 +81,15 @@ type Options struct {
 	Dir string
 	// MaxBytes caps the bytes of stored entries (key + value); the oldest
 	// are dropped beyond it. The disk use is higher: Badger's write-ahead
-	// files add about 2×MemTableSize (Overhead), and dropped or delivered
-	// entries take space until a compaction removes them (measured under a
-	// long overflow: 10.6–14.4 MiB on disk for MaxBytes 4 MiB and 1 MiB
-	// memtables). Size the partition for 4×MaxBytes + Overhead.
+	// files add about 2×MemTableSize (Overhead); a table holds an entry in
+	// about 1.15× its size (100-byte messages); and dropped or delivered
+	// entries take space until a compaction removes them: the queue
+	// flattens the tree when most of it is dead (see checkDisk). Measured
+	// under a flood far beyond the cap (bench/buffer -max-bytes 4194304,
+	// 4 MiB memtables): 7–18 MiB on disk (before: 10–25 MiB); drained, a
+	// 1M-message backlog leaves 13 MiB (before: 142 MiB). Size the
+	// partition for 2×MaxBytes + Overhead, or 4×MaxBytes when MaxBytes is
+	// a few memtables.
 	MaxBytes int64
 	// MaxAge drops entries older than this; 0 keeps them until MaxBytes.
 	MaxAge time.Duration
@@ -90,6 +99,17 @@ type Options struct {
 	// CommitInterval is the longest an appended entry waits for its group
 	// commit. Larger batches write fewer, bigger blocks.
 	CommitInterval time.Duration
+	// WriteDelay (with Sync = SyncInterval only) makes a group commit
+	// readable at once but writes it to the store only after this delay,
+	// and then only the entries not acknowledged by then: a healthy uplink
+	// acks in milliseconds, so in steady state almost nothing reaches the
+	// disk (SD-card wear, CPU and memory), while an outage's backlog is on
+	// disk after WriteDelay. What a kill -9 can lose grows from nothing
+	// written to at most WriteDelay of unacknowledged messages, still
+	// within the sync interval a power cut may lose. Capped at
+	// SyncInterval; 0 means DefaultWriteDelay, negative writes at once;
+	// SyncAlways always writes at once.
+	WriteDelay time.Duration
 	// MemoryBytes bounds what is held in memory: recently committed entries
 	// kept so the sender need not read them back from disk, and, while the
 	// disk is full, entries waiting to be written (the oldest of those are
@@ -119,6 +139,15 @@ func (o *Options) defaults() {
 	}
 	if o.CommitInterval <= 0 {
 		o.CommitInterval = DefaultCommitInterval
+	}
+	switch {
+	case o.WriteDelay < 0 || o.Sync == SyncAlways:
+		o.WriteDelay = 0
+	case o.WriteDelay == 0:
+		o.WriteDelay = DefaultWriteDelay
+	}
+	if o.WriteDelay > o.SyncInterval {
+		o.WriteDelay = o.SyncInterval
 	}
 	if o.MemoryBytes <= 0 {
 		o.MemoryBytes = DefaultMemoryBytes
@@ -151,7 +180,8 @@ type Stats struct {
 	Bytes       int64   // their size (key + value)
 	Pending     int64   // appended, not yet written to the store
 	Appended    uint64  // since Open
-	Committed   uint64  // entries written to the store since Open
+	Committed   uint64  // entries settled since Open: written to the store, or delivered before they had to be (WriteDelay)
+	Written     uint64  // entries actually written to the store since Open (SD-card wear)
 	Durable     uint64  // of those, fsynced (all of Committed with SyncAlways)
 	Acked       uint64  // since Open
 	Dropped     uint64  // dropped by the caps or a full disk, since Open
@@ -185,7 +215,8 @@ type Queue struct {
 	pendFrom int            // pending[:pendFrom] were dropped while the disk was full
 	deletes  []uint64       // acked, delete not yet written
 	nextSeq  uint64         // next sequence number to assign
-	commit   uint64         // entries < commit are written (readable)
+	commit   uint64         // entries < commit are readable (written, or staged in memory)
+	written  uint64         // entries < written are on disk or were acked before they had to be
 	oldest   uint64         // no live entry below this
 	acked    intervals      // acked or evicted seqs ≥ oldest
 	mem      []*batch       // committed entries kept in memory, oldest first
@@ -196,11 +227,15 @@ type Queue struct {
 	closed   bool
 	diskFull bool
 
-	appended, committed, durable, ackedN, dropped, writeErrs atomic.Uint64
-	recoveredFrom                                            string
+	appended, committed, durable, ackedN, dropped, writeErrs, writtenN atomic.Uint64
+	touched                                                            atomic.Int64 // bytes written or read from disk since the last pageOut
+	sinceDisk                                                          atomic.Int64 // bytes written since the last checkDisk
+	flattening                                                         atomic.Bool
+	compacting                                                         sync.WaitGroup
+	recoveredFrom                                                      string
 
 	kick    chan struct{} // wakes the committer
-	flushes chan chan struct{}
+	flushes chan flushReq
 	notify  chan struct{} // closed and replaced when entries are committed
 	stop    chan struct{}
 	stopped chan struct{}
@@ -219,6 +254,10 @@ type batch struct {
 	vals  [][]byte // value of seq first+i
 	buf   []byte
 	size  int64
+	// staged: readable but not yet written (Options.WriteDelay); written
+	// at due without the entries acknowledged by then.
+	staged bool
+	due    time.Time
 }
 
 // Open opens (or creates) the queue in opts.Dir. A store that Badger cannot
@@ -231,7 +270,7 @@ func Open(opts Options) (*Queue, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("buffer: no directory given")
 	}
-	q := &Queue{opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), flushes: make(chan chan struct{}), notify: make(chan struct{}),
+	q := &Queue{opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), flushes: make(chan flushReq), notify: make(chan struct{}),
 		stop: make(chan struct{}), stopped: make(chan struct{}), freeSpace: freeBytes}
 	db, err := openDB(opts)
 	if err != nil && !movable(opts.Dir, err) {
@@ -277,11 +316,17 @@ func openDB(o Options) (*badger.DB, error) {
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(4).
-		WithBaseTableSize(2 << 20).
+		// A table as big as a memtable: with smaller tables the L0 table
+		// builder outgrows its first allocation, and Badger then corrupts
+		// tables on 32-bit ARM (TestARMv7 panics in compaction with
+		// MemTableSize/2; measured, cause not found).
+		WithBaseTableSize(o.MemTableSize).
 		WithBaseLevelSize(8 << 20).
 		WithBlockCacheSize(0).
 		WithCompression(options.None). // required with a zero block cache
-		WithIndexCacheSize(4 << 20).
+		// No index cache: without encryption a table's index is read
+		// in place from its mmap, and a cache would only copy it.
+		WithIndexCacheSize(0).
 		WithValueLogFileSize(ValueLogFileSize).
 		WithNumCompactors(2).
 		WithDetectConflicts(false).
@@ -290,6 +335,11 @@ func openDB(o Options) (*badger.DB, error) {
 		// Values (a topic and a payload) stay in the LSM tree; the
 		// threshold must be below Badger's batch limit (15% of a memtable).
 		WithValueThreshold(min(1<<20, o.MemTableSize*15/100/2))
+	// Every table the size of a base table: Badger's default doubles
+	// the table size per level, and a compaction keeps up to 8+ table
+	// builders in flight (each about 2–3× a table), so a deep tree (a big
+	// backlog) made the Go heap grow with the backlog.
+	bo.TableSizeMultiplier = 1
 	return badger.Open(bo)
 }
 
@@ -317,6 +367,7 @@ func (q *Queue) scan() error {
 			q.bytes += int64(keyLen) + int64(item.ValueSize())
 		}
 		q.commit = q.nextSeq
+		q.written = q.nextSeq
 		return nil
 	})
 }
@@ -464,6 +515,7 @@ func (r *Reader) Read(from, to uint64, max int) ([]Entry, uint64, error) {
 				continue
 			}
 			off := len(r.arena)
+			q.touched.Add(int64(len(key)) + item.ValueSize())
 			if err := item.Value(func(v []byte) error { r.arena = append(r.arena, v...); return nil }); err != nil {
 				return err
 			}
@@ -554,7 +606,9 @@ func (q *Queue) Ack(seq uint64, size int) {
 		return
 	}
 	q.acked.add(seq)
-	q.deletes = append(q.deletes, seq)
+	if seq < q.written { // a staged entry acked in time never reaches the disk
+		q.deletes = append(q.deletes, seq)
+	}
 	q.depth--
 	q.bytes -= int64(size)
 	q.ackedN.Add(1)
@@ -576,12 +630,25 @@ func (q *Queue) advanceOldestLocked() {
 	}
 	q.acked.trimBelow(q.oldest)
 	for len(q.mem) > 0 && q.mem[0].first+uint64(len(q.mem[0].vals)) <= q.oldest {
-		q.memBytes -= q.mem[0].size
-		q.mem = q.mem[1:]
+		q.dropMemLocked()
 	}
 	for len(q.mem) > 0 && q.acked.containsRange(q.mem[0].first, q.mem[0].first+uint64(len(q.mem[0].vals))-1) {
-		q.memBytes -= q.mem[0].size
-		q.mem = q.mem[1:]
+		q.dropMemLocked()
+	}
+}
+
+// dropMemLocked drops the oldest memory batch once all of it is delivered.
+// A staged batch dropped this way was never written and never will be: it
+// is settled (counted in Committed) without touching the disk.
+func (q *Queue) dropMemLocked() {
+	b := q.mem[0]
+	q.memBytes -= b.size
+	q.mem = q.mem[1:]
+	if b.staged {
+		b.staged = false
+		end := b.first + uint64(len(b.vals))
+		q.written = max64(q.written, end)
+		q.committed.Add(uint64(len(b.vals)))
 	}
 }
 
@@ -592,7 +659,7 @@ func (q *Queue) Stats() Stats {
 		Recovered: q.recoveredFrom != "", RecoveredFrom: q.recoveredFrom}
 	oldestMs := q.oldestMs
 	q.mu.Unlock()
-	s.Appended, s.Committed, s.Durable = q.appended.Load(), q.committed.Load(), q.durable.Load()
+	s.Appended, s.Committed, s.Durable, s.Written = q.appended.Load(), q.committed.Load(), q.durable.Load(), q.writtenN.Load()
 	s.Acked, s.Dropped, s.WriteErrors = q.ackedN.Load(), q.dropped.Load(), q.writeErrs.Load()
 	if oldestMs > 0 && s.Depth > 0 {
 		s.OldestAge = float64(time.Now().UnixMilli()-oldestMs) / 1000
@@ -605,7 +672,25 @@ func (q *Queue) Stats() Stats {
 func (q *Queue) Flush() {
 	done := make(chan struct{})
 	select {
-	case q.flushes <- done:
+	case q.flushes <- flushReq{all: true, done: done}:
+		<-done
+	case <-q.stopped:
+	}
+}
+
+// flushReq asks the writer for a group commit now; all also writes staged
+// batches that are not due yet.
+type flushReq struct {
+	all  bool
+	done chan struct{}
+}
+
+// commitNow runs one group commit now without writing staged batches
+// before they are due (what the writer does on its own; for tests).
+func (q *Queue) commitNow() {
+	done := make(chan struct{})
+	select {
+	case q.flushes <- flushReq{done: done}:
 		<-done
 	case <-q.stopped:
 	}

@@ -18,6 +18,11 @@ func freeBytes(dir string) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
+// pageOutEvery is how many bytes are written to or read from the store
+// between two pageOut calls: what Badger's mmaps may add to the RSS before
+// it is dropped, times the write amplification of compactions.
+const pageOutEvery = 4 << 20
+
 // run is the one goroutine that writes: group commits of appends and
 // deletes, syncs, cap enforcement and value-log GC.
 func (q *Queue) run() {
@@ -32,27 +37,35 @@ func (q *Queue) run() {
 	var lastSynced uint64
 	q.maintain()
 	for {
+		if q.touched.Load() >= pageOutEvery {
+			q.touched.Store(0)
+			pageOut(q.opts.Dir)
+		}
+		if q.sinceDisk.Load() >= q.opts.MemTableSize/2 {
+			q.checkDisk()
+		}
 		select {
 		case <-q.stop:
-			q.commitOnce()
+			q.compacting.Wait()
+			q.commitOnce(true)
 			_ = q.db.Sync()
 			q.durable.Store(q.committed.Load())
 			return
-		case done := <-q.flushes:
-			q.commitOnce()
-			close(done)
+		case f := <-q.flushes:
+			q.commitOnce(f.all)
+			close(f.done)
 		case <-q.kick:
 			// Let a batch gather for at most one commit interval.
 			select {
 			case <-commitTick.C:
 			case <-q.stop:
-			case done := <-q.flushes:
-				q.commitOnce()
-				close(done)
+			case f := <-q.flushes:
+				q.commitOnce(f.all)
+				close(f.done)
 			}
-			q.commitOnce()
+			q.commitOnce(false)
 		case <-commitTick.C:
-			q.commitOnce()
+			q.commitOnce(false)
 		case <-syncTick.C:
 			if c := q.committed.Load(); c != lastSynced && q.opts.Sync == SyncInterval {
 				if err := q.db.Sync(); err == nil {
@@ -62,6 +75,7 @@ func (q *Queue) run() {
 			}
 		case <-maint.C:
 			q.maintain()
+			q.checkDisk()
 			if gcEvery++; gcEvery >= 300 { // value-log GC every 5 minutes
 				gcEvery = 0
 				for q.db.RunValueLogGC(0.5) == nil {
@@ -71,10 +85,15 @@ func (q *Queue) run() {
 	}
 }
 
-// commitOnce writes the pending appends and deletes in one batch.
-func (q *Queue) commitOnce() {
+// commitOnce runs one group commit: the pending appends become readable
+// (written now, or staged in memory for Options.WriteDelay), staged batches
+// that are due are written without what was acknowledged meanwhile, and
+// the pending deletes are written. all writes staged batches even when
+// they are not due (Flush, Close).
+func (q *Queue) commitOnce(all bool) {
+	now := time.Now()
 	q.mu.Lock()
-	if len(q.pending) == q.pendFrom && len(q.deletes) == 0 {
+	if len(q.pending) == q.pendFrom && len(q.deletes) == 0 && !q.stagedDueLocked(now, all) {
 		q.mu.Unlock()
 		return
 	}
@@ -87,9 +106,48 @@ func (q *Queue) commitOnce() {
 	buf := q.pendBuf
 	dels := q.deletes
 	q.pending, q.pendBuf, q.pendFrom, q.deletes = nil, nil, 0, nil
+	stage := q.opts.WriteDelay > 0 && !all && len(pending) > 0
+	if stage {
+		q.addBatchLocked(pending, buf, true, now.Add(q.opts.WriteDelay))
+		pending, buf = nil, nil
+	}
+	// Due staged batches, oldest first: their entries not acked yet. Acks
+	// that arrive while they are written see written ≥ their seq and
+	// queue a delete, which the next commit writes after this one.
+	var sets []kv
+	var settled uint64
+	var due []*batch
+	for _, b := range q.mem {
+		if !b.staged || (!all && now.Before(b.due)) {
+			continue
+		}
+		for i, v := range b.vals {
+			seq := b.first + uint64(i)
+			if v != nil && seq >= q.oldest && !q.acked.contains(seq) {
+				sets = append(sets, kv{seq, v})
+			}
+		}
+		b.staged = false
+		settled += uint64(len(b.vals))
+		q.written = b.first + uint64(len(b.vals))
+		due = append(due, b)
+	}
+	writtenBefore := q.written - settled
 	q.mu.Unlock()
 
-	err := q.write(pending, buf, dels)
+	for _, p := range pending {
+		sets = append(sets, kv{p.seq, buf[p.off:p.end]})
+	}
+	var err error
+	if len(sets) > 0 || len(dels) > 0 {
+		err = q.write(sets, dels)
+	}
+	n := int64(len(buf) + keyLen*(len(sets)+len(dels)))
+	for _, s := range sets[:len(sets)-len(pending)] {
+		n += int64(len(s.val))
+	}
+	q.touched.Add(n)
+	q.sinceDisk.Add(n)
 
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -99,6 +157,12 @@ func (q *Queue) commitOnce() {
 		q.writeErrs.Add(1)
 		if q.writeErrs.Load() == 1 || !q.diskFull {
 			q.log.Error("buffer write failed; retrying", "dir", q.opts.Dir, "err", err)
+		}
+		for _, b := range due {
+			b.staged = true
+		}
+		if len(due) > 0 {
+			q.written = writtenBefore
 		}
 		shift := len(buf)
 		for i := range q.pending {
@@ -110,41 +174,69 @@ func (q *Queue) commitOnce() {
 		q.deletes = append(dels, q.deletes...)
 		return
 	}
+	q.writtenN.Add(uint64(len(sets)))
+	if settled > 0 {
+		q.committed.Add(settled)
+	}
 	if len(pending) > 0 {
-		b := &batch{first: pending[0].seq, buf: buf, size: int64(len(buf))}
-		b.vals = make([][]byte, pending[len(pending)-1].seq-b.first+1)
-		for _, p := range pending {
-			b.vals[p.seq-b.first] = buf[p.off:p.end:p.end]
-			q.depth++
-			q.bytes += int64(keyLen + p.end - p.off)
-		}
-		q.commit = pending[len(pending)-1].seq + 1
-		q.mem = append(q.mem, b)
-		q.memBytes += b.size
-		for len(q.mem) > 1 && q.memBytes > q.opts.MemoryBytes {
-			q.memBytes -= q.mem[0].size
-			q.mem = q.mem[1:]
-		}
+		q.addBatchLocked(pending, buf, false, time.Time{})
+		q.written = q.commit
 		q.committed.Add(uint64(len(pending)))
-		if q.opts.Sync == SyncAlways {
-			q.durable.Store(q.committed.Load())
-		}
-		close(q.notify)
-		q.notify = make(chan struct{})
+	}
+	if q.opts.Sync == SyncAlways {
+		q.durable.Store(q.committed.Load())
 	}
 	if q.bytes > q.opts.MaxBytes {
 		q.evictLocked(0)
 	}
 }
 
+// stagedDueLocked reports whether a staged batch must be written now.
+func (q *Queue) stagedDueLocked(now time.Time, all bool) bool {
+	for _, b := range q.mem {
+		if b.staged && (all || !now.Before(b.due)) {
+			return true
+		}
+	}
+	return false
+}
+
+// addBatchLocked makes pending entries readable as one memory batch and
+// trims older memory batches beyond MemoryBytes (never a staged one: it
+// is not on disk yet).
+func (q *Queue) addBatchLocked(pending []pendingEntry, buf []byte, staged bool, due time.Time) {
+	b := &batch{first: pending[0].seq, buf: buf, size: int64(len(buf)), staged: staged, due: due}
+	b.vals = make([][]byte, pending[len(pending)-1].seq-b.first+1)
+	for _, p := range pending {
+		b.vals[p.seq-b.first] = buf[p.off:p.end:p.end]
+		q.depth++
+		q.bytes += int64(keyLen + p.end - p.off)
+	}
+	q.commit = pending[len(pending)-1].seq + 1
+	q.mem = append(q.mem, b)
+	q.memBytes += b.size
+	for len(q.mem) > 1 && q.memBytes > q.opts.MemoryBytes && !q.mem[0].staged {
+		q.memBytes -= q.mem[0].size
+		q.mem = q.mem[1:]
+	}
+	close(q.notify)
+	q.notify = make(chan struct{})
+}
+
+// kv is one entry to write.
+type kv struct {
+	seq uint64
+	val []byte
+}
+
 // write stores one group commit.
-func (q *Queue) write(pending []pendingEntry, buf []byte, dels []uint64) error {
+func (q *Queue) write(sets []kv, dels []uint64) error {
 	wb := q.db.NewWriteBatch()
 	defer wb.Cancel()
-	keys := make([]byte, 0, keyLen*(len(pending)+len(dels)))
-	for _, p := range pending {
-		keys = putKey(keys, p.seq)
-		if err := wb.Set(keys[len(keys)-keyLen:], buf[p.off:p.end]); err != nil {
+	keys := make([]byte, 0, keyLen*(len(sets)+len(dels)))
+	for _, e := range sets {
+		keys = putKey(keys, e.seq)
+		if err := wb.Set(keys[len(keys)-keyLen:], e.val); err != nil {
 			return err
 		}
 	}
@@ -290,4 +382,52 @@ func (q *Queue) oldestAppendedLocked() (int64, bool) {
 		return nil
 	})
 	return ms, found
+}
+
+// checkDisk keeps the store's disk use near what it holds. Badger drops a
+// deleted entry only when a compaction writes its key range into the
+// lowest level that holds it; with a FIFO's keys, acknowledged and evicted
+// entries and their tombstones pile up in the tables above for long (a
+// 4 MiB cap measured 10–25 MiB of tables under a steady overflow). When
+// most keys in the tables are dead, or the tables exceed MaxBytes by a
+// quarter and a third of their keys are dead, it flattens the tree in the
+// background: one compaction into a single level, which rewrites the live
+// entries and drops every dead one. Each flatten rewrites at most as much
+// as it reclaims (or 4× under a continuous overflow at the cap).
+func (q *Queue) checkDisk() {
+	q.sinceDisk.Store(0)
+	if q.flattening.Load() {
+		return
+	}
+	var sst, keys int64
+	for _, t := range q.db.Tables() {
+		sst += int64(t.OnDiskSize)
+		keys += int64(t.KeyCount)
+	}
+	q.mu.Lock()
+	depth := q.depth
+	q.mu.Unlock()
+	dead := keys - depth // tombstones and deleted entries, roughly (the memtables hold some live ones)
+	if sst < 2*q.opts.MemTableSize || dead <= 0 {
+		return
+	}
+	over := sst > q.opts.MaxBytes+q.opts.MaxBytes/4 && 3*dead > keys
+	if !over && 2*dead <= keys {
+		return
+	}
+	// The flatten writes the live entries anew before it deletes the old
+	// tables, through mmap, where a full disk is a SIGBUS.
+	if free, err := q.freeSpace(q.opts.Dir); err != nil || free < sst+q.opts.MinFreeBytes {
+		return
+	}
+	q.flattening.Store(true)
+	q.compacting.Add(1)
+	go func() {
+		defer q.compacting.Done()
+		defer q.flattening.Store(false)
+		if err := q.db.Flatten(1); err != nil {
+			q.log.Warn("buffer compaction failed", "dir", q.opts.Dir, "err", err)
+		}
+		q.touched.Add(sst) // the flatten read and wrote the tables through mmap
+	}()
 }

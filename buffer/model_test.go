@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
 	"pgregory.net/rapid"
 )
@@ -17,6 +18,7 @@ type modelEntry struct {
 	topic   string
 	payload []byte
 	size    int
+	staged  bool // readable, not yet on disk (Options.WriteDelay)
 }
 
 // queueMachine checks the queue against a model: a plain slice of the
@@ -31,6 +33,7 @@ type queueMachine struct {
 	nextSeq  uint64
 	dropped  uint64 // since the last open
 	appended int    // since the last flush
+	delayed  bool   // the queue stages commits (WriteDelay) instead of writing at once
 }
 
 func (m *queueMachine) open(t *rapid.T) {
@@ -57,10 +60,32 @@ func (m *queueMachine) Append(t *rapid.T) {
 	}
 }
 
-// Flush commits; the queue then evicts the oldest while over MaxBytes,
-// and so does the model.
+// Flush commits and writes staged entries; the queue then evicts the
+// oldest while over MaxBytes, and so does the model.
 func (m *queueMachine) Flush(t *rapid.T) {
 	m.q.Flush()
+	staged := false
+	for i := range m.model {
+		staged = staged || m.model[i].staged
+		m.model[i].staged = false
+	}
+	if m.appended > 0 || staged {
+		m.evict()
+	}
+	m.appended = 0
+}
+
+// Stage commits without writing: what was appended becomes readable but
+// stays in memory until its write delay (an hour here) or a flush. The
+// queue can only evict what is on disk, and so does the model.
+func (m *queueMachine) Stage(t *rapid.T) {
+	if !m.delayed {
+		t.Skip("writes at once")
+	}
+	m.q.commitNow()
+	for i := len(m.model) - m.appended; i < len(m.model); i++ {
+		m.model[i].staged = true
+	}
 	if m.appended > 0 {
 		m.evict()
 	}
@@ -72,7 +97,7 @@ func (m *queueMachine) evict() {
 	for _, e := range m.model {
 		total += e.size
 	}
-	for len(m.model) > 0 && int64(total) > m.opts.MaxBytes {
+	for len(m.model) > 0 && int64(total) > m.opts.MaxBytes && !m.model[0].staged {
 		total -= m.model[0].size
 		m.model = m.model[1:]
 		m.dropped++
@@ -80,7 +105,11 @@ func (m *queueMachine) evict() {
 }
 
 func (m *queueMachine) Ack(t *rapid.T) {
-	m.Flush(t)
+	if m.delayed && rapid.Bool().Draw(t, "ack_staged") {
+		m.Stage(t) // acknowledge entries that never reached the disk
+	} else {
+		m.Flush(t)
+	}
 	if len(m.model) == 0 {
 		t.Skip("nothing to ack")
 	}
@@ -184,11 +213,18 @@ func TestQueueModel(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		run++
 		m := &queueMachine{t: t, dir: filepath.Join(base, strconv.Itoa(run))}
+		m.delayed = rapid.Bool().Draw(t, "write_delay")
 		m.opts = Options{
 			Dir:          m.dir,
 			MaxBytes:     int64(rapid.IntRange(2000, 40000).Draw(t, "max_bytes")),
 			MemoryBytes:  int64(rapid.IntRange(500, 8000).Draw(t, "memory_bytes")),
 			MemTableSize: 1 << 20,
+			WriteDelay:   -1,
+		}
+		if m.delayed {
+			// Nothing becomes due during a run: staged entries reach the
+			// disk only through Flush (and Close).
+			m.opts.WriteDelay, m.opts.SyncInterval = time.Hour, time.Hour
 		}
 		m.open(t)
 		defer func() { _ = m.q.Close() }()

@@ -82,6 +82,11 @@ type Upstream struct {
 	// "always" (every group commit).
 	Sync         string   `toml:"sync"`
 	SyncInterval Duration `toml:"sync_interval"`
+	// WriteDelay (sync = "interval" only): a message is written to disk
+	// only if it is still unacknowledged this long after it was queued, so
+	// a healthy uplink costs the SD card almost nothing. Default "500ms",
+	// at most sync_interval; "0s" writes every message at once.
+	WriteDelay *Duration `toml:"write_delay"`
 
 	// Line is where the table starts, for later error messages.
 	Line int `toml:"-"`

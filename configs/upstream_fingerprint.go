@@ -36,5 +36,9 @@ func (u *Upstream) Fingerprint() string {
 // can hand its open buffer to its successor.
 func (u *Upstream) SameBuffer(o *Upstream) bool {
 	return u.BufferDir == o.BufferDir && u.MaxBytes == o.MaxBytes && u.MaxAge == o.MaxAge &&
-		u.Sync == o.Sync && u.SyncInterval == o.SyncInterval
+		u.Sync == o.Sync && u.SyncInterval == o.SyncInterval && sameDuration(u.WriteDelay, o.WriteDelay)
+}
+
+func sameDuration(a, b *Duration) bool {
+	return (a == nil) == (b == nil) && (a == nil || *a == *b)
 }

@@ -1,6 +1,8 @@
 package app
 
 import (
+	"time"
+
 	"context"
 	"errors"
 	"fmt"
@@ -63,9 +65,16 @@ func openBuffer(uc *configs.Upstream, log *slog.Logger) func() (*buffer.Queue, e
 		if uc.Sync == "always" {
 			sync = buffer.SyncAlways
 		}
+		var delay time.Duration // 0: the buffer's default
+		if uc.WriteDelay != nil {
+			delay = uc.WriteDelay.D()
+			if delay == 0 {
+				delay = -1 // write at once
+			}
+		}
 		return buffer.Open(buffer.Options{
 			Dir: uc.BufferDir, MaxBytes: int64(uc.MaxBytes), MaxAge: uc.MaxAge.D(),
-			Sync: sync, SyncInterval: uc.SyncInterval.D(), Logger: log.With("upstream", uc.Name),
+			Sync: sync, SyncInterval: uc.SyncInterval.D(), WriteDelay: delay, Logger: log.With("upstream", uc.Name),
 		})
 	}
 }

@@ -31,6 +31,7 @@ var (
 	descBufBytes      = prometheus.NewDesc("edged_uplink_buffer_bytes", "Size of the messages in the buffer.", upLabel, nil)
 	descBufAge        = prometheus.NewDesc("edged_uplink_buffer_oldest_age_seconds", "Age of the oldest message in the buffer (0 when empty).", upLabel, nil)
 	descBufAppended   = prometheus.NewDesc("edged_uplink_buffer_appended_total", "Messages appended to the buffer since it was opened.", upLabel, nil)
+	descBufWritten    = prometheus.NewDesc("edged_uplink_buffer_written_total", "Messages written to disk since the buffer was opened (the rest were delivered within write_delay).", upLabel, nil)
 	descBufDropped    = prometheus.NewDesc("edged_uplink_buffer_dropped_total", "Messages dropped unsent by the buffer's caps (max_bytes, max_age) or a full disk.", upLabel, nil)
 	descBufDiskFull   = prometheus.NewDesc("edged_uplink_buffer_disk_full", "1 while buffer writes are paused because the file system is (nearly) full.", upLabel, nil)
 	descBufWriteErrs  = prometheus.NewDesc("edged_uplink_buffer_write_errors_total", "Failed buffer writes (retried).", upLabel, nil)
@@ -43,7 +44,7 @@ var uplinkStates = []string{"connecting", "online", "offline", "stopped"}
 func (c UplinkCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUplinkUp, descUplinkState, descUplinkErr, descUplinkConns, descUplinkTries,
 		descUplinkSent, descUplinkReplay, descUplinkAcked, descUplinkBacklog, descBufDepth, descBufBytes, descBufAge,
-		descBufAppended, descBufDropped, descBufDiskFull, descBufWriteErrs, descBufRecovered} {
+		descBufAppended, descBufWritten, descBufDropped, descBufDiskFull, descBufWriteErrs, descBufRecovered} {
 		ch <- d
 	}
 }
@@ -78,6 +79,7 @@ func (c UplinkCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBufBytes, gauge, float64(b.Bytes), n)
 		ch <- prometheus.MustNewConstMetric(descBufAge, gauge, b.OldestAge, n)
 		ch <- prometheus.MustNewConstMetric(descBufAppended, counter, float64(b.Appended), n)
+		ch <- prometheus.MustNewConstMetric(descBufWritten, counter, float64(b.Written), n)
 		ch <- prometheus.MustNewConstMetric(descBufDropped, counter, float64(b.Dropped), n)
 		ch <- prometheus.MustNewConstMetric(descBufDiskFull, gauge, flag(b.DiskFull), n)
 		ch <- prometheus.MustNewConstMetric(descBufWriteErrs, counter, float64(b.WriteErrors), n)

@@ -1,0 +1,81 @@
+package buffer
+
+import (
+	"path/filepath"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"testing"
+	"time"
+)
+
+// With a write delay, entries acknowledged before they are due never reach
+// the store; the others are written once due and survive a reopen.
+func TestWriteDelaySkipsDeliveredEntries(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "q")
+	opts := Options{Dir: dir, MemTableSize: 1 << 20, WriteDelay: 300 * time.Millisecond, SyncInterval: time.Second}
+	q, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		q.Append("t", []byte{byte(i)})
+	}
+	q.commitNow()
+	r := q.NewReader()
+	es, _, err := r.Read(0, 0, 1000)
+	if err != nil || len(es) != 100 {
+		t.Fatalf("staged entries not readable at once: %d, %v", len(es), err)
+	}
+	for _, e := range es[:60] { // delivered within the delay
+		q.Ack(e.Seq, e.Size)
+	}
+	if st := q.Stats(); st.Depth != 40 {
+		t.Fatalf("depth %d after 60 acks", st.Depth)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for q.Stats().Committed < 100 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c := q.Stats().Committed; c != 100 {
+		t.Fatalf("committed %d after the delay, want all 100 settled", c)
+	}
+	// What reached the store: exactly the 40 undelivered entries.
+	if w := q.Stats().Written; w != 40 {
+		t.Fatalf("%d entries written, want 40: the 60 delivered within the delay must never be written", w)
+	}
+	if n := storedKeys(t, q); n != 40 {
+		t.Fatalf("%d entries written to the store, want 40 (the delivered 60 must never be written)", n)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q, err = Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	es, _, err = q.NewReader().Read(0, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 40 || es[0].Payload[0] != 60 || es[39].Payload[0] != 99 {
+		t.Fatalf("after reopen: %d entries (want the 40 undelivered, 60..99)", len(es))
+	}
+}
+
+func storedKeys(t *testing.T, q *Queue) int {
+	t.Helper()
+	n := 0
+	err := q.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{keyPrefix}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
