@@ -49,6 +49,11 @@ type Gateway struct {
 	// DeviceTopicTemplate renders the topic of per-device messages; default
 	// "{prefix}/{gateway}/{device}".
 	DeviceTopicTemplate string `toml:"device_topic_template"`
+	// MemoryLimit is the Go runtime's soft memory limit: the garbage
+	// collector works harder as the heap nears it, keeping the resident
+	// size small on a 512 MB box. Default "32MiB"; "0" turns it off; the
+	// GOMEMLIMIT environment variable, when set, wins.
+	MemoryLimit *Size `toml:"memory_limit"`
 }
 
 // Broker holds the embedded MQTT broker's settings.

@@ -141,6 +141,7 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	limit := app.ApplyMemoryLimit(cfg) // as edged run does
 	rt, err := app.Start(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -215,7 +216,11 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 	if points > 0 {
 		fmt.Printf("  CPU                  %.2f s per million points (%.0f%% of one core)\n", cpu/points*1e6, 100*cpu/secs)
 	}
-	fmt.Printf("  memory               RSS %.1f MB, peak %.1f MB\n", rss, hwm)
+	lim := "none"
+	if limit < math.MaxInt64 {
+		lim = fmt.Sprintf("%d MiB", limit>>20)
+	}
+	fmt.Printf("  memory               RSS %.1f MB, peak %.1f MB (Go soft memory limit %s)\n", rss, hwm, lim)
 	return nil
 }
 

@@ -81,6 +81,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	go simulatePlant(ctx, plc, meter)
 
+	app.ApplyMemoryLimit(cfg)
 	rt, err := app.Start(ctx, cfg, log)
 	if err != nil {
 		log.Error("start failed", "err", err)

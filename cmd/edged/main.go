@@ -177,6 +177,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
 		return exitConfig
 	}
+	app.ApplyMemoryLimit(cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rt, err := app.Start(ctx, cfg, logs.logger)

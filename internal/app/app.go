@@ -8,6 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -233,3 +236,27 @@ func Check(cfg *configs.Config) error {
 type discard struct{}
 
 func (discard) Publish(string, []byte, bool, byte) error { return nil }
+
+// DefaultMemoryLimit is the Go soft memory limit edged runs with unless
+// configured: measured with 10 devices × 500 float32 bridged at QoS 1
+// (bench/throughput.sh -publish device -upstream), 38 MB RSS at 1.26M
+// points/s; with no limit 45 MB, with 24 MiB 34 MB at 0.97M points/s.
+const DefaultMemoryLimit = 32 << 20
+
+// ApplyMemoryLimit sets the process's soft memory limit from the config,
+// unless GOMEMLIMIT is set in the environment. It returns the limit in
+// force (math.MaxInt64: none).
+func ApplyMemoryLimit(cfg *configs.Config) int64 {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return debug.SetMemoryLimit(-1)
+	}
+	limit := int64(DefaultMemoryLimit)
+	if cfg.Gateway.MemoryLimit != nil {
+		limit = int64(*cfg.Gateway.MemoryLimit)
+		if limit == 0 {
+			limit = math.MaxInt64
+		}
+	}
+	debug.SetMemoryLimit(limit)
+	return limit
+}

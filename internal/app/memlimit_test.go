@@ -1,0 +1,37 @@
+package app
+
+import (
+	"math"
+	"runtime/debug"
+	"testing"
+
+	"github.com/edged-gw/edged/configs"
+)
+
+func TestApplyMemoryLimit(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	t.Setenv("GOMEMLIMIT", "")
+	size := func(n int64) *configs.Size { s := configs.Size(n); return &s }
+	cases := []struct {
+		name string
+		cfg  *configs.Size
+		want int64
+	}{
+		{"default", nil, DefaultMemoryLimit},
+		{"configured", size(96 << 20), 96 << 20},
+		{"off", size(0), math.MaxInt64},
+	}
+	for _, tc := range cases {
+		got := ApplyMemoryLimit(&configs.Config{Gateway: configs.Gateway{MemoryLimit: tc.cfg}})
+		if got != tc.want || debug.SetMemoryLimit(-1) != tc.want {
+			t.Errorf("%s: limit %d (runtime %d), want %d", tc.name, got, debug.SetMemoryLimit(-1), tc.want)
+		}
+	}
+	// GOMEMLIMIT wins over the config.
+	debug.SetMemoryLimit(64 << 20)
+	t.Setenv("GOMEMLIMIT", "64MiB")
+	if got := ApplyMemoryLimit(&configs.Config{Gateway: configs.Gateway{MemoryLimit: size(8 << 20)}}); got != 64<<20 {
+		t.Errorf("with GOMEMLIMIT set, limit %d, want the environment's 64 MiB", got)
+	}
+}
