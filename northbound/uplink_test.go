@@ -294,10 +294,18 @@ func testUplinkOutages(t *testing.T, protocol string) {
 	}()
 	const cuts = 3
 	for range cuts {
+		// Each cut must be an outage of its own: wait until the uplink is
+		// back (its backoff may have grown during the previous cut) and has
+		// sent live data for a while.
+		before := tu.uplink.Stats().Connects
 		time.Sleep(700 * time.Millisecond)
 		proxy.Cut()
 		time.Sleep(1500 * time.Millisecond)
 		proxy.Restore()
+		deadline := time.Now().Add(30 * time.Second)
+		for tu.uplink.Stats().Connects <= before && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
