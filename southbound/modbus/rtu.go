@@ -30,9 +30,7 @@ func SampleRTUConfig() string { return sampleRTUTOML }
 // silent slave backed off so the others keep their rate. The struct is its
 // config.
 type RTU struct {
-	Name   string `toml:"name"`
-	Driver string `toml:"driver"`
-	Map    string `toml:"map"`
+	Device
 
 	// Port is the serial device, e.g. "/dev/ttyUSB0" or (better, stable
 	// across reboots) "/dev/serial/by-id/usb-FTDI_…-if00-port0".
@@ -44,33 +42,11 @@ type RTU struct {
 	DataBits int    `toml:"data_bits"`
 	Parity   string `toml:"parity"`
 	StopBits int    `toml:"stop_bits"`
-	// UnitID is the slave address, 1..247.
-	UnitID int `toml:"unit_id"`
-	// PollInterval is how often all tags are read.
-	PollInterval configs.Duration `toml:"poll_interval"`
-	// Timeout bounds the wait for each answer (after the request's own time
-	// on the wire).
-	Timeout configs.Duration `toml:"timeout"`
 	// Turnaround is an extra pause after each transaction with this slave
 	// before the bus sends the next frame, for slow slaves; 0 means none.
 	Turnaround configs.Duration `toml:"turnaround"`
-	// Retries, MaxGap, MaxRegisters, MaxBits: as for modbus-tcp.
-	Retries      int   `toml:"retries"`
-	MaxGap       int   `toml:"max_gap"`
-	MaxRegisters int   `toml:"max_registers"`
-	MaxBits      int   `toml:"max_bits"`
-	Tag          []Tag `toml:"tag"`
 
-	// Logger receives state changes and learned plans; the driver adds
-	// device=Name. Nil discards.
-	Logger *slog.Logger `toml:"-"`
-
-	mapped DeviceMap
-	tags   []Tag
-	plan   []Request
-	mode   serial.Mode
-	inited bool
-	dev    core
+	mode serial.Mode // the line settings with defaults, after Init
 
 	minBackoff, maxBackoff time.Duration // tests shorten them
 
@@ -100,36 +76,8 @@ const (
 
 // NewRTU returns a device with the defaults set, ready to decode into.
 func NewRTU() *RTU {
-	return &RTU{
-		UnitID:       DefaultUnitID,
-		PollInterval: configs.Duration(DefaultPollInterval),
-		Timeout:      configs.Duration(DefaultTimeout),
-		Retries:      DefaultRetries,
-		MaxGap:       DefaultRTUMaxGap,
-		MaxRegisters: DefaultMaxRegisters,
-		MaxBits:      DefaultMaxBits,
-	}
+	return &RTU{Device: newDevice(DefaultRTUMaxGap)}
 }
-
-// MapTarget is what the device's map file decodes into.
-func (r *RTU) MapTarget() any { return &r.mapped }
-
-// Tags lists the device's tags: the map's, then the inline ones.
-func (r *RTU) Tags() []*mapping.Spec { return r.dev.specs }
-
-// TagList is the device's checked tags, in Tags() order, valid after Init.
-func (r *RTU) TagList() []Tag { return r.tags }
-
-// Limits are the device's request limits, as given to Plan.
-func (r *RTU) Limits() Limits {
-	return Limits{MaxGap: r.MaxGap, MaxRegisters: r.MaxRegisters, MaxBits: r.MaxBits}
-}
-
-// Requests is the configured read plan of one poll, valid after Init.
-func (r *RTU) Requests() []Request { return r.plan }
-
-// Learned is what the device taught the planner so far.
-func (r *RTU) Learned() Learned { return r.dev.learned() }
 
 // LineMode is the serial line setting, valid after Init.
 func (r *RTU) LineMode() serial.Mode { return r.mode }
@@ -138,18 +86,7 @@ func (r *RTU) LineMode() serial.Mode { return r.mode }
 // devices sharing a port agree on its settings is checked by CheckBuses
 // and again at Start.
 func (r *RTU) Init() error {
-	if r.PollInterval == 0 {
-		r.PollInterval = configs.Duration(DefaultPollInterval)
-	}
-	if r.Timeout == 0 {
-		r.Timeout = configs.Duration(DefaultTimeout)
-	}
-	if r.MaxRegisters == 0 {
-		r.MaxRegisters = DefaultMaxRegisters
-	}
-	if r.MaxBits == 0 {
-		r.MaxBits = DefaultMaxBits
-	}
+	r.fillDefaults()
 	if r.minBackoff == 0 {
 		r.minBackoff, r.maxBackoff = backoffMin, rtuBackoffMax
 	}
@@ -176,15 +113,7 @@ func (r *RTU) Init() error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	tags, err := mergeTags(r.mapped.Tags, r.Tag, r.Map, r.MaxRegisters)
-	if err != nil {
-		return err
-	}
-	r.tags = tags
-	r.dev.init(r.Name, tags, r.Limits(), r.Retries)
-	r.plan = r.dev.plan
-	r.inited = true
-	return nil
+	return r.initTags()
 }
 
 // Start joins the bus of the device's port (opening it in the background
@@ -286,8 +215,5 @@ func newRTUClient(line *serial.Line, unit byte, timeout, turnaround time.Duratio
 	h.SlaveId = unit
 	return &libClient{mb: modbus.NewClient2(h, &rtuTransport{line, timeout, turnaround}), tr: nopCloser{}}
 }
-
-// Stats implements southbound.StatsReporter.
-func (r *RTU) Stats() southbound.Stats { return r.dev.stats() }
 
 var _ southbound.StatsReporter = (*RTU)(nil)

@@ -262,6 +262,7 @@ func fromValue(v mapping.Value, t *mapping.Spec, typ ua.TypeID) (*ua.Variant, er
 		return int64(f), nil
 	}
 	var x any
+	var err error
 	switch typ {
 	case ua.TypeIDBoolean:
 		switch raw.Kind {
@@ -276,57 +277,25 @@ func fromValue(v mapping.Value, t *mapping.Spec, typ ua.TypeID) (*ua.Variant, er
 			return nil, fmt.Errorf("a Boolean takes true/false or 0/1, got a %s", raw.Kind)
 		}
 	case ua.TypeIDSByte:
-		n, err := intIn(math.MinInt8, math.MaxInt8)
-		if err != nil {
-			return nil, err
-		}
-		x = int8(n)
+		x, err = intAs[int8](intIn, math.MinInt8, math.MaxInt8)
 	case ua.TypeIDByte:
-		n, err := intIn(0, math.MaxUint8)
-		if err != nil {
-			return nil, err
-		}
-		x = uint8(n)
+		x, err = intAs[uint8](intIn, 0, math.MaxUint8)
 	case ua.TypeIDInt16:
-		n, err := intIn(math.MinInt16, math.MaxInt16)
-		if err != nil {
-			return nil, err
-		}
-		x = int16(n)
+		x, err = intAs[int16](intIn, math.MinInt16, math.MaxInt16)
 	case ua.TypeIDUint16:
-		n, err := intIn(0, math.MaxUint16)
-		if err != nil {
-			return nil, err
-		}
-		x = uint16(n)
+		x, err = intAs[uint16](intIn, 0, math.MaxUint16)
 	case ua.TypeIDInt32:
-		n, err := intIn(math.MinInt32, math.MaxInt32)
-		if err != nil {
-			return nil, err
-		}
-		x = int32(n)
+		x, err = intAs[int32](intIn, math.MinInt32, math.MaxInt32)
 	case ua.TypeIDUint32:
-		n, err := intIn(0, math.MaxUint32)
-		if err != nil {
-			return nil, err
-		}
-		x = uint32(n)
+		x, err = intAs[uint32](intIn, 0, math.MaxUint32)
 	case ua.TypeIDInt64:
-		n, err := intIn(math.MinInt64, math.MaxInt64)
-		if err != nil {
-			return nil, err
-		}
-		x = n
+		x, err = intAs[int64](intIn, math.MinInt64, math.MaxInt64)
 	case ua.TypeIDUint64:
 		if raw.Kind == mapping.KindUint {
 			x = raw.Uint
 			break
 		}
-		n, err := intIn(0, math.MaxInt64)
-		if err != nil {
-			return nil, err
-		}
-		x = uint64(n)
+		x, err = intAs[uint64](intIn, 0, math.MaxInt64)
 	case ua.TypeIDFloat:
 		if !numeric || raw.Kind == mapping.KindBool {
 			return nil, fmt.Errorf("a Float needs a number, got a %s", raw.Kind)
@@ -348,7 +317,20 @@ func fromValue(v mapping.Value, t *mapping.Spec, typ ua.TypeID) (*ua.Variant, er
 	default:
 		return nil, fmt.Errorf("writing a %s node is not supported: edged writes Boolean, integers, Float, Double and String", typ)
 	}
+	if err != nil {
+		return nil, err
+	}
 	return ua.NewVariant(x)
+}
+
+// intAs converts through check (the range and kind test of fromValue) to
+// the integer type T of an OPC UA node.
+func intAs[T int8 | uint8 | int16 | uint16 | int32 | uint32 | int64 | uint64](check func(lo, hi float64) (int64, error), lo, hi float64) (any, error) {
+	n, err := check(lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	return T(n), nil
 }
 
 // typeOf is the OPC UA type a tag's configured type is written as.
