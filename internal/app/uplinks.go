@@ -101,6 +101,7 @@ func checkUplink(cfg *configs.Config, uc *configs.Upstream) error {
 // newUplink makes the uplink of uc on the buffer that open returns (called
 // last, once everything else is made).
 func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open func() (*buffer.Queue, error)) (*northbound.Uplink, error) {
+	base := log // the uplink adds upstream=name itself
 	log = log.With("upstream", uc.Name)
 	pu, err := url.Parse(uc.URL)
 	if err != nil {
@@ -149,7 +150,7 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 		Name: uc.Name, Publisher: pub, Queue: q, Filters: uc.Topics,
 		LocalPrefix: localPrefix, RemotePrefix: remotePrefix,
 		StatusTopic: pc.WillTopic, Skip: []string{localStatus},
-		ReplayRate: float64(uc.ReplayRate), Logger: log,
+		ReplayRate: float64(uc.ReplayRate), Logger: base,
 	}), nil
 }
 

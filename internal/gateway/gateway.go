@@ -482,10 +482,10 @@ func (d *device) State(_ string, state southbound.State, err error) {
 	changed := d.state != state || (err != nil) != (d.err != nil)
 	d.state, d.err = state, err
 	d.mu.Unlock()
-	if state == southbound.StateOffline && changed {
-		g.log.Warn("device offline", "device", d.name, "err", err)
-	} else if changed {
-		g.log.Info("device state", "device", d.name, "state", state.String())
+	if changed {
+		// Drivers log their own transitions at info/warn with what the
+		// operator needs (address, port, endpoint); here only for debugging.
+		g.log.Debug("device state", "device", d.name, "state", state.String(), "err", err)
 	}
 	payload := appendStatus(nil, state, err, time.Now().UnixMilli())
 	if perr := g.pub.Publish(d.statusTo, payload, true, 1); perr != nil {
