@@ -292,6 +292,17 @@ func testUplinkOutages(t *testing.T, protocol string) {
 			}
 		}
 	}()
+	waitConnects := func(n uint64) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for tu.uplink.Stats().Connects < n && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if c := tu.uplink.Stats().Connects; c < n {
+			t.Fatalf("uplink connected %d times, want %d", c, n)
+		}
+	}
+	waitConnects(1) // the first cut must interrupt a session, not the first connect
 	const cuts = 3
 	for range cuts {
 		// Each cut must be an outage of its own: wait until the uplink is
@@ -302,10 +313,7 @@ func testUplinkOutages(t *testing.T, protocol string) {
 		proxy.Cut()
 		time.Sleep(1500 * time.Millisecond)
 		proxy.Restore()
-		deadline := time.Now().Add(30 * time.Second)
-		for tu.uplink.Stats().Connects <= before && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitConnects(before + 1)
 	}
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
