@@ -28,16 +28,7 @@ func (t *TCP) Start(ctx context.Context, sink southbound.Sink) error {
 	if !t.inited {
 		return fmt.Errorf("modbus device %q: Start before a successful Init", t.Name)
 	}
-	t.runMu.Lock()
-	defer t.runMu.Unlock()
-	if t.done != nil {
-		return fmt.Errorf("modbus device %q: already started", t.Name)
-	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	t.cancel, t.done, t.jobs = cancel, make(chan struct{}), make(chan job)
-	t.prepare(ctx, sink)
-	go t.run(ctx)
-	return nil
+	return t.loop.Go(ctx, t.Name, func(ctx context.Context) { t.prepare(ctx, sink) }, t.run)
 }
 
 // prepare sets up what the poll goroutine owns.
@@ -62,15 +53,13 @@ func (t *TCP) Write(ctx context.Context, tag string, v mapping.Value) error {
 	if err != nil {
 		return err
 	}
-	t.runMu.Lock()
-	jobs, done := t.jobs, t.done
-	t.runMu.Unlock()
-	return submit(ctx, jobs, done, func() error { return t.dev.write(op) }, t.Name)
+	return submit(ctx, t.jobs, t.loop.Done(), func() error { return t.dev.write(op) }, t.Name)
 }
 
-// submit hands fn to the goroutine reading jobs and waits for its result.
+// submit hands fn to the goroutine reading jobs and waits for its result;
+// done is the goroutine's (nil: never started).
 func submit(ctx context.Context, jobs chan<- job, done <-chan struct{}, fn func() error, name string) error {
-	if jobs == nil {
+	if done == nil {
 		return fmt.Errorf("device %q: %w", name, errNotRunning)
 	}
 	j := job{fn: fn, res: make(chan error, 1)}
@@ -94,26 +83,16 @@ func submit(ctx context.Context, jobs chan<- job, done <-chan struct{}, fn func(
 // after Stop returns, even when ctx ran out first. Safe without Start and
 // more than once.
 func (t *TCP) Stop(ctx context.Context) error {
-	t.runMu.Lock()
-	cancel, done := t.cancel, t.done
-	t.runMu.Unlock()
-	if cancel == nil {
-		return nil
-	}
-	cancel()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("stop modbus device %q: %w", t.Name, ctx.Err())
-	}
+	err := t.loop.Stop(ctx)
 	t.guard.Close()
-	return err
+	if err != nil {
+		return fmt.Errorf("stop modbus device %q: %w", t.Name, err)
+	}
+	return nil
 }
 
 // run is the device's poll goroutine.
 func (t *TCP) run(ctx context.Context) {
-	defer close(t.done)
 	defer t.cli.Close()
 	t.setState(southbound.StateConnecting, nil)
 	interval := t.PollInterval.D()

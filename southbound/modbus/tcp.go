@@ -1,7 +1,6 @@
 package modbus
 
 import (
-	"context"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/edged-gw/edged/configs"
@@ -56,10 +54,8 @@ type TCP struct {
 
 	minBackoff, maxBackoff time.Duration // tests shorten them
 
-	runMu  sync.Mutex // guards cancel, done and jobs
-	cancel context.CancelFunc
-	done   chan struct{}
-	jobs   chan job // writes, run by the poll goroutine between polls
+	loop southbound.Loop
+	jobs chan job // writes, run by the poll goroutine between polls (made by NewTCP)
 
 	guard southbound.SinkGuard // the sink, never called after Stop
 
@@ -78,7 +74,7 @@ var (
 // NewTCP returns a device with the defaults set, ready to decode into.
 // (A zero TCP also works but has unit_id 0, retries 0 and max_gap 0.)
 func NewTCP() *TCP {
-	return &TCP{Device: newDevice(DefaultMaxGap)}
+	return &TCP{Device: newDevice(DefaultMaxGap), jobs: make(chan job)}
 }
 
 // Init fills defaults and checks the settings and every tag. It does no

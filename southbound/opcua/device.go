@@ -132,9 +132,7 @@ type Device struct {
 
 	minBackoff, maxBackoff time.Duration // tests shorten them
 
-	runMu  sync.Mutex
-	cancel func()
-	done   chan struct{}
+	loop southbound.Loop
 
 	guard southbound.SinkGuard // the sink, never called after Stop
 

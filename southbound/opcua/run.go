@@ -22,13 +22,11 @@ func (d *Device) Start(ctx context.Context, sink southbound.Sink) error {
 	if !d.inited {
 		return fmt.Errorf("opcua device %q: Start before a successful Init", d.Name)
 	}
-	d.runMu.Lock()
-	defer d.runMu.Unlock()
-	if d.done != nil {
-		return fmt.Errorf("opcua device %q: already started", d.Name)
-	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	d.cancel, d.done = cancel, make(chan struct{})
+	return d.loop.Go(ctx, d.Name, func(context.Context) { d.prepare(sink) }, d.run)
+}
+
+// prepare sets up what the device goroutine owns.
+func (d *Device) prepare(sink southbound.Sink) {
 	d.guard.Open(d.Name, sink)
 	d.log = d.Logger
 	if d.log == nil {
@@ -47,35 +45,23 @@ func (d *Device) Start(ctx context.Context, sink southbound.Sink) error {
 	if d.SecurityPolicy == "Basic128Rsa15" || d.SecurityPolicy == "Basic256" {
 		d.log.Warn("security_policy is deprecated (SHA-1); use Basic256Sha256 or an Aes policy", "security_policy", d.SecurityPolicy)
 	}
-	go d.run(ctx)
-	return nil
 }
 
 // Stop ends the session and waits for the device goroutine, or for ctx.
 // The sink is never called after Stop returns. Safe without Start and more
 // than once.
 func (d *Device) Stop(ctx context.Context) error {
-	d.runMu.Lock()
-	cancel, done := d.cancel, d.done
-	d.runMu.Unlock()
-	if cancel == nil {
-		return nil
-	}
-	cancel()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("stop opcua device %q: %w", d.Name, ctx.Err())
-	}
+	err := d.loop.Stop(ctx)
 	d.guard.Close()
-	return err
+	if err != nil {
+		return fmt.Errorf("stop opcua device %q: %w", d.Name, err)
+	}
+	return nil
 }
 
 // run connects, serves the session until it fails, and reconnects with
 // backoff, until Stop.
 func (d *Device) run(ctx context.Context) {
-	defer close(d.done)
 	d.setState(southbound.StateConnecting, nil)
 	attempt := 0
 	for ctx.Err() == nil {
