@@ -96,10 +96,7 @@ driver = "modbus-tcp"
 address = "127.0.0.1:502"
 timeout = "soon"
 `
-	path := filepath.Join(dir, "edged.toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := writeConfig(t, dir, cfg)
 	code, _, errOut := runCLI("validate", "-c", path)
 	if code != exitConfig {
 		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitConfig, errOut)
@@ -248,17 +245,8 @@ timeout = "100ms"
   address = 0
   type = "uint16"
 `
-	path := filepath.Join(dir, "edged.toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := &lineWriter{}
-	cmd := exec.Command(edgedBin, "run", "-c", path)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	path := writeConfig(t, dir, cfg)
+	cmd, out := startRun(t, path)
 	m := out.wait(t, 15*time.Second, regexp.MustCompile(`local broker listening.*address=(127\.0\.0\.1:\d+)`))
 	sub := mosquittoSub(t, m[1], "-t", "edged/gw-term/#", "-v", "-W", "20")
 	subOut := &lineWriter{}
@@ -319,12 +307,35 @@ baud = 19200
   address = 0
   type = "uint16"
 `
-	path := filepath.Join(dir, "edged.toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := writeConfig(t, dir, cfg)
 	code, _, errOut := runCLI("validate", "-c", path)
 	if code != exitConfig || !strings.Contains(errOut, "all devices on one port must have the same baud") || !strings.Contains(errOut, "unit_id 1 on port /dev/ttyUSB0 is already device") {
 		t.Fatalf("exit %d, stderr:\n%s", code, errOut)
 	}
+}
+
+// writeConfig writes text as dir/edged.toml and returns its path.
+func writeConfig(t *testing.T, dir, text string) string {
+	t.Helper()
+	path := filepath.Join(dir, "edged.toml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startRun starts the built binary as `edged run -c path` with env added
+// to the environment; its output goes to the returned lineWriter, and it
+// is killed at the end of the test if still running.
+func startRun(t *testing.T, path string, env ...string) (*exec.Cmd, *lineWriter) {
+	t.Helper()
+	out := &lineWriter{}
+	cmd := exec.Command(edgedBin, "run", "-c", path)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return cmd, out
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -11,14 +9,10 @@ import (
 	"github.com/edged-gw/edged/internal/modbussim"
 )
 
-// writeConfig writes an edged.toml with the given device tables.
-func writeConfig(t *testing.T, devices string) string {
+// writeDevices writes an edged.toml with the given device tables.
+func writeDevices(t *testing.T, devices string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "edged.toml")
-	if err := os.WriteFile(path, []byte("[gateway]\nid = \"gw\"\n\n"+devices), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return writeConfig(t, t.TempDir(), "[gateway]\nid = \"gw\"\n\n"+devices)
 }
 
 func startSim(t *testing.T) *modbussim.Server {
@@ -57,7 +51,7 @@ const planTags = `
 func TestPlanStaticAndLive(t *testing.T) {
 	sim := startSim(t)
 	sim.Reject(modbussim.Holding, 5, 6) // b is a hole
-	path := writeConfig(t, fmt.Sprintf(`
+	path := writeDevices(t, fmt.Sprintf(`
 [[device]]
 name = "plc"
 driver = "modbus-tcp"
@@ -102,7 +96,7 @@ baud = 9600
 }
 
 func TestPlanBusMismatchIsAConfigError(t *testing.T) {
-	path := writeConfig(t, `
+	path := writeDevices(t, `
 [[device]]
 name = "a"
 driver = "modbus-rtu"
@@ -125,7 +119,7 @@ unit_id = 2
 func TestWriteCommand(t *testing.T) {
 	sim := startSim(t)
 	sim.SetHolding(20, 0x8000)
-	path := writeConfig(t, fmt.Sprintf(`
+	path := writeDevices(t, fmt.Sprintf(`
 [[device]]
 name = "drive"
 driver = "modbus-tcp"

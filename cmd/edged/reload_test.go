@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -43,13 +42,7 @@ poll_interval = "100ms"
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := &lineWriter{}
-	cmd := exec.Command(edgedBin, "run", "-c", path)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	cmd, out := startRun(t, path)
 	m := out.wait(t, 15*time.Second, regexp.MustCompile(`local broker listening.*address=(127\.0\.0\.1:\d+)`))
 	sub := mosquittoSub(t, m[1], "-t", "edged/gw-hup/#", "-v")
 	subOut := &lineWriter{}

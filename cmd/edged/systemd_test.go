@@ -3,7 +3,6 @@ package main
 import (
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -85,18 +84,9 @@ timeout = "100ms"
   address = 0
   type = "uint16"
 `
-	path := filepath.Join(dir, "edged.toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := &lineWriter{}
-	cmd := exec.Command(edgedBin, "run", "-c", path)
+	path := writeConfig(t, dir, cfg)
 	// 400ms watchdog: a keep-alive every 200ms.
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out := startRun(t, path, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000")
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })

@@ -2,8 +2,6 @@ package app
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,10 +66,7 @@ retries = 0
   address = 0
   type = "uint16"
 `
-	path := filepath.Join(dir, "edged.toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := writeConfig(t, dir, cfg)
 	rt, _ := startFromFile(t, path)
 	sub := mqtttest.Subscribe(t, rt.Broker.Addr(), "edged/bus/#")
 	sub.WaitTopic(10*time.Second, "edged/bus/live/v", func(p []byte) bool { return strings.Contains(string(p), `"v":7,`) })
@@ -135,10 +130,7 @@ poll_interval = "50ms"
 	for _, a := range []string{"0", "5", "9"} {
 		cfg += "  [[device.tag]]\n  name = \"r" + a + "\"\n  area = \"holding_register\"\n  address = " + a + "\n  type = \"uint16\"\n"
 	}
-	path := filepath.Join(dir, "edged.toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := writeConfig(t, dir, cfg)
 	rt, _ := startFromFile(t, path)
 	sub := mqtttest.Subscribe(t, rt.Broker.Addr(), "edged/learn/#")
 	sub.WaitTopic(10*time.Second, "edged/learn/plc/r5", func(p []byte) bool { return strings.Contains(string(p), `"q":"bad"`) })

@@ -7,7 +7,6 @@ import (
 	"log"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -73,10 +72,7 @@ func TestEndToEndOPCUAToMQTT(t *testing.T) {
 
 	dir := t.TempDir()
 	cfgText := strings.NewReplacer("{{DIR}}", dir, "{{ENDPOINT}}", fmt.Sprintf("opc.tcp://127.0.0.1:%d", port)).Replace(opcuaConfig)
-	path := filepath.Join(dir, "edged.toml")
-	if err := os.WriteFile(path, []byte(cfgText), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := writeConfig(t, dir, cfgText)
 	cfg, err := configs.Load(path, Drivers(nil))
 	if err != nil {
 		t.Fatal(err)

@@ -208,3 +208,13 @@ func TestReloadChangesOneDeviceAndKeepsTheOtherPolling(t *testing.T) {
 		t.Fatal("the boiler stopped polling after a refused reload")
 	}
 }
+
+// writeConfig writes text as dir/edged.toml and returns its path.
+func writeConfig(t *testing.T, dir, text string) string {
+	t.Helper()
+	path := filepath.Join(dir, "edged.toml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

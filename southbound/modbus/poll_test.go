@@ -114,7 +114,8 @@ func device(t testing.TB, name, addr string, tags string) *TCP {
 	return d
 }
 
-func run(t testing.TB, d *TCP, s *sink) {
+// run starts d with s as its sink and stops it at the end of the test.
+func run(t testing.TB, d southbound.Driver, s *sink) {
 	t.Helper()
 	if err := d.Start(context.Background(), s); err != nil {
 		t.Fatal(err)

@@ -74,21 +74,6 @@ func rtuDevice(t testing.TB, name, port string, unit int, extra, tags string) *R
 	return d
 }
 
-func runRTU(t testing.TB, d *RTU, s *sink) {
-	t.Helper()
-	if err := d.Start(context.Background(), s); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := d.Stop(ctx); err != nil {
-			t.Error(err)
-		}
-		s.closed.Store(true)
-	})
-}
-
 func busStat(port string) (BusStat, bool) {
 	for _, b := range BusStats() {
 		if b.Port == filepath.Clean(port) {
@@ -110,8 +95,8 @@ func TestRTUEndToEnd(t *testing.T) {
 	s := newSink()
 	a := rtuDevice(t, "a", p.A, 1, "", valueTags)
 	b := rtuDevice(t, "b", p.A, 2, "", tagToml("level", "input", 7, "uint32"))
-	runRTU(t, a, s)
-	runRTU(t, b, s)
+	run(t, a, s)
+	run(t, b, s)
 	waitFor(t, "5 polls of each", func() bool { return s.pollCount("a") >= 5 && s.pollCount("b") >= 5 })
 	for _, smp := range s.samples("a") {
 		if smp.Quality != mapping.Good {
@@ -168,7 +153,7 @@ func TestRTUPymodbus(t *testing.T) {
 			tagToml("in", "input", 3, "int16")+
 			tagToml("c", "coil", 2, "bool", "writable = true"))
 	s := newSink()
-	runRTU(t, d, s)
+	run(t, d, s)
 	waitFor(t, "good values from pymodbus", func() bool {
 		got := s.samples("py")
 		return len(got) == 4 && got[0].Quality == mapping.Good && got[0].Value.Float == 12.5
@@ -217,7 +202,7 @@ func TestRTUDeadSlaveOthersKeepRate(t *testing.T) {
 		d := rtuDevice(t, fmt.Sprintf("u%d", unit), p.A, unit, `poll_interval = "50ms"`+"\n"+`timeout = "100ms"`,
 			tagToml("x", "holding", 0, "uint16"))
 		d.minBackoff, d.maxBackoff = time.Second, 4*time.Second
-		runRTU(t, d, s)
+		run(t, d, s)
 		devs = append(devs, d)
 	}
 	waitFor(t, "u3 offline", func() bool { st, _ := s.state("u3"); return st == southbound.StateOffline })
@@ -257,7 +242,7 @@ func TestRTUReconnect(t *testing.T) {
 	}
 	d := rtuDevice(t, "plc", p.A, 1, "", tagToml("x", "holding", 0, "uint16"))
 	s := newSink()
-	runRTU(t, d, s)
+	run(t, d, s)
 	waitFor(t, "online", func() bool { st, _ := s.state("plc"); return st == southbound.StateOnline })
 	resp.Close()
 	p.Close()
@@ -291,7 +276,7 @@ func TestRTUBusSettingsMustAgree(t *testing.T) {
 		t.Errorf("CheckBuses: %v", err)
 	}
 	s := newSink()
-	runRTU(t, a, s)
+	run(t, a, s)
 	if err := b.Start(context.Background(), s); err == nil || !strings.Contains(err.Error(), "9600 8E1") {
 		t.Errorf("Start with other settings: %v", err)
 		b.Stop(context.Background())

@@ -107,7 +107,7 @@ func TestWritesRTU(t *testing.T) {
 	serveRTU(t, sim, p.B, modbussim.RTUOptions{Units: []byte{5}})
 	d := rtuDevice(t, "plc", p.A, 5, "", writeTags)
 	s := newSink()
-	runRTU(t, d, s)
+	run(t, d, s)
 	testWrites(t, sim, d)
 }
 
