@@ -18,6 +18,7 @@ const (
 	DefaultUpstreamKeepAlive    = 30 * time.Second
 	DefaultUpstreamMaxInflight  = 100
 	DefaultUpstreamReplayRate   = 500
+	DefaultUpstreamReplayOrder  = "interleave"
 	DefaultUpstreamMaxBytes     = 256 << 20
 	DefaultUpstreamSync         = "interval"
 	DefaultUpstreamSyncInterval = time.Second
@@ -72,6 +73,12 @@ type Upstream struct {
 	// ReplayRate paces buffered (historical) messages, messages/s;
 	// default 500.
 	ReplayRate int `toml:"replay_rate"`
+	// ReplayOrder is "interleave" (default: live messages go out at once,
+	// beside the paced backlog, and may overtake older historical values
+	// of the same topic) or "strict" (live messages wait until the backlog
+	// is sent: every topic reaches the cloud in the order it was
+	// published).
+	ReplayOrder string `toml:"replay_order"`
 	// BufferDir defaults to {data_dir}/buffer/{name}.
 	BufferDir string `toml:"buffer_dir"`
 	// MaxBytes caps the buffer (default 256MiB, at least 4MiB); MaxAge
@@ -193,6 +200,12 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 	}
 	if ok("replay_rate") && (u.ReplayRate < 1 || u.ReplayRate > 1_000_000) {
 		l.at(src, key("replay_rate"), "%d is out of range; use 1 to 1000000 messages per second (stay below your cloud's per-connection limit)", u.ReplayRate)
+	}
+	if u.ReplayOrder == "" {
+		u.ReplayOrder = DefaultUpstreamReplayOrder
+	}
+	if ok("replay_order") && u.ReplayOrder != "interleave" && u.ReplayOrder != "strict" {
+		l.at(src, key("replay_order"), `%q is not a replay order; use "interleave" (default: live data goes out at once, historical values of a topic may arrive after newer live ones) or "strict" (every topic in the order it was published; live data waits for the backlog)`, u.ReplayOrder)
 	}
 	if u.Name != "" {
 		u.BufferDir = resolve(cfg.Gateway.DataDir, u.BufferDir, filepath.Join("buffer", u.Name))

@@ -34,6 +34,7 @@ func TestUpstreamDefaults(t *testing.T) {
 		{"topics", u.Topics[0], "edged/#"},
 		{"max_inflight", u.MaxInflight, 100},
 		{"replay_rate", u.ReplayRate, 500},
+		{"replay_order", u.ReplayOrder, "interleave"},
 		{"buffer_dir", u.BufferDir, "/var/lib/edged/buffer/cloud"},
 		{"max_bytes", int64(u.MaxBytes), int64(256 << 20)},
 		{"sync", u.Sync, "interval"},
@@ -63,6 +64,10 @@ func TestUpstreamErrors(t *testing.T) {
 		{
 			name:  "plaintext opted in",
 			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "c"`, `url = "mqtt://10.0.0.1"`, `insecure_plaintext = true`)},
+		},
+		{
+			name:  "strict replay order",
+			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "c"`, `url = "mqtts://b:8883"`, `replay_order = "strict"`)},
 		},
 		{
 			name:  "MQTT 3.1.1",
@@ -97,6 +102,7 @@ func TestUpstreamErrors(t *testing.T) {
 				`topics = ["edged/#/x"]`,
 				`max_bytes = "1KiB"`, // 10
 				`keepalve = "30s"`,
+				`replay_order = "ordered"`, // 12
 			), testDir + "/client.pem": "x"},
 			want: []wantErr{
 				{line: 6, key: "upstream[0].protocol", msg: `use "5" (default) or "3.1.1"`},
@@ -105,6 +111,7 @@ func TestUpstreamErrors(t *testing.T) {
 				{line: 9, key: "upstream[0].topics", msg: "'#' must be a whole level and the last one"},
 				{line: 10, key: "upstream[0].max_bytes", msg: "at least \"4MiB\""},
 				{line: 11, key: "upstream[0].keepalve", msg: "did you mean keepalive?"},
+				{line: 12, key: "upstream[0].replay_order", msg: `"ordered" is not a replay order; use "interleave" (default`},
 			},
 		},
 		{

@@ -34,6 +34,9 @@ type UplinkOptions struct {
 	// ReplayRate paces historical messages (messages/s); live messages are
 	// not paced. Default DefaultReplayRate.
 	ReplayRate float64
+	// ReplayOrder says whether live messages may overtake the backlog
+	// (ReplayInterleave, the default) or wait for it (ReplayStrict).
+	ReplayOrder ReplayOrder
 	// BackoffMin/Max bound the reconnect delay (exponential, with jitter).
 	BackoffMin, BackoffMax time.Duration
 	Logger                 *slog.Logger
@@ -44,22 +47,40 @@ type UplinkOptions struct {
 // strictest; raise it where the broker allows).
 const DefaultReplayRate = 500
 
+// ReplayOrder is how a session orders the backlog it found at connect
+// against the messages appended while it runs.
+type ReplayOrder string
+
+const (
+	// ReplayInterleave sends live messages at once, beside the paced
+	// backlog: each stream is in order, but a live value can reach the
+	// cloud before older historical values of the same topic.
+	ReplayInterleave ReplayOrder = "interleave"
+	// ReplayStrict sends one stream in append order: the backlog paced and
+	// marked historical, then live messages unpaced. Per topic the cloud
+	// sees append order; live data waits for the backlog.
+	ReplayStrict ReplayOrder = "strict"
+)
+
 // Uplink bridges local topics to one cloud broker through its buffer:
 // every message matching Filters is appended to the queue on the local
 // publisher's goroutine (never blocking on the network), published at QoS 1
 // from the queue, and deleted from it on PUBACK.
 //
-// Delivery order: messages appended while a session is up go out at once
-// ("live"), in append order. Messages appended before the session started
-// (the backlog of an outage or a restart, and whatever was in flight when
-// the previous connection dropped) go out "historical", in append order,
-// paced at ReplayRate and interleaved with live messages so that live data
-// keeps its latency. Each stream is in order per topic; where a topic has
-// both, the cloud sees live values before older historical ones, which are
-// marked (MQTT 5 user property historical=true, and "hist":true in JSON
-// object payloads) and keep their original "ts". After a reconnect or a
-// restart, the messages that were in flight are sent again: duplicates are
-// bounded by the in-flight window.
+// Delivery order: messages appended before a session started (the backlog
+// of an outage or a restart, and whatever was in flight when the previous
+// connection dropped) go out "historical": in append order, paced at
+// ReplayRate, marked (MQTT 5 user property historical=true, and
+// "hist":true in JSON object payloads) and with their original "ts".
+// Messages appended while the session is up go out "live", in append
+// order, unpaced and unmarked. With ReplayInterleave live messages go out
+// at once, beside the backlog, so that live data keeps its latency: each
+// stream is in order per topic, but where a topic has both, the cloud can
+// see live values before older historical ones. With ReplayStrict live
+// messages go out only after the whole backlog, so every topic arrives in
+// append order and live data waits backlog/ReplayRate. After a reconnect
+// or a restart, the messages that were in flight are sent again:
+// duplicates are bounded by the in-flight window.
 type Uplink struct {
 	o   UplinkOptions
 	pub Publisher
@@ -92,6 +113,9 @@ func NewUplink(o UplinkOptions) *Uplink {
 	}
 	if o.ReplayRate <= 0 {
 		o.ReplayRate = DefaultReplayRate
+	}
+	if o.ReplayOrder == "" {
+		o.ReplayOrder = ReplayInterleave
 	}
 	if o.BackoffMin <= 0 {
 		o.BackoffMin = 500 * time.Millisecond
@@ -297,6 +321,9 @@ func (u *Uplink) session(ctx context.Context) error {
 	replayFrom := u.q.Oldest()
 	live := boundary
 	liveR, replayR := u.q.NewReader(), u.q.NewReader()
+	// strict: live is read only once the backlog is sent, so the cloud
+	// gets one stream in append order.
+	strict := u.o.ReplayOrder == ReplayStrict
 	rate := u.o.ReplayRate
 	burst := max(1, rate/10)
 	tokens, last := burst, time.Now()
@@ -329,7 +356,7 @@ func (u *Uplink) session(ctx context.Context) error {
 
 	u.replayBacklog.Store(int64(boundary - replayFrom))
 	if replayFrom < boundary {
-		u.log.Info("replaying buffered messages", "messages", u.q.Stats().Depth, "rate", rate)
+		u.log.Info("replaying buffered messages", "messages", u.q.Stats().Depth, "rate", rate, "order", string(u.o.ReplayOrder))
 	}
 	for {
 		select {
@@ -340,18 +367,20 @@ func (u *Uplink) session(ctx context.Context) error {
 		default:
 		}
 		worked := false
-		// Live first, a batch at a time.
-		es, next, err := liveR.Read(live, 0, readBatch)
-		if err != nil {
-			return err
-		}
-		if len(es) > 0 {
+		liveOpen := !strict || replayFrom >= boundary
+		// Live first, a batch at a time. A read may return fewer entries
+		// than asked, even none while it moves on: moving on is work too.
+		if liveOpen {
+			es, next, err := liveR.Read(live, 0, readBatch)
+			if err != nil {
+				return err
+			}
 			if err := send(es, false); err != nil {
 				return err
 			}
-			worked = true
+			worked = len(es) > 0 || next != live
+			live = next
 		}
-		live = next
 		// Then as much of the backlog as the pace allows.
 		if replayFrom < boundary {
 			now := time.Now()
@@ -366,9 +395,9 @@ func (u *Uplink) session(ctx context.Context) error {
 					return err
 				}
 				tokens -= float64(len(es))
+				worked = worked || len(es) > 0 || next != replayFrom
 				replayFrom = next
 				u.replayBacklog.Store(int64(boundary - min(replayFrom, boundary)))
-				worked = worked || len(es) > 0
 				if replayFrom >= boundary {
 					u.log.Info("replay complete")
 				}
@@ -384,8 +413,12 @@ func (u *Uplink) session(ctx context.Context) error {
 		if replayFrom < boundary {
 			pace = time.After(time.Duration(float64(time.Second) / rate))
 		}
+		var committed <-chan struct{} // nil while strict holds live back
+		if liveOpen {
+			committed = u.q.Committed(live)
+		}
 		select {
-		case <-u.q.Committed(live):
+		case <-committed:
 		case <-pace:
 		case <-done:
 			return u.pub.Err()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,13 +26,14 @@ type testUplink struct {
 }
 
 type uplinkSetup struct {
-	addr       string // host:port of the cloud broker's TLS listener (or a proxy)
-	protocol   string // "5" (default) or "3.1.1"
-	scheme     string // "mqtts" (default) or "wss"
-	dir        string // buffer directory; default a temp dir
-	replayRate float64
-	window     int
-	maxBytes   int64
+	addr        string // host:port of the cloud broker's TLS listener (or a proxy)
+	protocol    string // "5" (default) or "3.1.1"
+	scheme      string // "mqtts" (default) or "wss"
+	dir         string // buffer directory; default a temp dir
+	replayRate  float64
+	replayOrder ReplayOrder
+	window      int
+	maxBytes    int64
 }
 
 func tlsPublisherConfig(t *testing.T, mq *mosquittotest.Broker, addr string, window int) PublisherConfig {
@@ -77,7 +79,7 @@ func startTestUplink(t *testing.T, mq *mosquittotest.Broker, s uplinkSetup) *tes
 	u := NewUplink(UplinkOptions{
 		Name: "cloud", Publisher: newTestPublisher(s.protocol, pc), Queue: q,
 		Filters: []string{"edged/#"}, StatusTopic: "edged/gw/status", Skip: []string{"edged/gw/status"},
-		ReplayRate: s.replayRate, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+		ReplayRate: s.replayRate, ReplayOrder: s.replayOrder, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
 	})
 	if err := u.Attach(local.Subscribe, 1); err != nil {
 		t.Fatal(err)
@@ -270,25 +272,120 @@ func testUplinkOutages(t *testing.T, protocol string) {
 	sub := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/dev/#")
 	const window = 32
 	tu := startTestUplink(t, mq, uplinkSetup{addr: proxy.Addr(), protocol: protocol, replayRate: 5000, window: window})
-	tags := []string{"a", "b", "c", "d"}
+	const cuts = 3
+	run := runOutages(t, tu, proxy, []string{"a", "b", "c", "d"}, cuts, 700*time.Millisecond, 1500*time.Millisecond)
+	msgs := sub.WaitFor(60*time.Second, fmt.Sprintf("%d messages on each of %d tags", run.produced, len(run.want)), allArrived(run.want))
+	dups := checkDelivery(t, msgs, run.want)
+	checkBacklogMarked(t, msgs, run.backlog)
+	hist := 0
+	for _, m := range msgs {
+		if strings.Contains(string(m.Payload), `"hist":true`) {
+			hist++
+		}
+	}
+	st := tu.uplink.Stats()
+	t.Logf("produced %d per tag, received %d, duplicates %d, historical %d, connects %d", run.produced, len(msgs), dups, hist, st.Connects)
+	if dups > window*cuts {
+		t.Errorf("%d duplicates, more than the window (%d) per cut (%d)", dups, window, cuts)
+	}
+	if hist == 0 {
+		t.Errorf("no message was marked historical after %d outages", cuts)
+	}
+	if st.Connects < cuts+1 {
+		t.Errorf("connected %d times, want at least %d", st.Connects, cuts+1)
+	}
+}
 
+// TestUplinkReplayOrder: the outage scenario with replay_order "strict"
+// and "interleave". Strict: every tag reaches the cloud in the order it was
+// published, historical and live together (duplicates of resent messages
+// aside), and the backlog is marked historical. Interleave: the same
+// scenario shows live values overtaking older historical ones, which is
+// what strict exists to prevent.
+func TestUplinkReplayOrder(t *testing.T) {
+	for _, order := range []ReplayOrder{ReplayStrict, ReplayInterleave} {
+		t.Run(string(order), func(t *testing.T) {
+			t.Parallel()
+			mq := mosquittotest.Start(t, mosquittotest.Options{})
+			proxy := mosquittotest.NewProxy(t, mq.TLSAddr())
+			sub := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/dev/#")
+			const window = 32
+			// The backlog of an outage (~2,000 messages a second of it)
+			// takes a good part of a second to replay: plenty of time for
+			// live messages to overtake it where the order allows.
+			tu := startTestUplink(t, mq, uplinkSetup{addr: proxy.Addr(), replayRate: 5000, replayOrder: order, window: window})
+			const cuts = 2
+			run := runOutages(t, tu, proxy, []string{"a", "b", "c", "d"}, cuts, 500*time.Millisecond, time.Second)
+			msgs := sub.WaitFor(30*time.Second, fmt.Sprintf("%d messages on each of %d tags", run.produced, len(run.want)), allArrived(run.want))
+			dups := checkDelivery(t, msgs, run.want)
+			checkBacklogMarked(t, msgs, run.backlog)
+			overtaken, example := overtakes(t, msgs)
+			t.Logf("produced %d per tag, received %d, duplicates %d, backlog %d per tag, overtaken %d",
+				run.produced, len(msgs), dups, len(run.backlog), overtaken)
+			if dups > window*cuts {
+				t.Errorf("%d duplicates, more than the window (%d) per cut (%d)", dups, window, cuts)
+			}
+			if len(run.backlog) == 0 {
+				t.Fatalf("no message was published during the %d outages", cuts)
+			}
+			switch order {
+			case ReplayStrict:
+				if overtaken > 0 {
+					t.Errorf("%d messages arrived after a newer one of their tag, first: %s", overtaken, example)
+				}
+			case ReplayInterleave:
+				if overtaken == 0 {
+					t.Errorf("no live message overtook a historical one: the scenario does not tell the orders apart")
+				}
+			}
+		})
+	}
+}
+
+// outageRun is what runOutages published.
+type outageRun struct {
+	produced int            // sequence numbers 0 to produced-1, on every tag
+	want     map[string]int // produced, by tag (for allArrived, checkDelivery)
+	// backlog holds the sequence numbers published while the path was cut
+	// and before the uplink connected again: they can reach the cloud only
+	// replayed, so their first arrival must be marked historical.
+	backlog map[int]bool
+}
+
+// runOutages publishes a sequence number on every tag each 2 ms (~500 per
+// second per tag) while it cuts the path to the cloud broker through proxy
+// cuts times: each time it lets the uplink send live data for live, cuts
+// for down, restores and waits until the uplink is connected again. It
+// stops publishing live after the last reconnect.
+func runOutages(t *testing.T, tu *testUplink, proxy *mosquittotest.Proxy, tags []string, cuts int, live, down time.Duration) outageRun {
+	t.Helper()
+	run := outageRun{want: map[string]int{}, backlog: map[int]bool{}}
+	// outage is the Connects count of the session the current cut ended,
+	// stored once the cut is done; 0 before the first cut.
+	var outage atomic.Uint64
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	var produced int
 	wg.Add(1)
-	go func() { // ~2000 messages/s in total
+	go func() {
 		defer wg.Done()
 		tick := time.NewTicker(2 * time.Millisecond)
 		defer tick.Stop()
 		for seq := 0; ; seq++ {
 			select {
 			case <-stop:
-				produced = seq
+				run.produced = seq
 				return
 			case <-tick.C:
 			}
+			cut := outage.Load()
 			for _, tag := range tags {
 				publishSeq(t, tu.local, tag, seq)
+			}
+			// Appended after the cut, and the next session had not
+			// counted itself (it reads its backlog boundary after that):
+			// this seq is in its backlog.
+			if cut != 0 && tu.uplink.Stats().Connects == cut {
+				run.backlog[seq] = true
 			}
 		}
 	}()
@@ -299,48 +396,92 @@ func testUplinkOutages(t *testing.T, protocol string) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		if c := tu.uplink.Stats().Connects; c < n {
+			close(stop)
+			wg.Wait()
 			t.Fatalf("uplink connected %d times, want %d", c, n)
 		}
 	}
 	waitConnects(1) // the first cut must interrupt a session, not the first connect
-	const cuts = 3
 	for range cuts {
 		// Each cut must be an outage of its own: wait until the uplink is
 		// back (its backoff may have grown during the previous cut) and has
 		// sent live data for a while.
 		before := tu.uplink.Stats().Connects
-		time.Sleep(700 * time.Millisecond)
+		time.Sleep(live)
 		proxy.Cut()
-		time.Sleep(1500 * time.Millisecond)
+		outage.Store(before)
+		time.Sleep(down)
 		proxy.Restore()
 		waitConnects(before + 1)
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(live)
 	close(stop)
 	wg.Wait()
-	want := map[string]int{}
 	for _, tag := range tags {
-		want[tag] = produced
+		run.want[tag] = run.produced
 	}
-	msgs := sub.WaitFor(60*time.Second, fmt.Sprintf("%d messages on each of %d tags", produced, len(tags)), allArrived(want))
-	dups := checkDelivery(t, msgs, want)
-	hist := 0
+	return run
+}
+
+// firstArrivals calls fn with each tag's messages in arrival order, each
+// sequence number once (resent duplicates left out).
+func firstArrivals(t *testing.T, msgs []mqtttest.Message, fn func(tag string, s sample)) {
+	t.Helper()
+	seen := map[string]map[int]bool{}
 	for _, m := range msgs {
-		if strings.Contains(string(m.Payload), `"hist":true`) {
-			hist++
+		tag, ok := strings.CutPrefix(m.Topic, "edged/gw/dev/")
+		if !ok {
+			continue
+		}
+		var s sample
+		if err := json.Unmarshal(m.Payload, &s); err != nil {
+			t.Fatalf("payload %q: %v", m.Payload, err)
+		}
+		if seen[tag] == nil {
+			seen[tag] = map[int]bool{}
+		}
+		if !seen[tag][s.Seq] {
+			seen[tag][s.Seq] = true
+			fn(tag, s)
 		}
 	}
-	st := tu.uplink.Stats()
-	t.Logf("produced %d per tag, received %d, duplicates %d, historical %d, connects %d", produced, len(msgs), dups, hist, st.Connects)
-	if dups > window*cuts {
-		t.Errorf("%d duplicates, more than the window (%d) per cut (%d)", dups, window, cuts)
+}
+
+// checkBacklogMarked checks that the first arrival of each backlog
+// sequence number, on every tag, is marked historical.
+func checkBacklogMarked(t *testing.T, msgs []mqtttest.Message, backlog map[int]bool) {
+	t.Helper()
+	unmarked := 0
+	firstArrivals(t, msgs, func(tag string, s sample) {
+		if backlog[s.Seq] && !s.Hist {
+			if unmarked == 0 {
+				t.Errorf("tag %s: seq %d was published during an outage but arrived unmarked", tag, s.Seq)
+			}
+			unmarked++
+		}
+	})
+	if unmarked > 1 {
+		t.Errorf("%d backlog messages in all arrived unmarked", unmarked)
 	}
-	if hist == 0 {
-		t.Errorf("no message was marked historical after %d outages", cuts)
-	}
-	if st.Connects < cuts+1 {
-		t.Errorf("connected %d times, want at least %d", st.Connects, cuts+1)
-	}
+}
+
+// overtakes counts the messages that first arrived after a newer message
+// of their tag, and describes the first.
+func overtakes(t *testing.T, msgs []mqtttest.Message) (n int, example string) {
+	t.Helper()
+	newest := map[string]sample{}
+	firstArrivals(t, msgs, func(tag string, s sample) {
+		last, ok := newest[tag]
+		if !ok || s.Seq > last.Seq {
+			newest[tag] = s
+			return
+		}
+		if n == 0 {
+			example = fmt.Sprintf("tag %s: seq %d (hist=%v) after seq %d (hist=%v)", tag, s.Seq, s.Hist, last.Seq, last.Hist)
+		}
+		n++
+	})
+	return n, example
 }
 
 // TestUplinkTLSRefusals: a wrong CA, a host name that is not in the

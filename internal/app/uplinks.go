@@ -150,7 +150,7 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 		Name: uc.Name, Publisher: pub, Queue: q, Filters: uc.Topics,
 		LocalPrefix: localPrefix, RemotePrefix: remotePrefix,
 		StatusTopic: pc.WillTopic, Skip: []string{localStatus},
-		ReplayRate: float64(uc.ReplayRate), Logger: base,
+		ReplayRate: float64(uc.ReplayRate), ReplayOrder: northbound.ReplayOrder(uc.ReplayOrder), Logger: base,
 	}), nil
 }
 
