@@ -1,8 +1,9 @@
 // Package buffer owns the durable store-and-forward queue between the local
 // broker and one cloud uplink: a FIFO of messages (topic, payload, the time
 // they were appended) on Badger, written in group commits, read in order,
-// deleted on acknowledgement, capped by bytes and age (the oldest are
+// removed on acknowledgement, capped by bytes and age (the oldest are
 // dropped and counted), and sized for a 512 MB ARM box with an SD card.
+// How it is laid out in Badger, and why, is in store.go.
 //
 // It knows messages only as bytes plus metadata; it knows nothing about MQTT
 // packets, connections or topics' meaning.
@@ -15,12 +16,17 @@
 //     whoever publishes what Read returns has always stored it first.
 //   - Read returns committed, un-acknowledged, un-evicted entries in sequence
 //     (append) order.
-//   - Ack deletes an entry. An entry that is neither acknowledged nor evicted
-//     survives Close/Open, a crash and kill -9 once committed; a power cut
-//     may lose what was committed after the last sync (SyncInterval), nothing
-//     with SyncAlways.
-//   - When the stored bytes exceed MaxBytes or the oldest entry is older than
-//     MaxAge, the oldest entries are deleted and counted in Stats.Dropped.
+//   - Ack removes an entry for good. An entry that is neither acknowledged
+//     nor evicted survives Close/Open, a crash and kill -9 once committed; a
+//     power cut may lose what was committed after the last sync
+//     (SyncInterval), nothing with SyncAlways. After a crash, entries
+//     acknowledged in the last group commit may be read again.
+//   - When the stored bytes exceed LiveBytes (about three quarters of
+//     MaxBytes) or the oldest entry is older than MaxAge, the oldest entries
+//     are dropped and counted in Stats.Dropped.
+//   - The store's disk use stays within MaxBytes: should it get there
+//     anyway (compactions behind a flood), writes pause as for a full disk
+//     (below) until space frees.
 //   - A full disk does not crash or corrupt the store: writes stop before the
 //     file system is full (Badger writes through mmap, where ENOSPC would be
 //     a SIGBUS), new messages wait in a bounded memory queue whose oldest are
@@ -35,6 +41,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,7 +69,8 @@ const (
 	DefaultWriteDelay     = 500 * time.Millisecond
 	DefaultMaxBytes       = 256 << 20
 	DefaultMemoryBytes    = 4 << 20
-	// DefaultMemTableSize: two memtables of 4 MiB. Each costs its skiplist
+	// DefaultMemTableSize: two memtables of 4 MiB (less for a MaxBytes
+	// below 128 MiB). Each costs its skiplist
 	// arena (MemTableSize + 30%) and, when flushed, a table builder that
 	// grows to about 3× its size; with 8 MiB the Go heap peaked near
 	// 100 MiB under a flood, with 4 MiB near 60 MiB at the same
@@ -79,17 +87,15 @@ const (
 type Options struct {
 	// Dir is the queue's own Badger directory (one per uplink).
 	Dir string
-	// MaxBytes caps the bytes of stored entries (key + value); the oldest
-	// are dropped beyond it. The disk use is higher: Badger's write-ahead
-	// files add about 2×MemTableSize (Overhead); a table holds an entry in
-	// about 1.15× its size (100-byte messages); and dropped or delivered
-	// entries take space until a compaction removes them: the queue
-	// flattens the tree when most of it is dead (see checkDisk). Measured
-	// under a flood far beyond the cap (bench/buffer -max-bytes 4194304,
-	// 4 MiB memtables): 7–18 MiB on disk (before: 10–25 MiB); drained, a
-	// 1M-message backlog leaves 13 MiB (before: 142 MiB). Size the
-	// partition for 2×MaxBytes + Overhead, or 4×MaxBytes when MaxBytes is
-	// a few memtables.
+	// MaxBytes is the disk space the store may take, all of it: the
+	// messages, Badger's write-ahead files (Overhead), and the space of
+	// delivered or dropped messages until their segment is removed. The
+	// messages themselves are kept to LiveBytes (about three quarters); beyond
+	// that the oldest are dropped and counted. Should the store still
+	// reach MaxBytes (compactions falling behind a flood of messages
+	// faster than the disk), writes pause until a compaction frees space:
+	// new messages wait in memory (MemoryBytes), the oldest of those
+	// dropped and counted.
 	MaxBytes int64
 	// MaxAge drops entries older than this; 0 keeps them until MaxBytes.
 	MaxAge time.Duration
@@ -123,12 +129,33 @@ type Options struct {
 	MinFreeBytes int64
 	// Logger gets state changes; nil discards.
 	Logger *slog.Logger
+
+	liveBytes int64 // overrides LiveBytes (tests)
+	segBytes  int64 // overrides segmentBytes (tests)
 }
 
 // Overhead is the disk space Badger uses beyond the entries themselves
-// (memtable write-ahead files, manifest, a value-log file), for sizing
-// MaxBytes against a partition.
+// and the space awaiting compaction (memtable write-ahead files, manifest,
+// a value-log file).
 func (o Options) Overhead() int64 { return 2*o.MemTableSize + 1<<20 }
+
+// LiveBytes is what the stored messages may take (entry bytes, as in
+// Stats.Bytes) within MaxBytes: three quarters of it, less the overhead.
+// The rest is room for the oldest segment while it is partly delivered
+// (segmentBytes, an eighth of LiveBytes), level-0 tables and the tables
+// a compaction writes before it deletes its inputs. Measured peaks:
+// 13.9 MiB of 16 (TestCapDropsOldestExactly), 22.8 of 32 and 198 of 256
+// (bench/buffer floods).
+func (o Options) LiveBytes() int64 {
+	if o.liveBytes > 0 {
+		return o.liveBytes
+	}
+	return max(o.MaxBytes*3/4-o.Overhead(), 1<<20)
+}
+
+// MinMaxBytes is the smallest MaxBytes: enough for the overhead of the
+// smallest memtables and a few MiB of messages.
+const MinMaxBytes = 16 << 20
 
 func (o *Options) defaults() {
 	if o.MaxBytes <= 0 {
@@ -153,7 +180,8 @@ func (o *Options) defaults() {
 		o.MemoryBytes = DefaultMemoryBytes
 	}
 	if o.MemTableSize <= 0 {
-		o.MemTableSize = DefaultMemTableSize
+		// Smaller memtables for a small cap: they are part of its overhead.
+		o.MemTableSize = min(max(o.MaxBytes/32, 1<<20), DefaultMemTableSize)
 	}
 	if o.MinFreeBytes <= 0 {
 		o.MinFreeBytes = 4 * o.MemTableSize
@@ -187,6 +215,8 @@ type Stats struct {
 	Dropped     uint64  // dropped by the caps or a full disk, since Open
 	OldestAge   float64 // seconds since the oldest stored entry was appended; 0 when empty
 	DiskFull    bool    // writes paused: the file system is (nearly) full
+	AtCap       bool    // writes paused: the store reached MaxBytes and waits for a compaction
+	DiskBytes   int64   // the store's disk use when last measured
 	WriteErrors uint64  // failed group commits (retried)
 	// Recovered is set when the store could not be opened and was moved
 	// aside (to RecoveredFrom) and a fresh one created: an alarm.
@@ -194,14 +224,14 @@ type Stats struct {
 	RecoveredFrom string
 }
 
-const keyPrefix = 'q'
-const keyLen = 9
+// entryOverhead is what an entry counts against MaxBytes beyond its
+// encoded value (its share of keys and record framing).
+const entryOverhead = 9
 const headerLen = 8 + 1 + 2 // appended ms, flags, topic length
 
-func putKey(dst []byte, seq uint64) []byte {
-	dst = append(dst, keyPrefix)
-	return binary.BigEndian.AppendUint64(dst, seq)
-}
+// maxEntryBytes bounds one message's payload: a batch has at most 65535
+// pages. MQTT allows 256 MB, but no device or broker of ours sends that.
+const maxEntryBytes = 64 << 20
 
 // Queue is a durable FIFO. Its methods are safe for concurrent use.
 type Queue struct {
@@ -213,12 +243,16 @@ type Queue struct {
 	pending  []pendingEntry // appended, not yet written
 	pendBuf  []byte         // their encoded values, back to back
 	pendFrom int            // pending[:pendFrom] were dropped while the disk was full
-	deletes  []uint64       // acked, delete not yet written
 	nextSeq  uint64         // next sequence number to assign
 	commit   uint64         // entries < commit are readable (written, or staged in memory)
 	written  uint64         // entries < written are on disk or were acked before they had to be
 	oldest   uint64         // no live entry below this
-	acked    intervals      // acked or evicted seqs ≥ oldest
+	acked    intervals      // acked or dropped seqs ≥ oldest
+	dirty    bool           // acked or oldest changed for stored entries: write the state
+	segs     []segment      // the stored segments, oldest first
+	segNext  uint32         // the id of the next segment
+	drops    []uint32       // segments wholly delivered or dropped, to be removed from the store
+	head     loadedBatch    // the stored batch at oldest, for eviction and ages
 	mem      []*batch       // committed entries kept in memory, oldest first
 	memBytes int64
 	depth    int64
@@ -226,13 +260,15 @@ type Queue struct {
 	oldestMs int64 // AppendedMs of the oldest live entry, 0 unknown
 	closed   bool
 	diskFull bool
+	atCap    bool
 
 	appended, committed, durable, ackedN, dropped, writeErrs, writtenN atomic.Uint64
 	touched                                                            atomic.Int64 // bytes written or read from disk since the last pageOut
-	sinceDisk                                                          atomic.Int64 // bytes written since the last checkDisk
-	flattening                                                         atomic.Bool
-	compacting                                                         sync.WaitGroup
+	disk                                                               atomic.Int64 // the store's disk use when last measured
 	recoveredFrom                                                      string
+
+	wbuf     []byte    // the writer's scratch for batch values
+	lastDrop time.Time // when segments were last removed (the writer's)
 
 	kick    chan struct{} // wakes the committer
 	flushes chan flushReq
@@ -248,11 +284,11 @@ type pendingEntry struct {
 	off, end int // value in pendBuf
 }
 
-// batch is one group commit kept in memory for the sender.
+// batch is one group commit (or a part of one, at most batchBytes) kept
+// in memory for the sender; once written it is one stored batch.
 type batch struct {
 	first uint64
-	vals  [][]byte // value of seq first+i
-	buf   []byte
+	vals  [][]byte // value of seq first+i; nil when dropped before it was committed
 	size  int64
 	// staged: readable but not yet written (Options.WriteDelay); written
 	// at due without the entries acknowledged by then.
@@ -260,11 +296,35 @@ type batch struct {
 	due    time.Time
 }
 
+func (b *batch) last() uint64 { return b.first + uint64(len(b.vals)) - 1 }
+
+// batchBytes is the most entry bytes one stored batch holds (a single
+// larger entry is a batch of its own): large enough that the work per
+// batch (a state update, the deletion of its pages) is a small share,
+// small enough that the oldest batch is a small share of MaxBytes.
+func (o Options) batchBytes() int { return int(max(min(256<<10, o.LiveBytes()/16), 4<<10)) }
+
+// segmentBytes is the most batch bytes one segment holds: the space a
+// partly delivered oldest segment can keep on disk, and the granularity at
+// which space is returned.
+func (o Options) segmentBytes() int64 {
+	if o.segBytes > 0 {
+		return o.segBytes
+	}
+	return min(max(o.LiveBytes()/8, 1<<20), 32<<20)
+}
+
+// valueThreshold keeps every page in the LSM tree rather than in Badger's
+// value log, whose space only a garbage collection returns; it is below
+// Badger's batch limit (15% of a memtable).
+func (o Options) valueThreshold() int64 { return min(1<<20, o.MemTableSize*15/100/2) }
+
 // Open opens (or creates) the queue in opts.Dir. A store that Badger cannot
-// open is moved aside to Dir.broken-<time>, a fresh one is created, and the
-// alarm is raised (an error log and Stats.Recovered): a damaged SD card must
-// not keep the gateway in a crash loop. Open fails only if a fresh store
-// cannot be created either (a permission problem, a read-only disk).
+// open, or that holds another format, is moved aside to
+// Dir.broken-<time>, a fresh one is created, and the alarm is raised (an
+// error log and Stats.Recovered): a damaged SD card must not keep the
+// gateway in a crash loop. Open fails only if a fresh store cannot be
+// created either (a permission problem, a read-only disk).
 func Open(opts Options) (*Queue, error) {
 	opts.defaults()
 	if opts.Dir == "" {
@@ -273,6 +333,11 @@ func Open(opts Options) (*Queue, error) {
 	q := &Queue{opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), flushes: make(chan flushReq), notify: make(chan struct{}),
 		stop: make(chan struct{}), stopped: make(chan struct{}), freeSpace: freeBytes}
 	db, err := openDB(opts)
+	if err == nil {
+		if err = q.scan(db); err != nil {
+			_ = db.Close()
+		}
+	}
 	if err != nil && !movable(opts.Dir, err) {
 		return nil, fmt.Errorf("buffer %s: open: %w", opts.Dir, err)
 	}
@@ -284,16 +349,19 @@ func Open(opts Options) (*Queue, error) {
 		q.log.Error("buffer store could not be opened: moved aside, starting empty; messages in it are not sent",
 			"dir", opts.Dir, "moved_to", aside, "err", err)
 		q.recoveredFrom = aside
+		*q = Queue{opts: q.opts, log: q.log, kick: q.kick, flushes: q.flushes, notify: q.notify, stop: q.stop, stopped: q.stopped,
+			freeSpace: q.freeSpace, recoveredFrom: aside}
 		db, err = openDB(opts)
+		if err == nil {
+			if err = q.scan(db); err != nil {
+				_ = db.Close()
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("buffer %s: create a fresh store: %w (is the data_dir writable?)", opts.Dir, err)
 		}
 	}
 	q.db = db
-	if err := q.scan(); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("buffer %s: read the stored entries: %w", opts.Dir, err)
-	}
 	go q.run()
 	return q, nil
 }
@@ -321,7 +389,11 @@ func openDB(o Options) (*badger.DB, error) {
 		// tables on 32-bit ARM (TestARMv7 panics in compaction with
 		// MemTableSize/2; measured, cause not found).
 		WithBaseTableSize(o.MemTableSize).
-		WithBaseLevelSize(8 << 20).
+		// Level 1 as big as a quarter of the store (8–64 MiB): a FIFO's
+		// tables move down the levels whole, each move a rewrite, so fewer
+		// levels write less (bench/buffer, 3M messages, no cap: 509 bytes
+		// written per 113-byte message with 8 MiB, 378 with 64 MiB).
+		WithBaseLevelSize(min(max(o.MaxBytes/4, 8<<20), 64<<20)).
 		WithBlockCacheSize(0).
 		WithCompression(options.None). // required with a zero block cache
 		// No index cache: without encryption a table's index is read
@@ -332,9 +404,9 @@ func openDB(o Options) (*badger.DB, error) {
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).
 		WithNumGoroutines(1).
-		// Values (a topic and a payload) stay in the LSM tree; the
-		// threshold must be below Badger's batch limit (15% of a memtable).
-		WithValueThreshold(min(1<<20, o.MemTableSize*15/100/2))
+		// Batches stay in the LSM tree (see batchBytes); only a message
+		// larger than the threshold goes to the value log.
+		WithValueThreshold(o.valueThreshold())
 	// Every table the size of a base table: Badger's default doubles
 	// the table size per level, and a compaction keeps up to 8+ table
 	// builders in flight (each about 2–3× a table), so a deep tree (a big
@@ -343,33 +415,136 @@ func openDB(o Options) (*badger.DB, error) {
 	return badger.Open(bo)
 }
 
-// scan finds the sequence range and totals of what is stored.
-func (q *Queue) scan() error {
-	return q.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte{keyPrefix}})
+// scan reads the state and the stored batches' keys: the segments, the
+// sequence range, depth and bytes. Segments that are wholly delivered are
+// removed; the few batches that are partly delivered are read to count
+// exactly. Sequence numbers missing between batches (a power cut lost
+// their write, or a batch was torn) are recorded as gone, so that the
+// oldest can move past them.
+func (q *Queue) scan(db *badger.DB) error {
+	err := db.View(func(txn *badger.Txn) error {
+		if _, err := txn.Get(versionKey); errors.Is(err, badger.ErrKeyNotFound) {
+			it := txn.NewIterator(badger.IteratorOptions{})
+			it.Rewind()
+			used := it.Valid()
+			it.Close()
+			if used {
+				return errOldFormat
+			}
+		} else if err != nil {
+			return err
+		}
+		if item, err := txn.Get(stateKey); err == nil {
+			if err := item.Value(func(v []byte) error {
+				var err error
+				q.oldest, q.nextSeq, q.acked, err = decodeState(v)
+				return err
+			}); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		q.acked.trimBelow(q.oldest)
+		expect := q.oldest // the next seq a batch should start at
+		var lb loadedBatch
+		// process counts one batch whose keys were all seen.
+		process := func(k batchKey, complete bool) error {
+			if n := len(q.segs); n == 0 || q.segs[n-1].id != k.seg {
+				q.segs = append(q.segs, segment{id: k.seg, first: k.first})
+			}
+			q.segNext = k.seg + 1
+			q.segs[len(q.segs)-1].last = k.last
+			if !complete || k.last < q.oldest || q.acked.containsRange(k.first, k.last) {
+				return nil // delivered, or torn by a crash before it was readable
+			}
+			if k.first > expect {
+				q.acked.addRange(expect, k.first-1)
+			}
+			expect = k.last + 1
+			q.nextSeq = max(q.nextSeq, k.last+1)
+			q.depth += int64(k.n)
+			q.bytes += int64(k.bytes)
+			if k.first >= q.oldest && q.acked.countIn(k.first, k.last) == 0 && uint64(k.n) == k.last-k.first+1 {
+				return nil
+			}
+			// Partly delivered, or with empty slots: subtract the delivered
+			// entries it holds, and record the empty slots as gone.
+			if found, err := loadBatch(txn, k.seg, k.first, &lb); err != nil || !found || !sameBatch(lb.key, k) {
+				return fmt.Errorf("batch %d..%d cannot be read back: %v", k.first, k.last, err)
+			}
+			for seq := k.first; seq <= k.last; seq++ {
+				raw := lb.raw(seq)
+				switch {
+				case raw == nil:
+					if seq >= q.oldest {
+						q.acked.add(seq)
+					}
+				case seq < q.oldest || q.acked.contains(seq):
+					q.depth--
+					q.bytes -= int64(entryOverhead + len(raw))
+				}
+			}
+			return nil
+		}
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte{batchPrefix}})
 		defer it.Close()
-		first := true
+		var cur batchKey
+		have, complete := false, false
 		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			k := item.Key()
-			if len(k) != keyLen {
+			k, ok := parseBatchKey(it.Item().Key())
+			if !ok {
 				continue
 			}
-			seq := binary.BigEndian.Uint64(k[1:])
-			if first {
-				q.oldest = seq
-				first = false
-			} else if seq > q.nextSeq {
-				q.acked.addRange(q.nextSeq, seq-1) // deleted out of order before the restart
+			if have && sameBatch(k, cur) {
+				complete = complete && k.page == cur.page+1
+				cur.page = k.page
+				continue
 			}
-			q.nextSeq = seq + 1
-			q.depth++
-			q.bytes += int64(keyLen) + int64(item.ValueSize())
+			if have {
+				if err := process(cur, complete && cur.page == cur.pages-1); err != nil {
+					return err
+				}
+			}
+			cur, have, complete = k, true, k.page == 0
 		}
-		q.commit = q.nextSeq
-		q.written = q.nextSeq
+		if have {
+			if err := process(cur, complete && cur.page == cur.pages-1); err != nil {
+				return err
+			}
+		}
+		if expect < q.nextSeq {
+			q.acked.addRange(expect, q.nextSeq-1)
+		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	q.nextSeq = max(q.nextSeq, q.oldest)
+	q.commit, q.written = q.nextSeq, q.nextSeq
+	q.advanceOldestLocked()
+	// New batches go to a new segment.
+	for i := range q.segs {
+		q.segs[i].bytes = q.opts.segmentBytes()
+	}
+	wb := db.NewWriteBatch()
+	defer wb.Cancel()
+	if err := wb.Set(versionKey, []byte{storeVersion}); err != nil {
+		return err
+	}
+	if err := wb.Set(stateKey, encodeState(nil, q.oldest, q.nextSeq, q.acked)); err != nil {
+		return err
+	}
+	q.dirty = false
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	q.db = db
+	if err := q.dropSegments(true); err != nil {
+		q.log.Warn("buffer: removing delivered segments failed; retried", "dir", q.opts.Dir, "err", err)
+	}
+	return nil
 }
 
 // Append queues a message. It copies topic and payload, never blocks on
@@ -380,6 +555,11 @@ func (q *Queue) Append(topic string, payload []byte) { q.AppendPrefixed("", topi
 // that string (the uplink's prefix rewrite).
 func (q *Queue) AppendPrefixed(prefix, topic string, payload []byte) {
 	now := time.Now().UnixMilli()
+	if len(payload) > maxEntryBytes {
+		q.dropped.Add(1)
+		q.log.Error("buffer: message too large to buffer, dropped", "topic", prefix+topic, "bytes", len(payload), "max_bytes", maxEntryBytes)
+		return
+	}
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -399,7 +579,7 @@ func (q *Queue) AppendPrefixed(prefix, topic string, payload []byte) {
 	q.pending = append(q.pending, pendingEntry{seq: q.nextSeq, off: off, end: len(q.pendBuf)})
 	q.nextSeq++
 	kick := len(q.pending)-q.pendFrom == 1 || len(q.pendBuf) >= 256<<10
-	if q.diskFull {
+	if q.diskFull || q.atCap {
 		q.trimPendingLocked()
 	}
 	q.mu.Unlock()
@@ -455,7 +635,8 @@ func (q *Queue) Committed(seq uint64) <-chan struct{} {
 type Reader struct {
 	q       *Queue
 	entries []Entry
-	arena   []byte
+	cur     loadedBatch // the stored batch the last disk read came from
+	segs    []segment   // the queue's segments when the read began
 }
 
 // NewReader returns a reader of q.
@@ -463,22 +644,21 @@ func (q *Queue) NewReader() *Reader { return &Reader{q: q} }
 
 // Read returns up to max committed entries with from ≤ seq < to (to = 0:
 // no upper bound), skipping acknowledged and dropped ones, in order, and
-// the sequence number to continue from.
+// the sequence number to continue from. It may return fewer than max
+// (even none, with the sequence number advanced) before the end: entries
+// from the disk come one stored batch per call.
 func (r *Reader) Read(from, to uint64, max int) ([]Entry, uint64, error) {
 	q := r.q
 	dst := r.entries[:0]
-	r.arena = r.arena[:0]
 	q.mu.Lock()
-	if from < q.oldest {
-		from = q.oldest
-	}
+	from = max64(from, q.oldest)
 	end := q.commit
 	if to != 0 && to < end {
 		end = to
 	}
 	memFrom := end
 	if len(q.mem) > 0 {
-		memFrom = max64(q.mem[0].first, from)
+		memFrom = min(max64(q.mem[0].first, from), end)
 	}
 	if from >= end {
 		q.mu.Unlock()
@@ -491,56 +671,122 @@ func (r *Reader) Read(from, to uint64, max int) ([]Entry, uint64, error) {
 		return dst, next, nil
 	}
 	acked := q.acked.clone()
+	r.segs = append(r.segs[:0], q.segs...)
 	q.mu.Unlock()
 
-	// From disk, up to where memory starts.
-	n := 0
+	// From disk, up to where memory starts: the batches holding from
+	// onwards until one yields an entry.
 	next := from
-	err := q.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: min(max, 100), Prefix: []byte{keyPrefix}})
-		defer it.Close()
-		var k [keyLen]byte
-		for it.Seek(putKey(k[:0], from)); it.Valid() && n < max; it.Next() {
-			item := it.Item()
-			key := item.Key()
-			if len(key) != keyLen {
-				continue
+	for next < memFrom && len(dst) == 0 {
+		if !r.cur.holds(next) {
+			found, err := r.load(next)
+			if err != nil {
+				r.entries = dst
+				return dst, from, fmt.Errorf("buffer: read from %d: %w", next, err)
 			}
-			seq := binary.BigEndian.Uint64(key[1:])
-			if seq >= memFrom {
+			if !found || r.cur.key.first >= memFrom {
+				next = memFrom // nothing stored before memory starts
 				break
 			}
-			next = seq + 1
-			if acked.contains(seq) {
+			next = max64(next, r.cur.key.first)
+		}
+		stop := min(r.cur.key.last+1, memFrom)
+		for ; next < stop && len(dst) < max; next++ {
+			raw := r.cur.raw(next)
+			if raw == nil || acked.contains(next) {
 				continue
 			}
-			off := len(r.arena)
-			q.touched.Add(int64(len(key)) + item.ValueSize())
-			if err := item.Value(func(v []byte) error { r.arena = append(r.arena, v...); return nil }); err != nil {
-				return err
-			}
 			var e Entry
-			if decode(&e, seq, r.arena[off:len(r.arena):len(r.arena)]) {
+			if decode(&e, next, raw) {
 				dst = append(dst, e)
-				n++
 			}
 		}
-		if n < max {
-			next = memFrom
+		if len(dst) >= max {
+			r.entries = dst
+			return dst, next, nil
 		}
-		return nil
-	})
-	if err != nil {
-		r.entries = dst
-		return dst, from, fmt.Errorf("buffer: read from %d: %w", from, err)
 	}
-	if n < max && next < end {
+	if next >= memFrom && next < end && len(dst) < max {
 		q.mu.Lock()
-		next = q.readMemLocked(&dst, next, end, max-n)
+		next = q.readMemLocked(&dst, next, end, max-len(dst))
 		q.mu.Unlock()
 	}
 	r.entries = dst
 	return dst, next, nil
+}
+
+// load reads the stored batch holding seq, or the first after it, into
+// r.cur.
+func (r *Reader) load(seq uint64) (bool, error) {
+	seg, ok := segFor(r.segs, seq)
+	if !ok {
+		return false, nil
+	}
+	found := false
+	err := r.q.db.View(func(txn *badger.Txn) error {
+		var err error
+		found, err = loadBatch(txn, seg, seq, &r.cur)
+		return err
+	})
+	if found {
+		r.q.touched.Add(int64(len(r.cur.val)))
+	}
+	return found, err
+}
+
+// segFor returns the segment that holds seq or, if none does, the first
+// after it.
+func segFor(segs []segment, seq uint64) (uint32, bool) {
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].last >= seq })
+	if i == len(segs) {
+		return 0, false
+	}
+	return segs[i].id, true
+}
+
+// loadBatch reads the stored batch holding seq (in segment seg), or the
+// first after it, into lb. A batch with pages missing (a crash in the
+// middle of its write, before any of it was readable) is skipped.
+func loadBatch(txn *badger.Txn, seg uint32, seq uint64, lb *loadedBatch) (bool, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{batchPrefix}})
+	defer it.Close()
+	var sk [segPrefixLen + 8]byte
+	it.Seek(seekKey(sk[:0], seg, seq))
+	for it.Valid() {
+		k, ok := parseBatchKey(it.Item().Key())
+		if !ok || k.page != 0 {
+			it.Next()
+			continue
+		}
+		lb.key, lb.val = k, lb.val[:0]
+		complete := true
+		for p := uint16(0); p < k.pages; p++ {
+			if p > 0 {
+				it.Next()
+			}
+			pk, ok := batchKey{}, false
+			if it.Valid() {
+				pk, ok = parseBatchKey(it.Item().Key())
+			}
+			if !ok || !sameBatch(pk, k) || pk.page != p {
+				complete = false
+				break
+			}
+			if err := it.Item().Value(func(v []byte) error { lb.val = append(lb.val, v...); return nil }); err != nil {
+				return false, err
+			}
+		}
+		if !complete {
+			continue // it stands on the next batch's key (or the end)
+		}
+		if err := lb.parse(); err != nil {
+			lb.val = nil
+			return false, err
+		}
+		return true, nil
+	}
+	lb.val = nil
+	return false, nil
 }
 
 // readMemLocked reads from the memory batches; it stops at a gap before
@@ -552,8 +798,7 @@ func (q *Queue) readMemLocked(dst *[]Entry, from, end uint64, max int) uint64 {
 	next := from
 	n := 0
 	for _, b := range q.mem {
-		last := b.first + uint64(len(b.vals))
-		if last <= from {
+		if b.last() < from {
 			continue
 		}
 		for i := from - min(from, b.first); i < uint64(len(b.vals)); i++ {
@@ -562,7 +807,7 @@ func (q *Queue) readMemLocked(dst *[]Entry, from, end uint64, max int) uint64 {
 				return next
 			}
 			next = seq + 1
-			if q.acked.contains(seq) || seq < q.oldest {
+			if b.vals[i] == nil || q.acked.contains(seq) || seq < q.oldest {
 				continue
 			}
 			var e Entry
@@ -592,12 +837,12 @@ func decode(e *Entry, seq uint64, raw []byte) bool {
 		AppendedMs: int64(binary.BigEndian.Uint64(raw[:8])),
 		Topic:      raw[headerLen : headerLen+tl],
 		Payload:    raw[headerLen+tl:],
-		Size:       keyLen + len(raw),
+		Size:       entryOverhead + len(raw),
 	}
 	return true
 }
 
-// Ack deletes the entry seq (of the given Size) after it was delivered.
+// Ack removes the entry seq (of the given Size) after it was delivered.
 // Acknowledging an entry twice, or one already dropped, is harmless.
 func (q *Queue) Ack(seq uint64, size int) {
 	q.mu.Lock()
@@ -606,33 +851,38 @@ func (q *Queue) Ack(seq uint64, size int) {
 		return
 	}
 	q.acked.add(seq)
-	if seq < q.written { // a staged entry acked in time never reaches the disk
-		q.deletes = append(q.deletes, seq)
-	}
 	q.depth--
 	q.bytes -= int64(size)
 	q.ackedN.Add(1)
+	if seq < q.written {
+		q.dirty = true
+	}
 	q.advanceOldestLocked()
-	if len(q.deletes) == 1 {
-		select {
-		case q.kick <- struct{}{}:
-		default:
-		}
+}
+
+func (q *Queue) kickLocked() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
 	}
 }
 
 // advanceOldestLocked moves oldest past acked entries and drops memory
-// batches that are wholly behind it.
+// batches that are wholly behind it. The stored segments behind it are
+// removed by the next group commit.
 func (q *Queue) advanceOldestLocked() {
 	if lo, hi, ok := q.acked.first(); ok && lo <= q.oldest && hi >= q.oldest {
 		q.oldest = hi + 1
 		q.oldestMs = 0
+		if len(q.segs) > 0 && q.segs[0].last < q.oldest {
+			q.kickLocked()
+		}
 	}
 	q.acked.trimBelow(q.oldest)
-	for len(q.mem) > 0 && q.mem[0].first+uint64(len(q.mem[0].vals)) <= q.oldest {
+	for len(q.mem) > 0 && q.mem[0].last() < q.oldest {
 		q.dropMemLocked()
 	}
-	for len(q.mem) > 0 && q.acked.containsRange(q.mem[0].first, q.mem[0].first+uint64(len(q.mem[0].vals))-1) {
+	for len(q.mem) > 0 && q.acked.containsRange(q.mem[0].first, q.mem[0].last()) {
 		q.dropMemLocked()
 	}
 }
@@ -643,11 +893,11 @@ func (q *Queue) advanceOldestLocked() {
 func (q *Queue) dropMemLocked() {
 	b := q.mem[0]
 	q.memBytes -= b.size
+	q.mem[0] = nil
 	q.mem = q.mem[1:]
 	if b.staged {
 		b.staged = false
-		end := b.first + uint64(len(b.vals))
-		q.written = max64(q.written, end)
+		q.written = max64(q.written, b.last()+1)
 		q.committed.Add(uint64(len(b.vals)))
 	}
 }
@@ -655,7 +905,7 @@ func (q *Queue) dropMemLocked() {
 // Stats returns the current figures.
 func (q *Queue) Stats() Stats {
 	q.mu.Lock()
-	s := Stats{Depth: q.depth, Bytes: q.bytes, Pending: int64(len(q.pending) - q.pendFrom), DiskFull: q.diskFull,
+	s := Stats{Depth: q.depth, Bytes: q.bytes, Pending: int64(len(q.pending) - q.pendFrom), DiskFull: q.diskFull, AtCap: q.atCap, DiskBytes: q.disk.Load(),
 		Recovered: q.recoveredFrom != "", RecoveredFrom: q.recoveredFrom}
 	oldestMs := q.oldestMs
 	q.mu.Unlock()

@@ -2,10 +2,11 @@ package buffer
 
 import (
 	"encoding/binary"
+	"os"
+	"syscall"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
-	"syscall"
 )
 
 // freeBytes is the space available to an unprivileged writer in dir's
@@ -41,12 +42,11 @@ func (q *Queue) run() {
 			q.touched.Store(0)
 			pageOut(q.opts.Dir)
 		}
-		if q.sinceDisk.Load() >= q.opts.MemTableSize/2 {
-			q.checkDisk()
-		}
 		select {
 		case <-q.stop:
-			q.compacting.Wait()
+			q.mu.Lock()
+			q.dirty = true // the state records the next sequence number
+			q.mu.Unlock()
 			q.commitOnce(true)
 			_ = q.db.Sync()
 			q.durable.Store(q.committed.Load())
@@ -75,7 +75,7 @@ func (q *Queue) run() {
 			}
 		case <-maint.C:
 			q.maintain()
-			q.checkDisk()
+			q.measureDisk()
 			if gcEvery++; gcEvery >= 300 { // value-log GC every 5 minutes
 				gcEvery = 0
 				for q.db.RunValueLogGC(0.5) == nil {
@@ -85,15 +85,25 @@ func (q *Queue) run() {
 	}
 }
 
-// commitOnce runs one group commit: the pending appends become readable
+// commitOnce runs one group commit (see commitBatches) and then removes
+// the segments that are wholly delivered or dropped.
+func (q *Queue) commitOnce(all bool) {
+	q.commitBatches(all)
+	if err := q.dropSegments(all); err != nil {
+		q.log.Warn("buffer: removing delivered segments failed; retried", "dir", q.opts.Dir, "err", err)
+	}
+}
+
+// commitBatches runs one group commit: the pending appends become readable
 // (written now, or staged in memory for Options.WriteDelay), staged batches
 // that are due are written without what was acknowledged meanwhile, and
-// the pending deletes are written. all writes staged batches even when
-// they are not due (Flush, Close).
-func (q *Queue) commitOnce(all bool) {
+// the state (the oldest entry and the delivered ranges) is written if it
+// changed. all writes staged batches even when they are not due (Flush,
+// Close).
+func (q *Queue) commitBatches(all bool) {
 	now := time.Now()
 	q.mu.Lock()
-	if len(q.pending) == q.pendFrom && len(q.deletes) == 0 && !q.stagedDueLocked(now, all) {
+	if len(q.pending) == q.pendFrom && !q.dirty && !q.stagedDueLocked(now, all) {
 		q.mu.Unlock()
 		return
 	}
@@ -102,61 +112,83 @@ func (q *Queue) commitOnce(all bool) {
 		q.mu.Unlock()
 		return
 	}
+	if q.atCap && !q.capClearedLocked() {
+		q.trimPendingLocked()
+		state := q.takeStateLocked()
+		q.mu.Unlock()
+		q.writeState(state)
+		return
+	}
 	pending := q.pending[q.pendFrom:]
 	buf := q.pendBuf
-	dels := q.deletes
-	q.pending, q.pendBuf, q.pendFrom, q.deletes = nil, nil, 0, nil
-	stage := q.opts.WriteDelay > 0 && !all && len(pending) > 0
-	if stage {
-		q.addBatchLocked(pending, buf, true, now.Add(q.opts.WriteDelay))
-		pending, buf = nil, nil
+	q.pending, q.pendBuf, q.pendFrom = nil, nil, 0
+	fresh := q.cutBatches(pending, buf)
+	if q.opts.WriteDelay > 0 && !all && len(fresh) > 0 {
+		for _, b := range fresh {
+			b.staged, b.due = true, now.Add(q.opts.WriteDelay)
+			q.addBatchLocked(b)
+		}
+		fresh = nil
 	}
-	// Due staged batches, oldest first: their entries not acked yet. Acks
-	// that arrive while they are written see written ≥ their seq and
-	// queue a delete, which the next commit writes after this one.
-	var sets []kv
+	// Due staged batches, oldest first, without their entries acked by
+	// now (empty slots). An ack that arrives while they are written finds
+	// them stored (written ≥ its seq) and marks the state dirty for the
+	// next commit.
+	vals := q.wbuf[:0]
+	var puts []put
 	var settled uint64
 	var due []*batch
+	pl := q.placerLocked()
 	for _, b := range q.mem {
 		if !b.staged || (!all && now.Before(b.due)) {
 			continue
 		}
-		for i, v := range b.vals {
-			seq := b.first + uint64(i)
-			if v != nil && seq >= q.oldest && !q.acked.contains(seq) {
-				sets = append(sets, kv{seq, v})
-			}
+		var p put
+		vals, p = q.encodeLocked(vals, b, &pl)
+		if p.key.n > 0 {
+			puts = append(puts, p)
 		}
 		b.staged = false
 		settled += uint64(len(b.vals))
-		q.written = b.first + uint64(len(b.vals))
+		q.written = b.last() + 1
 		due = append(due, b)
 	}
 	writtenBefore := q.written - settled
+	for _, b := range fresh {
+		var p put
+		vals, p = q.encodeLocked(vals, b, &pl)
+		puts = append(puts, p)
+	}
+	if len(puts) > 0 && hasEmptySlots(puts) {
+		q.dirty = true // the state records the empty slots
+	}
+	state := q.takeStateLocked()
 	q.mu.Unlock()
 
-	for _, p := range pending {
-		sets = append(sets, kv{p.seq, buf[p.off:p.end]})
-	}
+	// The disk budget: the batches wait (in memory) while writing them
+	// could take the store past MaxBytes, with room for what Badger does
+	// with them (a memtable's flush writes its table before it deletes its
+	// write-ahead file, a level-0 compaction its output before its input).
+	capped := len(puts) > 0 && q.measureDisk()+int64(len(vals))+q.capMargin() > q.opts.MaxBytes
 	var err error
-	if len(sets) > 0 || len(dels) > 0 {
-		err = q.write(sets, dels)
+	if capped {
+		q.writeState(state)
+	} else if len(puts) > 0 || state != nil {
+		err = q.write(state, puts, vals)
+		n := int64(len(vals) + len(state) + batchKeyLen*(len(vals)/pageBytes+len(puts)))
+		q.touched.Add(n)
 	}
-	n := int64(len(buf) + keyLen*(len(sets)+len(dels)))
-	for _, s := range sets[:len(sets)-len(pending)] {
-		n += int64(len(s.val))
-	}
-	q.touched.Add(n)
-	q.sinceDisk.Add(n)
+	q.wbuf = vals[:0]
 
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if err != nil {
-		// Put everything back in front of what arrived meanwhile; retried
-		// on the next tick.
-		q.writeErrs.Add(1)
-		if q.writeErrs.Load() == 1 || !q.diskFull {
-			q.log.Error("buffer write failed; retrying", "dir", q.opts.Dir, "err", err)
+	if capped || err != nil {
+		// Put the batches back in front of what arrived meanwhile: retried
+		// on the next tick, or held while the store is at its cap.
+		if err != nil {
+			q.writeFailedLocked(err, state)
+		} else {
+			q.setAtCapLocked(true)
 		}
 		for _, b := range due {
 			b.staged = true
@@ -164,31 +196,237 @@ func (q *Queue) commitOnce(all bool) {
 		if len(due) > 0 {
 			q.written = writtenBefore
 		}
-		shift := len(buf)
-		for i := range q.pending {
-			q.pending[i].off += shift
-			q.pending[i].end += shift
+		if len(fresh) > 0 { // not staged: they were not made readable
+			shift := len(buf)
+			for i := range q.pending {
+				q.pending[i].off += shift
+				q.pending[i].end += shift
+			}
+			q.pendBuf = append(buf, q.pendBuf...)
+			q.pending = append(pending, q.pending...)
+			if capped {
+				q.trimPendingLocked()
+			}
 		}
-		q.pendBuf = append(buf, q.pendBuf...)
-		q.pending = append(pending, q.pending...)
-		q.deletes = append(dels, q.deletes...)
 		return
 	}
-	q.writtenN.Add(uint64(len(sets)))
+	for _, p := range puts {
+		q.writtenN.Add(uint64(p.key.n))
+		q.storedLocked(p)
+	}
 	if settled > 0 {
 		q.committed.Add(settled)
 	}
-	if len(pending) > 0 {
-		q.addBatchLocked(pending, buf, false, time.Time{})
+	for _, b := range fresh {
+		q.addBatchLocked(b)
 		q.written = q.commit
-		q.committed.Add(uint64(len(pending)))
+		q.committed.Add(uint64(len(b.vals)))
 	}
 	if q.opts.Sync == SyncAlways {
 		q.durable.Store(q.committed.Load())
 	}
-	if q.bytes > q.opts.MaxBytes {
+	if q.bytes > q.opts.LiveBytes() {
 		q.evictLocked(0)
 	}
+}
+
+// placer assigns the batches of one group commit to segments: the last
+// stored segment while it has room, then new ones.
+type placer struct {
+	seg   uint32
+	bytes int64 // in seg
+	open  bool  // seg may take more
+	max   int64
+}
+
+func (q *Queue) placerLocked() placer {
+	p := placer{seg: q.segNext, max: q.opts.segmentBytes()}
+	if n := len(q.segs); n > 0 && q.segs[n-1].bytes < p.max {
+		p.seg, p.bytes, p.open = q.segs[n-1].id, q.segs[n-1].bytes, true
+	}
+	return p
+}
+
+func (p *placer) place(size int64) uint32 {
+	if !p.open || p.bytes >= p.max {
+		if p.open {
+			p.seg++
+		}
+		p.bytes, p.open = 0, true
+	}
+	p.bytes += size
+	return p.seg
+}
+
+// storedLocked records a written batch in its segment.
+func (q *Queue) storedLocked(p put) {
+	size := int64(p.end - p.off)
+	if n := len(q.segs); n > 0 && q.segs[n-1].id == p.key.seg {
+		q.segs[n-1].last = p.key.last
+		q.segs[n-1].bytes += size
+		return
+	}
+	q.segs = append(q.segs, segment{id: p.key.seg, first: p.key.first, last: p.key.last, bytes: size})
+	q.segNext = p.key.seg + 1
+}
+
+// dropEvery spaces the removals of delivered segments: each one flushes
+// Badger's memtable (a small level-0 table) and compacts level 0.
+const dropEvery = 200 * time.Millisecond
+
+// dropSegments removes the segments whose entries are all delivered or
+// dropped: Badger deletes their tables. now skips the spacing (Flush,
+// Close, at the cap).
+func (q *Queue) dropSegments(now bool) error {
+	q.mu.Lock()
+	for i := 0; i < len(q.segs); {
+		if sg := q.segs[i]; sg.last < q.oldest || q.acked.containsRange(sg.first, sg.last) {
+			q.drops = append(q.drops, sg.id)
+			q.segs = append(q.segs[:i], q.segs[i+1:]...)
+			continue
+		}
+		i++
+	}
+	ids := append([]uint32(nil), q.drops...)
+	now = now || q.atCap
+	q.mu.Unlock()
+	if len(ids) == 0 || (!now && time.Since(q.lastDrop) < dropEvery) {
+		return nil
+	}
+	prefixes := make([][]byte, len(ids))
+	for i, id := range ids {
+		prefixes[i] = segPrefix(nil, id)
+	}
+	err := q.db.DropPrefix(prefixes...)
+	q.lastDrop = time.Now()
+	if err != nil {
+		return err
+	}
+	q.mu.Lock()
+	q.drops = q.drops[len(ids):]
+	q.mu.Unlock()
+	q.touched.Add(q.opts.MemTableSize) // the flush and level-0 compaction it forces
+	return nil
+}
+
+// takeStateLocked returns the state to write if it changed, else nil.
+func (q *Queue) takeStateLocked() []byte {
+	if !q.dirty {
+		return nil
+	}
+	q.dirty = false
+	return encodeState(nil, q.oldest, q.nextSeq, q.acked)
+}
+
+// writeState writes the state alone (while the store is at its cap).
+func (q *Queue) writeState(state []byte) {
+	if state == nil {
+		return
+	}
+	err := q.write(state, nil, nil)
+	if err != nil {
+		q.mu.Lock()
+		q.writeFailedLocked(err, state)
+		q.mu.Unlock()
+	}
+}
+
+// writeFailedLocked counts a failed write and has its state written again.
+func (q *Queue) writeFailedLocked(err error, state []byte) {
+	q.writeErrs.Add(1)
+	if q.writeErrs.Load() == 1 || !q.diskFull {
+		q.log.Error("buffer write failed; retrying", "dir", q.opts.Dir, "err", err)
+	}
+	q.dirty = q.dirty || state != nil
+}
+
+// capMargin is the room kept below MaxBytes for Badger's flushes and
+// level-0 compactions.
+func (q *Queue) capMargin() int64 { return 4 * q.opts.MemTableSize }
+
+// capClearedLocked tells whether a store at its cap has room again (an
+// eighth of MaxBytes, so that writing does not stop and start by turns).
+func (q *Queue) capClearedLocked() bool {
+	pend := int64(len(q.pendBuf))
+	if len(q.pending) > q.pendFrom {
+		pend -= int64(q.pending[q.pendFrom].off)
+	}
+	if q.measureDisk()+pend+q.capMargin()+q.opts.MaxBytes/8 > q.opts.MaxBytes {
+		return false
+	}
+	q.setAtCapLocked(false)
+	return true
+}
+
+func (q *Queue) setAtCapLocked(at bool) {
+	if at == q.atCap {
+		return
+	}
+	q.atCap = at
+	if at {
+		q.log.Warn("buffer reached max_bytes on disk: writes wait for a compaction, new messages are held in memory (oldest dropped beyond memory_bytes)",
+			"dir", q.opts.Dir, "max_bytes", q.opts.MaxBytes, "disk_bytes", q.disk.Load(), "messages_bytes", q.bytes)
+	} else {
+		q.log.Info("buffer back under max_bytes on disk: writes resumed", "dir", q.opts.Dir, "disk_bytes", q.disk.Load())
+	}
+}
+
+// cutBatches cuts committed appends into batches of at most batchBytes.
+func (q *Queue) cutBatches(pending []pendingEntry, buf []byte) []*batch {
+	var out []*batch
+	limit := q.opts.batchBytes()
+	for len(pending) > 0 {
+		n, size := 0, 0
+		for n < len(pending) && (n == 0 || size+pending[n].end-pending[n].off <= limit) {
+			size += pending[n].end - pending[n].off
+			n++
+		}
+		b := &batch{first: pending[0].seq, vals: make([][]byte, n), size: int64(size)}
+		for i, p := range pending[:n] {
+			b.vals[i] = buf[p.off:p.end:p.end]
+		}
+		out = append(out, b)
+		pending = pending[n:]
+	}
+	return out
+}
+
+// put is one batch to store: its key and its value, vals[off:end].
+type put struct {
+	key      batchKey
+	b        *batch
+	off, end int
+}
+
+// encodeLocked appends the stored value of b to vals: its entries not
+// acknowledged or dropped by now.
+func (q *Queue) encodeLocked(vals []byte, b *batch, pl *placer) ([]byte, put) {
+	p := put{key: batchKey{first: b.first, last: b.last()}, b: b, off: len(vals)}
+	for i, v := range b.vals {
+		seq := b.first + uint64(i)
+		if v == nil || seq < q.oldest || q.acked.contains(seq) {
+			vals = appendRecord(vals, nil)
+			continue
+		}
+		vals = appendRecord(vals, v)
+		p.key.n++
+		p.key.bytes += uint32(entryOverhead + len(v))
+	}
+	p.end = len(vals)
+	p.key.pages = uint16(pagesFor(p.end - p.off))
+	if p.key.n > 0 {
+		p.key.seg = pl.place(int64(p.end - p.off))
+	}
+	return vals, p
+}
+
+func hasEmptySlots(puts []put) bool {
+	for _, p := range puts {
+		if uint64(p.key.n) != p.key.last-p.key.first+1 {
+			return true
+		}
+	}
+	return false
 }
 
 // stagedDueLocked reports whether a staged batch must be written now.
@@ -201,49 +439,47 @@ func (q *Queue) stagedDueLocked(now time.Time, all bool) bool {
 	return false
 }
 
-// addBatchLocked makes pending entries readable as one memory batch and
-// trims older memory batches beyond MemoryBytes (never a staged one: it
-// is not on disk yet).
-func (q *Queue) addBatchLocked(pending []pendingEntry, buf []byte, staged bool, due time.Time) {
-	b := &batch{first: pending[0].seq, buf: buf, size: int64(len(buf)), staged: staged, due: due}
-	b.vals = make([][]byte, pending[len(pending)-1].seq-b.first+1)
-	for _, p := range pending {
-		b.vals[p.seq-b.first] = buf[p.off:p.end:p.end]
-		q.depth++
-		q.bytes += int64(keyLen + p.end - p.off)
+// addBatchLocked makes a batch readable and trims older memory batches
+// beyond MemoryBytes (never a staged one: it is not on disk yet).
+func (q *Queue) addBatchLocked(b *batch) {
+	for i, v := range b.vals {
+		if v != nil {
+			q.depth++
+			q.bytes += int64(entryOverhead + len(v))
+		} else {
+			q.acked.add(b.first + uint64(i))
+		}
 	}
-	q.commit = pending[len(pending)-1].seq + 1
+	q.commit = b.last() + 1
 	q.mem = append(q.mem, b)
 	q.memBytes += b.size
 	for len(q.mem) > 1 && q.memBytes > q.opts.MemoryBytes && !q.mem[0].staged {
 		q.memBytes -= q.mem[0].size
+		q.mem[0] = nil
 		q.mem = q.mem[1:]
 	}
 	close(q.notify)
 	q.notify = make(chan struct{})
 }
 
-// kv is one entry to write.
-type kv struct {
-	seq uint64
-	val []byte
-}
-
-// write stores one group commit.
-func (q *Queue) write(sets []kv, dels []uint64) error {
+// write stores one group commit: the state first (it records the empty
+// slots of the batches that follow), then the batches. A crash between
+// them leaves a state that is behind, never ahead.
+func (q *Queue) write(state []byte, puts []put, vals []byte) error {
 	wb := q.db.NewWriteBatch()
 	defer wb.Cancel()
-	keys := make([]byte, 0, keyLen*(len(sets)+len(dels)))
-	for _, e := range sets {
-		keys = putKey(keys, e.seq)
-		if err := wb.Set(keys[len(keys)-keyLen:], e.val); err != nil {
+	if state != nil {
+		if err := wb.Set(stateKey, state); err != nil {
 			return err
 		}
 	}
-	for _, seq := range dels {
-		keys = putKey(keys, seq)
-		if err := wb.Delete(keys[len(keys)-keyLen:]); err != nil {
-			return err
+	for _, p := range puts {
+		k := p.key
+		for k.page = 0; k.page < k.pages; k.page++ {
+			off := p.off + int(k.page)*pageBytes
+			if err := wb.Set(k.append(nil), vals[off:min(off+pageBytes, p.end)]); err != nil {
+				return err
+			}
 		}
 	}
 	if err := wb.Flush(); err != nil {
@@ -271,62 +507,64 @@ func (q *Queue) spaceOKLocked() bool {
 	return ok
 }
 
+// walkStoredLocked calls fn for the live stored entries from the oldest
+// on, in order, until fn returns false. It reads the stored batches
+// through q.head, which keeps the oldest one between calls.
+func (q *Queue) walkStoredLocked(fn func(seq uint64, raw []byte) bool) {
+	from := q.oldest
+	for from < q.written {
+		if !q.head.holds(from) {
+			seg, ok := segFor(q.segs, from)
+			found := false
+			err := q.db.View(func(txn *badger.Txn) error {
+				var err error
+				found, err = loadBatch(txn, seg, from, &q.head)
+				return err
+			})
+			found = found && ok
+			if err != nil || !found {
+				if err != nil {
+					q.log.Error("buffer: reading the oldest stored batch failed", "dir", q.opts.Dir, "from", from, "err", err)
+				}
+				q.head.val = nil
+				return
+			}
+			q.touched.Add(int64(len(q.head.val)))
+			from = max64(from, q.head.key.first)
+		}
+		for ; from <= q.head.key.last; from++ {
+			raw := q.head.raw(from)
+			if raw == nil || q.acked.contains(from) {
+				continue
+			}
+			if !fn(from, raw) {
+				return
+			}
+		}
+	}
+}
+
 // evictLocked drops the oldest stored entries while the stored bytes are
 // over MaxBytes or the oldest was appended before cutoffMs (0: no age
-// limit). The deletes go out with the next group commit.
+// limit). Stored batches left wholly dropped are deleted by the next
+// group commit.
 func (q *Queue) evictLocked(cutoffMs int64) {
-	type victim struct {
-		seq  uint64
-		size int64
-	}
-	var victims []victim
-	bytes := q.bytes
-	_ = q.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{keyPrefix}})
-		defer it.Close()
-		var k [keyLen]byte
-		for it.Seek(putKey(k[:0], q.oldest)); it.Valid(); it.Next() {
-			item := it.Item()
-			key := item.Key()
-			if len(key) != keyLen {
-				continue
-			}
-			seq := binary.BigEndian.Uint64(key[1:])
-			if seq >= q.commit {
-				break
-			}
-			if q.acked.contains(seq) {
-				continue
-			}
-			evict := bytes > q.opts.MaxBytes
-			if !evict && cutoffMs > 0 {
-				_ = item.Value(func(v []byte) error {
-					evict = len(v) >= 8 && int64(binary.BigEndian.Uint64(v[:8])) < cutoffMs
-					return nil
-				})
-			}
-			if !evict {
-				break
-			}
-			sz := int64(keyLen) + item.ValueSize()
-			victims = append(victims, victim{seq, sz})
-			bytes -= sz
+	n := 0
+	q.walkStoredLocked(func(seq uint64, raw []byte) bool {
+		if q.bytes <= q.opts.LiveBytes() && (cutoffMs <= 0 || int64(binary.BigEndian.Uint64(raw[:8])) >= cutoffMs) {
+			return false
 		}
-		return nil
-	})
-	for _, v := range victims {
-		q.acked.add(v.seq)
-		q.deletes = append(q.deletes, v.seq)
+		q.acked.add(seq)
 		q.depth--
-		q.bytes -= v.size
+		q.bytes -= int64(entryOverhead + len(raw))
 		q.dropped.Add(1)
-	}
-	if len(victims) > 0 {
+		n++
+		return true
+	})
+	if n > 0 {
+		q.dirty = true
 		q.advanceOldestLocked()
-		select {
-		case q.kick <- struct{}{}:
-		default:
-		}
+		q.kickLocked()
 	}
 }
 
@@ -338,96 +576,50 @@ func (q *Queue) maintain() {
 	if q.opts.MaxAge > 0 {
 		q.evictLocked(time.Now().Add(-q.opts.MaxAge).UnixMilli())
 	}
-	if ms, ok := q.oldestAppendedLocked(); ok {
-		q.oldestMs = ms
-	} else {
-		q.oldestMs = 0
-	}
+	q.oldestMs = q.oldestAppendedLocked()
 	if q.diskFull {
-		select {
-		case q.kick <- struct{}{}:
-		default:
-		}
+		q.kickLocked()
 	}
 }
 
-// oldestAppendedLocked returns when the oldest live stored entry was
-// appended.
-func (q *Queue) oldestAppendedLocked() (int64, bool) {
+// oldestAppendedLocked returns when the oldest live entry was appended,
+// 0 when there is none.
+func (q *Queue) oldestAppendedLocked() int64 {
 	var ms int64
-	found := false
-	_ = q.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{keyPrefix}})
-		defer it.Close()
-		var k [keyLen]byte
-		for it.Seek(putKey(k[:0], q.oldest)); it.Valid(); it.Next() {
-			key := it.Item().Key()
-			if len(key) != keyLen {
-				continue
-			}
-			seq := binary.BigEndian.Uint64(key[1:])
-			if seq >= q.commit {
-				return nil
-			}
-			if q.acked.contains(seq) {
-				continue
-			}
-			return it.Item().Value(func(v []byte) error {
-				if len(v) >= 8 {
-					ms, found = int64(binary.BigEndian.Uint64(v[:8])), true
-				}
-				return nil
-			})
-		}
-		return nil
+	q.walkStoredLocked(func(_ uint64, raw []byte) bool {
+		ms = int64(binary.BigEndian.Uint64(raw[:8]))
+		return false
 	})
-	return ms, found
+	if ms != 0 {
+		return ms
+	}
+	for _, b := range q.mem {
+		for i, v := range b.vals {
+			if seq := b.first + uint64(i); v != nil && seq >= q.oldest && !q.acked.contains(seq) {
+				return int64(binary.BigEndian.Uint64(v[:8]))
+			}
+		}
+	}
+	return 0
 }
 
-// checkDisk keeps the store's disk use near what it holds. Badger drops a
-// deleted entry only when a compaction writes its key range into the
-// lowest level that holds it; with a FIFO's keys, acknowledged and evicted
-// entries and their tombstones pile up in the tables above for long (a
-// 4 MiB cap measured 10–25 MiB of tables under a steady overflow). When
-// most keys in the tables are dead, or the tables exceed MaxBytes by a
-// quarter and a third of their keys are dead, it flattens the tree in the
-// background: one compaction into a single level, which rewrites the live
-// entries and drops every dead one. Each flatten rewrites at most as much
-// as it reclaims (or 4× under a continuous overflow at the cap).
-func (q *Queue) checkDisk() {
-	q.sinceDisk.Store(0)
-	if q.flattening.Load() {
-		return
+// measureDisk returns (and keeps for Stats) the store's disk use: the
+// blocks its files take.
+func (q *Queue) measureDisk() int64 {
+	ents, err := os.ReadDir(q.opts.Dir)
+	if err != nil {
+		return q.disk.Load()
 	}
-	var sst, keys int64
-	for _, t := range q.db.Tables() {
-		sst += int64(t.OnDiskSize)
-		keys += int64(t.KeyCount)
-	}
-	q.mu.Lock()
-	depth := q.depth
-	q.mu.Unlock()
-	dead := keys - depth // tombstones and deleted entries, roughly (the memtables hold some live ones)
-	if sst < 2*q.opts.MemTableSize || dead <= 0 {
-		return
-	}
-	over := sst > q.opts.MaxBytes+q.opts.MaxBytes/4 && 3*dead > keys
-	if !over && 2*dead <= keys {
-		return
-	}
-	// The flatten writes the live entries anew before it deletes the old
-	// tables, through mmap, where a full disk is a SIGBUS.
-	if free, err := q.freeSpace(q.opts.Dir); err != nil || free < sst+q.opts.MinFreeBytes {
-		return
-	}
-	q.flattening.Store(true)
-	q.compacting.Add(1)
-	go func() {
-		defer q.compacting.Done()
-		defer q.flattening.Store(false)
-		if err := q.db.Flatten(1); err != nil {
-			q.log.Warn("buffer compaction failed", "dir", q.opts.Dir, "err", err)
+	var n int64
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += int64(st.Blocks) * 512
+			} else {
+				n += fi.Size()
+			}
 		}
-		q.touched.Add(sst) // the flatten read and wrote the tables through mmap
-	}()
+	}
+	q.disk.Store(n)
+	return n
 }

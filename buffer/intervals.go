@@ -65,9 +65,35 @@ func (s intervals) clone() intervals { return append(intervals(nil), s...) }
 
 // addRange adds lo..hi (inclusive).
 func (s *intervals) addRange(lo, hi uint64) {
-	for x := lo; x <= hi; x++ { // gaps are rare and short (out-of-order acks before a restart)
-		s.add(x)
+	if lo > hi {
+		return
 	}
+	v := *s
+	// Ranges from i to j-1 touch or overlap lo..hi: merge them into one.
+	i := sort.Search(len(v), func(k int) bool { return v[k].hi+1 >= lo })
+	j := i
+	for j < len(v) && v[j].lo <= hi+1 {
+		lo, hi = min(lo, v[j].lo), max(hi, v[j].hi)
+		j++
+	}
+	if i == j {
+		v = append(v, span{})
+		copy(v[i+1:], v[i:])
+		v[i] = span{lo, hi}
+	} else {
+		v[i] = span{lo, hi}
+		v = append(v[:i+1], v[j:]...)
+	}
+	*s = v
+}
+
+// countIn returns how many numbers of lo..hi are in the set.
+func (s intervals) countIn(lo, hi uint64) uint64 {
+	var n uint64
+	for i := s.search(lo); i < len(s) && s[i].lo <= hi; i++ {
+		n += min(hi, s[i].hi) - max(lo, s[i].lo) + 1
+	}
+	return n
 }
 
 // containsRange reports whether every number of lo..hi is in the set.

@@ -43,7 +43,7 @@ func TestWriteDelaySkipsDeliveredEntries(t *testing.T) {
 	if w := q.Stats().Written; w != 40 {
 		t.Fatalf("%d entries written, want 40: the 60 delivered within the delay must never be written", w)
 	}
-	if n := storedKeys(t, q); n != 40 {
+	if n := storedEntries(t, q); n != 40 {
 		t.Fatalf("%d entries written to the store, want 40 (the delivered 60 must never be written)", n)
 	}
 	if err := q.Close(); err != nil {
@@ -63,14 +63,17 @@ func TestWriteDelaySkipsDeliveredEntries(t *testing.T) {
 	}
 }
 
-func storedKeys(t *testing.T, q *Queue) int {
+// storedEntries counts the entries in the stored batches.
+func storedEntries(t *testing.T, q *Queue) int {
 	t.Helper()
 	n := 0
 	err := q.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{keyPrefix}})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{batchPrefix}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			n++
+			if k, ok := parseBatchKey(it.Item().Key()); ok {
+				n += int(k.n)
+			}
 		}
 		return nil
 	})

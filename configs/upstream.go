@@ -22,8 +22,9 @@ const (
 	DefaultUpstreamMaxBytes     = 256 << 20
 	DefaultUpstreamSync         = "interval"
 	DefaultUpstreamSyncInterval = time.Second
-	// MinUpstreamMaxBytes leaves room for the buffer's fixed overhead.
-	MinUpstreamMaxBytes = 4 << 20
+	// MinUpstreamMaxBytes leaves room for the buffer's fixed overhead
+	// (buffer.MinMaxBytes).
+	MinUpstreamMaxBytes = 16 << 20
 )
 
 // Upstream is one [[upstream]] table: a cloud MQTT broker that the local
@@ -81,8 +82,9 @@ type Upstream struct {
 	ReplayOrder string `toml:"replay_order"`
 	// BufferDir defaults to {data_dir}/buffer/{name}.
 	BufferDir string `toml:"buffer_dir"`
-	// MaxBytes caps the buffer (default 256MiB, at least 4MiB); MaxAge
-	// drops older messages (default: none). The oldest are dropped first.
+	// MaxBytes is the disk space the buffer may use (default 256MiB, at
+	// least 16MiB); about three quarters of it hold messages. MaxAge drops
+	// older messages (default: none). The oldest are dropped first.
 	MaxBytes Size     `toml:"max_bytes"`
 	MaxAge   Duration `toml:"max_age"`
 	// Sync is "interval" (default: fsync every sync_interval, 1s) or
@@ -214,7 +216,7 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 		u.MaxBytes = DefaultUpstreamMaxBytes
 	}
 	if ok("max_bytes") && u.MaxBytes < MinUpstreamMaxBytes {
-		l.at(src, key("max_bytes"), "%d bytes is too small; use at least \"4MiB\" (the store has a fixed overhead of a few MiB)", int64(u.MaxBytes))
+		l.at(src, key("max_bytes"), "%d bytes is too small; use at least \"16MiB\" (the store has a fixed overhead of a few MiB)", int64(u.MaxBytes))
 	}
 	if u.Sync == "" {
 		u.Sync = DefaultUpstreamSync

@@ -109,7 +109,7 @@ func TestUpstreamErrors(t *testing.T) {
 				{line: 7, key: "upstream[0].cert_file", msg: "cert_file and key_file go together"},
 				{line: 8, key: "upstream[0].sync", msg: `use "interval"`},
 				{line: 9, key: "upstream[0].topics", msg: "'#' must be a whole level and the last one"},
-				{line: 10, key: "upstream[0].max_bytes", msg: "at least \"4MiB\""},
+				{line: 10, key: "upstream[0].max_bytes", msg: "at least \"16MiB\""},
 				{line: 11, key: "upstream[0].keepalve", msg: "did you mean keepalive?"},
 				{line: 12, key: "upstream[0].replay_order", msg: `"ordered" is not a replay order; use "interleave" (default`},
 			},

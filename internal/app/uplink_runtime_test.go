@@ -28,7 +28,7 @@ client_id = "edged-it-%s"
 ca_file = %q
 cert_file = %q
 key_file = %q
-max_bytes = "8MiB"
+max_bytes = "16MiB"
 %s
 `, name, addr, name, mq.CAFile, mq.ClientCert, mq.ClientKey, extra)
 }
@@ -161,6 +161,8 @@ func TestUplinkMetricsAndReadiness(t *testing.T) {
 		return strings.Contains(m, `edged_uplink_last_error_info{error="`) &&
 			metric(t, m, `edged_uplink_buffer_oldest_age_seconds{upstream="cloud"}`) > 0 &&
 			metric(t, m, `edged_uplink_buffer_bytes{upstream="cloud"}`) > 0 &&
+			metric(t, m, `edged_uplink_buffer_disk_bytes{upstream="cloud"}`) > 0 &&
+			metric(t, m, `edged_uplink_buffer_at_cap{upstream="cloud"}`) == 0 &&
 			metric(t, m, `edged_uplink_connect_attempts_total{upstream="cloud"}`) >= 2
 	})
 

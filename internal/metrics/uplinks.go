@@ -28,12 +28,14 @@ var (
 	descUplinkAcked   = prometheus.NewDesc("edged_uplink_acked_total", "Messages the cloud broker acknowledged (PUBACK) and that were removed from the buffer.", upLabel, nil)
 	descUplinkBacklog = prometheus.NewDesc("edged_uplink_replay_backlog_messages", "Buffered messages the current session has still to replay (an upper bound).", upLabel, nil)
 	descBufDepth      = prometheus.NewDesc("edged_uplink_buffer_messages", "Messages in the buffer not yet acknowledged by the cloud broker.", upLabel, nil)
-	descBufBytes      = prometheus.NewDesc("edged_uplink_buffer_bytes", "Size of the messages in the buffer.", upLabel, nil)
+	descBufBytes      = prometheus.NewDesc("edged_uplink_buffer_bytes", "Size of the messages in the buffer (kept to about three quarters of max_bytes).", upLabel, nil)
 	descBufAge        = prometheus.NewDesc("edged_uplink_buffer_oldest_age_seconds", "Age of the oldest message in the buffer (0 when empty).", upLabel, nil)
 	descBufAppended   = prometheus.NewDesc("edged_uplink_buffer_appended_total", "Messages appended to the buffer since it was opened.", upLabel, nil)
 	descBufWritten    = prometheus.NewDesc("edged_uplink_buffer_written_total", "Messages written to disk since the buffer was opened (the rest were delivered within write_delay).", upLabel, nil)
 	descBufDropped    = prometheus.NewDesc("edged_uplink_buffer_dropped_total", "Messages dropped unsent by the buffer's caps (max_bytes, max_age) or a full disk.", upLabel, nil)
 	descBufDiskFull   = prometheus.NewDesc("edged_uplink_buffer_disk_full", "1 while buffer writes are paused because the file system is (nearly) full.", upLabel, nil)
+	descBufAtCap      = prometheus.NewDesc("edged_uplink_buffer_at_cap", "1 while buffer writes are paused because the store reached max_bytes on disk (compactions behind a flood).", upLabel, nil)
+	descBufDisk       = prometheus.NewDesc("edged_uplink_buffer_disk_bytes", "Disk space the buffer's store takes (at most max_bytes).", upLabel, nil)
 	descBufWriteErrs  = prometheus.NewDesc("edged_uplink_buffer_write_errors_total", "Failed buffer writes (retried).", upLabel, nil)
 	descBufRecovered  = prometheus.NewDesc("edged_uplink_buffer_recovered", "1 if the buffer could not be opened and was moved aside for a fresh one (an alarm).", upLabel, nil)
 )
@@ -44,7 +46,7 @@ var uplinkStates = []string{"connecting", "online", "offline", "stopped"}
 func (c UplinkCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUplinkUp, descUplinkState, descUplinkErr, descUplinkConns, descUplinkTries,
 		descUplinkSent, descUplinkReplay, descUplinkAcked, descUplinkBacklog, descBufDepth, descBufBytes, descBufAge,
-		descBufAppended, descBufWritten, descBufDropped, descBufDiskFull, descBufWriteErrs, descBufRecovered} {
+		descBufAppended, descBufWritten, descBufDropped, descBufDiskFull, descBufAtCap, descBufDisk, descBufWriteErrs, descBufRecovered} {
 		ch <- d
 	}
 }
@@ -82,6 +84,8 @@ func (c UplinkCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBufWritten, counter, float64(b.Written), n)
 		ch <- prometheus.MustNewConstMetric(descBufDropped, counter, float64(b.Dropped), n)
 		ch <- prometheus.MustNewConstMetric(descBufDiskFull, gauge, flag(b.DiskFull), n)
+		ch <- prometheus.MustNewConstMetric(descBufAtCap, gauge, flag(b.AtCap), n)
+		ch <- prometheus.MustNewConstMetric(descBufDisk, gauge, float64(b.DiskBytes), n)
 		ch <- prometheus.MustNewConstMetric(descBufWriteErrs, counter, float64(b.WriteErrors), n)
 		ch <- prometheus.MustNewConstMetric(descBufRecovered, gauge, flag(b.Recovered), n)
 	}

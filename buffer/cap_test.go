@@ -1,0 +1,150 @@
+package buffer
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// sampleDisk records the peak disk use of dir every 2 ms until stop is
+// called.
+func sampleDisk(dir string) (peak func() (int64, string), stop func()) {
+	var max atomic.Int64
+	var files atomic.Value
+	files.Store("")
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			if d, f := diskFiles(dir); d > max.Load() {
+				max.Store(d)
+				files.Store(f)
+			}
+		}
+	}()
+	return func() (int64, string) { return max.Load(), files.Load().(string) },
+		func() { close(done); <-stopped }
+}
+
+// TestDiskCapHoldsWhenCompactionsFallBehind: when the store reaches
+// MaxBytes before the message cap drops anything (here forced by a message
+// cap above MaxBytes; in the field, a flood faster than compactions), writes
+// pause: the disk use stays under MaxBytes, the newest wait in memory with
+// the oldest of those dropped and counted, nothing stored is lost, and
+// writing resumes by itself once deliveries free space.
+func TestDiskCapHoldsWhenCompactionsFallBehind(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "q")
+	opts := Options{Dir: dir, MaxBytes: MinMaxBytes, MemoryBytes: 1 << 20, liveBytes: 1 << 30}
+	q, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = q.Close() }()
+	peak, stop := sampleDisk(dir)
+	const n = 300_000 // ~33 MiB of messages into a 16 MiB store
+	payload := []byte(strings.Repeat("x", 80))
+	for i := range n {
+		q.Append("edged/gw/dev/tag", fmt.Appendf(payload[:0:0], "%08d%s", i, payload[8:]))
+		if i%10_000 == 9_999 {
+			q.Flush()
+		}
+	}
+	q.Flush()
+	st := q.Stats()
+	if !st.AtCap {
+		t.Fatalf("store not at its cap after %d MiB into %d MiB: %+v", n*113>>20, opts.MaxBytes>>20, st)
+	}
+	if uint64(st.Depth)+uint64(st.Pending)+st.Dropped != n || st.Dropped == 0 {
+		t.Fatalf("depth %d + pending %d + dropped %d != appended %d", st.Depth, st.Pending, st.Dropped, n)
+	}
+	// What is stored is the oldest, in order and complete.
+	r := q.NewReader()
+	var next uint64
+	from, acked := uint64(0), 0
+	for {
+		es, nx, err := r.Read(from, 0, 256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			if want := fmt.Sprintf("%08d", next); string(e.Payload[:8]) != want {
+				t.Fatalf("stored entry %d is %s, want %s", acked, e.Payload[:8], want)
+			}
+			next++
+			q.Ack(e.Seq, e.Size) // delivered: frees its segments
+			acked++
+		}
+		if len(es) == 0 && nx == from {
+			break
+		}
+		from = nx
+	}
+	if int64(acked) != st.Depth {
+		t.Fatalf("read %d stored entries, depth was %d", acked, st.Depth)
+	}
+	// With the stored ones delivered, the held ones get written.
+	deadline := time.Now().Add(10 * time.Second)
+	for q.Stats().AtCap || q.Stats().Pending > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("writes did not resume after the store was drained: %+v", q.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+		q.Flush()
+	}
+	stop()
+	if p, files := peak(); p > opts.MaxBytes {
+		t.Errorf("disk use reached %d bytes, over max_bytes %d; files (KiB):%s", p, opts.MaxBytes, files)
+	} else {
+		t.Logf("disk use peaked at %.1f MiB of %d MiB; %d stored, %d held then written, %d dropped", float64(p)/(1<<20), opts.MaxBytes>>20, acked, st.Pending, st.Dropped)
+	}
+	q.Append("edged/gw/dev/tag", []byte("after"))
+	q.Flush()
+	if es := readAll(t, q); len(es) != int(st.Pending)+1 || string(es[len(es)-1].Payload) != "after" {
+		t.Fatalf("after resuming: %d entries readable, want the %d held plus 1", len(es), st.Pending)
+	}
+}
+
+// TestOldFormatMovedAside: a store written by an edged that kept one key
+// per message is another format: moved aside with the alarm raised, never
+// misread.
+func TestOldFormatMovedAside(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "q")
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithMemTableSize(1 << 20).WithValueThreshold(1 << 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte("q\x00\x00\x00\x00\x00\x00\x00\x01"), []byte("an old entry"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q, err := Open(Options{Dir: dir, MaxBytes: MinMaxBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	st := q.Stats()
+	if !st.Recovered {
+		t.Fatalf("old-format store opened as if current: %+v", st)
+	}
+	if _, err := os.Stat(st.RecoveredFrom); err != nil {
+		t.Fatalf("old store not kept: %v", err)
+	}
+	if es := readAll(t, q); len(es) != 0 {
+		t.Fatalf("fresh store holds %d entries", len(es))
+	}
+}
