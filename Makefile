@@ -37,6 +37,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	bench/throughput.sh
 	$(GO) run ./bench/buffer -n 2000000 -payload 60
+	$(GO) run ./bench/buffer -n 2000000 -payload 60 -max-bytes 33554432 -points 6
 	$(GO) run ./bench/uplink -n 50000 -pace-n 2500 -duration 10s
 
 # fuzz: a short run of every fuzz target (corpora live in testdata/fuzz).

@@ -330,6 +330,9 @@ func Open(opts Options) (*Queue, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("buffer: no directory given")
 	}
+	if opts.MaxBytes < MinMaxBytes {
+		return nil, fmt.Errorf("buffer %s: max_bytes %d is below the minimum %d (the store's own overhead)", opts.Dir, opts.MaxBytes, int64(MinMaxBytes))
+	}
 	q := &Queue{opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), flushes: make(chan flushReq), notify: make(chan struct{}),
 		stop: make(chan struct{}), stopped: make(chan struct{}), freeSpace: freeBytes}
 	db, err := openDB(opts)
