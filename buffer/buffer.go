@@ -21,8 +21,7 @@
 //     power cut may lose what was committed after the last sync
 //     (SyncInterval), nothing with SyncAlways. After a crash, entries
 //     acknowledged in the last group commit may be read again.
-//   - When the stored bytes exceed LiveBytes (about three quarters of
-//     MaxBytes) or the oldest entry is older than MaxAge, the oldest entries
+//   - When the stored bytes exceed LiveBytes (69–75% of MaxBytes) or the oldest entry is older than MaxAge, the oldest entries
 //     are dropped and counted in Stats.Dropped.
 //   - The store's disk use stays within MaxBytes: should it get there
 //     anyway (compactions behind a flood), writes pause as for a full disk
@@ -69,8 +68,8 @@ const (
 	DefaultWriteDelay     = 500 * time.Millisecond
 	DefaultMaxBytes       = 256 << 20
 	DefaultMemoryBytes    = 4 << 20
-	// DefaultMemTableSize: two memtables of 4 MiB (less for a MaxBytes
-	// below 128 MiB). Each costs its skiplist
+	// DefaultMemTableSize: two memtables of 4 MiB (a 64th of MaxBytes
+	// below 256 MiB, at least 256 KiB). Each costs its skiplist
 	// arena (MemTableSize + 30%) and, when flushed, a table builder that
 	// grows to about 3× its size; with 8 MiB the Go heap peaked near
 	// 100 MiB under a flood, with 4 MiB near 60 MiB at the same
@@ -90,7 +89,7 @@ type Options struct {
 	// MaxBytes is the disk space the store may take, all of it: the
 	// messages, Badger's write-ahead files (Overhead), and the space of
 	// delivered or dropped messages until their segment is removed. The
-	// messages themselves are kept to LiveBytes (about three quarters); beyond
+	// messages themselves are kept to LiveBytes (69–75% of it); beyond
 	// that the oldest are dropped and counted. Should the store still
 	// reach MaxBytes (compactions falling behind a flood of messages
 	// faster than the disk), writes pause until a compaction frees space:
@@ -134,23 +133,23 @@ type Options struct {
 	segBytes  int64 // overrides segmentBytes (tests)
 }
 
-// Overhead is the disk space Badger uses beyond the entries themselves
-// and the space awaiting compaction (memtable write-ahead files, manifest,
-// a value-log file).
-func (o Options) Overhead() int64 { return 2*o.MemTableSize + 1<<20 }
+// Overhead is the disk space Badger needs beyond the stored messages: the
+// write-ahead files of its memtables, level-0 tables awaiting compaction
+// (up to the stall, 4), and the tables a compaction writes before it
+// deletes its inputs (as much again); about ten memtables, measured in
+// TestCapDropsOldestExactly.
+func (o Options) Overhead() int64 { return 10*o.MemTableSize + 1<<20 }
 
 // LiveBytes is what the stored messages may take (entry bytes, as in
-// Stats.Bytes) within MaxBytes: three quarters of it, less the overhead.
-// The rest is room for the oldest segment while it is partly delivered
-// (segmentBytes, an eighth of LiveBytes), level-0 tables and the tables
-// a compaction writes before it deletes its inputs. Measured peaks:
-// 13.9 MiB of 16 (TestCapDropsOldestExactly), 22.8 of 32 and 198 of 256
-// (bench/buffer floods).
+// Stats.Bytes) within MaxBytes: MaxBytes less the Overhead and three
+// segments (the oldest one while it is partly delivered, and up to two
+// wholly delivered ones waiting to be removed, see dropSegments): 11 MiB
+// of 16, 23 of 32, 191 of 256.
 func (o Options) LiveBytes() int64 {
 	if o.liveBytes > 0 {
 		return o.liveBytes
 	}
-	return max(o.MaxBytes*3/4-o.Overhead(), 1<<20)
+	return max(o.MaxBytes-o.Overhead()-3*o.segmentBytes(), 1<<20)
 }
 
 // MinMaxBytes is the smallest MaxBytes: enough for the overhead of the
@@ -180,8 +179,8 @@ func (o *Options) defaults() {
 		o.MemoryBytes = DefaultMemoryBytes
 	}
 	if o.MemTableSize <= 0 {
-		// Smaller memtables for a small cap: they are part of its overhead.
-		o.MemTableSize = min(max(o.MaxBytes/32, 1<<20), DefaultMemTableSize)
+		// Smaller memtables for a small cap: they are most of its overhead.
+		o.MemTableSize = min(max(o.MaxBytes/64, 256<<10), DefaultMemTableSize)
 	}
 	if o.MinFreeBytes <= 0 {
 		o.MinFreeBytes = 4 * o.MemTableSize
@@ -251,7 +250,7 @@ type Queue struct {
 	dirty    bool           // acked or oldest changed for stored entries: write the state
 	segs     []segment      // the stored segments, oldest first
 	segNext  uint32         // the id of the next segment
-	drops    []uint32       // segments wholly delivered or dropped, to be removed from the store
+	drops    []segment      // segments wholly delivered or dropped, to be removed from the store
 	head     loadedBatch    // the stored batch at oldest, for eviction and ages
 	mem      []*batch       // committed entries kept in memory, oldest first
 	memBytes int64
@@ -302,16 +301,16 @@ func (b *batch) last() uint64 { return b.first + uint64(len(b.vals)) - 1 }
 // larger entry is a batch of its own): large enough that the work per
 // batch (a state update, the deletion of its pages) is a small share,
 // small enough that the oldest batch is a small share of MaxBytes.
-func (o Options) batchBytes() int { return int(max(min(256<<10, o.LiveBytes()/16), 4<<10)) }
+func (o Options) batchBytes() int { return int(max(min(256<<10, o.segmentBytes()/4), 4<<10)) }
 
-// segmentBytes is the most batch bytes one segment holds: the space a
-// partly delivered oldest segment can keep on disk, and the granularity at
-// which space is returned.
+// segmentBytes is the most batch bytes one segment holds (a 32nd of
+// MaxBytes): the space a partly delivered oldest segment can keep on disk,
+// and the granularity at which space is returned.
 func (o Options) segmentBytes() int64 {
 	if o.segBytes > 0 {
 		return o.segBytes
 	}
-	return min(max(o.LiveBytes()/8, 1<<20), 32<<20)
+	return min(max(o.MaxBytes/32, 512<<10), 32<<20)
 }
 
 // valueThreshold keeps every page in the LSM tree rather than in Badger's

@@ -271,7 +271,9 @@ func (q *Queue) storedLocked(p put) {
 }
 
 // dropEvery spaces the removals of delivered segments: each one flushes
-// Badger's memtable (a small level-0 table) and compacts level 0.
+// Badger's memtable (a small level-0 table) and compacts level 0. Removed
+// segments wait at most this long, or until they hold two segments' worth
+// of bytes (a flood evicting as fast as it writes).
 const dropEvery = 200 * time.Millisecond
 
 // dropSegments removes the segments whose entries are all delivered or
@@ -281,21 +283,25 @@ func (q *Queue) dropSegments(now bool) error {
 	q.mu.Lock()
 	for i := 0; i < len(q.segs); {
 		if sg := q.segs[i]; sg.last < q.oldest || q.acked.containsRange(sg.first, sg.last) {
-			q.drops = append(q.drops, sg.id)
+			q.drops = append(q.drops, sg)
 			q.segs = append(q.segs[:i], q.segs[i+1:]...)
 			continue
 		}
 		i++
 	}
-	ids := append([]uint32(nil), q.drops...)
+	drops := append([]segment(nil), q.drops...)
 	now = now || q.atCap
 	q.mu.Unlock()
-	if len(ids) == 0 || (!now && time.Since(q.lastDrop) < dropEvery) {
+	var dead int64
+	for _, sg := range drops {
+		dead += sg.bytes
+	}
+	if len(drops) == 0 || (!now && dead < 2*q.opts.segmentBytes() && time.Since(q.lastDrop) < dropEvery) {
 		return nil
 	}
-	prefixes := make([][]byte, len(ids))
-	for i, id := range ids {
-		prefixes[i] = segPrefix(nil, id)
+	prefixes := make([][]byte, len(drops))
+	for i, sg := range drops {
+		prefixes[i] = segPrefix(nil, sg.id)
 	}
 	err := q.db.DropPrefix(prefixes...)
 	q.lastDrop = time.Now()
@@ -303,7 +309,7 @@ func (q *Queue) dropSegments(now bool) error {
 		return err
 	}
 	q.mu.Lock()
-	q.drops = q.drops[len(ids):]
+	q.drops = q.drops[len(drops):]
 	q.mu.Unlock()
 	q.touched.Add(q.opts.MemTableSize) // the flush and level-0 compaction it forces
 	return nil

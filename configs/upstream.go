@@ -83,7 +83,7 @@ type Upstream struct {
 	// BufferDir defaults to {data_dir}/buffer/{name}.
 	BufferDir string `toml:"buffer_dir"`
 	// MaxBytes is the disk space the buffer may use (default 256MiB, at
-	// least 16MiB); about three quarters of it hold messages. MaxAge drops
+	// least 16MiB); 69–75% of it hold messages. MaxAge drops
 	// older messages (default: none). The oldest are dropped first.
 	MaxBytes Size     `toml:"max_bytes"`
 	MaxAge   Duration `toml:"max_age"`

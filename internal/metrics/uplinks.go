@@ -28,7 +28,7 @@ var (
 	descUplinkAcked   = prometheus.NewDesc("edged_uplink_acked_total", "Messages the cloud broker acknowledged (PUBACK) and that were removed from the buffer.", upLabel, nil)
 	descUplinkBacklog = prometheus.NewDesc("edged_uplink_replay_backlog_messages", "Buffered messages the current session has still to replay (an upper bound).", upLabel, nil)
 	descBufDepth      = prometheus.NewDesc("edged_uplink_buffer_messages", "Messages in the buffer not yet acknowledged by the cloud broker.", upLabel, nil)
-	descBufBytes      = prometheus.NewDesc("edged_uplink_buffer_bytes", "Size of the messages in the buffer (kept to about three quarters of max_bytes).", upLabel, nil)
+	descBufBytes      = prometheus.NewDesc("edged_uplink_buffer_bytes", "Size of the messages in the buffer (kept to 69–75% of max_bytes).", upLabel, nil)
 	descBufAge        = prometheus.NewDesc("edged_uplink_buffer_oldest_age_seconds", "Age of the oldest message in the buffer (0 when empty).", upLabel, nil)
 	descBufAppended   = prometheus.NewDesc("edged_uplink_buffer_appended_total", "Messages appended to the buffer since it was opened.", upLabel, nil)
 	descBufWritten    = prometheus.NewDesc("edged_uplink_buffer_written_total", "Messages written to disk since the buffer was opened (the rest were delivered within write_delay).", upLabel, nil)
