@@ -260,6 +260,7 @@ type Queue struct {
 	closed   bool
 	diskFull bool
 	atCap    bool
+	behind   bool // maxPending was reached (logged once)
 
 	appended, committed, durable, ackedN, dropped, writeErrs, writtenN atomic.Uint64
 	touched                                                            atomic.Int64 // bytes written or read from disk since the last pageOut
@@ -581,8 +582,15 @@ func (q *Queue) AppendPrefixed(prefix, topic string, payload []byte) {
 	q.pending = append(q.pending, pendingEntry{seq: q.nextSeq, off: off, end: len(q.pendBuf)})
 	q.nextSeq++
 	kick := len(q.pending)-q.pendFrom == 1 || len(q.pendBuf) >= 256<<10
-	if q.diskFull || q.atCap {
+	switch {
+	case q.diskFull || q.atCap:
 		q.trimPendingLocked()
+	case int64(len(q.pendBuf)-q.pending[q.pendFrom].off) > q.maxPending():
+		if !q.behind {
+			q.behind = true
+			q.log.Warn("buffer writes fall behind the messages: the oldest waiting are dropped (and counted)", "dir", q.opts.Dir, "waiting_bytes", q.maxPending())
+		}
+		q.trimPendingToLocked(q.maxPending())
 	}
 	q.mu.Unlock()
 	q.appended.Add(1)
@@ -595,13 +603,40 @@ func (q *Queue) AppendPrefixed(prefix, topic string, payload []byte) {
 }
 
 // trimPendingLocked drops the oldest pending entries beyond MemoryBytes.
-func (q *Queue) trimPendingLocked() {
-	for q.pendFrom < len(q.pending) && int64(len(q.pendBuf)-q.pending[q.pendFrom].off) > q.opts.MemoryBytes {
+func (q *Queue) trimPendingLocked() { q.trimPendingToLocked(q.opts.MemoryBytes) }
+
+// trimPendingToLocked drops the oldest pending entries beyond limit bytes,
+// and gives back the memory of those dropped once they are most of it.
+func (q *Queue) trimPendingToLocked(limit int64) {
+	for q.pendFrom < len(q.pending) && int64(len(q.pendBuf)-q.pending[q.pendFrom].off) > limit {
 		q.acked.add(q.pending[q.pendFrom].seq)
 		q.pendFrom++
 		q.dropped.Add(1)
 	}
+	if q.pendFrom == 0 {
+		return
+	}
+	dead := len(q.pendBuf)
+	if q.pendFrom < len(q.pending) {
+		dead = q.pending[q.pendFrom].off
+	}
+	if int64(dead) < limit && dead < len(q.pendBuf)/2 {
+		return
+	}
+	buf := append([]byte(nil), q.pendBuf[dead:]...)
+	pend := append([]pendingEntry(nil), q.pending[q.pendFrom:]...)
+	for i := range pend {
+		pend[i].off -= dead
+		pend[i].end -= dead
+	}
+	q.pendBuf, q.pending, q.pendFrom = buf, pend, 0
 }
+
+// maxPending bounds what waits for the writer when it falls behind (a
+// compaction holding up a segment's removal during a flood): beyond it the
+// oldest waiting messages are dropped and counted rather than the process
+// growing until the kernel kills it.
+func (q *Queue) maxPending() int64 { return 8 * q.opts.MemoryBytes }
 
 // NextSeq is the sequence number the next Append gets: entries below it
 // were appended before the call.

@@ -219,6 +219,12 @@ func TestDiskFull(t *testing.T) {
 	if st.Dropped == 0 || st.Pending*int64(len(payload)) > 2*opts.MemoryBytes {
 		t.Fatalf("memory not bounded while the disk is full: %+v", st)
 	}
+	q.mu.Lock()
+	held := cap(q.pendBuf)
+	q.mu.Unlock()
+	if int64(held) > 4*opts.MemoryBytes { // the dropped ones' bytes are given back, not just skipped
+		t.Fatalf("%d bytes held for %d pending messages while the disk is full (memory_bytes %d)", held, st.Pending, opts.MemoryBytes)
+	}
 	t.Logf("disk full: %+v", st)
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)

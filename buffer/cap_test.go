@@ -159,3 +159,30 @@ func TestOldFormatMovedAside(t *testing.T) {
 		t.Fatalf("fresh store holds %d entries", len(es))
 	}
 }
+
+// TestWriterBehindBoundsMemory: when the writer does not keep up (here it
+// does not run at all), what waits for it stays within maxPending: the
+// oldest waiting messages are dropped and counted, their memory given back.
+func TestWriterBehindBoundsMemory(t *testing.T) {
+	opts := Options{Dir: "unused", MaxBytes: MinMaxBytes, MemoryBytes: 64 << 10}
+	opts.defaults()
+	q := &Queue{opts: opts, log: opts.Logger, kick: make(chan struct{}, 1)}
+	payload := []byte(strings.Repeat("p", 100))
+	const n = 50_000 // ~5.5 MB against a bound of 512 KiB
+	for range n {
+		q.Append("edged/gw/dev/tag", payload)
+	}
+	st := q.Stats()
+	waiting := int64(len(q.pendBuf) - q.pending[q.pendFrom].off)
+	if waiting > q.maxPending() || st.Dropped == 0 || uint64(st.Pending)+st.Dropped != n {
+		t.Fatalf("%d bytes waiting (bound %d), %d pending + %d dropped of %d", waiting, q.maxPending(), st.Pending, st.Dropped, n)
+	}
+	if int64(cap(q.pendBuf)) > 4*q.maxPending() {
+		t.Fatalf("%d bytes held for %d bytes waiting", cap(q.pendBuf), waiting)
+	}
+	// The newest are the ones kept.
+	last := q.pending[len(q.pending)-1]
+	if last.seq != n-1 {
+		t.Fatalf("newest waiting is seq %d, want %d", last.seq, n-1)
+	}
+}

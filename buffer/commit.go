@@ -197,13 +197,16 @@ func (q *Queue) commitBatches(all bool) {
 			q.written = writtenBefore
 		}
 		if len(fresh) > 0 { // not staged: they were not made readable
+			// What arrived meanwhile (less what was dropped meanwhile) goes
+			// after them, its offsets moved past their bytes.
 			shift := len(buf)
-			for i := range q.pending {
-				q.pending[i].off += shift
-				q.pending[i].end += shift
+			later := q.pending[q.pendFrom:]
+			for i := range later {
+				later[i].off += shift
+				later[i].end += shift
 			}
 			q.pendBuf = append(buf, q.pendBuf...)
-			q.pending = append(pending, q.pending...)
+			q.pending, q.pendFrom = append(pending[:len(pending):len(pending)], later...), 0
 			if capped {
 				q.trimPendingLocked()
 			}
