@@ -17,11 +17,20 @@ import (
 // unknown), Key is the dotted key path with array indexes as an installer
 // would count them from 0 (e.g. "device[1].tag[3].type"; empty when the
 // problem is not about one key).
+//
+// A driver's Init returns an Error with File empty and Key relative to
+// where the problem is written: to the device table ("tag[3].address" is
+// device[N].tag[3].address of the main file), or, with InMap, to the
+// device's map file ("tag[3].address" is the fourth [[tag]] of the map).
+// The loader fills in the file and line.
 type Error struct {
 	File string
 	Line int
 	Key  string
 	Msg  string
+	// InMap says that Key is a key of the device's map file, not of its
+	// table: set by drivers for the tags that came from the map.
+	InMap bool
 }
 
 // Error formats the problem as "FILE:LINE: KEY: MSG", leaving out the parts
@@ -36,6 +45,8 @@ func (e *Error) Error() string {
 		b.WriteString(": ")
 	} else if e.Line > 0 {
 		b.WriteString("line " + strconv.Itoa(e.Line) + ": ")
+	} else if e.InMap {
+		b.WriteString("map: ")
 	}
 	if e.Key != "" {
 		b.WriteString(e.Key + ": ")

@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"path/filepath"
@@ -44,11 +45,30 @@ var (
 
 func (s *fakeSettings) MapTarget() any { return &s.fromMap }
 
-// Init rejects more than 10 retries (as a keyed *Error) and duplicate tag
-// names across the device table and the map (as a plain error).
+// Init rejects more than 10 retries (as a keyed *Error), tags without a
+// name or with a negative address (keyed to the tag in the map file or the
+// device table) and duplicate tag names across the device table and the
+// map (as a plain error).
 func (s *fakeSettings) Init() error {
 	if s.Retries > 10 {
 		return &Error{Key: "retries", Msg: fmt.Sprintf("%d retries is too many; at most 10", s.Retries)}
+	}
+	var errs []error
+	for _, src := range []struct {
+		tags  []fakeTag
+		inMap bool
+	}{{s.fromMap.Tags, true}, {s.Tags, false}} {
+		for i, t := range src.tags {
+			if t.Name == "" {
+				errs = append(errs, &Error{Key: fmt.Sprintf("tag[%d].name", i), Msg: "name is missing", InMap: src.inMap})
+			}
+			if t.Address < 0 {
+				errs = append(errs, &Error{Key: fmt.Sprintf("tag[%d].address", i), Msg: fmt.Sprintf("address %d is negative", t.Address), InMap: src.inMap})
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	seen := map[string]bool{}
 	for _, t := range append(slices.Clone(s.fromMap.Tags), s.Tags...) {

@@ -118,6 +118,36 @@ func (x *lineIndex) lineOf(p keyPath) int {
 	return 0
 }
 
+// lineOfKey is lineOf for a key path as keyPath.String formats it (as
+// drivers name keys in their errors, e.g. "device[0].tag[2].area"): the
+// line of the key, else of the nearest enclosing key or array that is
+// written in the text, else 0.
+func (x *lineIndex) lineOfKey(path string) int {
+	if l := x.line(path); l > 0 {
+		return l
+	}
+	// Try the prefixes that end before a '.' or '[' outside quotes, longest
+	// first: device[0].tag[2].area → device[0].tag[2] → device[0].tag → …
+	var cuts []int
+	quoted := false
+	for i := 0; i < len(path); i++ {
+		switch c := path[i]; {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		case !quoted && (c == '.' || c == '['):
+			cuts = append(cuts, i)
+		}
+	}
+	for i := len(cuts) - 1; i >= 0; i-- {
+		if l := x.line(path[:cuts[i]]); l > 0 {
+			return l
+		}
+	}
+	return 0
+}
+
 // add records path at line. A key stated explicitly (a header or key/value)
 // replaces the line of a table that was only implied before, as in
 // [a.b] followed later by [a].

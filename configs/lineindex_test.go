@@ -126,6 +126,31 @@ func TestLineIndex(t *testing.T) {
 	}
 }
 
+// lineOfKey finds a key a driver names, or else the nearest enclosing
+// table or array that is written: a missing tag key is at its
+// [[device.tag]] header, not at the [[device]].
+func TestLineOfKey(t *testing.T) {
+	idx := buildLineIndex([]byte(trickyTOML))
+	for path, want := range map[string]int{
+		"device[0].tag[1].name":           20, // written
+		"device[0].tag[1].area":           19, // missing: its [[device.tag]]
+		"device[0].tag[0].area":           17,
+		"device[0].tag[7].area":           17, // no such tag: the first [[device.tag]]
+		"device[0].retries":               15, // missing: its [[device]]
+		"device[1].tags[1].area":          25, // in an inline table
+		"device[1].lit[3]":                26, // an element of an array of values
+		`"sp ace".q.multi.zz`:             31, // quoted key, inline table
+		`"sp ace".q."a.b[0]".c`:           29, // dots and brackets inside quotes
+		`"sp ace".q."a\"b"`:               29, // an escaped quote
+		"nowhere.at.all":                  0,
+		"device[9].tag[0].write_function": 15, // the first [[device]]
+	} {
+		if got := idx.lineOfKey(path); got != want {
+			t.Errorf("lineOfKey(%s) = %d, want %d", path, got, want)
+		}
+	}
+}
+
 // checkIndexCoversParser fails if the text is valid TOML and the parser
 // finds a key that the index does not, or the index gives a line outside
 // the text.

@@ -607,28 +607,34 @@ func (l *loader) mapReadError(src *source, p keyPath, name string, mf *mapFile) 
 }
 
 // initError reports what the driver's Init said. Init may return *Error
-// (or Errors, or errors.Join of them) whose Key is relative to the device
-// table, e.g. "tag[3].address": it is then reported at that key's line, in
-// the main file or else in the map file. Any other error is reported at the
-// device table.
+// (or Errors, or errors.Join of them) with File empty and Key relative to
+// the device table, e.g. "tag[3].address", or, with InMap, relative to the
+// device's map file: it is then reported in that file at that key's line,
+// or, when the key is not written, at the line of the nearest table that
+// is (the [[device.tag]] or [[tag]] header for a missing tag key, else the
+// device). Any other error is reported at the device table.
 func (l *loader) initError(src *source, base keyPath, d *Device, mf *mapFile, err error) {
 	for _, e := range leafErrors(err) {
 		var ce *Error
-		if errors.As(e, &ce) && ce.File == "" && ce.Key != "" {
+		switch {
+		case !errors.As(e, &ce) || ce.File != "":
+			l.add(src.file, d.Line, base.String(), "device %q: %v", d.Name, e)
+		case ce.InMap && (mf == nil || mf.idx == nil):
+			// A driver's mistake: the device has no map. Keep the key in
+			// the message rather than lose it.
+			l.add(src.file, d.Line, base.String(), "device %q: map %s: %s", d.Name, ce.Key, ce.Msg)
+		case ce.InMap:
+			l.add(mf.path, mf.idx.lineOfKey(ce.Key), ce.Key, "device %q: %s", d.Name, ce.Msg)
+		case ce.Key == "":
+			l.add(src.file, d.Line, base.String(), "device %q: %s", d.Name, ce.Msg)
+		default:
 			full := base.String() + "." + ce.Key
-			switch {
-			case src.idx.line(full) > 0 || mf == nil || mf.idx == nil || mf.idx.line(ce.Key) == 0:
-				line := src.idx.line(full)
-				if line == 0 {
-					line = d.Line
-				}
-				l.add(src.file, line, full, "device %q: %s", d.Name, ce.Msg)
-			default:
-				l.add(mf.path, mf.idx.line(ce.Key), ce.Key, "device %q: %s", d.Name, ce.Msg)
+			line := src.idx.lineOfKey(full)
+			if line == 0 {
+				line = d.Line
 			}
-			continue
+			l.add(src.file, line, full, "device %q: %s", d.Name, ce.Msg)
 		}
-		l.add(src.file, d.Line, base.String(), "device %q: %v", d.Name, e)
 	}
 }
 

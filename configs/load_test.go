@@ -397,6 +397,57 @@ func TestLoadErrors(t *testing.T) {
 			want: []wantErr{{line: 6, key: "device[0].retries", msg: `device "a": 50 retries is too many; at most 10`}},
 		},
 		{
+			name: "driver Init errors in a map tag and an inline tag of the same index",
+			files: memFS{
+				testMain: gw + lines(
+					`[[device]]`,
+					`name = "a"`,
+					`driver = "fake"`,
+					`map = "m1"`,
+					`[[device.tag]]`, // 7
+					`name = "local"`,
+					`address = -2`,   // 9
+					`[[device.tag]]`, // 10
+					`address = 5`,
+				),
+				testMaps + "m1.toml": lines(
+					`model = "x"`,
+					`[[tag]]`, // 2
+					`name = "voltage"`,
+					`address = -1`, // 4
+					`[[tag]]`,      // 5
+					`address = 7`,
+				),
+			},
+			want: []wantErr{
+				// Files in the order the driver named them.
+				{file: testMaps + "m1.toml", line: 4, key: "tag[0].address", msg: `device "a": address -1 is negative`},
+				{file: testMaps + "m1.toml", line: 5, key: "tag[1].name", msg: `device "a": name is missing`},
+				{line: 9, key: "device[0].tag[0].address", msg: `device "a": address -2 is negative`},
+				{line: 10, key: "device[0].tag[1].name", msg: `device "a": name is missing`},
+			},
+		},
+		{
+			name: "driver Init error in a map tag the device table also has",
+			files: memFS{
+				testMain: gw + lines(
+					`[[device]]`,
+					`name = "a"`,
+					`driver = "fake"`,
+					`map = "m1"`,
+					`[[device.tag]]`,
+					`name = "local"`,
+					`address = 2`,
+				),
+				testMaps + "m1.toml": lines(
+					`[[tag]]`,
+					`name = "voltage"`,
+					`address = -1`, // 3
+				),
+			},
+			want: []wantErr{{file: testMaps + "m1.toml", line: 3, key: "tag[0].address", msg: `device "a": address -1 is negative`}},
+		},
+		{
 			name: "unset environment variables",
 			files: memFS{testMain: gw + lines(
 				`[[device]]`,
@@ -583,5 +634,21 @@ func TestDeviceFingerprint(t *testing.T) {
 	}
 	if fp(c0, 0) == fp(mapChanged, 0) || fp(c0, 1) != fp(mapChanged, 1) {
 		t.Fatalf("changing a's map must change a's fingerprint only")
+	}
+}
+
+// An Error a driver returns says which file its key is in.
+func TestErrorString(t *testing.T) {
+	for _, tt := range []struct {
+		e    Error
+		want string
+	}{
+		{Error{Key: "tag[0].area", Msg: "area is missing"}, "tag[0].area: area is missing"},
+		{Error{Key: "tag[0].area", Msg: "area is missing", InMap: true}, "map: tag[0].area: area is missing"},
+		{Error{File: "/m.toml", Line: 3, Key: "tag[0].area", Msg: "area is missing", InMap: true}, "/m.toml:3: tag[0].area: area is missing"},
+	} {
+		if got := tt.e.Error(); got != tt.want {
+			t.Errorf("%+v: Error() = %q, want %q", tt.e, got, tt.want)
+		}
 	}
 }

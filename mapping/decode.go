@@ -13,57 +13,79 @@ import (
 // ErrShort is returned when fewer raw bytes are given than the tag needs.
 var ErrShort = errors.New("too few bytes for tag")
 
-// Init checks a spec and fills its defaults. It does no I/O.
+// Init checks a spec and fills its defaults. It does no I/O. A problem is
+// a *KeyError naming the tag key at fault.
 func (s *Spec) Init() error {
 	if s.Name == "" {
-		return errors.New("name is empty: every tag needs a unique name, e.g. name = \"flow_rate\"")
+		return keyErr("name", "name is empty: every tag needs a unique name, e.g. name = \"flow_rate\"")
 	}
 	if strings.ContainsAny(s.Name, "/+#\x00") {
-		return fmt.Errorf("name %q contains one of / + # or NUL, which are not allowed in an MQTT topic level", s.Name)
+		return keyErr("name", "name %q contains one of / + # or NUL, which are not allowed in an MQTT topic level", s.Name)
 	}
 	if s.Type == 0 {
-		return fmt.Errorf("type is missing: allowed are %s", TypeNames)
+		return keyErr("type", "type is missing: allowed are %s", TypeNames)
 	}
 	if s.Type > TypeString {
-		return fmt.Errorf("type %s is unknown: allowed are %s", s.Type, TypeNames)
+		return keyErr("type", "type %s is unknown: allowed are %s", s.Type, TypeNames)
 	}
 	if s.Order > OrderDCBA {
-		return fmt.Errorf("order %s is unknown: allowed are %s", s.Order, OrderNames)
+		return keyErr("order", "order %s is unknown: allowed are %s", s.Order, OrderNames)
 	}
 	if s.Type == TypeString {
 		if s.Length <= 0 || s.Length > 125 {
-			return fmt.Errorf("length = %d: a string tag needs length = 1..125 (registers, 2 characters each)", s.Length)
+			return keyErr("length", "length = %d: a string tag needs length = 1..125 (registers, 2 characters each)", s.Length)
 		}
 	} else if s.Length != 0 {
-		return fmt.Errorf("length is only for type = \"string\", this tag is %s", s.Type)
+		return keyErr("length", "length is only for type = \"string\", this tag is %s", s.Type)
 	}
 	if s.Bit != nil {
 		if s.Type != TypeBool {
-			return fmt.Errorf("bit is only for type = \"bool\" (one bit of a register), this tag is %s", s.Type)
+			return keyErr("bit", "bit is only for type = \"bool\" (one bit of a register), this tag is %s", s.Type)
 		}
 		if *s.Bit < 0 || *s.Bit > 15 {
-			return fmt.Errorf("bit = %d: allowed are 0 (least significant) to 15", *s.Bit)
+			return keyErr("bit", "bit = %d: allowed are 0 (least significant) to 15", *s.Bit)
 		}
 	}
 	if math.IsNaN(s.Scale) || math.IsInf(s.Scale, 0) || math.IsNaN(s.Offset) || math.IsInf(s.Offset, 0) {
-		return fmt.Errorf("scale = %v, offset = %v: both must be finite numbers (scale 0 or unset means 1)", s.Scale, s.Offset)
+		key := "scale"
+		if !math.IsNaN(s.Scale) && !math.IsInf(s.Scale, 0) {
+			key = "offset"
+		}
+		return keyErr(key, "scale = %v, offset = %v: both must be finite numbers (scale 0 or unset means 1)", s.Scale, s.Offset)
 	}
 	if s.scaled() && (s.Type == TypeBool || s.Type == TypeString) {
-		return fmt.Errorf("scale and offset are only for numeric types (int16 … float64), this tag is %s", s.Type)
+		key := "scale"
+		if s.Scale == 0 || s.Scale == 1 {
+			key = "offset"
+		}
+		return keyErr(key, "scale and offset are only for numeric types (int16 … float64), this tag is %s", s.Type)
 	}
 	if s.Deadband < 0 || math.IsNaN(s.Deadband) || math.IsInf(s.Deadband, 0) {
-		return fmt.Errorf("deadband = %v: must be 0 (publish every change) or a positive finite number", s.Deadband)
+		return keyErr("deadband", "deadband = %v: must be 0 (publish every change) or a positive finite number", s.Deadband)
 	}
 	if s.MaxSilence < 0 {
-		return fmt.Errorf("max_silence = %s: must be 0 (never republish) or positive", s.MaxSilence)
+		return keyErr("max_silence", "max_silence = %s: must be 0 (never republish) or positive", s.MaxSilence)
 	}
 	if !s.Writable && (s.Min != nil || s.Max != nil || s.WriteInterval != 0) {
-		return errors.New("min, max and write_interval limit writes: set writable = true as well, or remove them")
+		return keyErr("writable", "min, max and write_interval limit writes: set writable = true as well, or remove them")
 	}
 	if s.Min != nil && s.Max != nil && *s.Min > *s.Max {
-		return fmt.Errorf("min = %v is above max = %v", *s.Min, *s.Max)
+		return keyErr("min", "min = %v is above max = %v", *s.Min, *s.Max)
 	}
 	return nil
+}
+
+// KeyError is a problem with one key of a tag's table (name, type, …), so
+// that the config loader can point at its line.
+type KeyError struct {
+	Key string
+	Msg string
+}
+
+func (e *KeyError) Error() string { return e.Msg }
+
+func keyErr(key, format string, args ...any) error {
+	return &KeyError{Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // Words is the number of 16-bit registers the tag occupies: 1 for a bit of a

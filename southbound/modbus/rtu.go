@@ -93,27 +93,59 @@ func (r *RTU) Init() error {
 	var errs []error
 	r.Port = strings.TrimSpace(r.Port)
 	if r.Port == "" {
-		errs = append(errs, errors.New(`port is missing: the serial device, e.g. port = "/dev/ttyUSB0" or a stable "/dev/serial/by-id/…" link (edged ports lists them)`))
+		errs = append(errs, settingErr("port", `port is missing: the serial device, e.g. port = "/dev/ttyUSB0" or a stable "/dev/serial/by-id/…" link (edged ports lists them)`))
 	}
 	r.mode = serial.Mode{Baud: r.Baud, DataBits: r.DataBits, Parity: r.Parity, StopBits: r.StopBits}.WithDefaults()
 	r.Baud, r.DataBits, r.Parity, r.StopBits = r.mode.Baud, r.mode.DataBits, r.mode.Parity, r.mode.StopBits
-	if err := r.mode.Validate(); err != nil {
-		errs = append(errs, err)
-	}
+	errs = append(errs, lineModeErrs(r.mode)...)
 	if r.UnitID < 1 || r.UnitID > 247 {
-		errs = append(errs, fmt.Errorf("unit_id = %d: allowed are 1..247 (the slave address set on the device; 0 is broadcast and gets no answers)", r.UnitID))
+		errs = append(errs, settingErr("unit_id", "unit_id = %d: allowed are 1..247 (the slave address set on the device; 0 is broadcast and gets no answers)", r.UnitID))
 	}
-	if r.PollInterval.D() < 0 || r.Timeout.D() < 0 || r.Turnaround.D() < 0 {
-		errs = append(errs, errors.New("poll_interval, timeout and turnaround must not be negative"))
+	for _, d := range []struct {
+		key string
+		v   configs.Duration
+	}{{"poll_interval", r.PollInterval}, {"timeout", r.Timeout}, {"turnaround", r.Turnaround}} {
+		if d.v.D() < 0 {
+			errs = append(errs, settingErr(d.key, "poll_interval, timeout and turnaround must not be negative"))
+			break
+		}
 	}
 	if r.Turnaround.D() > 10*time.Second {
-		errs = append(errs, fmt.Errorf("turnaround = %v: allowed are 0..10s (a pause after each answer of this slave)", r.Turnaround.D()))
+		errs = append(errs, settingErr("turnaround", "turnaround = %v: allowed are 0..10s (a pause after each answer of this slave)", r.Turnaround.D()))
 	}
 	errs = append(errs, checkLimits(r.Retries, r.MaxRegisters, r.MaxBits, r.MaxGap, DefaultRTUMaxGap)...)
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
 	return r.initTags()
+}
+
+// lineModeErrs checks the line settings one key at a time (serial.Mode
+// names them all in one error), so that each problem is keyed to its own.
+func lineModeErrs(m serial.Mode) []error {
+	var errs []error
+	ok := serial.Mode{}.WithDefaults()
+	for _, f := range []struct {
+		key string
+		set func(*serial.Mode)
+	}{
+		{"baud", func(o *serial.Mode) { o.Baud = m.Baud }},
+		{"data_bits", func(o *serial.Mode) { o.DataBits = m.DataBits }},
+		{"parity", func(o *serial.Mode) { o.Parity = m.Parity }},
+		{"stop_bits", func(o *serial.Mode) { o.StopBits = m.StopBits }},
+	} {
+		one := ok
+		f.set(&one)
+		if err := one.Validate(); err != nil {
+			errs = append(errs, settingErr(f.key, "%v", err))
+		}
+	}
+	if len(errs) == 0 {
+		if err := m.Validate(); err != nil { // a check across keys
+			errs = append(errs, err)
+		}
+	}
+	return errs
 }
 
 // Start joins the bus of the device's port (opening it in the background

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/mapping"
 )
 
@@ -62,46 +63,72 @@ func (t *Tag) loc() string {
 }
 
 // check validates one tag for a device whose reads are at most maxRegisters
-// long. It calls Spec.Init, which fills the spec's defaults.
-func (t *Tag) check(maxRegisters int) error {
+// long. It calls Spec.Init, which fills the spec's defaults. A problem comes
+// with the tag's key it is about ("area", "write_function"), or "" when no
+// single key is at fault.
+func (t *Tag) check(maxRegisters int) (key string, err error) {
 	if err := t.Spec.Init(); err != nil {
-		return err
+		var ke *mapping.KeyError
+		if errors.As(err, &ke) {
+			return ke.Key, err
+		}
+		return "", err
 	}
 	if !t.Area.valid() {
-		return fmt.Errorf("area is missing: allowed are %s", AreaNames)
+		return "area", fmt.Errorf("area is missing: allowed are %s", AreaNames)
 	}
 	if t.Area.Bits() {
 		if t.Type != mapping.TypeBool {
-			return fmt.Errorf("type = %q is not allowed in area %s: coils and discrete inputs are single bits, "+
+			return "type", fmt.Errorf("type = %q is not allowed in area %s: coils and discrete inputs are single bits, "+
 				"so the type must be \"bool\"; numbers live in input_register or holding_register", t.Type, t.Area)
 		}
 		if t.Bit != nil {
-			return fmt.Errorf("bit is not allowed in area %s: a %s is already a single bit; "+
+			return "bit", fmt.Errorf("bit is not allowed in area %s: a %s is already a single bit; "+
 				"bit selects one bit of a register in input_register or holding_register", t.Area, t.Area)
 		}
 	}
 	if t.Address < 0 || t.Address > 65535 {
-		return fmt.Errorf("address = %d: allowed are 0..65535 (0-based, as on the wire: register 40001 is address 0)", t.Address)
+		return "address", fmt.Errorf("address = %d: allowed are 0..65535 (0-based, as on the wire: register 40001 is address 0)", t.Address)
 	}
 	if t.end() > 65535 {
-		return fmt.Errorf("address = %d with %d registers ends at %d: the last register must be at most 65535, so address is at most %d",
+		return "address", fmt.Errorf("address = %d with %d registers ends at %d: the last register must be at most 65535, so address is at most %d",
 			t.Address, t.width(), t.end(), 65536-t.width())
 	}
-	if err := t.checkWrite(); err != nil {
-		return err
+	if key, err := t.checkWrite(); err != nil {
+		return key, err
 	}
 	if !t.Area.Bits() && t.width() > maxRegisters {
-		return fmt.Errorf("needs %d registers but max_registers = %d: a tag is read in one request; raise max_registers (up to 125) or shorten the tag",
+		// The tag's size and the device's max_registers together.
+		return "", fmt.Errorf("needs %d registers but max_registers = %d: a tag is read in one request; raise max_registers (up to 125) or shorten the tag",
 			t.width(), maxRegisters)
 	}
-	return nil
+	return "", nil
+}
+
+// tagKeys names the keys of a device's tags in errors: the first mapCount
+// tags came from the map file, where tags[i] is [[tag]] number i; the rest
+// are the device's [[device.tag]] tables.
+type tagKeys struct{ mapCount int }
+
+// err is a problem with key (or the whole tag, for "") of tags[i].
+func (k tagKeys) err(i int, key string, format string, args ...any) *configs.Error {
+	e := &configs.Error{Key: fmt.Sprintf("tag[%d]", i), Msg: fmt.Sprintf(format, args...), InMap: i < k.mapCount}
+	if !e.InMap {
+		e.Key = fmt.Sprintf("tag[%d]", i-k.mapCount)
+	}
+	if key != "" {
+		e.Key += "." + key
+	}
+	return e
 }
 
 // checkTags validates each tag and the set: unique names and no partial
 // overlaps of register tags. mapCount tags at the front came from the
-// device map file mapName. It returns every problem found, joined.
+// device map file mapName. It returns every problem found, joined, each a
+// *configs.Error keyed to the tag's key in the map file or device table.
 func checkTags(tags []Tag, mapCount int, mapName string, maxRegisters int) error {
 	var errs []error
+	keys := tagKeys{mapCount}
 	source := func(i int) string {
 		if i < mapCount {
 			return fmt.Sprintf("map %q", mapName)
@@ -114,30 +141,31 @@ func checkTags(tags []Tag, mapCount int, mapName string, maxRegisters int) error
 		t := &tags[i]
 		if j, dup := seen[t.Name]; dup && t.Name != "" {
 			if j < mapCount && i >= mapCount {
-				errs = append(errs, fmt.Errorf("tag %q is defined in map %q and again inline in the device: "+
+				errs = append(errs, keys.err(i, "name", "tag %q is defined in map %q and again inline in the device: "+
 					"inline tags add to a map's tags but cannot replace them; give the inline tag another name", t.Name, mapName))
 			} else {
-				errs = append(errs, fmt.Errorf("tag %q is defined twice in %s (%s and %s): tag names must be unique in a device",
+				errs = append(errs, keys.err(i, "name", "tag %q is defined twice in %s (%s and %s): tag names must be unique in a device",
 					t.Name, source(i), tags[j].loc(), t.loc()))
 			}
 		} else {
 			seen[t.Name] = i
 		}
-		if err := t.check(maxRegisters); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", t.where(i), err))
+		if key, err := t.check(maxRegisters); err != nil {
+			errs = append(errs, keys.err(i, key, "%s: %v", t.where(i), err))
 			continue
 		}
 		ok = append(ok, i)
 	}
-	errs = append(errs, checkOverlaps(tags, ok))
+	errs = append(errs, checkOverlaps(tags, ok, keys))
 	return errors.Join(errs...)
 }
 
 // checkOverlaps refuses register tags that share some but not all of their
 // registers: two views of the same registers (raw and scaled) are fine, as
 // is a bit tag inside any register, but a tag straddling another one is
-// almost always an address typo.
-func checkOverlaps(tags []Tag, ok []int) error {
+// almost always an address typo. Each problem is keyed to the address of
+// the tag that starts later.
+func checkOverlaps(tags []Tag, ok []int, keys tagKeys) error {
 	var idx []int
 	for _, i := range ok {
 		if !tags[i].Area.Bits() && tags[i].Bit == nil {
@@ -163,7 +191,7 @@ func checkOverlaps(tags []Tag, ok []int) error {
 				if t.Address == p.Address && t.end() == p.end() {
 					continue
 				}
-				errs = append(errs, fmt.Errorf("tag %q (%s %d..%d) overlaps tag %q (%s %d..%d): "+
+				errs = append(errs, keys.err(i, "address", "tag %q (%s %d..%d) overlaps tag %q (%s %d..%d): "+
 					"tags may share registers only if they cover exactly the same ones (a tag with bit = N may sit in any register); "+
 					"check the addresses and types", t.Name, t.Area, t.Address, t.end(), p.Name, p.Area, p.Address, p.end()))
 				continue
@@ -174,10 +202,11 @@ func checkOverlaps(tags []Tag, ok []int) error {
 	return errors.Join(errs...)
 }
 
-// checkWrite validates writable and write_function.
-func (t *Tag) checkWrite() error {
+// checkWrite validates writable and write_function; a problem comes with
+// the key it is about.
+func (t *Tag) checkWrite() (key string, err error) {
 	if t.Writable && (t.Area == DiscreteInput || t.Area == InputRegister) {
-		return fmt.Errorf("writable = true in area %s: discrete inputs and input registers are read-only; "+
+		return "writable", fmt.Errorf("writable = true in area %s: discrete inputs and input registers are read-only; "+
 			"only coil and holding_register tags can be written", t.Area)
 	}
 	switch f := t.WriteFunction; {
@@ -186,36 +215,41 @@ func (t *Tag) checkWrite() error {
 	case t.Area == HoldingRegister && f == 16:
 	case t.Area == HoldingRegister && f == 6:
 		if t.width() != 1 {
-			return fmt.Errorf("write_function = 6 writes one register but a %s takes %d: use 16 (or leave write_function out)", t.Type, t.width())
+			return "write_function", fmt.Errorf("write_function = 6 writes one register but a %s takes %d: use 16 (or leave write_function out)", t.Type, t.width())
 		}
 	case t.Area == Coil:
-		return fmt.Errorf("write_function = %d: allowed for a coil are 5 (write single coil, default) and 15 (write multiple coils)", f)
+		return "write_function", fmt.Errorf("write_function = %d: allowed for a coil are 5 (write single coil, default) and 15 (write multiple coils)", f)
 	case t.Area == HoldingRegister:
-		return fmt.Errorf("write_function = %d: allowed for a holding register are 6 (write single register, default for one register) "+
+		return "write_function", fmt.Errorf("write_function = %d: allowed for a holding register are 6 (write single register, default for one register) "+
 			"and 16 (write multiple registers, default for more)", f)
 	default:
-		return fmt.Errorf("write_function = %d: area %s cannot be written; write_function applies to coil and holding_register", f, t.Area)
+		return "write_function", fmt.Errorf("write_function = %d: area %s cannot be written; write_function applies to coil and holding_register", f, t.Area)
 	}
 	if t.Writable && t.Area == HoldingRegister && t.width() > 123 {
-		return fmt.Errorf("writable = true but the tag takes %d registers: one write carries at most 123", t.width())
+		return "writable", fmt.Errorf("writable = true but the tag takes %d registers: one write carries at most 123", t.width())
 	}
-	return nil
+	return "", nil
+}
+
+// settingErr is a problem with the device setting key.
+func settingErr(key, format string, args ...any) *configs.Error {
+	return &configs.Error{Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // checkLimits checks the request settings TCP and RTU devices share.
 func checkLimits(retries, maxRegisters, maxBits, maxGap, defaultGap int) []error {
 	var errs []error
 	if retries < 0 || retries > 10 {
-		errs = append(errs, fmt.Errorf("retries = %d: allowed are 0..10 extra attempts per request (default %d)", retries, DefaultRetries))
+		errs = append(errs, settingErr("retries", "retries = %d: allowed are 0..10 extra attempts per request (default %d)", retries, DefaultRetries))
 	}
 	if maxRegisters < 1 || maxRegisters > 125 {
-		errs = append(errs, fmt.Errorf("max_registers = %d: allowed are 1..125 registers per read (Modbus allows at most 125)", maxRegisters))
+		errs = append(errs, settingErr("max_registers", "max_registers = %d: allowed are 1..125 registers per read (Modbus allows at most 125)", maxRegisters))
 	}
 	if maxBits < 1 || maxBits > 2000 {
-		errs = append(errs, fmt.Errorf("max_bits = %d: allowed are 1..2000 coils or discrete inputs per read (Modbus allows at most 2000)", maxBits))
+		errs = append(errs, settingErr("max_bits", "max_bits = %d: allowed are 1..2000 coils or discrete inputs per read (Modbus allows at most 2000)", maxBits))
 	}
 	if maxGap < 0 || maxGap > 125 {
-		errs = append(errs, fmt.Errorf("max_gap = %d: allowed are 0..125 unused registers a merged read may span (default %d)", maxGap, defaultGap))
+		errs = append(errs, settingErr("max_gap", "max_gap = %d: allowed are 0..125 unused registers a merged read may span (default %d)", maxGap, defaultGap))
 	}
 	return errs
 }

@@ -79,7 +79,8 @@ func NewTCP() *TCP {
 
 // Init fills defaults and checks the settings and every tag. It does no
 // I/O. Zero poll_interval, timeout, max_registers and max_bits mean the
-// default. All problems found are returned, joined.
+// default. All problems found are returned, joined, each a *configs.Error
+// keyed to its setting or tag key (but for "no tags").
 func (t *TCP) Init() error {
 	t.fillDefaults()
 	if t.minBackoff == 0 {
@@ -88,11 +89,11 @@ func (t *TCP) Init() error {
 	var errs []error
 	addr, err := normalizeAddress(t.Address)
 	if err != nil {
-		errs = append(errs, err)
+		errs = append(errs, settingErr("address", "%v", err))
 	}
 	t.Address = addr
 	if t.UnitID < 0 || t.UnitID > 255 {
-		errs = append(errs, fmt.Errorf("unit_id = %d: allowed are 0..255 (default %d)", t.UnitID, DefaultUnitID))
+		errs = append(errs, settingErr("unit_id", "unit_id = %d: allowed are 0..255 (default %d)", t.UnitID, DefaultUnitID))
 	}
 	errs = append(errs, checkLimits(t.Retries, t.MaxRegisters, t.MaxBits, t.MaxGap, DefaultMaxGap)...)
 	if len(errs) > 0 {

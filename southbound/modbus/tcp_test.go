@@ -213,68 +213,101 @@ func TestInitErrors(t *testing.T) {
 	tag := func(body string) string { return "[[device.tag]]\n" + body + "\n" }
 	tests := []struct {
 		name string
+		key  string // of one of the errors, relative to the device table; "" = not a *configs.Error
 		doc  string
 		want []string // all must appear in the error
 	}{
-		{"duplicate tag", tag(`name = "t1"
+		{"duplicate tag", "tag[1].name", tag(`name = "t1"
 area = "holding"
 address = 0
 type = "uint16"`) + tag(`name = "t1"
 area = "holding"
 address = 5
 type = "uint16"`), []string{`tag "t1" is defined twice`, "holding_register 0", "holding_register 5", "must be unique"}},
-		{"partial overlap", tag(`name = "wide"
+		{"partial overlap", "tag[1].address", tag(`name = "wide"
 area = "holding"
 address = 10
 type = "uint32"`) + tag(`name = "narrow"
 area = "holding"
 address = 11
 type = "float32"`), []string{`tag "narrow" (holding_register 11..12) overlaps tag "wide" (holding_register 10..11)`, "exactly the same"}},
-		{"coil with float32", tag(`name = "c"
+		{"coil with float32", "tag[0].type", tag(`name = "c"
 area = "coil"
 address = 1
 type = "float32"`), []string{`tag "c" (coil 1)`, `type = "float32" is not allowed in area coil`, `must be "bool"`}},
-		{"bit on a coil", tag(`name = "c"
+		{"bit on a coil", "tag[0].bit", tag(`name = "c"
 area = "discrete"
 address = 1
 type = "bool"
 bit = 2`), []string{`tag "c" (discrete_input 1)`, "bit is not allowed in area discrete_input"}},
-		{"address out of range", tag(`name = "far"
+		{"address out of range", "tag[0].address", tag(`name = "far"
 area = "input"
 address = 70000
 type = "uint16"`), []string{`tag "far"`, "address = 70000", "allowed are 0..65535"}},
-		{"runs past the last register", tag(`name = "edge"
+		{"runs past the last register", "tag[0].address", tag(`name = "edge"
 area = "input"
 address = 65534
 type = "float64"`), []string{`tag "edge"`, "ends at 65537", "at most 65532"}},
-		{"bit on non-bool", tag(`name = "n"
+		{"bit on non-bool", "tag[0].bit", tag(`name = "n"
 area = "holding"
 address = 1
 type = "uint16"
 bit = 4`), []string{`tag "n" (holding_register 1)`, `bit is only for type = "bool"`}},
-		{"bit 16", tag(`name = "n"
+		{"bit 16", "tag[0].bit", tag(`name = "n"
 area = "holding"
 address = 1
 type = "bool"
 bit = 16`), []string{`tag "n"`, "allowed are 0 (least significant) to 15"}},
-		{"missing area", tag(`name = "n"
+		{"missing area", "tag[0].area", tag(`name = "n"
 address = 1
 type = "uint16"`), []string{`tag "n" (address 1)`, "area is missing", AreaNames}},
-		{"missing name", tag(`area = "holding"
+		{"missing name", "tag[0].name", tag(`area = "holding"
 type = "uint16"`), []string{"tag #1 (holding_register 0)", "name is empty"}},
-		{"string longer than max_registers", "max_registers = 10\n" + tag(`name = "s"
+		{"string longer than max_registers", "tag[0]", "max_registers = 10\n" + tag(`name = "s"
 area = "holding"
 type = "string"
 length = 20`), []string{`tag "s"`, "needs 20 registers but max_registers = 10"}},
-		{"unit_id 300", "unit_id = 300\n" + tag(`name = "x"
+		{"unit_id 300", "unit_id", "unit_id = 300\n" + tag(`name = "x"
 area = "holding"
 type = "uint16"`), []string{"unit_id = 300", "allowed are 0..255"}},
-		{"max_registers 200", "max_registers = 200\n", []string{"max_registers = 200", "allowed are 1..125"}},
-		{"max_bits 2001", "max_bits = 2001\n", []string{"max_bits = 2001", "allowed are 1..2000"}},
-		{"max_gap negative", "max_gap = -1\n", []string{"max_gap = -1", "allowed are 0..125"}},
-		{"retries 11", "retries = 11\n", []string{"retries = 11", "allowed are 0..10"}},
-		{"no tags", "", []string{"no tags", "[[device.tag]]"}},
-		{"all problems at once", "unit_id = -1\nmax_bits = 0\nmax_registers = 126\n", []string{"unit_id = -1", "max_registers = 126"}},
+		{"max_registers 200", "max_registers", "max_registers = 200\n", []string{"max_registers = 200", "allowed are 1..125"}},
+		{"max_bits 2001", "max_bits", "max_bits = 2001\n", []string{"max_bits = 2001", "allowed are 1..2000"}},
+		{"max_gap negative", "max_gap", "max_gap = -1\n", []string{"max_gap = -1", "allowed are 0..125"}},
+		{"retries 11", "retries", "retries = 11\n", []string{"retries = 11", "allowed are 0..10"}},
+		{"bad write_function", "tag[0].write_function", tag(`name = "w"
+area = "holding"
+address = 1
+type = "uint16"
+write_function = 5`), []string{`tag "w" (holding_register 1)`, "write_function = 5", "allowed for a holding register are 6"}},
+		{"write_function 6 for two registers", "tag[0].write_function", tag(`name = "w"
+area = "holding"
+address = 1
+type = "float32"
+write_function = 6`), []string{"write_function = 6 writes one register", "use 16"}},
+		{"writable input register", "tag[0].writable", tag(`name = "w"
+area = "input"
+address = 1
+type = "uint16"
+writable = true`), []string{"writable = true in area input_register", "read-only"}},
+		{"length on a number", "tag[0].length", tag(`name = "n"
+area = "holding"
+type = "uint16"
+length = 2`), []string{`length is only for type = "string"`}},
+		{"min without writable", "tag[0].writable", tag(`name = "n"
+area = "holding"
+type = "uint16"
+min = 1.0`), []string{"set writable = true"}},
+		{"scale on a bool", "tag[0].scale", tag(`name = "n"
+area = "coil"
+type = "bool"
+scale = 2.0`), []string{"scale and offset are only for numeric types"}},
+		{"offset on a string", "tag[0].offset", tag(`name = "n"
+area = "holding"
+type = "string"
+length = 2
+offset = 1.0`), []string{"scale and offset are only for numeric types"}},
+		{"no tags", "", "", []string{"no tags", "[[device.tag]]"}},
+		{"all problems at once", "unit_id", "unit_id = -1\nmax_bits = 0\nmax_registers = 126\n", []string{"unit_id = -1", "max_registers = 126"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -288,6 +321,7 @@ type = "uint16"`), []string{"unit_id = 300", "allowed are 0..255"}},
 					t.Errorf("error %q\ndoes not contain %q", err, w)
 				}
 			}
+			checkKey(t, err, tt.key, false, tt.want[0])
 		})
 	}
 }

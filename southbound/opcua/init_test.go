@@ -84,6 +84,38 @@ endpoint = "opc.tcp://10.0.0.1:4840"
 	}
 }
 
+// Map tags are keyed tag[i] of the map file (InMap), inline tags tag[i] of
+// the device table, though both count from 0.
+func TestInitMapTagKeys(t *testing.T) {
+	d := New()
+	if _, err := toml.Decode("name = \"plc\"\nendpoint = \"opc.tcp://10.0.0.1:4840\"\n[[tag]]\nname = \"a\"\nnode = \"A\"\n", d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := toml.Decode("[[tag]]\nname = \"m\"\nnode = \"M\"\n[[tag]]\nname = \"n\"\nnode = \"i=5\"\nqueue_size = -1\n", d.MapTarget()); err != nil {
+		t.Fatal(err)
+	}
+	err := d.Init()
+	type where struct {
+		key   string
+		inMap bool
+	}
+	got := map[where]bool{}
+	for _, e := range leaves(err) {
+		var ce *configs.Error
+		if errors.As(e, &ce) {
+			got[where{ce.Key, ce.InMap}] = true
+		}
+	}
+	for _, w := range []where{{"tag[0].node", true}, {"tag[1].queue_size", true}, {"tag[0].node", false}} {
+		if !got[w] {
+			t.Errorf("no error keyed %s (in the map: %v); Init = %v", w.key, w.inMap, err)
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("%d errors, want 3: %v", len(got), err)
+	}
+}
+
 func leaves(err error) []error {
 	if u, ok := err.(interface{ Unwrap() []error }); ok {
 		var out []error

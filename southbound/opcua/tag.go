@@ -41,8 +41,8 @@ type Tag struct {
 }
 
 // checkTags validates each tag and the set (unique names). mapCount tags
-// at the front came from the map file: their keys are tag[i] of the map,
-// the rest tag[i-mapCount] of the device table.
+// at the front came from the map file: their keys are tag[i] of the map
+// (configs.Error.InMap), the rest tag[i-mapCount] of the device table.
 func checkTags(tags []Tag, mapCount int) []error {
 	var errs []error
 	seen := map[string]int{}
@@ -57,7 +57,9 @@ func checkTags(tags []Tag, mapCount int) []error {
 			if sub != "" {
 				k += "." + sub
 			}
-			errs = append(errs, keyErr(k, format, args...))
+			e := keyErr(k, format, args...)
+			e.InMap = i < mapCount
+			errs = append(errs, e)
 		}
 		if err := t.check(); err != nil {
 			var ke *keyedErr
