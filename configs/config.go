@@ -110,8 +110,10 @@ type Device struct {
 // Init is called only when the device table (and its map) decoded without
 // error. It may return a *Error, an Errors or an errors.Join of them whose
 // Key is relative to the device table (e.g. "tag[3].address", File and Line
-// left empty): the loader then reports each at that key's line, in the main
-// file or else in the map file. Any other error is reported at the device's
+// left empty), or, with InMap set, relative to the device's map file (where
+// "tag[3]" is the map's fourth [[tag]]): the loader then reports each at
+// that key's line (or the line of its closest table when the key is
+// absent) in that file. Any other error is reported at the device's
 // [[device]] line.
 type Settings interface {
 	Init() error
