@@ -63,6 +63,10 @@ type counter struct {
 	polls int
 	last  time.Time // when the latest poll was delivered
 	ch    chan struct{}
+	// With requests set: its value after each poll, taken on the goroutine
+	// that polls, before the next poll starts.
+	requests func() uint64
+	marks    []uint64
 }
 
 func (c *counter) at() (int, time.Time) { c.mu.Lock(); defer c.mu.Unlock(); return c.polls, c.last }
@@ -71,6 +75,9 @@ func (c *counter) Samples(string, []mapping.Sample) {
 	c.mu.Lock()
 	c.polls++
 	c.last = time.Now()
+	if c.requests != nil {
+		c.marks = append(c.marks, c.requests())
+	}
 	c.mu.Unlock()
 	select {
 	case c.ch <- struct{}{}:
@@ -97,24 +104,21 @@ func holes() error {
 	}
 	sim.Reject(modbussim.Holding, 90, 90) // between t22 and t23
 	sim.Reject(modbussim.Holding, 201, 201)
-	d := decode(fmt.Sprintf("[[device]]\nname = \"holes\"\naddress = %q\npoll_interval = \"10ms\"\n%s", sim.Addr(), tags.String()), modbus.NewTCP())
-	if err := d.Init(); err != nil {
+	dataDir, err := os.MkdirTemp("", "edged-holes-bench-")
+	if err != nil {
 		return err
 	}
-	c := &counter{ch: make(chan struct{}, 1)}
-	if err := d.Start(context.Background(), c); err != nil {
+	defer os.RemoveAll(dataDir)
+	doc := fmt.Sprintf("[[device]]\nname = \"holes\"\naddress = %q\npoll_interval = \"10ms\"\n%s", sim.Addr(), tags.String())
+	d, perPoll, err := pollSix(sim, doc, dataDir)
+	if err != nil {
 		return err
 	}
-	before := 0
-	perPoll := []uint64{0} // sim.Requests() before the first poll and after each
-	for c.n() < 6 {
-		<-c.ch
-		if n := c.n(); n != before {
-			before = n
-			perPoll = append(perPoll, sim.Requests())
-		}
+	// A restart: a new driver with the same config and data_dir.
+	d2, restarted, err := pollSix(sim, doc, dataDir)
+	if err != nil {
+		return err
 	}
-	d.Stop(context.Background())
 	l := d.Learned()
 	// The minimum: the same tags without the refused ones, never spanning a
 	// refused register.
@@ -129,9 +133,34 @@ func holes() error {
 	fmt.Printf("  configured plan (blind merge):  %d\n", len(d.Requests()))
 	fmt.Printf("  first poll (bisecting):         %d\n", perPoll[1]-perPoll[0])
 	fmt.Printf("  learned plan (later polls):     %d (measured on the wire: %d)\n", len(l.Plan), perPoll[len(perPoll)-1]-perPoll[len(perPoll)-2])
+	fmt.Printf("  first poll after a restart:     %d (learned plan saved under data_dir; exceptions in 6 polls: %d before, %d after the restart)\n",
+		restarted[1]-restarted[0], d.Stats().Exceptions, d2.Stats().Exceptions)
 	fmt.Printf("  minimum knowing the holes:      %d\n", minimum)
 	fmt.Printf("  learned: %d cuts, %d unreadable tags, %d changes\n\n", len(l.Cuts), len(l.Unreadable), l.Changes)
 	return nil
+}
+
+// pollSix starts a device decoded from doc with data_dir dataDir, polls it
+// six times and stops it; perPoll is sim.Requests() before the first poll
+// and after each.
+func pollSix(sim *modbussim.Server, doc, dataDir string) (*modbus.TCP, []uint64, error) {
+	d := decode(doc, modbus.NewTCP())
+	if err := d.Init(); err != nil {
+		return nil, nil, err
+	}
+	d.SetDataDir(dataDir)
+	c := &counter{ch: make(chan struct{}, 1), requests: sim.Requests}
+	first := sim.Requests()
+	if err := d.Start(context.Background(), c); err != nil {
+		return nil, nil, err
+	}
+	for c.n() < 6 {
+		<-c.ch
+	}
+	d.Stop(context.Background())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return d, append([]uint64{first}, c.marks...), nil
 }
 
 // minPlan is the fewest reads covering tags without reading a refused

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -26,6 +28,7 @@ type modbusDevice interface {
 	Requests() []modbus.Request
 	TagList() []modbus.Tag
 	Learned() modbus.Learned
+	SavedPlan(dataDir string) modbus.SavedPlan
 }
 
 func cmdPlan(args []string, stdout, stderr io.Writer) int {
@@ -78,6 +81,8 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 			learned, reqs = &l, l.Plan
 		}
 		printPlan(stdout, d.Name, dev, reqs, learned)
+		printSavedPlan(stdout, dev.SavedPlan(cfg.Gateway.DataDir))
+		fmt.Fprintln(stdout)
 	}
 	if shown == 0 {
 		if fs.NArg() == 1 {
@@ -127,7 +132,22 @@ func printPlan(w io.Writer, name string, dev modbusDevice, reqs []modbus.Request
 			fmt.Fprintf(w, "  unreadable: tag %s (%s %d): %s\n", h.Tag, h.Area, h.Address, h.Reason)
 		}
 	}
-	fmt.Fprintln(w)
+}
+
+// printSavedPlan says whether edged starts the device from a saved learned
+// plan (--live polls without it and leaves it alone).
+func printSavedPlan(w io.Writer, sp modbus.SavedPlan) {
+	switch {
+	case sp.Path == "":
+		fmt.Fprintf(w, "  saved learned plan: none (%v)\n", sp.Err)
+	case errors.Is(sp.Err, fs.ErrNotExist):
+		fmt.Fprintf(w, "  saved learned plan: none yet (%s)\n", sp.Path)
+	case sp.Err != nil:
+		fmt.Fprintf(w, "  saved learned plan: %s, not used: %v\n", sp.Path, sp.Err)
+	default:
+		fmt.Fprintf(w, "  saved learned plan: %s, used at start: %d request(s) per poll, %d unreadable tag(s)\n",
+			sp.Path, len(sp.Learned.Plan), len(sp.Learned.Unreadable))
+	}
 }
 
 // pollOnce starts the device, waits for its first completed poll and

@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/edged-gw/edged/internal/modbussim"
 )
@@ -167,5 +170,59 @@ poll_interval = "50ms"
 	}
 	if sim.Writes() != writes {
 		t.Error("a refused write reached the device")
+	}
+}
+
+// TestRestartStartsFromSavedPlan: `edged run` saves what a device with a
+// hole taught the planner under data_dir; `edged plan` says the saved
+// plan is used; the next `edged run` polls with it at once, without one
+// refused read.
+func TestRestartStartsFromSavedPlan(t *testing.T) {
+	sim := startSim(t)
+	sim.Reject(modbussim.Holding, 5, 6) // b is a hole
+	dir := t.TempDir()
+	dataDir := filepath.Join(dir, "data")
+	path := writeConfig(t, dir, fmt.Sprintf(`[gateway]
+id = "gw-plan"
+data_dir = %q
+[broker]
+listen = "127.0.0.1:0"
+[metrics]
+disabled = true
+[[device]]
+name = "plc"
+driver = "modbus-tcp"
+address = %q
+poll_interval = "1h"
+%s`, dataDir, sim.Addr(), planTags))
+	saved := filepath.Join(dataDir, "modbus", "plc.plan.json")
+	if code, out, errOut := runCLI("plan", "-c", path); code != exitOK || !strings.Contains(out, "saved learned plan: none yet ("+saved+")") {
+		t.Fatalf("exit %d: %s%s", code, out, errOut)
+	}
+
+	// One poll each run: the first learns (2 planned reads, 1 refused and
+	// split), the second reads the 3 learned ones.
+	runOnePoll := func() uint64 {
+		before := sim.Requests()
+		cmd, out := startRun(t, path)
+		out.wait(t, 15*time.Second, regexp.MustCompile(`device online.*device=plc`))
+		n := sim.Requests() - before
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("edged run: %v\n%s", err, strings.Join(out.lines, "\n"))
+		}
+		return n
+	}
+	if n := runOnePoll(); n <= 3 {
+		t.Fatalf("first run sent %d requests, want a bisecting poll", n)
+	}
+	code, out, errOut := runCLI("plan", "-c", path)
+	if code != exitOK || !strings.Contains(out, "saved learned plan: "+saved+", used at start: 3 request(s) per poll, 1 unreadable tag(s)") {
+		t.Fatalf("exit %d: %s%s", code, out, errOut)
+	}
+	if n := runOnePoll(); n != 3 {
+		t.Errorf("after a restart the first poll sent %d requests, want the 3 learned reads", n)
 	}
 }

@@ -36,8 +36,11 @@ type Learned struct {
 	// MaxRegisters and MaxBits are the read limits in use (lowered when the
 	// device refused long reads with exception 03).
 	MaxRegisters, MaxBits int
-	// Changes counts what was learned: each split, hole and limit.
+	// Changes counts what was learned by talking to the device (a loaded
+	// plan counts none): each split, hole and limit.
 	Changes uint64
+	// Loaded is the saved learned plan Start began with ("" if none).
+	Loaded string
 }
 
 // Hole is a tag the device refuses to read.
@@ -78,6 +81,9 @@ type core struct {
 	plan    []Request
 	polls   int
 	changes uint64
+
+	store      *planStore // where learned plans are saved (nil: nowhere); see persist.go
+	loadedFrom string     // the saved plan start began with
 
 	lmu  sync.Mutex // guards snap
 	snap Learned
@@ -147,12 +153,13 @@ func (c *core) start(log *slog.Logger, cli client) {
 	for i := range c.samples {
 		c.samples[i].Tag = c.specs[i]
 	}
+	c.restore()
 }
 
 func (c *core) replan() {
 	c.plan = plan(c.tags, c.lim, func(i int) bool { _, hole := c.holes[i]; return hole }, &c.cut)
 	c.failed = make([]reqFailure, len(c.plan))
-	l := Learned{Plan: c.plan, MaxRegisters: c.lim.MaxRegisters, MaxBits: c.lim.MaxBits, Changes: c.changes}
+	l := Learned{Plan: c.plan, MaxRegisters: c.lim.MaxRegisters, MaxBits: c.lim.MaxBits, Changes: c.changes, Loaded: c.loadedFrom}
 	for a := Coil; a <= HoldingRegister; a++ {
 		for _, at := range c.cut[a] {
 			l.Cuts = append(l.Cuts, Cut{a, at})
@@ -238,6 +245,7 @@ func (c *core) cycle(ctx context.Context, retries int) error {
 	}
 	if changed {
 		c.replan()
+		c.save()
 	}
 	return nil
 }
