@@ -44,6 +44,7 @@ type bank struct {
 	coils, discrete []bool
 	input, holding  []uint16
 	reject          [Holding + 1][]span
+	silent          [Holding + 1][]span
 }
 
 type span struct{ from, to int }
@@ -78,8 +79,11 @@ func (b *bank) bitsOf(a Area) []bool {
 }
 
 // rejected reports whether any address of [from, from+n) is refused.
-func (b *bank) rejected(a Area, from, n int) bool {
-	for _, s := range b.reject[a] {
+func (b *bank) rejected(a Area, from, n int) bool { return touches(b.reject[a], from, n) }
+
+// touches reports whether any address of [from, from+n) is in spans.
+func touches(spans []span, from, n int) bool {
+	for _, s := range spans {
 		if from <= s.to && from+n-1 >= s.from {
 			return true
 		}
@@ -207,6 +211,52 @@ func (s *Server) Reject(a Area, from, to int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.bank.reject[a] = append(s.bank.reject[a], span{from, to})
+}
+
+// Silence makes the device leave unanswered any read or write in area that
+// touches an address in from..to (inclusive), as a device that hangs on
+// some registers does; Unsilence answers again.
+func (s *Server) Silence(a Area, from, to int) {
+	checkRange(from, to-from+1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bank.silent[a] = append(s.bank.silent[a], span{from, to})
+}
+
+// Unsilence answers every request again.
+func (s *Server) Unsilence() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for a := range s.bank.silent {
+		s.bank.silent[a] = nil
+	}
+}
+
+// silenced reports whether the request PDU touches a silenced address.
+func (s *Server) silenced(pdu []byte) bool {
+	if len(pdu) < 5 {
+		return false
+	}
+	var a Area
+	switch pdu[0] {
+	case fcReadCoils, fcWriteSingleCoil, fcWriteCoils:
+		a = Coil
+	case fcReadDiscrete:
+		a = Discrete
+	case fcReadInput:
+		a = Input
+	case fcReadHolding, fcWriteSingleHolding, fcWriteHoldings:
+		a = Holding
+	default:
+		return false
+	}
+	addr, n := int(binary.BigEndian.Uint16(pdu[1:])), int(binary.BigEndian.Uint16(pdu[3:]))
+	if pdu[0] == fcWriteSingleCoil || pdu[0] == fcWriteSingleHolding {
+		n = 1
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return touches(s.bank.silent[a], addr, n)
 }
 
 // SetDelay delays every response by d, to simulate a slow device.

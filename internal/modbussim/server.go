@@ -136,6 +136,9 @@ func (s *Server) serve(rw io.ReadWriter, done <-chan struct{}) error {
 			return err
 		}
 		s.requests.Add(1)
+		if len(req) > mbapLen && s.silenced(req[mbapLen:]) {
+			continue
+		}
 		resp := s.respond(req, out[:])
 		if d := time.Duration(s.delay.Load()); d > 0 {
 			t := time.NewTimer(d)

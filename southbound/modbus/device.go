@@ -200,13 +200,23 @@ func (c *core) cycle(ctx context.Context, retries int) error {
 	began := time.Now()
 	defer func() { c.lastPollNs.Store(int64(time.Since(began))) }()
 	c.polls++
+	// What a poll learned counts even when a later read of the same poll
+	// fails: learn and reprobe record their findings as they go, and a
+	// plan not rebuilt from them would repeat the refused reads on every
+	// poll (learn would find nothing new to report).
 	changed := false
+	defer func() {
+		if changed {
+			c.replan()
+			c.save()
+		}
+	}()
 	if len(c.holes) > 0 && c.polls%c.holeRetry == 0 {
 		ch, err := c.reprobe(ctx, retries)
+		changed = changed || ch
 		if err != nil {
 			return err
 		}
-		changed = changed || ch
 	}
 	for i := range c.plan {
 		r := &c.plan[i]
@@ -219,10 +229,10 @@ func (c *core) cycle(ctx context.Context, retries int) error {
 			}
 			if ex.Code == 2 || ex.Code == 3 {
 				ch, err := c.learn(ctx, r, err, retries)
+				changed = changed || ch
 				if err != nil {
 					return err
 				}
-				changed = changed || ch
 				continue
 			}
 			f := &c.failed[i]
@@ -242,10 +252,6 @@ func (c *core) cycle(ctx context.Context, retries int) error {
 		for k, err := range c.holes {
 			c.samples[k] = mapping.Sample{Tag: c.specs[k], Quality: mapping.Bad, TimeMs: now, Err: err}
 		}
-	}
-	if changed {
-		c.replan()
-		c.save()
 	}
 	return nil
 }
@@ -320,6 +326,15 @@ func (c *core) learn(ctx context.Context, r *Request, refusal error, retries int
 	var ex *Exception
 	errors.As(refusal, &ex)
 	longest, holes, cutsAdded := 0, 0, 0
+	// fail ends learning on a read that failed without an answer, keeping
+	// what was found before it.
+	fail := func(err error) (bool, error) {
+		ch := holes > 0 || cutsAdded > 0
+		if ch {
+			c.changes++
+		}
+		return ch, err
+	}
 	for i := 0; i < len(us); {
 		rest := us[i:]
 		hi, hiErr := len(rest), refusal
@@ -332,7 +347,7 @@ func (c *core) learn(ctx context.Context, r *Request, refusal error, retries int
 				break
 			}
 			if !refused(err) {
-				return false, fmt.Errorf("read %s %d+%d: %w", area.short(), q.Start, q.Count, err)
+				return fail(fmt.Errorf("read %s %d+%d: %w", area.short(), q.Start, q.Count, err))
 			}
 			hiErr = err
 		}
@@ -347,7 +362,7 @@ func (c *core) learn(ctx context.Context, r *Request, refusal error, retries int
 			case refused(err):
 				hi, hiErr = mid, err
 			default:
-				return false, fmt.Errorf("read %s %d+%d: %w", area.short(), q.Start, q.Count, err)
+				return fail(fmt.Errorf("read %s %d+%d: %w", area.short(), q.Start, q.Count, err))
 			}
 		}
 		now := time.Now().UnixMilli()
@@ -406,7 +421,7 @@ func (c *core) reprobe(ctx context.Context, retries int) (bool, error) {
 			if refused(err) {
 				continue
 			}
-			return false, fmt.Errorf("read %s %d+%d: %w", t.Area.short(), t.Address, t.width(), err)
+			return changed, fmt.Errorf("read %s %d+%d: %w", t.Area.short(), t.Address, t.width(), err)
 		}
 		q := Request{Area: t.Area, Start: t.Address, Count: t.width(), Tags: []int{k}}
 		c.decode(&q, raw, time.Now().UnixMilli())

@@ -521,3 +521,45 @@ func BenchmarkPollCycle(b *testing.B) {
 	b.ReportMetric(float64(len(d.Requests())), "requests/op")
 	b.ReportMetric(float64(len(d.tags))*float64(b.N)/b.Elapsed().Seconds(), "points/s")
 }
+
+// TestLearningKeptWhenThePollFails: a poll that learns a refused register
+// and then fails on a read the device leaves unanswered keeps what it
+// learned: once the device answers again, polls use the learned plan and
+// no read is refused any more (before, the plan was never rebuilt and the
+// refused read was split again on every poll).
+func TestLearningKeptWhenThePollFails(t *testing.T) {
+	sim := startSim(t, "127.0.0.1:0")
+	sim.SetHolding(0, 1)
+	sim.SetHolding(2, 2)
+	sim.SetHolding(100, 3)
+	sim.Reject(modbussim.Holding, 1, 1)      // a hole between two tags of one merged read
+	sim.Silence(modbussim.Holding, 100, 100) // the next read of the poll hangs
+	d := device(t, "plc", sim.Addr(),
+		tagToml("a", "holding", 0, "uint16")+
+			tagToml("b", "holding", 2, "uint16")+
+			tagToml("c", "holding", 100, "uint16"))
+	d.Timeout = configs.Duration(200 * time.Millisecond)
+	d.Retries = 0
+	if got := spans(d.Requests()); len(got) != 2 {
+		t.Fatalf("plan %v: want holding 0..2 (through the hole) and holding 100", got)
+	}
+	s := newSink()
+	run(t, d, s)
+	waitFor(t, "the first poll to fail on the silent register", func() bool {
+		st, _ := s.state("plc")
+		return st == southbound.StateOffline
+	})
+	sim.Unsilence()
+	waitFor(t, "polls again", func() bool { return s.pollCount("plc") >= 3 })
+	l := d.Learned()
+	want := []span{{HoldingRegister, 0, 1}, {HoldingRegister, 2, 1}, {HoldingRegister, 100, 1}}
+	if fmt.Sprint(spans(l.Plan)) != fmt.Sprint(want) {
+		t.Fatalf("plan after the failed poll %v, want %v (what the failed poll learned)", spans(l.Plan), want)
+	}
+	before := d.Stats().Exceptions
+	n := s.pollCount("plc")
+	waitFor(t, "three more polls", func() bool { return s.pollCount("plc") >= n+3 })
+	if ex := d.Stats().Exceptions - before; ex != 0 {
+		t.Errorf("%d refused reads in three polls after learning; want none", ex)
+	}
+}
