@@ -129,8 +129,9 @@ type Options struct {
 	// Logger gets state changes; nil discards.
 	Logger *slog.Logger
 
-	liveBytes int64 // overrides LiveBytes (tests)
-	segBytes  int64 // overrides segmentBytes (tests)
+	liveBytes  int64         // overrides LiveBytes (tests)
+	segBytes   int64         // overrides segmentBytes (tests)
+	stuckAfter time.Duration // overrides stuckAfter (tests)
 }
 
 // Overhead is the disk space Badger needs beyond the stored messages: the
@@ -265,6 +266,7 @@ type Queue struct {
 	appended, committed, durable, ackedN, dropped, writeErrs, writtenN atomic.Uint64
 	touched                                                            atomic.Int64 // bytes written or read from disk since the last pageOut
 	disk                                                               atomic.Int64 // the store's disk use when last measured
+	beat                                                               atomic.Int64 // unix ns of the writer's last turn
 	recoveredFrom                                                      string
 
 	wbuf     []byte    // the writer's scratch for batch values
@@ -365,6 +367,7 @@ func Open(opts Options) (*Queue, error) {
 		}
 	}
 	q.db = db
+	q.beat.Store(time.Now().UnixNano())
 	go q.run()
 	return q, nil
 }

@@ -186,3 +186,46 @@ func TestWriterBehindBoundsMemory(t *testing.T) {
 		t.Fatalf("newest waiting is seq %d, want %d", last.seq, n-1)
 	}
 }
+
+// TestAliveReportsAStuckWriter: a writer that cannot take a turn (here:
+// the queue's lock held elsewhere) is reported after stuckAfter, so that
+// the watchdog restarts the daemon; it is alive again once it moves.
+func TestAliveReportsAStuckWriter(t *testing.T) {
+	q, err := Open(Options{Dir: filepath.Join(t.TempDir(), "q"), MaxBytes: MinMaxBytes, stuckAfter: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	time.Sleep(300 * time.Millisecond)
+	if err := q.Alive(); err != nil {
+		t.Fatalf("idle writer reported stuck: %v", err)
+	}
+	release := make(chan struct{})
+	held := make(chan struct{})
+	go func() {
+		q.mu.Lock()
+		close(held)
+		<-release
+		q.mu.Unlock()
+	}()
+	<-held
+	time.Sleep(500 * time.Millisecond)
+	err = q.Alive()
+	close(release)
+	if err == nil || !strings.Contains(err.Error(), "writer stuck") {
+		t.Fatalf("stuck writer not reported: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for q.Alive() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("writer still reported stuck after it moved: %v", q.Alive())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Alive(); err != nil {
+		t.Fatalf("closed queue reported: %v", err)
+	}
+}

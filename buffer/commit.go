@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"encoding/binary"
+	"fmt"
 	"os"
 	"syscall"
 	"time"
@@ -38,6 +39,7 @@ func (q *Queue) run() {
 	var lastSynced uint64
 	q.maintain()
 	for {
+		q.beat.Store(time.Now().UnixNano())
 		if q.touched.Load() >= pageOutEvery {
 			q.touched.Store(0)
 			pageOut(q.opts.Dir)
@@ -271,6 +273,33 @@ func (q *Queue) storedLocked(p put) {
 	}
 	q.segs = append(q.segs, segment{id: p.key.seg, first: p.key.first, last: p.key.last, bytes: size})
 	q.segNext = p.key.seg + 1
+}
+
+// stuckAfter is how long the writer may go without a turn of its loop
+// (it takes one at least every CommitInterval) before Alive reports it
+// stuck: longer than any compaction or segment removal it waits for.
+const stuckAfter = 2 * time.Minute
+
+// Alive reports an error when the writer has been stuck for stuckAfter:
+// no group commit, no fsync, nothing written. The daemon then withholds
+// systemd's watchdog keep-alive, which restarts it.
+func (q *Queue) Alive() error {
+	select {
+	case <-q.stopped: // closed: nothing to watch
+		return nil
+	default:
+	}
+	if age := time.Duration(time.Now().UnixNano() - q.beat.Load()); age > q.stuckAfter() {
+		return fmt.Errorf("buffer %s: writer stuck for %v", q.opts.Dir, age.Round(time.Second))
+	}
+	return nil
+}
+
+func (q *Queue) stuckAfter() time.Duration {
+	if q.opts.stuckAfter > 0 {
+		return q.opts.stuckAfter
+	}
+	return stuckAfter
 }
 
 // dropEvery spaces the removals of delivered segments: each one flushes

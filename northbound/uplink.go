@@ -200,6 +200,10 @@ func (u *Uplink) Handover(ctx context.Context) (*buffer.Queue, error) {
 // Filters are the local topic filters the uplink subscribes to.
 func (u *Uplink) Filters() []string { return u.o.Filters }
 
+// Alive reports an error when the uplink's buffer writer is stuck (see
+// buffer.Queue.Alive); the watchdog then withholds its keep-alive.
+func (u *Uplink) Alive() error { return u.q.Alive() }
+
 func (u *Uplink) disconnect(ctx context.Context) error {
 	if u.cancel != nil {
 		u.cancel()

@@ -187,12 +187,13 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	logs.logger.Info("edged running", "version", version, "gateway", cfg.Gateway.ID, "devices", len(cfg.Devices))
 	// Under systemd (Type=notify): ready now, keep-alives from this loop,
-	// which stops if the gateway hangs (Snapshot takes every device's lock).
+	// which stops if the gateway hangs (Snapshot takes every device's lock)
+	// and withholds them while a buffer writer is stuck (rt.Alive).
 	// Outside systemd these are no-ops.
 	if err := systemd.Notify(fmt.Sprintf("READY=1\nSTATUS=gateway %s: %d device(s)", cfg.Gateway.ID, len(cfg.Devices))); err != nil {
 		logs.logger.Warn("notify systemd", "err", err)
 	}
-	dog := systemd.NewWatchdog(func() error { rt.Gateway.Snapshot(); return nil })
+	dog := systemd.NewWatchdog(rt.Alive)
 	defer dog.Stop()
 	// The unit's ExecReload sends SIGHUP, which would otherwise end the
 	// process as a clean exit that Restart=on-failure does not undo.

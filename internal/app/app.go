@@ -92,6 +92,20 @@ func (r *Runtime) Uplinks() []*northbound.Uplink {
 	return out
 }
 
+// Alive is what systemd's watchdog checks before each keep-alive: the
+// gateway's device locks can be taken (Snapshot blocks on a hung device
+// loop) and no uplink's buffer writer is stuck.
+func (r *Runtime) Alive() error {
+	r.Gateway.Snapshot()
+	var errs []error
+	for _, u := range r.Uplinks() {
+		if err := u.Alive(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // readiness lists what is not ready: devices, uplinks not connected and
 // upstreams that failed to start on a reload.
 func (r *Runtime) readiness() []string {
