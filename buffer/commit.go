@@ -141,10 +141,12 @@ func (q *Queue) commitBatches(all bool) {
 	var settled uint64
 	var due []*batch
 	pl := q.placerLocked()
+	excess := q.stagedBytesLocked() - q.opts.MemoryBytes // written early, oldest first
 	for _, b := range q.mem {
-		if !b.staged || (!all && now.Before(b.due)) {
+		if !b.staged || (!all && now.Before(b.due) && excess <= 0) {
 			continue
 		}
+		excess -= b.size
 		var p put
 		vals, p = q.encodeLocked(vals, b, &pl)
 		if p.key.n > 0 {
@@ -467,14 +469,28 @@ func hasEmptySlots(puts []put) bool {
 	return false
 }
 
-// stagedDueLocked reports whether a staged batch must be written now.
+// stagedDueLocked reports whether a staged batch must be written now: it
+// is due, or the staged batches hold more than MemoryBytes (an uplink that
+// falls behind a flood: what it has not acknowledged goes to disk sooner
+// rather than the memory growing with WriteDelay × the message rate).
 func (q *Queue) stagedDueLocked(now time.Time, all bool) bool {
 	for _, b := range q.mem {
 		if b.staged && (all || !now.Before(b.due)) {
 			return true
 		}
 	}
-	return false
+	return q.stagedBytesLocked() > q.opts.MemoryBytes
+}
+
+// stagedBytesLocked is what the staged batches hold.
+func (q *Queue) stagedBytesLocked() int64 {
+	var n int64
+	for _, b := range q.mem {
+		if b.staged {
+			n += b.size
+		}
+	}
+	return n
 }
 
 // addBatchLocked makes a batch readable and trims older memory batches

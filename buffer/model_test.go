@@ -224,8 +224,10 @@ func TestQueueModel(t *testing.T) {
 		}
 		if m.delayed {
 			// Nothing becomes due during a run: staged entries reach the
-			// disk only through Flush (and Close).
+			// disk only through Flush (and Close), not early for memory
+			// either (TestWriteDelayBoundedByMemory covers that).
 			m.opts.WriteDelay, m.opts.SyncInterval = time.Hour, time.Hour
+			m.opts.MemoryBytes = 1 << 20
 		}
 		m.open(t)
 		defer func() { _ = m.q.Close() }()

@@ -82,3 +82,38 @@ func storedEntries(t *testing.T, q *Queue) int {
 	}
 	return n
 }
+
+// TestWriteDelayBoundedByMemory: when more than memory_bytes waits for
+// its write delay (an uplink that does not keep up), the oldest staged
+// batches are written at once instead of the memory growing with
+// WriteDelay × the message rate.
+func TestWriteDelayBoundedByMemory(t *testing.T) {
+	opts := Options{Dir: filepath.Join(t.TempDir(), "q"), MaxBytes: MinMaxBytes, MemoryBytes: 64 << 10,
+		WriteDelay: time.Hour, SyncInterval: time.Hour}
+	q, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	payload := make([]byte, 1000)
+	for range 10 { // 10 KB: within memory_bytes, stays staged
+		q.Append("t", payload)
+	}
+	q.commitNow()
+	if w := q.Stats().Written; w != 0 {
+		t.Fatalf("%d written with 10 KB staged under a 64 KiB bound", w)
+	}
+	for range 500 { // 500 KB more
+		q.Append("t", payload)
+	}
+	q.commitNow()
+	q.mu.Lock()
+	staged := q.stagedBytesLocked()
+	q.mu.Unlock()
+	if st := q.Stats(); staged > opts.MemoryBytes || st.Written == 0 || st.Depth != 510 {
+		t.Fatalf("%d bytes staged (bound %d), %d written, depth %d", staged, opts.MemoryBytes, st.Written, st.Depth)
+	}
+	if es := readAll(t, q); len(es) != 510 {
+		t.Fatalf("%d entries readable, want 510", len(es))
+	}
+}
