@@ -83,37 +83,50 @@ func storedEntries(t *testing.T, q *Queue) int {
 	return n
 }
 
-// TestWriteDelayBoundedByMemory: when more than memory_bytes waits for
-// its write delay (an uplink that does not keep up), the oldest staged
+// TestWriteDelayBoundedByMemory: when more than maxStaged waits for its
+// write delay (an uplink that is down or far behind), the oldest staged
 // batches are written at once instead of the memory growing with
 // WriteDelay × the message rate.
 func TestWriteDelayBoundedByMemory(t *testing.T) {
-	opts := Options{Dir: filepath.Join(t.TempDir(), "q"), MaxBytes: MinMaxBytes, MemoryBytes: 64 << 10,
+	opts := Options{Dir: filepath.Join(t.TempDir(), "q"), MaxBytes: 256 << 20, MemoryBytes: 4 << 20,
 		WriteDelay: time.Hour, SyncInterval: time.Hour}
 	q, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	payload := make([]byte, 1000)
-	for range 10 { // 10 KB: within memory_bytes, stays staged
+	payload := make([]byte, 10_000)
+	for range 700 { // 7 MB: within the bound, stays staged
 		q.Append("t", payload)
 	}
 	q.commitNow()
 	if w := q.Stats().Written; w != 0 {
-		t.Fatalf("%d written with 10 KB staged under a 64 KiB bound", w)
+		t.Fatalf("%d written with 7 MB staged under a %d-byte bound", w, q.maxStaged())
 	}
-	for range 500 { // 500 KB more
+	for range 2000 { // 20 MB more
 		q.Append("t", payload)
 	}
 	q.commitNow()
 	q.mu.Lock()
 	staged := q.stagedBytesLocked()
 	q.mu.Unlock()
-	if st := q.Stats(); staged > opts.MemoryBytes || st.Written == 0 || st.Depth != 510 {
-		t.Fatalf("%d bytes staged (bound %d), %d written, depth %d", staged, opts.MemoryBytes, st.Written, st.Depth)
+	if st := q.Stats(); staged > q.maxStaged() || st.Written == 0 || st.Depth != 2700 {
+		t.Fatalf("%d bytes staged (bound %d), %d written, depth %d", staged, q.maxStaged(), st.Written, st.Depth)
 	}
-	if es := readAll(t, q); len(es) != 510 {
-		t.Fatalf("%d entries readable, want 510", len(es))
+	if es := readAll(t, q); len(es) != 2700 {
+		t.Fatalf("%d entries readable, want 2700", len(es))
+	}
+	// Delivered staged batches do not count: acknowledge everything staged
+	// and add as much again; nothing more is written early.
+	written := q.Stats().Written
+	for _, e := range readAll(t, q) {
+		q.Ack(e.Seq, e.Size)
+	}
+	for range 700 {
+		q.Append("t", payload)
+	}
+	q.commitNow()
+	if w := q.Stats().Written; w != written {
+		t.Fatalf("%d more written early after the staged ones were delivered", w-written)
 	}
 }
