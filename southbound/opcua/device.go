@@ -35,6 +35,12 @@ const (
 const (
 	backoffMin = 250 * time.Millisecond
 	backoffMax = 30 * time.Second
+	// LoginRetry is the wait after the server refused the login (a wrong
+	// password, a user certificate it does not accept): many servers lock
+	// an account after a few failed logins, which a 30 s retry would
+	// reach within minutes. A reload with a corrected config retries at
+	// once (the device restarts).
+	LoginRetry = 5 * time.Minute
 )
 
 //go:embed sample.toml
@@ -131,6 +137,7 @@ type Device struct {
 	dataDir string
 
 	minBackoff, maxBackoff time.Duration // tests shorten them
+	loginRetry             time.Duration // after a refused login; tests shorten it
 
 	loop southbound.Loop
 
@@ -262,6 +269,9 @@ func (d *Device) Init() error {
 	}
 	if d.minBackoff == 0 {
 		d.minBackoff, d.maxBackoff = backoffMin, backoffMax
+	}
+	if d.loginRetry == 0 {
+		d.loginRetry = LoginRetry
 	}
 
 	var errs []error

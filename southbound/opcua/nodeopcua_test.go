@@ -310,11 +310,17 @@ func TestNodeOPCUA(t *testing.T) {
 	})
 
 	// A wrong password: refused with a message that names the login, the
-	// device stays offline and keeps trying, and nothing arrives.
+	// device stays offline and keeps trying — slowly, not at the reconnect
+	// backoff (20–300 ms here), so as not to lock the account — and
+	// nothing arrives.
 	t.Run("wrong_password", func(t *testing.T) {
 		d := newDevice(t, ns.URL(), ns.secure(t, "not-the-password"), tag("counter", ns.node("Counter")))
 		s := start(t, d)
 		s.waitState(t, southbound.StateOffline)
+		time.Sleep(time.Second) // ~5 attempts at the reconnect backoff; none at loginRetry (2 s)
+		if f := d.Counters().Failures; f != 1 {
+			t.Errorf("%d failed logins within a second of the first, want 1 (retry after %v)", f, d.loginRetry)
+		}
 		s.waitFor(t, 20*time.Second, "a second failed attempt", func() bool { return d.Counters().Failures >= 2 })
 		_, err := s.state()
 		msg := fmt.Sprint(err)

@@ -64,6 +64,7 @@ func (d *Device) Stop(ctx context.Context) error {
 func (d *Device) run(ctx context.Context) {
 	d.setState(southbound.StateConnecting, nil)
 	attempt := 0
+	refusedBefore := false // the last attempt's login was refused
 	for ctx.Err() == nil {
 		wasOnline, err := d.session(ctx)
 		if ctx.Err() != nil {
@@ -90,7 +91,16 @@ func (d *Device) run(ctx context.Context) {
 		} else {
 			d.log.Debug("reconnect failed", "err", err)
 		}
-		timer := time.NewTimer(d.backoff(attempt))
+		wait := d.backoff(attempt)
+		if loginRefused(err) {
+			wait = d.loginRetry
+			if !refusedBefore {
+				d.log.Error("the server refused the login: next attempt in "+wait.String()+" (servers often lock an account after a few failed logins); correct the config and reload to retry at once",
+					"endpoint", d.Endpoint, "err", err)
+			}
+		}
+		refusedBefore = loginRefused(err)
+		timer := time.NewTimer(wait)
 		attempt++
 		select {
 		case <-timer.C:

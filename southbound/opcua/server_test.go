@@ -338,6 +338,7 @@ func newDevice(t testing.TB, endpoint string, edit func(d *Device), tags ...Tag)
 		t.Fatalf("Init: %v", err)
 	}
 	d.minBackoff, d.maxBackoff = 20*time.Millisecond, 300*time.Millisecond
+	d.loginRetry = 2 * time.Second
 	d.SetDataDir(dataDir(t))
 	return d
 }
