@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -20,17 +21,18 @@ func TestCheckWrite(t *testing.T) {
 		v    Value
 		last time.Time
 		want string // "" = allowed
+		kind error
 	}{
-		{"in range", base, f(50), time.Time{}, ""},
-		{"at min", base, f(0), time.Time{}, ""},
-		{"below min", base, f(-0.1), time.Time{}, "below min = 0"},
-		{"above max", base, f(100.5), time.Time{}, "above max = 100"},
-		{"NaN", base, f(nanValue()), time.Time{}, "NaN"},
-		{"too soon", base, f(1), now.Add(-300 * time.Millisecond), "write_interval = 1s"},
-		{"after interval", base, f(1), now.Add(-time.Second), ""},
-		{"not writable", Spec{Name: "ro", Type: TypeUint16}, Value{Kind: KindUint, Uint: 1}, time.Time{}, "not writable (set writable = true"},
-		{"no value", base, Value{}, time.Time{}, "no value"},
-		{"bool ignores min/max", Spec{Name: "b", Type: TypeBool, Writable: true, Min: &hi}, Value{Kind: KindBool, Bool: true}, time.Time{}, ""},
+		{"in range", base, f(50), time.Time{}, "", nil},
+		{"at min", base, f(0), time.Time{}, "", nil},
+		{"below min", base, f(-0.1), time.Time{}, "below min = 0", ErrOutOfRange},
+		{"above max", base, f(100.5), time.Time{}, "above max = 100", ErrOutOfRange},
+		{"NaN", base, f(nanValue()), time.Time{}, "NaN", ErrOutOfRange},
+		{"too soon", base, f(1), now.Add(-300 * time.Millisecond), "write_interval = 1s", ErrTooSoon},
+		{"after interval", base, f(1), now.Add(-time.Second), "", nil},
+		{"not writable", Spec{Name: "ro", Type: TypeUint16}, Value{Kind: KindUint, Uint: 1}, time.Time{}, "not writable (set writable = true", ErrNotWritable},
+		{"no value", base, Value{}, time.Time{}, "no value", ErrNoValue},
+		{"bool ignores min/max", Spec{Name: "b", Type: TypeBool, Writable: true, Min: &hi}, Value{Kind: KindBool, Bool: true}, time.Time{}, "", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,6 +45,9 @@ func TestCheckWrite(t *testing.T) {
 			}
 			if err == nil || !errors.Is(err, ErrWriteRefused) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want ErrWriteRefused mentioning %q", err, tc.want)
+			}
+			if wrapped := fmt.Errorf("device %q: %w", "d", err); !errors.Is(wrapped, tc.kind) || !strings.HasPrefix(err.Error(), "write refused: ") {
+				t.Fatalf("err = %v, want it to match %v (also when wrapped) and start with \"write refused: \"", err, tc.kind)
 			}
 		})
 	}

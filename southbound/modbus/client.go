@@ -59,6 +59,10 @@ func (e *Exception) Error() string {
 // refusing one request.
 func (e *Exception) unreachable() bool { return e.Code == 0x0A || e.Code == 0x0B }
 
+// DeviceRefused implements southbound.DeviceRefusal: the device answered
+// (a gateway's "no path" or "no answer" exceptions say it did not).
+func (e *Exception) DeviceRefused() bool { return !e.unreachable() }
+
 // tcpClient is goburrow's client on our own transport: goburrow's
 // TCPClientHandler holds a mutex across a whole request, so closing it
 // cannot unblock a stuck read, and it keeps a late answer after a timeout

@@ -39,6 +39,9 @@ func (e *StatusError) Error() string { return statusText(e.Code) }
 // Unwrap lets errors.Is(err, ua.StatusBadNodeIDUnknown) work.
 func (e *StatusError) Unwrap() error { return e.Code }
 
+// DeviceRefused implements southbound.DeviceRefusal: the server answered.
+func (e *StatusError) DeviceRefused() bool { return true }
+
 func statusText(sc ua.StatusCode) string {
 	name := ""
 	if d, ok := ua.StatusCodes[sc&0xFFFF0000]; ok {

@@ -9,10 +9,11 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/edged-gw/edged/mapping"
+	"github.com/edged-gw/edged/southbound"
 )
 
 // ErrOffline is returned by Write while there is no session.
-var ErrOffline = errors.New("device is offline")
+var ErrOffline = southbound.ErrOffline
 
 // Write sets a tag's node through the Write service. The tag's write
 // policy (writable, min, max, write_interval; mapping.Spec.CheckWrite) is
