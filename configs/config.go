@@ -54,6 +54,11 @@ type Gateway struct {
 	// size small on a 512 MB box. Default "32MiB"; "0" turns it off; the
 	// GOMEMLIMIT environment variable, when set, wins.
 	MemoryLimit *Size `toml:"memory_limit"`
+	// Writes is the master switch of writes to the plant. Not set: only
+	// `edged write` (an operator on the box) may write, and only tags with
+	// writable = true; false: no write at all, edged write included; true:
+	// also the sources whose own commands switch is on (MQTT, upstreams).
+	Writes *bool `toml:"writes"`
 }
 
 // Broker holds the embedded MQTT broker's settings.

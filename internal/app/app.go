@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edged-gw/edged/configs"
+	"github.com/edged-gw/edged/internal/control"
 	"github.com/edged-gw/edged/internal/gateway"
 	"github.com/edged-gw/edged/internal/metrics"
 	"github.com/edged-gw/edged/northbound"
@@ -65,6 +66,7 @@ type Runtime struct {
 	Broker  *northbound.Broker
 	Gateway *gateway.Gateway
 	Metrics *metrics.Server // nil when disabled or when its port was busy
+	Control *control.Daemon // the write door and its control socket
 	log     *slog.Logger
 
 	// uplinks bridge to the [[upstream]] brokers, one buffer each; replaced
@@ -151,6 +153,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 	}
 	rt := &Runtime{Broker: broker, Gateway: gw, log: log, nextSubID: uplinkSubscriptionBase + len(slots)}
 	rt.uplinks.Store(&slots)
+	rt.Control = control.Start(cfg, gw, log)
 	rt.startMetrics(cfg.Metrics)
 	return rt, nil
 }
@@ -169,6 +172,7 @@ func (r *Runtime) startMetrics(mc configs.Metrics) {
 	m.Registry.MustRegister(metrics.GatewayCollector{GW: r.Gateway, Broker: r.Broker})
 	m.Registry.MustRegister(metrics.UplinkCollector{Uplinks: r.Uplinks})
 	m.Registry.MustRegister(metrics.BusCollector{})
+	m.Registry.MustRegister(r.Control.Door.Collector())
 	if err := m.Start(); err != nil {
 		r.log.Error("metrics endpoint not available", "err", err)
 		return
@@ -185,7 +189,8 @@ const StopTimeout = 10 * time.Second
 func (r *Runtime) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 	defer cancel()
-	err := r.Gateway.Stop(ctx)
+	err := r.Control.Close()
+	err = errors.Join(err, r.Gateway.Stop(ctx))
 	r.upMu.Lock()
 	err = errors.Join(err, stopUplinks(*r.uplinks.Load()))
 	r.upMu.Unlock()
@@ -223,6 +228,7 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 	if err != nil {
 		return nil, rep, err
 	}
+	r.Control.Reload(cfg, r.log)
 	up := r.reloadUplinks(ctx, cfg)
 	r.log.Info("upstreams reloaded", "started", up.Started, "restarted", up.Restarted, "unchanged", up.Unchanged,
 		"stopped", up.Stopped, "failed", up.Failed)

@@ -150,6 +150,9 @@ type Target struct {
 	Spec   *mapping.Spec
 	State  southbound.State
 	Writer southbound.Writer // nil: the driver cannot write
+	// Reader reads the tag back on demand; nil: the door waits for the
+	// device's next sample batch after the write instead.
+	Reader southbound.TagReader
 	// Last returns the tag's newest sample and how many sample batches the
 	// device has delivered so far (the door waits for the count to move to
 	// read back a driver that is no TagReader).
@@ -350,11 +353,11 @@ func (d *Door) apply(ctx context.Context, req Request, res *Result, now time.Tim
 		res.refuse(classify(err), "%v", err)
 		return
 	}
-	res.Written = encode(v)
+	res.Written = encode(v, spec)
 	if tgt.Last != nil {
 		old, _ := tgt.Last()
 		if old.Quality == mapping.Good && old.Value.Kind != mapping.KindNone {
-			res.Old = encode(old.Value)
+			res.Old = encode(old.Value, spec)
 		}
 	}
 	t0 := d.now()
@@ -427,13 +430,13 @@ func (d *Door) remember(id string, now time.Time, window time.Duration) {
 // driver that is no TagReader runs writes and polls on one goroutine, so
 // that poll started after the write).
 func (d *Door) readBack(ctx context.Context, tgt Target, res *Result) {
-	if r, ok := tgt.Writer.(southbound.TagReader); ok {
-		s, err := r.ReadTag(ctx, res.Tag)
+	if tgt.Reader != nil {
+		s, err := tgt.Reader.ReadTag(ctx, res.Tag)
 		if err != nil {
 			res.Message = fmt.Sprintf("written; read back failed: %v", err)
 			return
 		}
-		readBackSample(res, s)
+		readBackSample(res, s, tgt.Spec)
 		return
 	}
 	if tgt.Last == nil {
@@ -446,7 +449,7 @@ func (d *Door) readBack(ctx context.Context, tgt Target, res *Result) {
 	for {
 		s, n := tgt.Last()
 		if n > after {
-			readBackSample(res, s)
+			readBackSample(res, s, tgt.Spec)
 			return
 		}
 		select {
@@ -458,12 +461,12 @@ func (d *Door) readBack(ctx context.Context, tgt Target, res *Result) {
 	}
 }
 
-func readBackSample(res *Result, s mapping.Sample) {
+func readBackSample(res *Result, s mapping.Sample, spec *mapping.Spec) {
 	if s.Quality != mapping.Good {
 		res.Message = fmt.Sprintf("written; read back failed: %v", s.Err)
 		return
 	}
-	res.ReadBack = encode(s.Value)
+	res.ReadBack = encode(s.Value, spec)
 	res.ReadBackTs = s.TimeMs
 }
 

@@ -127,8 +127,8 @@ func want(t mapping.Type) string {
 }
 
 // encode renders a value as one JSON value (NaN and infinities, which JSON
-// cannot carry, as strings).
-func encode(v mapping.Value) json.RawMessage {
+// cannot carry, as strings); a float32 tag's value with float32 precision.
+func encode(v mapping.Value, spec *mapping.Spec) json.RawMessage {
 	switch v.Kind {
 	case mapping.KindBool:
 		return json.RawMessage(strconv.FormatBool(v.Bool))
@@ -140,7 +140,11 @@ func encode(v mapping.Value) json.RawMessage {
 		if math.IsNaN(v.Float) || math.IsInf(v.Float, 0) {
 			return json.RawMessage(strconv.Quote(strconv.FormatFloat(v.Float, 'g', -1, 64)))
 		}
-		return json.RawMessage(strconv.FormatFloat(v.Float, 'g', -1, 64))
+		bits := 64
+		if spec != nil && spec.Type == mapping.TypeFloat32 && float64(float32(v.Float)) == v.Float {
+			bits = 32
+		}
+		return json.RawMessage(strconv.FormatFloat(v.Float, 'g', -1, bits))
 	case mapping.KindString:
 		b, _ := json.Marshal(v.Str)
 		return b
@@ -156,7 +160,7 @@ func encode(v mapping.Value) json.RawMessage {
 func requestedText(req Request) string {
 	switch {
 	case req.Typed != nil:
-		return string(encode(*req.Typed))
+		return string(encode(*req.Typed, nil))
 	case req.Text != "":
 		b, _ := json.Marshal(req.Text)
 		return string(b)
