@@ -69,11 +69,11 @@ const (
 
 // Server answers on the control socket.
 type Server struct {
-	door *door.Door
-	log  *slog.Logger
-	path string
-	ln   *net.UnixListener
-	ino  uint64 // the socket file's inode, removed at Close only if still ours
+	door      *door.Door
+	log       *slog.Logger
+	path      string
+	ln        *net.UnixListener
+	ino       uint64 // the socket file's inode, removed at Close only if still ours
 	sem       chan struct{}
 	accepting chan struct{} // closed when the accept loop has ended
 	once      sync.Once

@@ -100,7 +100,7 @@ func (c *clock) add(d time.Duration) {
 
 type exception struct{}
 
-func (exception) Error() string        { return "exception 02 (illegal data address)" }
+func (exception) Error() string       { return "exception 02 (illegal data address)" }
 func (exception) DeviceRefused() bool { return true }
 
 type timeoutErr struct{}
