@@ -208,6 +208,8 @@ func (s *Server) serve(c *net.UnixConn) {
 		writeResponse(c, Response{Error: fmt.Sprintf("unknown op %q: allowed are write, ping", req.Op)})
 		return
 	}
+	src := peer(c)
+	s.log.Info("write requested on the control socket", "device", req.Device, "tag", req.Tag, "source", src.String())
 	timeout := DefaultTimeout
 	if req.TimeoutMs > 0 {
 		timeout = min(time.Duration(req.TimeoutMs)*time.Millisecond, MaxTimeout)
@@ -216,7 +218,7 @@ func (s *Server) serve(c *net.UnixConn) {
 	// does not cancel a write already on its way (it is audited anyway).
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	res := s.door.Write(ctx, door.Request{Device: req.Device, Tag: req.Tag, Text: req.Text, Value: req.Value, ID: req.ID, Source: peer(c)})
+	res := s.door.Write(ctx, door.Request{Device: req.Device, Tag: req.Tag, Text: req.Text, Value: req.Value, ID: req.ID, Source: src})
 	if err := writeResponse(c, Response{Result: &res}); err != nil {
 		s.log.Warn("control socket: the client left before the answer", "device", req.Device, "tag", req.Tag, "err", err)
 	}

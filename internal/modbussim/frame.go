@@ -87,6 +87,7 @@ func (s *Server) handle(unit byte, gateway bool, req, out []byte) []byte {
 	}
 	if fc >= fcWriteSingleCoil {
 		s.writes.Add(1)
+		s.wlog = append(s.wlog, WriteRecord{Unit: unit, Function: fc, Data: append([]byte(nil), data...)})
 	}
 	if gateway && s.units != nil && !s.units[unit] {
 		return exception(out, fc, ExceptionGatewayNoResponse)

@@ -37,6 +37,7 @@ type RTUResponder struct {
 	units map[byte]bool
 
 	requests atomic.Uint64 // frames addressed to one of our units
+	damaged  atomic.Uint64 // frames with a bad CRC, and bytes thrown away resynchronising
 	done     chan struct{}
 	closed   chan struct{}
 }
@@ -79,6 +80,11 @@ func (r *RTUResponder) SetUnits(units ...byte) {
 // Requests counts the request frames addressed to a unit this responder
 // answers (also counted in the Server's Requests).
 func (r *RTUResponder) Requests() uint64 { return r.requests.Load() }
+
+// Damaged counts request frames with a bad CRC and runs of bytes that were
+// no frame at all (thrown away until the next silence): on a healthy bus
+// with one master, zero.
+func (r *RTUResponder) Damaged() uint64 { return r.damaged.Load() }
 
 // Close stops answering, closes the port and waits for the responder's
 // goroutine. Safe to call more than once.
@@ -137,6 +143,9 @@ func (r *RTUResponder) serve() {
 			continue
 		}
 		if n == 0 { // silence: what is pending is garbage or a torn frame
+			if len(in) > 0 {
+				r.damaged.Add(1)
+			}
 			in = in[:0]
 			continue
 		}
@@ -144,6 +153,7 @@ func (r *RTUResponder) serve() {
 		for len(in) > 0 {
 			size, ok := requestLength(in)
 			if !ok {
+				r.damaged.Add(1)
 				in = in[:0] // unknown function: resynchronise on the next silence
 				break
 			}
@@ -187,6 +197,7 @@ func requestLength(in []byte) (int, bool) {
 
 func (r *RTUResponder) answer(req []byte, out *[]byte) {
 	if !rtuCRCOK(req) {
+		r.damaged.Add(1)
 		return // a slave ignores a damaged frame
 	}
 	unit := req[0]

@@ -19,9 +19,10 @@ import (
 // concurrent use; it serves any number of connections, each answered in
 // order (pipelined requests are fine).
 type Server struct {
-	mu    sync.RWMutex // guards bank and units
+	mu    sync.RWMutex // guards bank, units and wlog
 	bank  bank
 	units map[byte]bool // nil: answer every unit ID
+	wlog  []WriteRecord
 
 	delay    atomic.Int64 // time.Duration before each response
 	requests atomic.Uint64
@@ -74,6 +75,22 @@ func (s *Server) Requests() uint64 { return s.requests.Load() }
 // Writes counts the write requests (function codes 5, 6, 15, 16) received
 // since New, over TCP and RTU, including those answered with an exception.
 func (s *Server) Writes() uint64 { return s.writes.Load() }
+
+// WriteRecord is one write request as it arrived: the unit ID it was
+// addressed to, the function code and the request data after it (address,
+// quantity or value, byte count, values).
+type WriteRecord struct {
+	Unit     byte
+	Function byte
+	Data     []byte
+}
+
+// WriteLog returns every write request received since New, in order.
+func (s *Server) WriteLog() []WriteRecord {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return append([]WriteRecord(nil), s.wlog...)
+}
 
 // Close stops listening, closes every connection and waits until all of
 // the server's goroutines have ended. It is safe to call more than once.
