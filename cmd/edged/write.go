@@ -181,9 +181,9 @@ func (d *directDevice) Target(device, tag string) (door.Target, error) {
 	return t, nil
 }
 
-// Write starts the device, waits for it to be online (an OPC UA session
-// is up, a Modbus device answered a poll) and writes.
-func (d *directDevice) Write(ctx context.Context, tag string, v mapping.Value) error {
+// online starts the device and waits for it to be online (an OPC UA
+// session is up, a Modbus device answered a poll), or to fail.
+func (d *directDevice) online(ctx context.Context) error {
 	var err error
 	d.once.Do(func() {
 		err = d.drv.Start(ctx, d)
@@ -203,10 +203,22 @@ func (d *directDevice) Write(ctx context.Context, tag string, v mapping.Value) e
 	if state != southbound.StateOnline {
 		return fmt.Errorf("device %q: %v: %w", d.name, serr, southbound.ErrOffline)
 	}
+	return nil
+}
+
+// Write implements southbound.Writer once the device is online.
+func (d *directDevice) Write(ctx context.Context, tag string, v mapping.Value) error {
+	if err := d.online(ctx); err != nil {
+		return err
+	}
 	return d.drv.(southbound.Writer).Write(ctx, tag, v)
 }
 
+// ReadTag implements southbound.TagReader once the device is online.
 func (d *directDevice) ReadTag(ctx context.Context, tag string) (mapping.Sample, error) {
+	if err := d.online(ctx); err != nil {
+		return mapping.Sample{}, err
+	}
 	return d.drv.(southbound.TagReader).ReadTag(ctx, tag)
 }
 

@@ -361,6 +361,12 @@ func (d *Door) apply(ctx context.Context, req Request, res *Result, now time.Tim
 		}
 	}
 	t0 := d.now()
+	if res.Old == nil && tgt.Reader != nil {
+		// Nothing delivered yet (a subscription just started): ask.
+		if old, err := tgt.Reader.ReadTag(ctx, req.Tag); err == nil && old.Quality == mapping.Good {
+			res.Old = encode(old.Value, spec)
+		}
+	}
 	err = tgt.Writer.Write(ctx, req.Tag, v)
 	res.WriteMs = ms(d.now().Sub(t0))
 	if err != nil {
