@@ -312,3 +312,46 @@ func (w *lineWriter) String() string {
 	defer w.mu.Unlock()
 	return strings.Join(w.lines, "\n")
 }
+
+// [gateway] writes = false is a lock-out: the CLI too is refused, with
+// reason denied, and nothing reaches the device; --json prints the
+// structured result.
+func TestWriteSwitchOffRefusesTheCLI(t *testing.T) {
+	sim := startSim(t)
+	data := shortDir(t)
+	cfg := func(writes string) string {
+		return writeConfig(t, t.TempDir(), fmt.Sprintf(`[gateway]
+id = "gw"
+data_dir = %q
+%s
+[[device]]
+name = "plc"
+driver = "modbus-tcp"
+address = %q
+poll_interval = "50ms"
+  [[device.tag]]
+  name = "sp"
+  area = "holding"
+  address = 5
+  type = "uint16"
+  writable = true
+`, data, writes, sim.Addr()))
+	}
+	code, out, errOut := runCLI("write", "-json", "-c", cfg("writes = false"), "plc", "sp", "3")
+	var res door.Result
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("--json output %q: %v", out, err)
+	}
+	if code != exitUsage || res.OK || res.Reason != door.Denied || !strings.Contains(errOut, "refused (denied)") || sim.Writes() != 0 || sim.Requests() != 0 {
+		t.Fatalf("writes = false: exit %d, %+v, %s; device saw %d requests", code, res, errOut, sim.Requests())
+	}
+	for _, writes := range []string{"writes = true", ""} {
+		code, out, errOut = runCLI("write", "-c", cfg(writes), "plc", "sp", "4")
+		if code != exitOK || !strings.Contains(out, "plc/sp = 4") {
+			t.Fatalf("%q: exit %d: %s %s", writes, code, out, errOut)
+		}
+	}
+	if l := auditLines(t, data); len(l) != 3 || l[0].Reason != door.Denied || l[1].Result != "ok" {
+		t.Fatalf("audit %+v", l)
+	}
+}
