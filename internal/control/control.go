@@ -113,8 +113,11 @@ func Listen(path string, d *door.Door, log *slog.Logger) (*Server, error) {
 	if err := os.Chmod(tmp, 0o660); err != nil {
 		return fail(err)
 	}
+	// Under systemd (Group=edged) the socket is the group's already, and
+	// the unit's system call filter refuses chown: only change it when it
+	// is not.
 	if g, err := user.LookupGroup(Group); err == nil {
-		if gid, err := strconv.Atoi(g.Gid); err == nil {
+		if gid, err := strconv.Atoi(g.Gid); err == nil && gid != os.Getegid() {
 			if err := os.Chown(tmp, -1, gid); err != nil {
 				log.Warn("control socket: cannot give it to group "+Group+"; only its owner can use edged write", "path", path, "err", err)
 			}
