@@ -15,7 +15,10 @@ import (
 // writeDevices writes an edged.toml with the given device tables.
 func writeDevices(t *testing.T, devices string) string {
 	t.Helper()
-	return writeConfig(t, t.TempDir(), "[gateway]\nid = \"gw\"\n\n"+devices)
+	// Its own data_dir (relative: next to the file), so that no daemon of
+	// another test (default /var/lib/edged) answers edged write, and plan
+	// --live saves nothing outside the test.
+	return writeConfig(t, t.TempDir(), "[gateway]\nid = \"gw\"\ndata_dir = \"data\"\n\n"+devices)
 }
 
 func startSim(t *testing.T) *modbussim.Server {
