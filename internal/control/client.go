@@ -35,7 +35,8 @@ func dial(ctx context.Context, path string) (net.Conn, error) {
 	case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENOTSOCK):
 		return nil, fmt.Errorf("%w (no answer on %s)", ErrNoDaemon, path)
 	case errors.Is(err, os.ErrPermission):
-		return nil, fmt.Errorf("an edged daemon runs, but its control socket %s refuses you: run as root or as a member of group %q (%w)", path, Group, err)
+		// Whether a daemon runs cannot be told: do not open the device.
+		return nil, fmt.Errorf("the control socket %s refuses you: run as root or as a member of group %q (%w)", path, Group, err)
 	}
 	return nil, fmt.Errorf("control socket %s: %w", path, err)
 }
