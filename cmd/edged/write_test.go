@@ -387,3 +387,38 @@ poll_interval = "50ms"
 		t.Fatalf("audit %+v", l)
 	}
 }
+
+// A device that answers the write with an exception: reason
+// device_refused, exit 2, and the audit says it was sent and failed.
+func TestWriteDeviceRefusal(t *testing.T) {
+	sim := startSim(t)
+	sim.Reject(modbussim.Holding, 7, 7)
+	data := shortDir(t)
+	path := writeConfig(t, t.TempDir(), fmt.Sprintf(`[gateway]
+id = "gw"
+data_dir = %q
+[[device]]
+name = "plc"
+driver = "modbus-tcp"
+address = %q
+poll_interval = "50ms"
+  [[device.tag]]
+  name = "ok"
+  area = "holding"
+  address = 5
+  type = "uint16"
+  [[device.tag]]
+  name = "locked"
+  area = "holding"
+  address = 7
+  type = "uint16"
+  writable = true
+`, data, sim.Addr()))
+	code, out, errOut := runCLI("write", "-c", path, "plc", "locked", "1")
+	if code != exitUsage || !strings.Contains(errOut, "plc/locked failed (device_refused)") || !strings.Contains(errOut, "exception 02") || sim.Writes() != 1 {
+		t.Fatalf("exit %d: %s %s; %d writes reached the device", code, out, errOut, sim.Writes())
+	}
+	if l := auditLines(t, data); len(l) != 1 || l[0].Result != "failed" || l[0].Reason != door.DeviceRefused {
+		t.Fatalf("audit %+v", l)
+	}
+}

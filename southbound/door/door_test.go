@@ -103,6 +103,12 @@ type exception struct{}
 func (exception) Error() string       { return "exception 02 (illegal data address)" }
 func (exception) DeviceRefused() bool { return true }
 
+// gatewayErr is a Modbus gateway's "target device failed to respond".
+type gatewayErr struct{}
+
+func (gatewayErr) Error() string       { return "exception 0B (gateway target device failed to respond)" }
+func (gatewayErr) DeviceRefused() bool { return false }
+
 type timeoutErr struct{}
 
 func (timeoutErr) Error() string   { return "i/o timeout" }
@@ -147,6 +153,7 @@ func TestPolicyAndReasons(t *testing.T) {
 		{"on, source on", Options{Writes: &on, Allow: func(s Source) bool { return s.Name == "hmi-1" }}, nil, []Request{{Device: "dev", Tag: "sp", Text: "1", Source: mqtt}}, "", true, ""},
 		{"device refused", Options{}, func(f *fakeDevice, _ *clock) { f.err = fmt.Errorf("device %q: write: %w", "dev", exception{}) }, []Request{{Device: "dev", Tag: "sp", Text: "1", Source: cli}}, DeviceRefused, true, "exception 02"},
 		{"timeout", Options{}, func(f *fakeDevice, _ *clock) { f.err = fmt.Errorf("write: %w", timeoutErr{}) }, []Request{{Device: "dev", Tag: "sp", Text: "1", Source: cli}}, Timeout, true, "timeout"},
+		{"gateway cannot reach the device", Options{}, func(f *fakeDevice, _ *clock) { f.err = fmt.Errorf("write: %w", gatewayErr{}) }, []Request{{Device: "dev", Tag: "sp", Text: "1", Source: cli}}, DeviceOffline, true, "0B"},
 		{"gone offline meanwhile", Options{}, func(f *fakeDevice, _ *clock) { f.err = fmt.Errorf("x: %w", southbound.ErrOffline) }, []Request{{Device: "dev", Tag: "sp", Text: "1", Source: cli}}, DeviceOffline, false, "offline"},
 		{"driver policy", Options{}, func(f *fakeDevice, _ *clock) { f.err = fmt.Errorf("x: %w", mapping.ErrRange) }, []Request{{Device: "dev", Tag: "sp", Text: "1", Source: cli}}, OutOfRange, true, "out of range"},
 	}
