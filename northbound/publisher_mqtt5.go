@@ -28,7 +28,7 @@ type mqtt5 struct {
 	nextID uint16
 	tokens map[uint16]uint64 // packet id → token, for messages in flight
 	slots  chan struct{}     // one per message in flight
-	onAck  func(uint64)
+	onAck  func(uint64, byte)
 	done   chan struct{}
 	err    error
 	hdr    []byte
@@ -43,7 +43,7 @@ func NewMQTT5(cfg PublisherConfig) Publisher {
 
 var errClosedByUs = errors.New("connection closed")
 
-func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64)) error {
+func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 	conn, err := dial(ctx, &p.cfg)
 	if err != nil {
 		return err
@@ -63,7 +63,13 @@ func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64)) error {
 		c.WillFlag, c.WillTopic, c.WillMessage, c.WillQOS, c.WillRetain = true, p.cfg.WillTopic, p.cfg.WillPayload, 1, true
 		c.WillProperties = &packets.Properties{}
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	// The CONNACK must come within the dial timeout too: a link that
+	// carries TCP but nothing else must not hold the uplink for long.
+	timeout := p.cfg.DialTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
@@ -146,7 +152,7 @@ func (p *mqtt5) readLoop(conn net.Conn, done chan struct{}, slots chan struct{})
 			p.mu.Unlock()
 			if ok {
 				<-slots
-				onAck(tok)
+				onAck(tok, c.ReasonCode)
 			}
 		case *packets.Disconnect:
 			p.fail(done, fmt.Errorf("broker disconnected: %s (reason 0x%02x)", c.Reason(), c.ReasonCode))
@@ -314,6 +320,14 @@ func (p *mqtt5) Err() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.err
+}
+
+// Abort drops the connection without DISCONNECT: the broker sends the will.
+func (p *mqtt5) Abort(err error) {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	p.fail(done, err)
 }
 
 // Close sends DISCONNECT (normal: the broker drops the will) and closes.

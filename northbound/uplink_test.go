@@ -524,7 +524,7 @@ func TestUplinkTLSRefusals(t *testing.T) {
 			p := newTestPublisher(c.protocol, PublisherConfig{URL: u, ClientID: "x", KeepAlive: 5 * time.Second, Window: 8, TLS: tc})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			err = p.Connect(ctx, func(uint64) {})
+			err = p.Connect(ctx, func(uint64, byte) {})
 			if err == nil {
 				_ = p.Close()
 				t.Fatal("connected")
