@@ -9,9 +9,14 @@ package northbound
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -398,5 +403,70 @@ func TestFaultRefusedPuback(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "topic=edged/gw/dev/denied") || !strings.Contains(logs.String(), "code=0x87") {
 		t.Errorf("the log line does not name the topic and the reason code:\n%s", logs.String())
+	}
+}
+
+// TestUplinkTLSHints: a server that speaks only TLS 1.0/1.1 is refused
+// with a hint about protocol versions (not client certificates), and
+// mqtts:// to mosquitto's plaintext port says the server did not speak TLS
+// (not just "EOF"); for both protocols.
+func TestUplinkTLSHints(t *testing.T) {
+	mq := mosquittotest.Start(t, mosquittotest.Options{})
+	// A TLS server that offers at most TLS 1.1, with a certificate of the
+	// test CA (so only the version can be the problem).
+	ca := mosquittotest.NewCA(t, "old TLS CA")
+	certPEM, keyPEM := ca.Issue(t, "old broker", []string{"127.0.0.1"}, false, false)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}) //nolint:gosec // the point of the test
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _ = c.(*tls.Conn).Handshake(); c.Close() }()
+		}
+	}()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, addr, ca, reason, hint, not string
+	}{
+		{"TLS 1.1 only", ln.Addr().String(), caFile, "protocol version", "TLS 1.2", "cert_file"},
+		{"plaintext port", mq.PlainAddr(), mq.CAFile, "plaintext server", "did not speak TLS", "cert_file"},
+	} {
+		for _, protocol := range []string{"5", "3.1.1"} {
+			t.Run(c.name+"/"+protocol, func(t *testing.T) {
+				tc, err := NewTLSConfig(TLSOptions{CAFile: c.ca}, "127.0.0.1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				p := newTestPublisher(protocol, PublisherConfig{URL: &url.URL{Scheme: "mqtts", Host: c.addr}, ClientID: "x", KeepAlive: 5 * time.Second, Window: 8, TLS: tc})
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				err = p.Connect(ctx, func(uint64, byte) {})
+				if err == nil {
+					_ = p.Close()
+					t.Fatal("connected")
+				}
+				t.Logf("%v", err)
+				var te *TLSError
+				if !errors.As(err, &te) {
+					t.Fatalf("error %v (%T) is not a TLSError", err, err)
+				}
+				if te.Reason != c.reason || !strings.Contains(te.Hint, c.hint) || strings.Contains(te.Hint, c.not) {
+					t.Fatalf("reason %q hint %q; want reason %q, a hint with %q and without %q", te.Reason, te.Hint, c.reason, c.hint, c.not)
+				}
+			})
+		}
 	}
 }

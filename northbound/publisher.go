@@ -147,7 +147,7 @@ func hostPort(u *url.URL, def string) string {
 
 // TLSError is a refused TLS handshake, with what the installer should check.
 type TLSError struct {
-	Reason string // "unknown authority", "hostname mismatch", "expired", "handshake"
+	Reason string // "unknown authority", "hostname mismatch", "expired", "plaintext server", "protocol version", "handshake"
 	Hint   string
 	Err    error
 }
@@ -186,12 +186,12 @@ func explainTLS(err error) error {
 	}
 	var re tls.RecordHeaderError
 	if errors.As(err, &re) {
-		return &TLSError{Reason: "not TLS", Hint: "the server did not speak TLS: is this a plaintext port (1883)? use the broker's TLS port (usually 8883)", Err: err}
+		return &TLSError{Reason: "plaintext server", Hint: "the server did not speak TLS: is this a plaintext port (1883)? use the broker's TLS port (usually 8883)", Err: err}
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 		// A plaintext MQTT broker reads the ClientHello as a malformed
 		// packet and hangs up; a TLS server would answer with an alert.
-		return &TLSError{Reason: "not TLS", Hint: "the server did not speak TLS: it closed the connection on the TLS ClientHello; is this a plaintext port (1883)? use the broker's TLS port (usually 8883)", Err: err}
+		return &TLSError{Reason: "plaintext server", Hint: "the server did not speak TLS: it closed the connection on the TLS ClientHello; is this a plaintext port (1883)? use the broker's TLS port (usually 8883)", Err: err}
 	}
 	if msg := err.Error(); strings.Contains(msg, "protocol version") || strings.Contains(msg, "insufficient security") {
 		// The server's alert (protocol_version, insufficient_security) or
