@@ -470,3 +470,47 @@ func TestUplinkTLSHints(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultPacketTooLarge: mosquitto with max_packet_size 2048 announces
+// it in CONNACK and would end the session over a bigger PUBLISH, every
+// time it is replayed (a message that wedges the uplink). MQTT 5: the
+// uplink never sends it; it is counted lost as packet_too_large, and
+// the messages around it are delivered on one session.
+func TestFaultPacketTooLarge(t *testing.T) {
+	mq := mosquittotest.Start(t, mosquittotest.Options{Global: "max_packet_size 2048"})
+	sub := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/dev/#")
+	var logs logCapture
+	tu := startTestUplink(t, mq, uplinkSetup{addr: mq.TLSAddr(), logger: logs.logger()})
+	for tu.uplink.Stats().Connects < 1 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	const n = 20
+	for i := range n {
+		publishSeq(t, tu.local, "a", i)
+		if i == n/2 {
+			big := fmt.Appendf(nil, `{"seq":0,"blob":"%s"}`, strings.Repeat("x", 4000))
+			if err := tu.local.Publish("edged/gw/dev/big", big, false, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sub.WaitFor(10*time.Second, "the messages around the big one", allArrived(map[string]int{"a": n}))
+	deadline := time.Now().Add(10 * time.Second)
+	for tu.uplink.Stats().Lost["packet_too_large"] < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := tu.uplink.Stats()
+	t.Logf("lost %v, acked %d, connects %d, mosquitto sessions %d", st.Lost, st.Acked, st.Connects, mq.Connects("edged-test-gw"))
+	if st.Lost["packet_too_large"] != 1 {
+		t.Errorf("lost %v, want the big message counted as packet_too_large", st.Lost)
+	}
+	if st.Connects != 1 || mq.Connects("edged-test-gw") != 1 {
+		t.Errorf("%d connects (%d at mosquitto): the big message cost the session", st.Connects, mq.Connects("edged-test-gw"))
+	}
+	if st.Buffer.Depth != 0 {
+		t.Errorf("buffer holds %d", st.Buffer.Depth)
+	}
+	if !strings.Contains(logs.String(), "topic=edged/gw/dev/big") {
+		t.Errorf("no log line names the big message's topic:\n%s", logs.String())
+	}
+}

@@ -29,9 +29,11 @@ type mqtt5 struct {
 	tokens map[uint16]uint64 // packet id → token, for messages in flight
 	slots  chan struct{}     // one per message in flight
 	onAck  func(uint64, byte)
-	done   chan struct{}
-	err    error
-	hdr    []byte
+	// maxPacket is the broker's Maximum Packet Size (CONNACK), 0 for none.
+	maxPacket int
+	done      chan struct{}
+	err       error
+	hdr       []byte
 }
 
 // NewMQTT5 returns a Publisher speaking MQTT 5.
@@ -99,7 +101,12 @@ func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 	if ca.Properties != nil && ca.Properties.ReceiveMaximum != nil && int(*ca.Properties.ReceiveMaximum) < window {
 		window = int(*ca.Properties.ReceiveMaximum)
 	}
+	maxPacket := 0
+	if ca.Properties != nil && ca.Properties.MaximumPacketSize != nil {
+		maxPacket = int(*ca.Properties.MaximumPacketSize)
+	}
 	p.mu.Lock()
+	p.maxPacket = maxPacket
 	p.conn, p.w = conn, bufio.NewWriterSize(conn, 32<<10)
 	p.tokens = make(map[uint16]uint64, window)
 	p.slots = make(chan struct{}, window)
@@ -189,8 +196,15 @@ func (p *mqtt5) pingLoop(conn net.Conn, done chan struct{}, ka uint16) {
 
 func (p *mqtt5) Publish(ctx context.Context, m *Message, token uint64) error {
 	p.mu.Lock()
-	done, slots := p.done, p.slots
+	done, slots, maxPacket := p.done, p.slots, p.maxPacket
 	p.mu.Unlock()
+	if maxPacket > 0 {
+		// The broker would end the session over it (MQTT 5 §3.1.2.11.4):
+		// refuse it here, the session goes on.
+		if n := publishSize(m); n > maxPacket {
+			return &PacketTooLargeError{Size: n, Max: maxPacket}
+		}
+	}
 	if m.QoS > 0 {
 		select {
 		case slots <- struct{}{}:
@@ -238,6 +252,27 @@ func (p *mqtt5) Publish(ctx context.Context, m *Message, token uint64) error {
 	}
 	_, err := p.w.Write(m.Payload)
 	return err
+}
+
+// PacketTooLargeError is a PUBLISH larger than the broker's Maximum Packet
+// Size: it was not sent.
+type PacketTooLargeError struct{ Size, Max int }
+
+func (e *PacketTooLargeError) Error() string {
+	return fmt.Sprintf("PUBLISH of %d bytes exceeds the broker's maximum packet size of %d", e.Size, e.Max)
+}
+
+// publishSize is the size of m's PUBLISH packet on the wire.
+func publishSize(m *Message) int {
+	props := 0
+	if m.Historical {
+		props = 1 + 2 + len("historical") + 2 + len("true")
+	}
+	rem := 2 + len(m.Topic) + varintLen(props) + props + len(m.Payload)
+	if m.QoS > 0 {
+		rem += 2
+	}
+	return 1 + varintLen(rem) + rem
 }
 
 // appendPublishHeader encodes everything of a PUBLISH before its payload.

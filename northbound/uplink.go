@@ -454,6 +454,12 @@ func (u *Uplink) session(ctx context.Context) error {
 			u.inflight[e.Seq] = e.Size
 			u.mu.Unlock()
 			if err := u.pub.Publish(ctx, &m, e.Seq); err != nil {
+				var tl *PacketTooLargeError
+				if errors.As(err, &tl) {
+					// It can never pass on this broker: lost, as if refused.
+					u.onAck(e.Seq, reasonPacketTooLarge)
+					continue
+				}
 				return err
 			}
 		}

@@ -32,11 +32,15 @@ func refusalReason(code byte) (label string, tries int) {
 		return "topic_name_invalid", 0
 	case 0x99:
 		return "payload_format_invalid", 0
-	case 0x95:
+	case reasonPacketTooLarge:
 		return "packet_too_large", 0
 	}
 	return "other", maxRefusedTries
 }
+
+// reasonPacketTooLarge (0x95) is also what the uplink counts for a message
+// larger than the broker's Maximum Packet Size, which is never sent.
+const reasonPacketTooLarge = 0x95
 
 // RefusalReasons are the reason labels refusalReason uses.
 var RefusalReasons = []string{"quota_exceeded", "unspecified_error", "implementation_specific_error",

@@ -41,6 +41,9 @@ type Options struct {
 	// is the client certificate's CN, "edged-test"), e.g.
 	// "user edged-test\ntopic deny edged/gw/dev/denied\ntopic write edged/#".
 	ACL string
+	// Global, when set, is added to the top of mosquitto.conf (e.g.
+	// "max_packet_size 2048").
+	Global string
 	// Username and Password, when set, add a TLS listener (PasswordPort)
 	// that needs no client certificate but this user and password.
 	Username, Password string
@@ -138,7 +141,7 @@ allow_anonymous false
 		}
 		acl = "acl_file " + p + "\n"
 	}
-	conf := fmt.Sprintf(`per_listener_settings true
+	conf := opts.Global + "\n" + fmt.Sprintf(`per_listener_settings true
 persistence false
 log_dest stderr
 log_type error
