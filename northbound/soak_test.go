@@ -88,7 +88,7 @@ func soakOutages(t *testing.T, kind string) {
 	for range *soakCycles {
 		time.Sleep(5 * time.Second)
 		before := tu.uplink.Stats().Connects
-		acc := proxy.Accepted()
+		acc := proxy.Attempts()
 		switch kind {
 		case "cut":
 			proxy.Cut()
@@ -106,7 +106,7 @@ func soakOutages(t *testing.T, kind string) {
 			}
 			time.Sleep(time.Second)
 		}
-		c := cycle{attempts: proxy.Accepted() - acc}
+		c := cycle{attempts: proxy.Attempts() - acc}
 		proxy.Restore()
 		mu.Lock()
 		c.restored, c.firstNew = time.Now(), seq

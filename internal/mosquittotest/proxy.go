@@ -19,7 +19,7 @@ type Proxy struct {
 	target string
 	ln     net.Listener
 
-	accepted atomic.Int64
+	accepted, refused atomic.Int64
 
 	mu    sync.Mutex
 	mode  proxyMode
@@ -64,6 +64,10 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 // Accepted counts the TCP connections the proxy accepted (refused ones
 // during a Cut excluded): the client's connection attempts.
 func (p *Proxy) Accepted() int64 { return p.accepted.Load() }
+
+// Attempts counts every TCP connection a client tried, those refused
+// during a Cut included.
+func (p *Proxy) Attempts() int64 { return p.accepted.Load() + p.refused.Load() }
 
 // Cut closes every connection and refuses new ones until Restore.
 func (p *Proxy) Cut() {
@@ -134,6 +138,7 @@ func (p *Proxy) serve() {
 		mode := p.mode
 		p.mu.Unlock()
 		if mode == proxyCut {
+			p.refused.Add(1)
 			c.Close()
 			continue
 		}
