@@ -90,6 +90,18 @@ func backoffBound(lo, hi, window time.Duration) int {
 	return 1 + steps + int(window/(hi/2)) + 1
 }
 
+// waitFor polls cond until it holds, or fails the test after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func statusCount(sub *mqtttest.Subscriber, payload string) int {
 	n := 0
 	for _, m := range sub.On("edged/gw/status") {
@@ -171,8 +183,9 @@ func TestFaultBufferReadFails(t *testing.T) {
 
 // TestFaultFlappingLink: the path resets every 50 ms for 3 s, so every
 // session ends at once. The reconnects follow the backoff (the count stays
-// within what BackoffMin/BackoffMax allow in that time), and everything
-// published meanwhile arrives afterwards, the backlog marked historical.
+// within what BackoffMin/BackoffMax allow in that time); after a session
+// that stayed up, the next outage's backoff starts from BackoffMin again;
+// everything published meanwhile arrives afterwards.
 func TestFaultFlappingLink(t *testing.T) {
 	for _, protocol := range []string{"5", "3.1.1"} {
 		t.Run(protocol, func(t *testing.T) {
@@ -196,6 +209,26 @@ func TestFaultFlappingLink(t *testing.T) {
 			window := time.Since(start)
 			attempts := int(proxy.Accepted() - before)
 			bound := backoffBound(50*time.Millisecond, 500*time.Millisecond, window)
+			// Then the link holds: once a session stayed up longer than
+			// BackoffMax, the next outage starts again from BackoffMin.
+			grown := tu.uplink.Stats().ReconnectDelay
+			waitFor(t, 10*time.Second, "a session after the flapping", func() bool { return tu.uplink.Stats().State == "online" })
+			c := tu.uplink.Stats().Connects
+			time.Sleep(2 * 500 * time.Millisecond)
+			if tu.uplink.Stats().Connects != c {
+				t.Fatalf("the session did not stay up")
+			}
+			cutAt := proxy.Attempts()
+			proxy.Cut()
+			waitFor(t, 10*time.Second, "the outage noticed", func() bool { return tu.uplink.Stats().ReconnectDelay > 0 })
+			// After k refused attempts the delay is at most BackoffMin·2^k
+			// (k read after the delay: the bound can only loosen).
+			d := tu.uplink.Stats().ReconnectDelay
+			k := proxy.Attempts() - cutAt
+			if limit := 50 * time.Millisecond << k; d > limit {
+				t.Errorf("reconnect delay %s after a session that stayed up and %d refused attempts (%s while flapping): the backoff did not start again from BackoffMin (50ms; at most %s now)", d, k, grown, limit)
+			}
+			proxy.Restore()
 			msgs := sub.WaitFor(30*time.Second, "every message after the link settles", allArrived(map[string]int{"a": seq}))
 			checkDelivery(t, msgs, map[string]int{"a": seq})
 			t.Logf("%d resets in %s: %d connects (bound %d), %d× online, %d× offline", window/(50*time.Millisecond), window.Round(time.Millisecond),
