@@ -406,7 +406,7 @@ func TestFaultRefusedPuback(t *testing.T) {
 	}
 	sub.WaitFor(10*time.Second, "every allowed message", allArrived(map[string]int{"a": n}))
 	deadline := time.Now().Add(10 * time.Second)
-	for tu.uplink.Stats().Lost["not_authorized"] < n && time.Now().Before(deadline) {
+	for st := tu.uplink.Stats(); (st.Lost["not_authorized"] < n || st.Acked < n || st.Buffer.Depth > 0) && time.Now().Before(deadline); st = tu.uplink.Stats() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	st := tu.uplink.Stats()
@@ -529,7 +529,7 @@ func TestFaultPacketTooLarge(t *testing.T) {
 	}
 	sub.WaitFor(10*time.Second, "the messages around the big one", allArrived(map[string]int{"a": n}))
 	deadline := time.Now().Add(10 * time.Second)
-	for tu.uplink.Stats().Lost["packet_too_large"] < 1 && time.Now().Before(deadline) {
+	for st := tu.uplink.Stats(); (st.Lost["packet_too_large"] < 1 || st.Acked < n || st.Buffer.Depth > 0) && time.Now().Before(deadline); st = tu.uplink.Stats() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	st := tu.uplink.Stats()
