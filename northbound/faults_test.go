@@ -268,6 +268,7 @@ func testFaultBlackhole(t *testing.T, protocol string, stopAcks bool) {
 	mq := mosquittotest.Start(t, mosquittotest.Options{})
 	proxy := mosquittotest.NewProxy(t, mq.TLSAddr())
 	sub := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/dev/#")
+	status := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/status")
 	var logs logCapture
 	const (
 		backoffMax  = 500 * time.Millisecond
@@ -383,6 +384,12 @@ func testFaultBlackhole(t *testing.T, protocol string, stopAcks bool) {
 	}
 	if got := logs.count("ack_timeout"); got < 1 {
 		t.Errorf("no log line names the ack timeout:\n%s", logs.String())
+	}
+	final := tu.uplink.Stats()
+	on, off := statusCount(status, "online"), statusCount(status, "offline")
+	t.Logf("status: %d× online, %d× offline; %d connects", on, off, final.Connects)
+	if on > int(final.Connects) || off > attempts+2 {
+		t.Errorf("status published %d× online and %d× offline for %d sessions and %d attempts: more than one per state change", on, off, final.Connects, attempts)
 	}
 	if dups > window*(attempts+1) {
 		t.Errorf("%d duplicates, more than the window (%d) per session", dups, window)
