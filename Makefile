@@ -8,7 +8,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS    := ./...
 
-.PHONY: all build test test-deps lint vet fmt-check bench fuzz clean package
+.PHONY: all build test test-deps lint vet fmt-check bench soak fuzz clean package
 
 all: build
 
@@ -39,6 +39,12 @@ bench:
 	$(GO) run ./bench/buffer -n 2000000 -payload 60
 	$(GO) run ./bench/buffer -n 2000000 -payload 60 -max-bytes 33554432 -points 6
 	$(GO) run ./bench/uplink -n 50000 -pace-n 2500 -duration 10s
+
+# soak: the long fault variants (outages of every kind with the real
+# defaults, figures in the log). Longer: make soak SOAKFLAGS="-soak.outage=1h -soak.cycles=1"
+SOAKFLAGS ?=
+soak: test-deps
+	$(GO) test -tags soak -run '^TestSoak' -timeout 6h -count=1 -v ./northbound/ -args $(SOAKFLAGS)
 
 # fuzz: a short run of every fuzz target (corpora live in testdata/fuzz).
 fuzz:

@@ -22,6 +22,12 @@ const (
 	DefaultUpstreamMaxBytes     = 256 << 20
 	DefaultUpstreamSync         = "interval"
 	DefaultUpstreamSyncInterval = time.Second
+	// DefaultUpstreamAckTimeout: no PUBACK for this long while messages
+	// are in flight ends the session (a blackholed link).
+	DefaultUpstreamAckTimeout = 10 * time.Second
+	// DefaultUpstreamReconnectMax caps the reconnect backoff: data
+	// arrives at most about this long after the cloud is reachable again.
+	DefaultUpstreamReconnectMax = 10 * time.Second
 	// MinUpstreamMaxBytes leaves room for the buffer's fixed overhead
 	// (buffer.MinMaxBytes).
 	MinUpstreamMaxBytes = 16 << 20
@@ -62,6 +68,15 @@ type Upstream struct {
 	// KeepAlive is the MQTT keepalive; default 30s; a dead link is noticed
 	// after 1.5× of it.
 	KeepAlive Duration `toml:"keepalive"`
+	// AckTimeout ends a session in which no PUBACK came for this long
+	// while messages were in flight (TCP open, nothing getting through);
+	// the uplink reconnects and replays them, marked historical. Default
+	// 10s; 1s to 1h.
+	AckTimeout Duration `toml:"ack_timeout"`
+	// ReconnectMax caps the reconnect backoff (which starts at 500ms,
+	// doubles with jitter, and starts over after a session that stayed up
+	// that long). Default 10s; 1s to 10m.
+	ReconnectMax Duration `toml:"reconnect_max"`
 	// Topics are the local topic filters that go up; default
 	// ["{gateway.topic_prefix}/#"].
 	Topics []string `toml:"topics"`
@@ -176,6 +191,18 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 	if ok("keepalive") && (u.KeepAlive.D() < time.Second || u.KeepAlive.D() > 65535*time.Second) {
 		l.at(src, key("keepalive"), "%s is out of range; MQTT allows 1s to 18h12m15s (e.g. \"30s\")", u.KeepAlive)
 	}
+	if u.AckTimeout == 0 {
+		u.AckTimeout = Duration(DefaultUpstreamAckTimeout)
+	}
+	if ok("ack_timeout") && (u.AckTimeout.D() < time.Second || u.AckTimeout.D() > time.Hour) {
+		l.at(src, key("ack_timeout"), "%s is out of range; use 1s to 1h (e.g. \"10s\": how long without any PUBACK, while messages are in flight, before the link counts as dead)", u.AckTimeout)
+	}
+	if u.ReconnectMax == 0 {
+		u.ReconnectMax = Duration(DefaultUpstreamReconnectMax)
+	}
+	if ok("reconnect_max") && (u.ReconnectMax.D() < time.Second || u.ReconnectMax.D() > 10*time.Minute) {
+		l.at(src, key("reconnect_max"), "%s is out of range; use 1s to 10m (e.g. \"10s\": the longest wait between reconnect attempts)", u.ReconnectMax)
+	}
 	if len(u.Topics) == 0 {
 		u.Topics = []string{cfg.Gateway.TopicPrefix + "/#"}
 	}
@@ -234,6 +261,15 @@ func (l *loader) checkUpstreamURL(src *source, p keyPath, u *Upstream) {
 		l.at(src, p, `required: the cloud broker, e.g. url = "mqtts://broker.example.com:8883"`)
 		return
 	}
+	if ui := userinfo(u.URL); ui != "" || strings.Contains(u.URL, "://@") {
+		// Never echo them: the password would end up in logs and terminals.
+		name, _, _ := strings.Cut(ui, ":")
+		if name == "" {
+			name = "…"
+		}
+		l.at(src, p, `%q carries credentials in the URL ("…@"), which edged does not use and would show in logs; remove them and set username = %q with password_file = "/etc/edged/credentials/<file>" (or password = "${ENV_VAR}")`, RedactURL(u.URL), name)
+		return
+	}
 	pu, err := url.Parse(u.URL)
 	if err != nil || pu.Hostname() == "" {
 		l.at(src, p, `%q is not a broker URL; write e.g. "mqtts://broker.example.com:8883"`, u.URL)
@@ -248,6 +284,31 @@ func (l *loader) checkUpstreamURL(src *source, p keyPath, u *Upstream) {
 	default:
 		l.at(src, p, "scheme %q is not supported; use mqtts:// (TLS), wss:// (MQTT over WebSocket over TLS, e.g. wss://broker.example.com:443/mqtt) or, with insecure_plaintext = true, mqtt://", pu.Scheme)
 	}
+}
+
+// userinfo returns the "user:password" part of a URL, or "".
+func userinfo(raw string) string {
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return ""
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		return rest[:i]
+	}
+	return ""
+}
+
+// RedactURL is raw with any credentials ("user:password@") replaced by
+// "…@", for messages and logs.
+func RedactURL(raw string) string {
+	ui := userinfo(raw)
+	if ui == "" {
+		return raw
+	}
+	return strings.Replace(raw, ui+"@", "…@", 1)
 }
 
 // checkFilter returns what is wrong with an MQTT topic filter, or "".

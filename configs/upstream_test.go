@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,6 +41,8 @@ func TestUpstreamDefaults(t *testing.T) {
 		{"sync", u.Sync, "interval"},
 		{"sync_interval", u.SyncInterval.D(), time.Second},
 		{"password from password_file", u.Password, "s3cret"},
+		{"ack_timeout", u.AckTimeout.D(), 10 * time.Second},
+		{"reconnect_max", u.ReconnectMax.D(), 10 * time.Second},
 		{"line", u.Line, 3},
 	}
 	for _, c := range checks {
@@ -115,6 +118,40 @@ func TestUpstreamErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "credentials in the url",
+			files: memFS{testMain: gw + lines(
+				`[[upstream]]`,
+				`name = "c"`,
+				`url = "mqtts://plant7:Sup3rS3cret@b.example.com:8883"`, // 5
+				`[[upstream]]`,
+				`name = "d"`,
+				`url = "mqtt://:0nlyPass@10.0.0.1"`, // 8
+				`insecure_plaintext = true`,
+			)},
+			want: []wantErr{
+				{line: 5, key: "upstream[0].url", msg: `"mqtts://…@b.example.com:8883" carries credentials in the URL ("…@"), which edged does not use and would show in logs; remove them and set username = "plant7" with password_file`},
+				{line: 8, key: "upstream[1].url", msg: `"mqtt://…@10.0.0.1" carries credentials`},
+			},
+		},
+		{
+			name: "ack_timeout and reconnect_max out of range",
+			files: memFS{testMain: gw + lines(
+				`[[upstream]]`,
+				`name = "c"`,
+				`url = "mqtts://b:8883"`,
+				`ack_timeout = "100ms"`, // 6
+				`reconnect_max = "1h"`,  // 7
+			)},
+			want: []wantErr{
+				{line: 6, key: "upstream[0].ack_timeout", msg: "100ms is out of range; use 1s to 1h"},
+				{line: 7, key: "upstream[0].reconnect_max", msg: "1h0m0s is out of range; use 1s to 10m"},
+			},
+		},
+		{
+			name:  "ack_timeout and reconnect_max set",
+			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "c"`, `url = "mqtts://b:8883"`, `ack_timeout = "3s"`, `reconnect_max = "30s"`)},
+		},
+		{
 			name: "missing ca_file and duplicate name",
 			files: memFS{testMain: gw + lines(
 				`[[upstream]]`,
@@ -134,6 +171,11 @@ func TestUpstreamErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := loadMem(tt.files, nil)
+			for _, secret := range []string{"Sup3rS3cret", "0nlyPass"} {
+				if err != nil && strings.Contains(err.Error(), secret) {
+					t.Errorf("the error shows the password: %v", err)
+				}
+			}
 			if len(tt.want) == 0 {
 				if err != nil {
 					t.Fatal(err)

@@ -6,10 +6,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -23,17 +25,22 @@ import (
 // blocking while the in-flight window (the smaller of the configured window
 // and the broker's Receive Maximum) is full; it may buffer until Flush.
 // onAck, given to Connect, is called from one goroutine once per
-// acknowledged QoS 1 message with the token passed to Publish; it must not
+// acknowledged QoS 1 message with the token passed to Publish and the
+// PUBACK's reason code (MQTT 5; 0 for 3.1.1, which has none): below 0x80
+// the broker took the message, from 0x80 on it refused it. It must not
 // block. Done is closed when the connection is lost or closed; Err then
-// says why. Close disconnects (the broker then does not send the will).
-// After Done, Connect may be called again.
+// says why. Close disconnects (the broker then does not send the will);
+// Abort drops the connection without DISCONNECT, as a lost link would (the
+// broker then sends the will), with err as Err. After Done, Connect may be
+// called again.
 type Publisher interface {
-	Connect(ctx context.Context, onAck func(token uint64)) error
+	Connect(ctx context.Context, onAck func(token uint64, reason byte)) error
 	Publish(ctx context.Context, m *Message, token uint64) error
 	Flush() error
 	Done() <-chan struct{}
 	Err() error
 	Close() error
+	Abort(err error)
 }
 
 // Message is one PUBLISH.
@@ -140,7 +147,7 @@ func hostPort(u *url.URL, def string) string {
 
 // TLSError is a refused TLS handshake, with what the installer should check.
 type TLSError struct {
-	Reason string // "unknown authority", "hostname mismatch", "expired", "handshake"
+	Reason string // "unknown authority", "hostname mismatch", "expired", "plaintext server", "protocol version", "handshake"
 	Hint   string
 	Err    error
 }
@@ -179,7 +186,17 @@ func explainTLS(err error) error {
 	}
 	var re tls.RecordHeaderError
 	if errors.As(err, &re) {
-		return &TLSError{Reason: "handshake", Hint: "the server did not answer in TLS: is this a plaintext port?", Err: err}
+		return &TLSError{Reason: "plaintext server", Hint: "the server did not speak TLS: is this a plaintext port (1883)? use the broker's TLS port (usually 8883)", Err: err}
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+		// A plaintext MQTT broker reads the ClientHello as a malformed
+		// packet and hangs up; a TLS server would answer with an alert.
+		return &TLSError{Reason: "plaintext server", Hint: "the server did not speak TLS: it closed the connection on the TLS ClientHello; is this a plaintext port (1883)? use the broker's TLS port (usually 8883)", Err: err}
+	}
+	if msg := err.Error(); strings.Contains(msg, "protocol version") || strings.Contains(msg, "insufficient security") {
+		// The server's alert (protocol_version, insufficient_security) or
+		// Go's own "server selected unsupported protocol version".
+		return &TLSError{Reason: "protocol version", Hint: "the server offers only an old TLS version (1.0/1.1 or SSL); edged requires TLS 1.2 or newer: enable TLS 1.2/1.3 on the broker", Err: err}
 	}
 	if strings.Contains(err.Error(), "tls:") {
 		return &TLSError{Reason: "handshake", Hint: "the TLS handshake failed: check cert_file/key_file (the broker may require a client certificate) and alpn", Err: err}

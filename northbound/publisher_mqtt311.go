@@ -41,6 +41,7 @@ type session311 struct {
 	pending chan inflight311 // in publish order, to the ack loop
 	last    mqtt.Token       // the last QoS 1 publish (Close waits for it)
 	done    chan struct{}
+	conn    func() net.Conn // the connection paho uses, once dialled
 	mu      sync.Mutex
 	err     error
 	closing bool
@@ -83,7 +84,7 @@ func (p *mqtt311) session() *session311 {
 	return p.s
 }
 
-func (p *mqtt311) Connect(ctx context.Context, onAck func(uint64)) error {
+func (p *mqtt311) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 	window := max(1, p.cfg.Window)
 	s := &session311{
 		slots: make(chan struct{}, window), pending: make(chan inflight311, window), done: make(chan struct{}),
@@ -142,6 +143,11 @@ func (p *mqtt311) Connect(ctx context.Context, onAck func(uint64)) error {
 		o.SetBinaryWill(p.cfg.WillTopic, p.cfg.WillPayload, 1, true)
 	}
 	s.client = mqtt.NewClient(o)
+	s.conn = func() net.Conn {
+		dialMu.Lock()
+		defer dialMu.Unlock()
+		return dialed
+	}
 
 	// A cancelled ctx closes the connection being set up; paho then fails
 	// the connect at once.
@@ -193,7 +199,7 @@ func (p *mqtt311) Connect(ctx context.Context, onAck func(uint64)) error {
 // paho completed first is reported right after the ones before it; until
 // then it holds its slot of the window (delivery is unaffected: on a lost
 // connection the uplink sends again whatever was not reported).
-func (s *session311) ackLoop(onAck func(uint64)) {
+func (s *session311) ackLoop(onAck func(uint64, byte)) {
 	for {
 		var e inflight311
 		select {
@@ -212,7 +218,7 @@ func (s *session311) ackLoop(onAck func(uint64)) {
 			return
 		}
 		<-s.slots
-		onAck(e.token)
+		onAck(e.token, 0) // 3.1.1 PUBACKs carry no reason
 	}
 }
 
@@ -282,6 +288,20 @@ func (p *mqtt311) Err() error {
 		return nil
 	}
 	return s.Err()
+}
+
+// Abort closes the connection under paho without DISCONNECT: the broker
+// sends the will.
+func (p *mqtt311) Abort(err error) {
+	s := p.session()
+	if s == nil {
+		return
+	}
+	s.fail(err)
+	if c := s.conn(); c != nil {
+		_ = c.Close()
+	}
+	go s.client.Disconnect(0) // paho's own goroutines; the socket is already gone
 }
 
 // Close waits briefly for the last QoS 1 message (the uplink's "offline"

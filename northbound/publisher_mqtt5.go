@@ -28,10 +28,12 @@ type mqtt5 struct {
 	nextID uint16
 	tokens map[uint16]uint64 // packet id → token, for messages in flight
 	slots  chan struct{}     // one per message in flight
-	onAck  func(uint64)
-	done   chan struct{}
-	err    error
-	hdr    []byte
+	onAck  func(uint64, byte)
+	// maxPacket is the broker's Maximum Packet Size (CONNACK), 0 for none.
+	maxPacket int
+	done      chan struct{}
+	err       error
+	hdr       []byte
 }
 
 // NewMQTT5 returns a Publisher speaking MQTT 5.
@@ -43,7 +45,7 @@ func NewMQTT5(cfg PublisherConfig) Publisher {
 
 var errClosedByUs = errors.New("connection closed")
 
-func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64)) error {
+func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 	conn, err := dial(ctx, &p.cfg)
 	if err != nil {
 		return err
@@ -63,7 +65,13 @@ func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64)) error {
 		c.WillFlag, c.WillTopic, c.WillMessage, c.WillQOS, c.WillRetain = true, p.cfg.WillTopic, p.cfg.WillPayload, 1, true
 		c.WillProperties = &packets.Properties{}
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	// The CONNACK must come within the dial timeout too: a link that
+	// carries TCP but nothing else must not hold the uplink for long.
+	timeout := p.cfg.DialTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
@@ -93,7 +101,12 @@ func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64)) error {
 	if ca.Properties != nil && ca.Properties.ReceiveMaximum != nil && int(*ca.Properties.ReceiveMaximum) < window {
 		window = int(*ca.Properties.ReceiveMaximum)
 	}
+	maxPacket := 0
+	if ca.Properties != nil && ca.Properties.MaximumPacketSize != nil {
+		maxPacket = int(*ca.Properties.MaximumPacketSize)
+	}
 	p.mu.Lock()
+	p.maxPacket = maxPacket
 	p.conn, p.w = conn, bufio.NewWriterSize(conn, 32<<10)
 	p.tokens = make(map[uint16]uint64, window)
 	p.slots = make(chan struct{}, window)
@@ -146,7 +159,7 @@ func (p *mqtt5) readLoop(conn net.Conn, done chan struct{}, slots chan struct{})
 			p.mu.Unlock()
 			if ok {
 				<-slots
-				onAck(tok)
+				onAck(tok, c.ReasonCode)
 			}
 		case *packets.Disconnect:
 			p.fail(done, fmt.Errorf("broker disconnected: %s (reason 0x%02x)", c.Reason(), c.ReasonCode))
@@ -183,8 +196,15 @@ func (p *mqtt5) pingLoop(conn net.Conn, done chan struct{}, ka uint16) {
 
 func (p *mqtt5) Publish(ctx context.Context, m *Message, token uint64) error {
 	p.mu.Lock()
-	done, slots := p.done, p.slots
+	done, slots, maxPacket := p.done, p.slots, p.maxPacket
 	p.mu.Unlock()
+	if maxPacket > 0 {
+		// The broker would end the session over it (MQTT 5 §3.1.2.11.4):
+		// refuse it here, the session goes on.
+		if n := publishSize(m); n > maxPacket {
+			return &PacketTooLargeError{Size: n, Max: maxPacket}
+		}
+	}
 	if m.QoS > 0 {
 		select {
 		case slots <- struct{}{}:
@@ -232,6 +252,27 @@ func (p *mqtt5) Publish(ctx context.Context, m *Message, token uint64) error {
 	}
 	_, err := p.w.Write(m.Payload)
 	return err
+}
+
+// PacketTooLargeError is a PUBLISH larger than the broker's Maximum Packet
+// Size: it was not sent.
+type PacketTooLargeError struct{ Size, Max int }
+
+func (e *PacketTooLargeError) Error() string {
+	return fmt.Sprintf("PUBLISH of %d bytes exceeds the broker's maximum packet size of %d", e.Size, e.Max)
+}
+
+// publishSize is the size of m's PUBLISH packet on the wire.
+func publishSize(m *Message) int {
+	props := 0
+	if m.Historical {
+		props = 1 + 2 + len("historical") + 2 + len("true")
+	}
+	rem := 2 + len(m.Topic) + varintLen(props) + props + len(m.Payload)
+	if m.QoS > 0 {
+		rem += 2
+	}
+	return 1 + varintLen(rem) + rem
 }
 
 // appendPublishHeader encodes everything of a PUBLISH before its payload.
@@ -314,6 +355,14 @@ func (p *mqtt5) Err() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.err
+}
+
+// Abort drops the connection without DISCONNECT: the broker sends the will.
+func (p *mqtt5) Abort(err error) {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	p.fail(done, err)
 }
 
 // Close sends DISCONNECT (normal: the broker drops the will) and closes.

@@ -3,7 +3,9 @@ package northbound
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -37,9 +39,36 @@ type UplinkOptions struct {
 	// ReplayOrder says whether live messages may overtake the backlog
 	// (ReplayInterleave, the default) or wait for it (ReplayStrict).
 	ReplayOrder ReplayOrder
-	// BackoffMin/Max bound the reconnect delay (exponential, with jitter).
+	// BackoffMin/Max bound the reconnect delay (exponential, with jitter;
+	// defaults DefaultBackoffMin, DefaultBackoffMax). The delay grows while
+	// connects fail or sessions end early, and starts again from BackoffMin
+	// after a session that stayed up at least BackoffMax. The same bounds
+	// pace retries of buffer reads that fail and of messages the broker
+	// refused for a reason that may pass (quota).
 	BackoffMin, BackoffMax time.Duration
-	Logger                 *slog.Logger
+	// AckTimeout ends a session in which no PUBACK came for this long while
+	// messages were in flight (a link that carries TCP but nothing else):
+	// the uplink reconnects and sends them again, marked historical.
+	// Default DefaultAckTimeout; negative turns it off (keepalive only).
+	AckTimeout time.Duration
+	Logger     *slog.Logger
+
+	// newReader replaces the buffer's reader (tests inject failing reads).
+	newReader func() entryReader
+}
+
+// Defaults of UplinkOptions.
+const (
+	DefaultBackoffMin = 500 * time.Millisecond
+	// DefaultBackoffMax bounds how late data arrives after an outage ends:
+	// at most this (plus a connect) after the cloud is reachable again.
+	DefaultBackoffMax = 10 * time.Second
+	DefaultAckTimeout = 10 * time.Second
+)
+
+// entryReader reads the buffer (buffer.Reader).
+type entryReader interface {
+	Read(from, to uint64, max int) ([]buffer.Entry, uint64, error)
 }
 
 // DefaultReplayRate is below the per-connection publish limits of common
@@ -94,9 +123,15 @@ type Uplink struct {
 	inflight map[uint64]int // seq → size, for Ack
 	state    string
 	lastErr  error
+	// busySince is when the in-flight set last became non-empty and
+	// lastAck when the last PUBACK came: the ack timeout runs from the
+	// later of them.
+	busySince, lastAck time.Time
+	refusals           refusalState
 
 	connects, attempts, sent, replayed, acked atomic.Uint64
-	replayBacklog                             atomic.Int64
+	readErrors, ackTimeouts                   atomic.Uint64
+	replayBacklog, reconnectDelay             atomic.Int64
 	handedOver                                bool
 
 	cancel  context.CancelFunc
@@ -118,13 +153,22 @@ func NewUplink(o UplinkOptions) *Uplink {
 		o.ReplayOrder = ReplayInterleave
 	}
 	if o.BackoffMin <= 0 {
-		o.BackoffMin = 500 * time.Millisecond
+		o.BackoffMin = DefaultBackoffMin
 	}
 	if o.BackoffMax <= 0 {
-		o.BackoffMax = time.Minute
+		o.BackoffMax = DefaultBackoffMax
+	}
+	o.BackoffMax = max(o.BackoffMax, o.BackoffMin)
+	if o.AckTimeout == 0 {
+		o.AckTimeout = DefaultAckTimeout
+	}
+	if o.newReader == nil {
+		q := o.Queue
+		o.newReader = func() entryReader { return q.NewReader() }
 	}
 	u := &Uplink{o: o, pub: o.Publisher, q: o.Queue, log: o.Logger.With("upstream", o.Name),
 		skip: map[string]bool{}, inflight: map[uint64]int{}, state: "stopped"}
+	u.refusals.init(o.BackoffMin, o.BackoffMax)
 	for _, s := range o.Skip {
 		u.skip[s] = true
 	}
@@ -260,49 +304,97 @@ func (u *Uplink) setState(s string, err error) {
 	}
 }
 
+// run connects, runs sessions and waits between them. Every way a session
+// or a connect can end is followed by a backoff wait: a fault that repeats
+// at once (a broker that drops the session, a link that dies on every
+// connect) costs one connect and one status publish per wait, never a
+// storm.
 func (u *Uplink) run(ctx context.Context) {
-	delay := u.o.BackoffMin
+	bo := newBackoff(u.o.BackoffMin, u.o.BackoffMax)
 	for ctx.Err() == nil {
 		u.setState("connecting", nil)
 		u.attempts.Add(1)
-		if err := u.pub.Connect(ctx, u.onAck); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			u.setState("offline", err)
-			// Full jitter over [delay/2, delay): many gateways behind one
-			// NAT must not reconnect in lockstep after a cloud outage.
-			wait := delay/2 + rand.N(delay/2+1)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-			delay = min(delay*2, u.o.BackoffMax)
-			continue
-		}
-		delay = u.o.BackoffMin
-		u.connects.Add(1)
-		u.setState("online", nil)
-		err := u.session(ctx)
-		u.replayBacklog.Store(0)
+		err := u.pub.Connect(ctx, u.onAck)
 		if ctx.Err() != nil {
-			return // Stop waits for the acknowledgements still in flight
+			return
 		}
-		u.mu.Lock()
-		clear(u.inflight) // resent from the buffer on the next connection
-		u.mu.Unlock()
+		if err == nil {
+			u.connects.Add(1)
+			u.reconnectDelay.Store(0)
+			u.setState("online", nil)
+			start := time.Now()
+			err = u.session(ctx)
+			u.replayBacklog.Store(0)
+			if ctx.Err() != nil {
+				return // Stop waits for the acknowledgements still in flight
+			}
+			// Whatever ended the session, the connection goes too, without
+			// DISCONNECT: the broker publishes the will ("offline"), once.
+			u.pub.Abort(err)
+			u.mu.Lock()
+			clear(u.inflight) // resent from the buffer on the next connection
+			u.mu.Unlock()
+			if time.Since(start) >= u.o.BackoffMax {
+				bo.reset() // it stayed up: the next outage starts from BackoffMin
+			}
+		}
 		u.setState("offline", err)
+		wait := bo.next()
+		u.reconnectDelay.Store(int64(wait))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 	}
 }
 
-func (u *Uplink) onAck(token uint64) {
+// backoff is an exponential delay with jitter between min and max.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func newBackoff(lo, hi time.Duration) backoff { return backoff{min: lo, max: max(lo, hi), cur: lo} }
+
+// next returns the wait to use now, in [cur/2, cur] (full jitter over the
+// upper half: many gateways behind one NAT must not reconnect in
+// lockstep after a cloud outage), and doubles cur up to max.
+func (b *backoff) next() time.Duration {
+	d := b.cur/2 + rand.N(b.cur/2+1)
+	b.cur = min(b.cur*2, b.max)
+	return d
+}
+
+func (b *backoff) reset() { b.cur = b.min }
+
+// onAck takes a PUBACK: a success removes the message from the buffer; a
+// refusal (reason ≥ 0x80) never does as delivered: see refuse.
+func (u *Uplink) onAck(token uint64, reason byte) {
+	now := time.Now()
 	if token == statusToken {
+		u.mu.Lock()
+		u.lastAck = now
+		u.mu.Unlock()
 		return
 	}
 	u.mu.Lock()
+	u.lastAck = now
 	size, ok := u.inflight[token]
 	delete(u.inflight, token)
+	if ok && reason >= 0x80 {
+		v := u.refusals.refuse(now, token, reason)
+		u.mu.Unlock()
+		if v.log {
+			u.logRefusal(token, reason, v)
+		}
+		if v.lost {
+			u.q.Ack(token, size) // given up: out of the buffer, counted as lost
+		}
+		return
+	}
+	if ok {
+		u.refusals.passed(token)
+	}
 	u.mu.Unlock()
 	if ok {
 		u.q.Ack(token, size)
@@ -312,7 +404,9 @@ func (u *Uplink) onAck(token uint64) {
 
 const readBatch = 256
 
-// session publishes from the queue until the connection ends.
+// session publishes from the queue until the connection ends. A buffer
+// read that fails does not end it (the link is fine): that stream's reads
+// are retried with backoff while the other stream goes on.
 func (u *Uplink) session(ctx context.Context) error {
 	if u.o.StatusTopic != "" {
 		m := Message{Topic: []byte(u.o.StatusTopic), Payload: []byte("online"), QoS: 1, Retain: true}
@@ -321,10 +415,20 @@ func (u *Uplink) session(ctx context.Context) error {
 		}
 	}
 	done := u.pub.Done()
+	if u.o.AckTimeout > 0 {
+		stop := make(chan struct{})
+		defer close(stop)
+		go u.watchAcks(done, stop)
+	}
+	u.mu.Lock()
+	u.refusals.newSession()
+	u.mu.Unlock()
 	boundary := u.q.NextSeq() // below: historical
 	replayFrom := u.q.Oldest()
 	live := boundary
-	liveR, replayR := u.q.NewReader(), u.q.NewReader()
+	liveR, replayR, retryR := u.o.newReader(), u.o.newReader(), u.o.newReader()
+	liveGate := readGate{stream: "live", bo: newBackoff(u.o.BackoffMin, u.o.BackoffMax)}
+	replayGate := readGate{stream: "replay", bo: liveGate.bo}
 	// strict: live is read only once the backlog is sent, so the cloud
 	// gets one stream in append order.
 	strict := u.o.ReplayOrder == ReplayStrict
@@ -344,9 +448,18 @@ func (u *Uplink) session(ctx context.Context) error {
 				m.Payload = scratch
 			}
 			u.mu.Lock()
+			if len(u.inflight) == 0 {
+				u.busySince = time.Now()
+			}
 			u.inflight[e.Seq] = e.Size
 			u.mu.Unlock()
 			if err := u.pub.Publish(ctx, &m, e.Seq); err != nil {
+				var tl *PacketTooLargeError
+				if errors.As(err, &tl) {
+					// It can never pass on this broker: lost, as if refused.
+					u.onAck(e.Seq, reasonPacketTooLarge)
+					continue
+				}
 				return err
 			}
 		}
@@ -356,6 +469,18 @@ func (u *Uplink) session(ctx context.Context) error {
 			u.replayed.Add(n)
 		}
 		return nil
+	}
+	wait := func(d time.Duration) error {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return nil
+		case <-done:
+			return u.pub.Err()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 
 	u.replayBacklog.Store(int64(boundary - replayFrom))
@@ -370,40 +495,65 @@ func (u *Uplink) session(ctx context.Context) error {
 			return ctx.Err()
 		default:
 		}
+		// After a refusal that may pass (quota), nothing is sent for a
+		// while; then the refused messages go again, marked historical.
+		cool, retry := u.takeRetries(time.Now())
+		if cool > 0 {
+			if err := u.pub.Flush(); err != nil {
+				return err
+			}
+			if err := wait(cool); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, seq := range retry {
+			es, _, err := retryR.Read(seq, seq+1, 1)
+			if err != nil {
+				continue // sent again by the next session's replay
+			}
+			if err := send(es, true); err != nil {
+				return err
+			}
+		}
 		worked := false
+		now := time.Now()
 		liveOpen := !strict || replayFrom >= boundary
 		// Live first, a batch at a time. A read may return fewer entries
 		// than asked, even none while it moves on: moving on is work too.
-		if liveOpen {
+		if liveOpen && liveGate.open(now) {
 			es, next, err := liveR.Read(live, 0, readBatch)
 			if err != nil {
-				return err
+				u.readFailed(&liveGate, now, live, err)
+			} else {
+				u.readOK(&liveGate)
+				if err := send(es, false); err != nil {
+					return err
+				}
+				worked = len(es) > 0 || next != live
+				live = next
 			}
-			if err := send(es, false); err != nil {
-				return err
-			}
-			worked = len(es) > 0 || next != live
-			live = next
 		}
 		// Then as much of the backlog as the pace allows.
-		if replayFrom < boundary {
-			now := time.Now()
+		if replayFrom < boundary && replayGate.open(now) {
 			tokens = min(burst, tokens+now.Sub(last).Seconds()*rate)
 			last = now
 			if n := int(tokens); n > 0 {
 				es, next, err := replayR.Read(replayFrom, boundary, min(n, readBatch))
 				if err != nil {
-					return err
-				}
-				if err := send(es, true); err != nil {
-					return err
-				}
-				tokens -= float64(len(es))
-				worked = worked || len(es) > 0 || next != replayFrom
-				replayFrom = next
-				u.replayBacklog.Store(int64(boundary - min(replayFrom, boundary)))
-				if replayFrom >= boundary {
-					u.log.Info("replay complete")
+					u.readFailed(&replayGate, now, replayFrom, err)
+				} else {
+					u.readOK(&replayGate)
+					if err := send(es, true); err != nil {
+						return err
+					}
+					tokens -= float64(len(es))
+					worked = worked || len(es) > 0 || next != replayFrom
+					replayFrom = next
+					u.replayBacklog.Store(int64(boundary - min(replayFrom, boundary)))
+					if replayFrom >= boundary {
+						u.log.Info("replay complete")
+					}
 				}
 			}
 		}
@@ -415,15 +565,25 @@ func (u *Uplink) session(ctx context.Context) error {
 		}
 		var pace <-chan time.Time
 		if replayFrom < boundary {
-			pace = time.After(time.Duration(float64(time.Second) / rate))
+			d := time.Duration(float64(time.Second) / rate)
+			if !replayGate.open(now) {
+				d = replayGate.until.Sub(now)
+			}
+			pace = time.After(d)
 		}
 		var committed <-chan struct{} // nil while strict holds live back
-		if liveOpen {
+		var gate <-chan time.Time     // while live reads are failing
+		switch {
+		case liveOpen && liveGate.open(now):
 			committed = u.q.Committed(live)
+		case liveOpen:
+			gate = time.After(liveGate.until.Sub(now))
 		}
 		select {
 		case <-committed:
 		case <-pace:
+		case <-gate:
+		case <-u.refusals.wake: // a refusal to wait out and send again
 		case <-done:
 			return u.pub.Err()
 		case <-ctx.Done():
@@ -431,6 +591,71 @@ func (u *Uplink) session(ctx context.Context) error {
 		}
 	}
 }
+
+// watchAcks ends the session (Abort) when messages are in flight and no
+// PUBACK came for AckTimeout: TCP may still be open, but the broker is no
+// longer reached. It returns when done or stop is closed.
+func (u *Uplink) watchAcks(done <-chan struct{}, stop <-chan struct{}) {
+	to := u.o.AckTimeout
+	t := time.NewTicker(max(10*time.Millisecond, to/8))
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		u.mu.Lock()
+		n := len(u.inflight)
+		since := u.busySince
+		if u.lastAck.After(since) {
+			since = u.lastAck
+		}
+		u.mu.Unlock()
+		if n > 0 && time.Since(since) >= to {
+			u.ackTimeouts.Add(1)
+			u.pub.Abort(fmt.Errorf("no PUBACK for %s with %d messages in flight: the link to the broker looks dead (ack_timeout)", to, n))
+			return
+		}
+	}
+}
+
+// readGate holds back one stream's reads after a failed read, with
+// backoff, and logs the first failure and the recovery (not each retry).
+type readGate struct {
+	stream   string
+	bo       backoff
+	until    time.Time
+	failures int
+	loggedAt time.Time
+}
+
+func (g *readGate) open(now time.Time) bool { return !now.Before(g.until) }
+
+func (u *Uplink) readFailed(g *readGate, now time.Time, at uint64, err error) {
+	u.readErrors.Add(1)
+	g.failures++
+	wait := g.bo.next()
+	g.until = now.Add(wait)
+	if g.failures == 1 || now.Sub(g.loggedAt) >= logEvery {
+		g.loggedAt = now
+		u.log.Warn("buffer read failed; retrying with backoff", "stream", g.stream, "seq", at, "failures", g.failures, "retry_in", wait.Round(time.Millisecond), "err", err)
+	}
+}
+
+func (u *Uplink) readOK(g *readGate) {
+	if g.failures == 0 {
+		return
+	}
+	u.log.Info("buffer read recovered", "stream", g.stream, "failures", g.failures)
+	g.failures = 0
+	g.bo.reset()
+}
+
+// logEvery is how often a repeating fault is logged again.
+const logEvery = time.Minute
 
 // markHistorical appends payload to dst with "hist":true inserted before
 // the closing brace of a JSON object; other payloads are unchanged (the
@@ -463,6 +688,17 @@ type UplinkStats struct {
 	// session has still to replay (an upper bound: some may have been
 	// acknowledged or dropped already); 0 between sessions.
 	ReplayBacklog int64
+	// ReadErrors counts buffer reads that failed (each retried with
+	// backoff, the session kept); AckTimeouts the sessions ended because
+	// no PUBACK came for AckTimeout with messages in flight.
+	ReadErrors, AckTimeouts uint64
+	// ReconnectDelay is the wait before the next connect attempt while
+	// not connected (0 while connected).
+	ReconnectDelay time.Duration
+	// Refused counts PUBACKs that refused a message, Lost the messages
+	// given up after a refusal (dropped from the buffer), by reason
+	// (RefusalReasons).
+	Refused, Lost map[string]uint64
 	Buffer        buffer.Stats
 }
 
@@ -473,7 +709,10 @@ func (u *Uplink) Stats() UplinkStats {
 	if u.lastErr != nil {
 		s.LastErr = u.lastErr.Error()
 	}
+	s.Refused, s.Lost = maps.Clone(u.refusals.refused), maps.Clone(u.refusals.lost)
 	u.mu.Unlock()
+	s.ReadErrors, s.AckTimeouts = u.readErrors.Load(), u.ackTimeouts.Load()
+	s.ReconnectDelay = time.Duration(u.reconnectDelay.Load())
 	s.Connects, s.Sent, s.Replayed, s.Acked = u.connects.Load(), u.sent.Load(), u.replayed.Load(), u.acked.Load()
 	s.ConnectAttempts, s.ReplayBacklog = u.attempts.Load(), u.replayBacklog.Load()
 	s.Buffer = u.q.Stats()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -34,6 +35,13 @@ type uplinkSetup struct {
 	replayOrder ReplayOrder
 	window      int
 	maxBytes    int64
+	// Fault tests: zero values keep the defaults of the other tests.
+	keepAlive, dialTimeout, ackTimeout time.Duration
+	backoffMin, backoffMax             time.Duration
+	wrapReader                         func(entryReader) entryReader
+	logger                             *slog.Logger
+	// publisher, when set, changes the publisher's config.
+	publisher func(*PublisherConfig)
 }
 
 func tlsPublisherConfig(t *testing.T, mq *mosquittotest.Broker, addr string, window int) PublisherConfig {
@@ -76,11 +84,26 @@ func startTestUplink(t *testing.T, mq *mosquittotest.Broker, s uplinkSetup) *tes
 	if s.scheme != "" {
 		pc.URL.Scheme = s.scheme
 	}
-	u := NewUplink(UplinkOptions{
+	if s.keepAlive != 0 {
+		pc.KeepAlive = s.keepAlive
+	}
+	pc.DialTimeout = s.dialTimeout
+	if s.publisher != nil {
+		s.publisher(&pc)
+	}
+	if s.backoffMin == 0 {
+		s.backoffMin, s.backoffMax = 50*time.Millisecond, 500*time.Millisecond
+	}
+	o := UplinkOptions{
 		Name: "cloud", Publisher: newTestPublisher(s.protocol, pc), Queue: q,
 		Filters: []string{"edged/#"}, StatusTopic: "edged/gw/status", Skip: []string{"edged/gw/status"},
-		ReplayRate: s.replayRate, ReplayOrder: s.replayOrder, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
-	})
+		ReplayRate: s.replayRate, ReplayOrder: s.replayOrder, BackoffMin: s.backoffMin, BackoffMax: s.backoffMax,
+		AckTimeout: s.ackTimeout, Logger: s.logger,
+	}
+	if s.wrapReader != nil {
+		o.newReader = func() entryReader { return s.wrapReader(q.NewReader()) }
+	}
+	u := NewUplink(o)
 	if err := u.Attach(local.Subscribe, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -524,7 +547,7 @@ func TestUplinkTLSRefusals(t *testing.T) {
 			p := newTestPublisher(c.protocol, PublisherConfig{URL: u, ClientID: "x", KeepAlive: 5 * time.Second, Window: 8, TLS: tc})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			err = p.Connect(ctx, func(uint64) {})
+			err = p.Connect(ctx, func(uint64, byte) {})
 			if err == nil {
 				_ = p.Close()
 				t.Fatal("connected")

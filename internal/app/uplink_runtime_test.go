@@ -123,18 +123,23 @@ func TestUplinkMetricsAndReadiness(t *testing.T) {
 	})
 	_, m := get(t, base+"/metrics")
 	for series, ok := range map[string]func(float64) bool{
-		`edged_uplink_up{upstream="cloud"}`:                        func(v float64) bool { return v == 1 },
-		`edged_uplink_state{state="online",upstream="cloud"}`:      func(v float64) bool { return v == 1 },
-		`edged_uplink_state{state="offline",upstream="cloud"}`:     func(v float64) bool { return v == 0 },
-		`edged_uplink_published_total{upstream="cloud"}`:           func(v float64) bool { return v >= n },
-		`edged_uplink_connects_total{upstream="cloud"}`:            func(v float64) bool { return v == 1 },
-		`edged_uplink_connect_attempts_total{upstream="cloud"}`:    func(v float64) bool { return v == 1 },
-		`edged_uplink_buffer_appended_total{upstream="cloud"}`:     func(v float64) bool { return v == n },
-		`edged_uplink_buffer_bytes{upstream="cloud"}`:              func(v float64) bool { return v == 0 },
-		`edged_uplink_buffer_oldest_age_seconds{upstream="cloud"}`: func(v float64) bool { return v == 0 },
-		`edged_uplink_buffer_dropped_total{upstream="cloud"}`:      func(v float64) bool { return v == 0 },
-		`edged_uplink_replay_backlog_messages{upstream="cloud"}`:   func(v float64) bool { return v == 0 },
-		`edged_broker_subscriptions`:                               func(v float64) bool { return v >= 1 },
+		`edged_uplink_up{upstream="cloud"}`:                                    func(v float64) bool { return v == 1 },
+		`edged_uplink_state{state="online",upstream="cloud"}`:                  func(v float64) bool { return v == 1 },
+		`edged_uplink_state{state="offline",upstream="cloud"}`:                 func(v float64) bool { return v == 0 },
+		`edged_uplink_published_total{upstream="cloud"}`:                       func(v float64) bool { return v >= n },
+		`edged_uplink_connects_total{upstream="cloud"}`:                        func(v float64) bool { return v == 1 },
+		`edged_uplink_connect_attempts_total{upstream="cloud"}`:                func(v float64) bool { return v == 1 },
+		`edged_uplink_buffer_appended_total{upstream="cloud"}`:                 func(v float64) bool { return v == n },
+		`edged_uplink_buffer_bytes{upstream="cloud"}`:                          func(v float64) bool { return v == 0 },
+		`edged_uplink_buffer_oldest_age_seconds{upstream="cloud"}`:             func(v float64) bool { return v == 0 },
+		`edged_uplink_buffer_dropped_total{upstream="cloud"}`:                  func(v float64) bool { return v == 0 },
+		`edged_uplink_replay_backlog_messages{upstream="cloud"}`:               func(v float64) bool { return v == 0 },
+		`edged_broker_subscriptions`:                                           func(v float64) bool { return v >= 1 },
+		`edged_uplink_reconnect_delay_seconds{upstream="cloud"}`:               func(v float64) bool { return v == 0 },
+		`edged_uplink_ack_timeouts_total{upstream="cloud"}`:                    func(v float64) bool { return v == 0 },
+		`edged_uplink_read_errors_total{upstream="cloud"}`:                     func(v float64) bool { return v == 0 },
+		`edged_uplink_refused_total{reason="not_authorized",upstream="cloud"}`: func(v float64) bool { return v == 0 },
+		`edged_uplink_lost_total{reason="quota_exceeded",upstream="cloud"}`:    func(v float64) bool { return v == 0 },
 	} {
 		if v := metric(t, m, series); !ok(v) {
 			t.Errorf("%s = %v while connected:\n%s", series, v, grepLines(m, "edged_uplink"))
@@ -163,6 +168,7 @@ func TestUplinkMetricsAndReadiness(t *testing.T) {
 			metric(t, m, `edged_uplink_buffer_bytes{upstream="cloud"}`) > 0 &&
 			metric(t, m, `edged_uplink_buffer_disk_bytes{upstream="cloud"}`) > 0 &&
 			metric(t, m, `edged_uplink_buffer_at_cap{upstream="cloud"}`) == 0 &&
+			metric(t, m, `edged_uplink_reconnect_delay_seconds{upstream="cloud"}`) > 0 &&
 			metric(t, m, `edged_uplink_connect_attempts_total{upstream="cloud"}`) >= 2
 	})
 

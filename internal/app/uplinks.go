@@ -131,7 +131,7 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 			log.Warn("insecure_skip_verify = true: the cloud broker's certificate is NOT checked; anyone on the path can read and alter the data")
 		}
 	} else {
-		log.Warn("insecure_plaintext = true: data and password cross the network unencrypted", "url", uc.URL)
+		log.Warn("insecure_plaintext = true: data and password cross the network unencrypted", "url", pu.Redacted())
 	}
 	var pub northbound.Publisher
 	switch uc.Protocol {
@@ -151,6 +151,7 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 		LocalPrefix: localPrefix, RemotePrefix: remotePrefix,
 		StatusTopic: pc.WillTopic, Skip: []string{localStatus},
 		ReplayRate: float64(uc.ReplayRate), ReplayOrder: northbound.ReplayOrder(uc.ReplayOrder), Logger: base,
+		AckTimeout: uc.AckTimeout.D(), BackoffMax: uc.ReconnectMax.D(),
 	}), nil
 }
 

@@ -27,6 +27,11 @@ var (
 	descUplinkReplay  = prometheus.NewDesc("edged_uplink_replayed_total", "Buffered (historical) messages published.", upLabel, nil)
 	descUplinkAcked   = prometheus.NewDesc("edged_uplink_acked_total", "Messages the cloud broker acknowledged (PUBACK) and that were removed from the buffer.", upLabel, nil)
 	descUplinkBacklog = prometheus.NewDesc("edged_uplink_replay_backlog_messages", "Buffered messages the current session has still to replay (an upper bound).", upLabel, nil)
+	descUplinkReadErr = prometheus.NewDesc("edged_uplink_read_errors_total", "Buffer reads that failed (each retried with backoff; the session is kept).", upLabel, nil)
+	descUplinkAckTO   = prometheus.NewDesc("edged_uplink_ack_timeouts_total", "Sessions ended because no PUBACK came for ack_timeout while messages were in flight.", upLabel, nil)
+	descUplinkDelay   = prometheus.NewDesc("edged_uplink_reconnect_delay_seconds", "The wait before the next connect attempt while not connected (0 while connected).", upLabel, nil)
+	descUplinkRefused = prometheus.NewDesc("edged_uplink_refused_total", "PUBACKs in which the cloud broker refused a message (MQTT 5 reason code 0x80 or above), by reason.", []string{"upstream", "reason"}, nil)
+	descUplinkLost    = prometheus.NewDesc("edged_uplink_lost_total", "Messages given up after the cloud broker refused them (dropped from the buffer, never counted as acked), by reason.", []string{"upstream", "reason"}, nil)
 	descBufDepth      = prometheus.NewDesc("edged_uplink_buffer_messages", "Messages in the buffer not yet acknowledged by the cloud broker.", upLabel, nil)
 	descBufBytes      = prometheus.NewDesc("edged_uplink_buffer_bytes", "Size of the messages in the buffer (kept to 69–75% of max_bytes).", upLabel, nil)
 	descBufAge        = prometheus.NewDesc("edged_uplink_buffer_oldest_age_seconds", "Age of the oldest message in the buffer (0 when empty).", upLabel, nil)
@@ -45,7 +50,8 @@ var uplinkStates = []string{"connecting", "online", "offline", "stopped"}
 // Describe implements prometheus.Collector.
 func (c UplinkCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUplinkUp, descUplinkState, descUplinkErr, descUplinkConns, descUplinkTries,
-		descUplinkSent, descUplinkReplay, descUplinkAcked, descUplinkBacklog, descBufDepth, descBufBytes, descBufAge,
+		descUplinkSent, descUplinkReplay, descUplinkAcked, descUplinkBacklog,
+		descUplinkReadErr, descUplinkAckTO, descUplinkDelay, descUplinkRefused, descUplinkLost, descBufDepth, descBufBytes, descBufAge,
 		descBufAppended, descBufWritten, descBufDropped, descBufDiskFull, descBufAtCap, descBufDisk, descBufWriteErrs, descBufRecovered} {
 		ch <- d
 	}
@@ -76,6 +82,13 @@ func (c UplinkCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descUplinkReplay, counter, float64(s.Replayed), n)
 		ch <- prometheus.MustNewConstMetric(descUplinkAcked, counter, float64(s.Acked), n)
 		ch <- prometheus.MustNewConstMetric(descUplinkBacklog, gauge, float64(s.ReplayBacklog), n)
+		ch <- prometheus.MustNewConstMetric(descUplinkReadErr, counter, float64(s.ReadErrors), n)
+		ch <- prometheus.MustNewConstMetric(descUplinkAckTO, counter, float64(s.AckTimeouts), n)
+		ch <- prometheus.MustNewConstMetric(descUplinkDelay, gauge, s.ReconnectDelay.Seconds(), n)
+		for _, r := range northbound.RefusalReasons {
+			ch <- prometheus.MustNewConstMetric(descUplinkRefused, counter, float64(s.Refused[r]), n, r)
+			ch <- prometheus.MustNewConstMetric(descUplinkLost, counter, float64(s.Lost[r]), n, r)
+		}
 		b := s.Buffer
 		ch <- prometheus.MustNewConstMetric(descBufDepth, gauge, float64(b.Depth), n)
 		ch <- prometheus.MustNewConstMetric(descBufBytes, gauge, float64(b.Bytes), n)

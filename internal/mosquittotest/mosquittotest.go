@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,6 +37,16 @@ type Options struct {
 	// WebSockets adds a wss listener (WSSPort, any HTTP path) with the same
 	// certificates and client certificate requirement as TLSPort.
 	WebSockets bool
+	// ACL, when set, is the acl_file of the TLS listener (whose username
+	// is the client certificate's CN, "edged-test"), e.g.
+	// "user edged-test\ntopic deny edged/gw/dev/denied\ntopic write edged/#".
+	ACL string
+	// Global, when set, is added to the top of mosquitto.conf (e.g.
+	// "max_packet_size 2048").
+	Global string
+	// Username and Password, when set, add a TLS listener (PasswordPort)
+	// that needs no client certificate but this user and password.
+	Username, Password string
 }
 
 // Broker is a running (or stopped) mosquitto.
@@ -47,13 +58,35 @@ type Broker struct {
 	TLSPort, PlainPort int
 	// WSSPort is the websockets+TLS listener (Options.WebSockets), else 0.
 	WSSPort int
+	// PasswordPort is the TLS listener with password authentication
+	// (Options.Username), else 0.
+	PasswordPort int
 	// Files for clients: CAFile verifies the server; ClientCert/ClientKey
 	// authenticate as CN "edged-test". OtherCAFile is an unrelated CA.
 	CAFile, ClientCert, ClientKey, OtherCAFile string
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
-	log *bytes.Buffer
+	log *lockedBuffer
+}
+
+// lockedBuffer is mosquitto's output, written by exec's copying goroutine
+// while a test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // Start generates certificates, writes a config and starts mosquitto; it
@@ -82,7 +115,33 @@ use_identity_as_username true
 allow_anonymous false
 `, b.WSSPort, b.CAFile, filepath.Join(b.Dir, "server.pem"), filepath.Join(b.Dir, "server.key"))
 	}
-	conf := fmt.Sprintf(`per_listener_settings true
+	if opts.Password != "" {
+		b.PasswordPort = freePort(t)
+		pw := filepath.Join(b.Dir, "passwd")
+		if err := os.WriteFile(pw, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("/usr/bin/mosquitto_passwd", "-b", pw, opts.Username, opts.Password).CombinedOutput(); err != nil {
+			t.Fatalf("mosquittotest: mosquitto_passwd: %v: %s", err, out)
+		}
+		wss += fmt.Sprintf(`
+listener %d 127.0.0.1
+cafile %s
+certfile %s
+keyfile %s
+password_file %s
+allow_anonymous false
+`, b.PasswordPort, b.CAFile, filepath.Join(b.Dir, "server.pem"), filepath.Join(b.Dir, "server.key"), pw)
+	}
+	acl := ""
+	if opts.ACL != "" {
+		p := filepath.Join(b.Dir, "acl")
+		if err := os.WriteFile(p, []byte(opts.ACL+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		acl = "acl_file " + p + "\n"
+	}
+	conf := opts.Global + "\n" + fmt.Sprintf(`per_listener_settings true
 persistence false
 log_dest stderr
 log_type error
@@ -98,10 +157,10 @@ keyfile %s
 require_certificate true
 use_identity_as_username true
 allow_anonymous false
-
+%s
 listener %d 127.0.0.1
 allow_anonymous true
-`, b.TLSPort, b.CAFile, filepath.Join(b.Dir, "server.pem"), filepath.Join(b.Dir, "server.key"), b.PlainPort) + wss
+`, b.TLSPort, b.CAFile, filepath.Join(b.Dir, "server.pem"), filepath.Join(b.Dir, "server.key"), acl, b.PlainPort) + wss
 	if os.Geteuid() == 0 {
 		conf = "user root\n" + conf // keep access to the test's 0600 files
 	}
@@ -117,6 +176,9 @@ allow_anonymous true
 func (b *Broker) TLSAddr() string   { return "127.0.0.1:" + strconv.Itoa(b.TLSPort) }
 func (b *Broker) PlainAddr() string { return "127.0.0.1:" + strconv.Itoa(b.PlainPort) }
 
+// PasswordAddr is the password listener's host:port (Options.Password).
+func (b *Broker) PasswordAddr() string { return "127.0.0.1:" + strconv.Itoa(b.PasswordPort) }
+
 // WSSAddr is the websockets+TLS listener's host:port (Options.WebSockets).
 func (b *Broker) WSSAddr() string { return "127.0.0.1:" + strconv.Itoa(b.WSSPort) }
 
@@ -129,7 +191,7 @@ func (b *Broker) StartAgain() {
 	if b.cmd != nil {
 		return
 	}
-	b.log = new(bytes.Buffer)
+	b.log = new(lockedBuffer)
 	cmd := exec.Command(Binary, "-c", filepath.Join(b.Dir, "mosquitto.conf"))
 	cmd.Stdout, cmd.Stderr = b.log, b.log
 	if err := cmd.Start(); err != nil {
@@ -142,6 +204,9 @@ func (b *Broker) StartAgain() {
 	addrs := []string{b.TLSAddr(), b.PlainAddr()}
 	if b.WSSPort != 0 {
 		addrs = append(addrs, b.WSSAddr())
+	}
+	if b.PasswordPort != 0 {
+		addrs = append(addrs, b.PasswordAddr())
 	}
 	for _, addr := range addrs {
 		for {
@@ -183,6 +248,12 @@ func (b *Broker) Log() string {
 		return ""
 	}
 	return b.log.String()
+}
+
+// Connects counts the sessions mosquitto accepted from clientID since its
+// last start (its "New client connected … as <id>" notices).
+func (b *Broker) Connects(clientID string) int {
+	return strings.Count(b.Log(), " as "+clientID+" (")
 }
 
 func freePort(t testing.TB) int {
