@@ -277,3 +277,13 @@ func (s *Server) SetUnitIDs(ids ...byte) {
 		}
 	}
 }
+
+// Unreject answers every address again: the refused ranges of Reject are
+// forgotten (a firmware update that filled the holes).
+func (s *Server) Unreject() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for a := range s.bank.reject {
+		s.bank.reject[a] = nil
+	}
+}
