@@ -266,7 +266,7 @@ type logging struct {
 func newLogging(w io.Writer) *logging {
 	l := &logging{level: new(slog.LevelVar), out: w}
 	l.inner = &swapHandler{}
-	l.inner.set(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l.level}))
+	l.inner.set(newLogHandler(w, false, l.level)) // see journal.go
 	l.logger = slog.New(l.inner)
 	return l
 }
@@ -287,7 +287,7 @@ func (l *logging) apply(g configs.Gateway) error {
 	switch strings.ToLower(g.LogFormat) {
 	case "", "text":
 	case "json":
-		l.inner.set(slog.NewJSONHandler(l.out, &slog.HandlerOptions{Level: l.level}))
+		l.inner.set(newLogHandler(l.out, true, l.level))
 	default:
 		return fmt.Errorf("gateway.log_format = %q: allowed are text, json", g.LogFormat)
 	}
