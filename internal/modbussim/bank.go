@@ -34,8 +34,6 @@ func (a Area) String() string {
 	return fmt.Sprintf("Area(%d)", uint8(a))
 }
 
-func (a Area) bits() bool { return a == Coil || a == Discrete }
-
 // BankSize is the number of entries in each area.
 const BankSize = 65536
 

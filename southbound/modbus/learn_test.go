@@ -16,11 +16,10 @@ import (
 // as refused by the device for good (a learned hole) and the most
 // requests a plan had.
 type watch struct {
-	mu        sync.Mutex
-	holeSeen  string // the first hole error seen, "" if none
-	maxPlan   int
-	polls     int
-	lastState []mapping.Sample
+	mu       sync.Mutex
+	holeSeen string // the first hole error seen, "" if none
+	maxPlan  int
+	polls    int
 }
 
 func watchPolls(d *TCP, s *sink) *watch {
