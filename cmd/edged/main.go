@@ -59,23 +59,13 @@ var commands []command
 func register(c command) { commands = append(commands, c) }
 
 func init() {
-	register(command{"run", "-c FILE   run the gateway from a config file (default " + defaultConfig + ")", cmdRun})
+	register(command{"run", "-c FILE   run the gateway from a config file", cmdRun})
 	register(command{"validate", "-c FILE   check a config file; exit 0 if valid, else list every error", cmdValidate})
 	register(command{"demo", "          run a simulated plant with live values (no hardware needed)", cmdDemo})
 	register(command{"version", "          print version and commit", func(_ []string, stdout, _ io.Writer) int {
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
 	}})
-}
-
-func usage() string {
-	var b strings.Builder
-	b.WriteString("edged — industrial edge gateway (Modbus, OPC UA → MQTT)\n\nUsage:\n")
-	for _, c := range commands {
-		fmt.Fprintf(&b, "  edged %-9s %s\n", c.name, c.summary)
-	}
-	b.WriteString("\nRun \"edged COMMAND -h\" for a command's flags.\n")
-	return b.String()
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -87,12 +77,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch name {
 	case "--version", "-v":
 		name = "version"
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage())
 		return exitOK
 	}
 	for _, c := range commands {
 		if c.name == name {
+			if wantsHelp(rest) { // see help.go
+				return commandHelp(c, stdout)
+			}
 			return c.run(rest, stdout, stderr)
 		}
 	}
@@ -126,7 +119,7 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("validate", stderr)
 	path := fs.String("c", defaultConfig, "config file")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); err != nil || noPositional(fs, "validate", stderr) {
 		return exitUsage
 	}
 	logs := newLogging(stderr)
@@ -164,7 +157,7 @@ func printConfigError(w io.Writer, path string, err error) {
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run", stderr)
 	path := fs.String("c", defaultConfig, "config file")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); err != nil || noPositional(fs, "run", stderr) {
 		return exitUsage
 	}
 	logs := newLogging(stderr)
