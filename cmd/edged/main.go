@@ -139,6 +139,12 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	fmt.Fprintf(stdout, "%s: OK — gateway %q, %d device(s), %d tag(s)\n", *path, cfg.Gateway.ID, len(cfg.Devices), tags)
+	if len(cfg.Warnings) > 0 {
+		fmt.Fprintf(stderr, "%s: %d warning(s):\n", *path, len(cfg.Warnings))
+		for _, w := range cfg.Warnings {
+			fmt.Fprintf(stderr, "  %s\n", w.Error())
+		}
+	}
 	return exitOK
 }
 
@@ -169,6 +175,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if err := logs.apply(cfg.Gateway); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
 		return exitConfig
+	}
+	for _, w := range cfg.Warnings {
+		logs.logger.Warn("config warning", "warning", w.Error())
 	}
 	app.ApplyMemoryLimit(cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
