@@ -42,6 +42,10 @@ type Learned struct {
 	Changes uint64
 	// Loaded is the saved learned plan Start began with ("" if none).
 	Loaded string
+	// Pending counts the reads of the plan the device refused in a recent
+	// poll, split for that poll but not learned until later polls refuse
+	// them the same way (see learn.go).
+	Pending int
 }
 
 // Hole is a tag the device refuses to read.
@@ -178,7 +182,8 @@ func (c *core) replan() {
 		}
 		maps.DeleteFunc(c.suspect, func(k reqKey, _ *finding) bool { return !keep[k] })
 	}
-	l := Learned{Plan: c.plan, MaxRegisters: c.lim.MaxRegisters, MaxBits: c.lim.MaxBits, Changes: c.changes, Loaded: c.loadedFrom}
+	l := Learned{Plan: c.plan, MaxRegisters: c.lim.MaxRegisters, MaxBits: c.lim.MaxBits, Changes: c.changes, Loaded: c.loadedFrom,
+		Pending: len(c.suspect)}
 	for a := Coil; a <= HoldingRegister; a++ {
 		for _, at := range c.cut[a] {
 			l.Cuts = append(l.Cuts, Cut{a, at})
@@ -234,6 +239,9 @@ func (c *core) cycle(ctx context.Context, retries int) error {
 			c.save()
 			c.reportPlan()
 		}
+		c.lmu.Lock()
+		c.snap.Pending = len(c.suspect)
+		c.lmu.Unlock()
 	}()
 	if c.degraded() && c.polls%c.holeRetry == 0 {
 		ch, err := c.unlearn(ctx, retries)
@@ -377,7 +385,7 @@ func (c *core) learn(ctx context.Context, r *Request, refusal error, retries int
 			raw, err := c.read(ctx, area, q.Start, q.Count, retries)
 			if err == nil {
 				c.decode(&q, raw, time.Now().UnixMilli())
-				longest = max(longest, q.Count)
+				longest, f.read = max(longest, q.Count), true
 				break
 			}
 			if !refused(err) {
@@ -432,7 +440,7 @@ func (c *core) learn(ctx context.Context, r *Request, refusal error, retries int
 		}
 		q := request(area, rest[:lo])
 		c.decode(&q, loRaw, now)
-		longest = max(longest, q.Count)
+		longest, f.read = max(longest, q.Count), true
 		if lo < len(rest) {
 			f.cuts = append(f.cuts, rest[lo].start)
 		}

@@ -16,6 +16,10 @@ package modbus
 //   - something of that later poll read: a device refusing everything
 //     says nothing about its addresses.
 //
+// A read of which nothing could be read at all (every tag refused alone)
+// is weaker evidence, as a device refusing one block for a while looks
+// the same: it is learned only once found on four polls in a row.
+//
 // A read of the plan that is answered forgets the suspicion about it, and
 // every holeRetry polls a device whose plan differs from the configured
 // one is asked each configured read the learned plan splits: answered
@@ -36,6 +40,13 @@ import (
 	"github.com/edged-gw/edged/mapping"
 )
 
+// How many polls in a row must find the same refusal before it is
+// learned: when part of the read was answered, and when none was.
+const (
+	confirmPolls       = 2
+	confirmPollsUnread = 4
+)
+
 // reqKey identifies a read of the plan.
 type reqKey struct {
 	area         Area
@@ -47,6 +58,9 @@ func keyOf(r *Request) reqKey { return reqKey{r.Area, r.Start, r.Count} }
 // finding is what splitting one refused read found.
 type finding struct {
 	poll    int           // the poll it was first found in
+	last    int           // the poll it was last found in
+	seen    int           // polls in a row that found it
+	read    bool          // some part of the read was answered
 	cuts    []int         // boundaries in the read's area, sorted
 	holes   []int         // tags refused alone, in address order
 	holeErr map[int]error // per hole: the error it is reported with once learned
@@ -73,10 +87,15 @@ func (c *core) suspectRefusal(r *Request, f *finding) {
 		return
 	}
 	p := c.suspect[key]
-	f.poll = c.polls
-	if p != nil && p.poll < c.polls && p.same(f) {
-		f.poll, f.confirmed = p.poll, true
+	f.poll, f.last, f.seen = c.polls, c.polls, 1
+	if p != nil && p.last < c.polls && p.same(f) {
+		f.poll, f.seen = p.poll, p.seen+1
 	}
+	need := confirmPolls
+	if !f.read {
+		need = confirmPollsUnread
+	}
+	f.confirmed = f.seen >= need
 	c.suspect[key] = f
 	if !f.confirmed {
 		c.log.Debug("read refused; split for this poll, learned if refused the same way again",

@@ -272,3 +272,54 @@ func TestWrongFunctionCode(t *testing.T) {
 		}
 	})
 }
+
+// TestWholeReadRefusedForAWhile: a read of which nothing can be read (the
+// device refuses that block, while it answers the rest of the poll) is
+// learned only when four polls in a row find it: three polls of refusals
+// teach nothing, a block refused for good is learned on the fourth.
+func TestWholeReadRefusedForAWhile(t *testing.T) {
+	tags := tagToml("a", "holding", 0, "uint16") + tagToml("b", "holding", 4, "uint16") + tagToml("c", "holding", 8, "uint16") +
+		tagToml("far", "holding", 1000, "uint16")
+	t.Run("three polls", func(t *testing.T) {
+		sim := startSim(t, "127.0.0.1:0")
+		sim.Inject(modbussim.Fault{Area: modbussim.Holding, From: 0, To: 8, Answer: modbussim.FaultException})
+		d := device(t, "plc", sim.Addr(), tags)
+		s := newSink()
+		w := watchPolls(d, s)
+		watched := s.onSample
+		s.onSample = func(name string) { // on the poll goroutine, between polls
+			watched(name)
+			if _, _, n := w.get(); n == 3 {
+				sim.ClearFaults()
+			}
+		}
+		run(t, d, s)
+		waitFor(t, "6 polls", func() bool { _, _, n := w.get(); return n >= 6 })
+		if hole, _, _ := w.get(); hole != "" {
+			t.Errorf("a block refused for three polls became a hole: %s", hole)
+		}
+		if l := d.Learned(); l.Changes != 0 || l.Pending != 0 {
+			t.Errorf("learned %+v", l)
+		}
+	})
+	t.Run("for good", func(t *testing.T) {
+		sim := startSim(t, "127.0.0.1:0")
+		sim.Reject(modbussim.Holding, 0, 8)
+		d := device(t, "plc", sim.Addr(), tags)
+		s := newSink()
+		var mu sync.Mutex
+		var unreadable []int
+		s.onSample = func(string) {
+			mu.Lock()
+			unreadable = append(unreadable, len(d.Learned().Unreadable))
+			mu.Unlock()
+		}
+		run(t, d, s)
+		waitFor(t, "5 polls", func() bool { return s.pollCount("plc") >= 5 })
+		mu.Lock()
+		defer mu.Unlock()
+		if fmt.Sprint(unreadable[:4]) != "[0 0 0 3]" {
+			t.Errorf("unreadable tags after each poll %v, want [0 0 0 3]: learned on the fourth poll", unreadable)
+		}
+	})
+}
