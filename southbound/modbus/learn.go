@@ -119,6 +119,9 @@ func (c *core) answered(r *Request) {
 // something; called at the end of every poll. It reports whether anything
 // was learned.
 func (c *core) commit() bool {
+	if len(c.suspect) == 0 {
+		return false
+	}
 	keys := slices.SortedFunc(maps.Keys(c.suspect), func(a, b reqKey) int {
 		if a.area != b.area {
 			return int(a.area) - int(b.area)
