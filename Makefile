@@ -7,8 +7,11 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS    := ./...
+# staticcheck, pinned, built by `go run` from the module proxy: nothing to
+# install, and go.mod does not change.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test test-deps lint vet fmt-check bench soak fuzz clean package
+.PHONY: all build test test-deps lint vet fmt-check tidy-check staticcheck bench soak fuzz clean package
 
 all: build
 
@@ -23,10 +26,18 @@ test: test-deps lint
 test-deps:
 	@scripts/test-deps.sh
 
-lint: fmt-check vet
+# lint: gofmt, go vet, staticcheck, and go.mod/go.sum exactly as
+# `go mod tidy` leaves them (direct requirements not marked // indirect).
+lint: fmt-check vet tidy-check staticcheck
 
 vet:
 	$(GO) vet $(PKGS)
+
+staticcheck:
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+tidy-check:
+	@$(GO) mod tidy -diff || { echo "go.mod or go.sum is not tidy: run go mod tidy"; exit 1; }
 
 fmt-check:
 	@out="$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*'))"; \

@@ -18,7 +18,7 @@ func TestARMv7(t *testing.T) {
 	if err != nil {
 		t.Fatalf("qemu-arm-static not found: run `make test-deps` (installs Debian's qemu-user-static)")
 	}
-	goBin := runtime.GOROOT() + "/bin/go"
+	goBin := runtime.GOROOT() + "/bin/go" //lint:ignore SA1019 the go that built this test binary, on this machine
 	cmd := exec.Command(goBin, "test", "-count=1", "-exec", qemu, "-run", "TestQueueModel|TestCapDropsOldestExactly|TestBrokenStoreMovedAside", "-rapid.checks=10", ".")
 	cmd.Env = append(os.Environ(), "GOARCH=arm", "GOARM=7", "CGO_ENABLED=0", "EDGED_IN_QEMU=1", "GOFLAGS=")
 	out, err := cmd.CombinedOutput()

@@ -11,15 +11,9 @@ import (
 	"time"
 )
 
-// diskUsage is what dir really occupies (allocated blocks, as du counts).
-// diskUsage is the blocks the files in dir take (files that vanish while
-// it looks, deleted by a compaction, count nothing).
-func diskUsage(t *testing.T, dir string) int64 {
-	total, _ := diskFiles(dir)
-	return total
-}
-
-// diskFiles is diskUsage and a listing of the files (name=KiB).
+// diskFiles is the blocks the files in dir take (allocated blocks, as du
+// counts; files that vanish while it looks, deleted by a compaction, count
+// nothing) and a listing of them (name=KiB).
 func diskFiles(dir string) (int64, string) {
 	ents, _ := os.ReadDir(dir)
 	var total int64

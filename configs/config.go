@@ -19,6 +19,11 @@ type Config struct {
 	// which relative paths (maps, data_dir) are resolved.
 	File string `toml:"-"`
 	Dir  string `toml:"-"`
+
+	// Warnings are settings that are valid but probably not what was meant
+	// (see Warner), each located like an error; `edged validate` prints
+	// them and `edged run` logs them.
+	Warnings Errors `toml:"-"`
 }
 
 // Gateway holds the settings of the gateway as a whole.
@@ -122,6 +127,15 @@ type Device struct {
 // [[device]] line.
 type Settings interface {
 	Init() error
+}
+
+// Warner is implemented by driver settings that, after a successful Init,
+// can point at settings that are valid but probably not what was meant.
+// Warnings returns them as *Error like Init's (Key relative to the device
+// table or, with InMap, to its map file); the loader locates them and puts
+// them in Config.Warnings. They never stop the config from loading.
+type Warner interface {
+	Warnings() []error
 }
 
 // Mapped is implemented by driver settings that can take their tags from a

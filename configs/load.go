@@ -210,6 +210,9 @@ func (l *loader) load(file, dir string) (*Config, error) {
 	if len(l.errs) > 0 {
 		return nil, l.errs.sorted()
 	}
+	if len(cfg.Warnings) > 0 {
+		cfg.Warnings = cfg.Warnings.sorted()
+	}
 	return cfg, nil
 }
 
@@ -490,6 +493,15 @@ func (l *loader) device(src *source, cfg *Config, i int, prim toml.Primitive, na
 	if len(l.errs) == errsBefore {
 		if err := settings.Init(); err != nil {
 			l.initError(src, base, d, mf, err)
+		} else if w, ok := settings.(Warner); ok {
+			// Located as Init's errors are, then kept apart.
+			errs := l.errs
+			l.errs = nil
+			for _, e := range w.Warnings() {
+				l.initError(src, base, d, mf, e)
+			}
+			cfg.Warnings = append(cfg.Warnings, l.errs...)
+			l.errs = errs
 		}
 	}
 	d.Fingerprint = fingerprint(src, prim, mf)

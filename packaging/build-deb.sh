@@ -79,6 +79,21 @@ HEAD
 		}' "$repo/configs/examples/edged.toml"
 }
 
+# The Debian changelog of a native package: one entry for the version built,
+# dated by its commit (reproducible), pointing at the history.
+changelog() {
+	local when
+	when=$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)
+	cat <<EOF
+edged ($DEB_VERSION) unstable; urgency=medium
+
+  * edged $VERSION, commit $COMMIT. The changes are the git history of
+    https://github.com/edged-gw/edged up to that commit.
+
+ -- edged project <edged@users.noreply.github.com>  $(LC_ALL=C date -u -R -d "@$when")
+EOF
+}
+
 for arch in "${arches[@]}"; do
 	case "$arch" in
 	amd64) goarch=amd64 goarm="" nfpm_arch=amd64 ;;
@@ -91,7 +106,10 @@ for arch in "${arches[@]}"; do
 	(cd "$repo" && CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm \
 		"$GO" build -trimpath -ldflags "-s -w -X main.version=$VERSION -X main.commit=$COMMIT" \
 		-o "$stage/edged" ./cmd/edged)
-	cp "$repo/packaging/edged.service" "$stage/"
+	cp "$repo/packaging/edged.service" "$repo/packaging/default" "$repo/packaging/lintian-overrides" "$stage/"
+	(cd "$repo" && "$GO" run ./packaging/gencopyright "$stage/edged") >"$stage/copyright"
+	changelog | gzip -9n >"$stage/changelog.gz"
+	gzip -9n <"$repo/packaging/edged.1" >"$stage/edged.1.gz"
 	cp "$repo/packaging/scripts/postinst" "$repo/packaging/scripts/prerm" "$repo/packaging/scripts/postrm" "$stage/scripts/"
 	cp "$repo"/configs/examples/maps/*.toml "$stage/maps/"
 	packaged_config >"$stage/edged.toml"

@@ -177,10 +177,16 @@ func TestUnitFileVerifiesAndIsHardened(t *testing.T) {
 		"ProtectControlGroups": "yes", "RestrictNamespaces": "yes", "LockPersonality": "yes",
 		"MemoryDenyWriteExecute": "yes", "RestrictRealtime": "yes", "RestrictSUIDSGID": "yes",
 		"UMask": "0027", "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+		"EnvironmentFile": "-/etc/default/edged",
 	} {
 		if got := unitValues(unit, key); !slices.Contains(got, want) {
 			t.Errorf("%s=%s missing (have %q)", key, want, got)
 		}
+	}
+	// The comments say what edged does: SIGHUP reloads (cmd/edged's
+	// TestSIGHUPReloadsAndRefusesAnInvalidConfig), it is not ignored.
+	if strings.Contains(unit, "not implemented") || !strings.Contains(unit, "SIGHUP makes edged read and validate the config") {
+		t.Error("the unit's comment on ExecReload does not say that SIGHUP reloads the config")
 	}
 	for _, class := range []string{"ttyUSB", "ttyACM", "ttyS", "ttyAMA"} {
 		if !slices.Contains(unitValues(unit, "DeviceAllow"), "char-"+class+" rw") {
@@ -436,10 +442,17 @@ func TestDebPackages(t *testing.T) {
 		t.Run(arch, func(t *testing.T) {
 			p := deb(t, "1.0.0", arch)
 			for field, want := range map[string]string{
-				"Package": "edged", "Version": "1.0.0", "Architecture": arch, "Depends": "passwd",
+				"Package": "edged", "Version": "1.0.0", "Architecture": arch, "Depends": "passwd, init-system-helpers (>= 1.54~)",
 			} {
 				if got := strings.TrimSpace(run(t, nil, "dpkg-deb", "-f", p, field)); got != want {
 					t.Errorf("%s: %q, want %q", field, got, want)
+				}
+			}
+
+			desc := run(t, nil, "dpkg-deb", "-f", p, "Description")
+			for _, proto := range []string{"Modbus TCP", "Modbus RTU", "OPC UA", "MQTT 5", "3.1.1", "TLS", "WebSocket"} {
+				if !strings.Contains(strings.Join(strings.Fields(desc), " "), proto) {
+					t.Errorf("the description does not name %s:\n%s", proto, desc)
 				}
 			}
 
@@ -455,6 +468,10 @@ func TestDebPackages(t *testing.T) {
 				"/lib/systemd/system/edged.service": "-rw-r--r-- root/root",
 				"/etc/edged/edged.toml":             "-rw-r----- root/root",
 				"/etc/edged/maps/sdm630.toml":       "-rw-r--r-- root/root",
+				"/etc/default/edged":                "-rw-r--r-- root/root",
+				"/usr/share/doc/edged/copyright":    "-rw-r--r-- root/root",
+				"/usr/share/doc/edged/changelog.gz": "-rw-r--r-- root/root",
+				"/usr/share/man/man1/edged.1.gz":    "-rw-r--r-- root/root",
 			} {
 				if files[path] != want {
 					t.Errorf("%s: %q, want %q; contents: %v", path, files[path], want, files)
@@ -463,7 +480,7 @@ func TestDebPackages(t *testing.T) {
 
 			ctrl := t.TempDir()
 			run(t, nil, "dpkg-deb", "-e", p, ctrl)
-			if got := strings.Fields(readFile(t, filepath.Join(ctrl, "conffiles"))); !slices.Equal(got, []string{"/etc/edged/edged.toml", "/etc/edged/maps/sdm630.toml"}) {
+			if got := strings.Fields(readFile(t, filepath.Join(ctrl, "conffiles"))); !slices.Equal(got, []string{"/etc/default/edged", "/etc/edged/edged.toml", "/etc/edged/maps/sdm630.toml"}) {
 				t.Errorf("conffiles %q", got)
 			}
 			for _, s := range []string{"postinst", "prerm", "postrm"} {
@@ -495,6 +512,53 @@ func TestDebPackages(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLintian: Debian's lintian finds nothing in any package, at every
+// level it has (pedantic and experimental included); the overrides the
+// package ships are each explained in packaging/lintian-overrides, and an
+// override that no longer matches is reported by lintian itself.
+func TestLintian(t *testing.T) {
+	lintian := tool(t, "lintian", "lintian")
+	overrides := readFile(t, "lintian-overrides")
+	var last string
+	for _, line := range strings.Split(overrides, "\n") {
+		if strings.HasPrefix(line, "edged: ") && !strings.HasPrefix(last, "#") {
+			t.Errorf("override %q has no comment saying why", line)
+		}
+		last = line
+	}
+	for arch := range arches {
+		t.Run(arch, func(t *testing.T) {
+			p := deb(t, "1.0.0", arch)
+			// Tags go to stdout; stderr has notes such as "running with root
+			// privileges is not recommended", shown only on failure.
+			var stderr bytes.Buffer
+			cmd := exec.Command(lintian, "--pedantic", "--display-experimental", "--tag-display-limit", "0",
+				"--fail-on", "error,warning,info,pedantic,experimental", p)
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil || strings.TrimSpace(string(out)) != "" {
+				t.Errorf("lintian %s: %v\n%s%s", filepath.Base(p), err, out, stderr.Bytes())
+			}
+		})
+	}
+	// The copyright file names every Go module in the binary.
+	root := extract(t, deb(t, "1.0.0", "amd64"))
+	copyright := readFile(t, filepath.Join(root, "usr/share/doc/edged/copyright"))
+	out := run(t, nil, "go", "version", "-m", filepath.Join(root, "usr/bin/edged"))
+	n := 0
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == "dep" {
+			n++
+			if !strings.Contains(copyright, "\nFiles: vendor/"+f[1]+"/*\n") {
+				t.Errorf("copyright has no paragraph for %s", f[1])
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no modules in go version -m:\n%s", out)
 	}
 }
 
@@ -580,9 +644,19 @@ Architecture: amd64
 Version: 1:4.13+dfsg1-1
 Description: stand-in: the test copies useradd and friends into this root
 
+Package: init-system-helpers
+Status: install ok installed
+Priority: optional
+Section: admin
+Maintainer: scratch root <root@localhost>
+Architecture: all
+Version: 1.65.2
+Description: stand-in: the test copies deb-systemd-helper, deb-systemd-invoke and perl into this root
+
 `,
-		"var/lib/dpkg/available":        "",
-		"var/lib/dpkg/info/passwd.list": "",
+		"var/lib/dpkg/available":                     "",
+		"var/lib/dpkg/info/passwd.list":              "",
+		"var/lib/dpkg/info/init-system-helpers.list": "",
 	}
 	for name, text := range files {
 		if err := os.WriteFile(filepath.Join(r, name), []byte(text), 0o644); err != nil {
@@ -605,12 +679,25 @@ Description: stand-in: the test copies useradd and friends into this root
 	}
 	copyIn("/etc/login.defs")
 	libRE := regexp.MustCompile(`(/\S+) \(0x`)
-	for _, name := range []string{"sh", "getent", "groupadd", "useradd", "usermod", "chgrp", "chmod", "rm", "systemctl", "nologin"} {
+	for _, name := range []string{"sh", "getent", "groupadd", "useradd", "usermod", "chgrp", "chmod", "rm", "systemctl", "nologin", "perl"} {
 		p := tool(t, name, "a base Debian package")
 		copyIn(p)
 		for _, m := range libRE.FindAllStringSubmatch(run(t, nil, "ldd", p), -1) {
 			copyIn(m[1])
 		}
+	}
+	// The Debian systemd helpers the maintainer scripts call, for real:
+	// Perl scripts that need only perl-base's modules.
+	copyIn(tool(t, "deb-systemd-helper", "init-system-helpers"))
+	copyIn(tool(t, "deb-systemd-invoke", "init-system-helpers"))
+	perlBase := strings.TrimSpace(run(t, nil, "perl", "-MFile::Temp", "-e", `($d = $INC{"File/Temp.pm"}) =~ s{/File/Temp\.pm$}{}; print $d`))
+	if err := filepath.WalkDir(perlBase, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			copyIn(path)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 	return r
 }
@@ -641,6 +728,12 @@ func TestInstallUpgradePurgeInScratchRoot(t *testing.T) {
 	}
 	if target, err := os.Readlink(wants); err != nil || target != "/lib/systemd/system/edged.service" {
 		t.Errorf("not enabled at boot: %q %v", target, err)
+	}
+	// Enabled through deb-systemd-helper, which records what it did so that
+	// an upgrade keeps the admin's choice and a purge undoes it.
+	helperState := at("var/lib/systemd/deb-systemd-helper-enabled/edged.service.dsh-also")
+	if st := readFile(t, helperState); !strings.Contains(st, "/etc/systemd/system/multi-user.target.wants/edged.service") {
+		t.Errorf("deb-systemd-helper state: %q", st)
 	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(at("etc/edged/edged.toml"), &st); err != nil {
@@ -685,7 +778,8 @@ func TestInstallUpgradePurgeInScratchRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, nil, dpkg, "--root="+r, "--purge", "edged")
-	for _, p := range []string{"usr/bin/edged", "lib/systemd/system/edged.service", "etc/edged/edged.toml", "etc/edged/maps/sdm630.toml", "var/lib/edged"} {
+	for _, p := range []string{"usr/bin/edged", "lib/systemd/system/edged.service", "etc/edged/edged.toml", "etc/edged/maps/sdm630.toml", "var/lib/edged",
+		"etc/default/edged", "var/lib/systemd/deb-systemd-helper-enabled/edged.service.dsh-also"} {
 		if _, err := os.Lstat(at(p)); err == nil {
 			t.Errorf("/%s still there after purge", p)
 		}

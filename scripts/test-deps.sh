@@ -14,6 +14,8 @@ declare -A need=(
 	[strace]=strace                   # packaging: the syscalls and sockets edged uses vs. the sandbox
 	[qemu-aarch64-static]=qemu-user-static # packaging: run the arm64 build
 	[qemu-arm-static]=qemu-user-static     # packaging: run the armhf build; buffer tests on 32-bit ARM
+	[lintian]=lintian                 # packaging: Debian policy checks of the .debs
+	[deb-systemd-helper]=init-system-helpers # packaging: the maintainer scripts, run in a scratch root
 )
 # python modules → Debian package (an independent Modbus RTU/TCP peer)
 declare -A pyneed=(

@@ -59,23 +59,13 @@ var commands []command
 func register(c command) { commands = append(commands, c) }
 
 func init() {
-	register(command{"run", "-c FILE   run the gateway from a config file (default " + defaultConfig + ")", cmdRun})
+	register(command{"run", "-c FILE   run the gateway from a config file", cmdRun})
 	register(command{"validate", "-c FILE   check a config file; exit 0 if valid, else list every error", cmdValidate})
 	register(command{"demo", "          run a simulated plant with live values (no hardware needed)", cmdDemo})
 	register(command{"version", "          print version and commit", func(_ []string, stdout, _ io.Writer) int {
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
 	}})
-}
-
-func usage() string {
-	var b strings.Builder
-	b.WriteString("edged — industrial edge gateway (Modbus, OPC UA → MQTT)\n\nUsage:\n")
-	for _, c := range commands {
-		fmt.Fprintf(&b, "  edged %-9s %s\n", c.name, c.summary)
-	}
-	b.WriteString("\nRun \"edged COMMAND -h\" for a command's flags.\n")
-	return b.String()
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -87,12 +77,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch name {
 	case "--version", "-v":
 		name = "version"
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage())
 		return exitOK
 	}
 	for _, c := range commands {
 		if c.name == name {
+			if wantsHelp(rest) { // see help.go
+				return commandHelp(c, stdout)
+			}
 			return c.run(rest, stdout, stderr)
 		}
 	}
@@ -126,7 +119,7 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("validate", stderr)
 	path := fs.String("c", defaultConfig, "config file")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); err != nil || noPositional(fs, "validate", stderr) {
 		return exitUsage
 	}
 	logs := newLogging(stderr)
@@ -146,6 +139,12 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	fmt.Fprintf(stdout, "%s: OK — gateway %q, %d device(s), %d tag(s)\n", *path, cfg.Gateway.ID, len(cfg.Devices), tags)
+	if len(cfg.Warnings) > 0 {
+		fmt.Fprintf(stderr, "%s: %d warning(s):\n", *path, len(cfg.Warnings))
+		for _, w := range cfg.Warnings {
+			fmt.Fprintf(stderr, "  %s\n", w.Error())
+		}
+	}
 	return exitOK
 }
 
@@ -164,7 +163,7 @@ func printConfigError(w io.Writer, path string, err error) {
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run", stderr)
 	path := fs.String("c", defaultConfig, "config file")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); err != nil || noPositional(fs, "run", stderr) {
 		return exitUsage
 	}
 	logs := newLogging(stderr)
@@ -176,6 +175,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if err := logs.apply(cfg.Gateway); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
 		return exitConfig
+	}
+	for _, w := range cfg.Warnings {
+		logs.logger.Warn("config warning", "warning", w.Error())
 	}
 	app.ApplyMemoryLimit(cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -266,7 +268,7 @@ type logging struct {
 func newLogging(w io.Writer) *logging {
 	l := &logging{level: new(slog.LevelVar), out: w}
 	l.inner = &swapHandler{}
-	l.inner.set(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l.level}))
+	l.inner.set(newLogHandler(w, false, l.level)) // see journal.go
 	l.logger = slog.New(l.inner)
 	return l
 }
@@ -287,7 +289,7 @@ func (l *logging) apply(g configs.Gateway) error {
 	switch strings.ToLower(g.LogFormat) {
 	case "", "text":
 	case "json":
-		l.inner.set(slog.NewJSONHandler(l.out, &slog.HandlerOptions{Level: l.level}))
+		l.inner.set(newLogHandler(l.out, true, l.level))
 	default:
 		return fmt.Errorf("gateway.log_format = %q: allowed are text, json", g.LogFormat)
 	}

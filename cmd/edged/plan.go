@@ -35,7 +35,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 	stderr = &lockedWriter{w: stderr}
 	fs := newFlags("plan", stderr)
 	path := fs.String("c", defaultConfig, "config file")
-	live := fs.Bool("live", false, "connect, poll once and show what the device taught the planner (split reads, unreadable tags)")
+	live := fs.Bool("live", false, "connect, poll (up to 4 times while a refused read awaits confirmation) and show what the device taught the planner (split reads, unreadable tags)")
 	wait := fs.Duration("wait", 10*time.Second, "with --live: how long to wait for the first poll")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -162,10 +162,16 @@ func pollOnce(dev modbusDevice, name string, wait time.Duration) (modbus.Learned
 		defer cancel()
 		dev.Stop(ctx)
 	}()
-	select {
-	case <-s.polled:
-	case <-time.After(wait):
-		return modbus.Learned{}, fmt.Errorf("no poll completed in %v (last error: %v)", wait, s.lastErr())
+	// A refused read is learned only when later polls refuse it the same
+	// way: poll until nothing is pending (at most 4 polls, see
+	// southbound/modbus/learn.go).
+	deadline := time.After(wait)
+	for polls := 0; polls == 0 || (polls < 4 && dev.Learned().Pending > 0); polls++ {
+		select {
+		case <-s.polled:
+		case <-deadline:
+			return modbus.Learned{}, fmt.Errorf("no poll completed in %v (last error: %v)", wait, s.lastErr())
+		}
 	}
 	if err := s.lastErr(); err != nil {
 		return modbus.Learned{}, err

@@ -185,7 +185,8 @@ func TestRestartStartsFromSavedPlan(t *testing.T) {
 	sim.Reject(modbussim.Holding, 5, 6) // b is a hole
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "data")
-	path := writeConfig(t, dir, fmt.Sprintf(`[gateway]
+	config := func(interval string) string {
+		return writeConfig(t, dir, fmt.Sprintf(`[gateway]
 id = "gw-plan"
 data_dir = %q
 [broker]
@@ -196,19 +197,24 @@ disabled = true
 name = "plc"
 driver = "modbus-tcp"
 address = %q
-poll_interval = "1h"
-%s`, dataDir, sim.Addr(), planTags))
+poll_interval = %q
+%s`, dataDir, sim.Addr(), interval, planTags))
+	}
+	path := config("1h")
 	saved := filepath.Join(dataDir, "modbus", "plc.plan.json")
 	if code, out, errOut := runCLI("plan", "-c", path); code != exitOK || !strings.Contains(out, "saved learned plan: none yet ("+saved+")") {
 		t.Fatalf("exit %d: %s%s", code, out, errOut)
 	}
 
-	// One poll each run: the first learns (2 planned reads, 1 refused and
-	// split), the second reads the 3 learned ones.
-	runOnePoll := func() uint64 {
+	// The first run learns (2 planned reads, 1 refused and split, learned
+	// when the next poll refuses it again: polls every 50ms until saved);
+	// the second, one poll, reads the 3 learned ones. The poll interval is
+	// not part of what a saved plan depends on.
+	runUntil := func(interval string, until *regexp.Regexp) uint64 {
+		config(interval)
 		before := sim.Requests()
 		cmd, out := startRun(t, path)
-		out.wait(t, 15*time.Second, regexp.MustCompile(`device online.*device=plc`))
+		out.wait(t, 15*time.Second, until)
 		n := sim.Requests() - before
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
@@ -218,14 +224,14 @@ poll_interval = "1h"
 		}
 		return n
 	}
-	if n := runOnePoll(); n <= 3 {
+	if n := runUntil("50ms", regexp.MustCompile(`learned plan saved.*device=plc`)); n <= 3 {
 		t.Fatalf("first run sent %d requests, want a bisecting poll", n)
 	}
 	code, out, errOut := runCLI("plan", "-c", path)
 	if code != exitOK || !strings.Contains(out, "saved learned plan: "+saved+", used at start: 3 request(s) per poll, 1 unreadable tag(s)") {
 		t.Fatalf("exit %d: %s%s", code, out, errOut)
 	}
-	if n := runOnePoll(); n != 3 {
+	if n := runUntil("1h", regexp.MustCompile(`device online.*device=plc`)); n != 3 {
 		t.Errorf("after a restart the first poll sent %d requests, want the 3 learned reads", n)
 	}
 }

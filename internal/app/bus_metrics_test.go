@@ -135,7 +135,14 @@ poll_interval = "50ms"
 	sub := mqtttest.Subscribe(t, rt.Broker.Addr(), "edged/learn/#")
 	sub.WaitTopic(10*time.Second, "edged/learn/plc/r5", func(p []byte) bool { return strings.Contains(string(p), `"q":"bad"`) })
 	sub.WaitTopic(10*time.Second, "edged/learn/plc/r9", func(p []byte) bool { return strings.Contains(string(p), `"q":"good"`) })
-	_, m := get(t, "http://"+rt.Metrics.Addr()+"/metrics")
+	// The refusal is learned when the next poll confirms it.
+	var m string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, m = get(t, "http://"+rt.Metrics.Addr()+"/metrics")
+		if metric(t, m, `edged_modbus_unreadable_tags{device="plc"}`) == 1 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if v := metric(t, m, `edged_modbus_unreadable_tags{device="plc"}`); v != 1 {
 		t.Fatalf("unreadable tags %v:\n%s", v, grepLines(m, "edged_modbus"))
 	}

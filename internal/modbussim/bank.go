@@ -34,8 +34,6 @@ func (a Area) String() string {
 	return fmt.Sprintf("Area(%d)", uint8(a))
 }
 
-func (a Area) bits() bool { return a == Coil || a == Discrete }
-
 // BankSize is the number of entries in each area.
 const BankSize = 65536
 
@@ -275,5 +273,15 @@ func (s *Server) SetUnitIDs(ids ...byte) {
 		for _, id := range ids {
 			s.units[id] = true
 		}
+	}
+}
+
+// Unreject answers every address again: the refused ranges of Reject are
+// forgotten (a firmware update that filled the holes).
+func (s *Server) Unreject() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for a := range s.bank.reject {
+		s.bank.reject[a] = nil
 	}
 }

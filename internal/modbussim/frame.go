@@ -110,6 +110,9 @@ func (s *Server) handle(unit byte, gateway bool, req, out []byte) []byte {
 			return exception(out, fc, ExceptionIllegalDataAddress)
 		}
 		n := (qty + 7) / 8
+		if f := s.fault(area, addr, qty); f != nil {
+			return faultAnswer(out, f, fc, n)
+		}
 		out = append(out, fc, byte(n))
 		bits := s.bank.bitsOf(area)[addr : addr+qty]
 		for i := 0; i < n; i++ {
@@ -132,6 +135,9 @@ func (s *Server) handle(unit byte, gateway bool, req, out []byte) []byte {
 		}
 		if addr+qty > BankSize || s.bank.rejected(area, addr, qty) {
 			return exception(out, fc, ExceptionIllegalDataAddress)
+		}
+		if f := s.fault(area, addr, qty); f != nil {
+			return faultAnswer(out, f, fc, 2*qty)
 		}
 		out = append(out, fc, byte(2*qty))
 		for _, w := range s.bank.words(area)[addr : addr+qty] {

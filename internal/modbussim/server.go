@@ -1,7 +1,8 @@
 // Package modbussim is an in-process Modbus TCP server and RTU responder for
 // tests, benchmarks and `edged demo`: four 65536-entry areas (coils, discrete inputs, input and
 // holding registers), function codes 1, 2, 3, 4, 5, 6, 15 and 16, exception
-// responses, refused address ranges and slow answers on demand. It knows
+// responses, refused address ranges, injected faults (transient exceptions,
+// answers under the wrong function code) and slow answers on demand. It knows
 // nothing about edged's drivers, tags or configuration; it is a device.
 package modbussim
 
@@ -27,6 +28,8 @@ type Server struct {
 	delay    atomic.Int64 // time.Duration before each response
 	requests atomic.Uint64
 	writes   atomic.Uint64
+	faults   faults // see Inject
+	faulted  atomic.Uint64
 
 	lmu   sync.Mutex // guards ln, conns, done
 	ln    net.Listener

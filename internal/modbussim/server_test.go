@@ -355,3 +355,56 @@ func TestValueHelpers(t *testing.T) {
 	}()
 	s.SetHolding(65535, 1, 2)
 }
+
+// TestFaults: injected faults answer reads of their range as configured;
+// a transient fault hits exactly Of of each Every reads; other ranges and
+// a cleared server answer normally.
+func TestFaults(t *testing.T) {
+	s := start(t)
+	s.SetHolding(0, 1, 2, 3)
+	s.Inject(Fault{Area: Holding, From: 100, To: 100, Answer: FaultWrongFunctionException})
+	s.Inject(Fault{Area: Input, From: 0, To: 9, Answer: FaultWrongFunctionReply})
+	s.Inject(Fault{Area: Holding, From: 0, To: 9, Answer: FaultException, Of: 2, Every: 5, Seed: 1})
+	c := dial(t, s.Addr())
+	ask := func(pdu ...byte) []byte {
+		t.Helper()
+		if _, err := c.Write(frame(1, 1, pdu...)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, maxADU)
+		resp, err := readFrame(c, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp[mbapLen:]
+	}
+	if got := ask(fcReadHolding, 0, 99, 0, 2); !bytes.Equal(got, []byte{0x84, 2}) {
+		t.Errorf("wrong-function exception: % x, want 84 02", got)
+	}
+	if got := ask(fcReadInput, 0, 0, 0, 2); !bytes.Equal(got, []byte{fcReadHolding, 4, 0, 0, 0, 0}) {
+		t.Errorf("wrong-function reply: % x, want 03 04 00 00 00 00", got)
+	}
+	refused := 0
+	for range 20 {
+		got := ask(fcReadHolding, 0, 0, 0, 3)
+		switch {
+		case bytes.Equal(got, []byte{0x83, 2}):
+			refused++
+		case !bytes.Equal(got, []byte{3, 6, 0, 1, 0, 2, 0, 3}):
+			t.Fatalf("transient fault: answer % x", got)
+		}
+	}
+	if refused != 8 {
+		t.Errorf("%d of 20 reads refused, want 2 of each 5 = 8", refused)
+	}
+	if got := ask(fcReadHolding, 0, 10, 0, 1); !bytes.Equal(got, []byte{3, 2, 0, 0}) {
+		t.Errorf("outside the faults: % x", got)
+	}
+	if s.Faulted() != 10 {
+		t.Errorf("Faulted() = %d, want 10", s.Faulted())
+	}
+	s.ClearFaults()
+	if got := ask(fcReadHolding, 0, 99, 0, 2); !bytes.Equal(got, []byte{3, 4, 0, 0, 0, 0}) {
+		t.Errorf("after ClearFaults: % x", got)
+	}
+}

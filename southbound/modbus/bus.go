@@ -124,6 +124,7 @@ func (m *member) leave(ctx context.Context) error {
 	idle := make(chan struct{})
 	go func() {
 		m.runMu.Lock()
+		//lint:ignore SA2001 the lock is taken only to wait for the member's transaction in progress
 		m.runMu.Unlock()
 		if last {
 			<-b.done

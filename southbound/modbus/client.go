@@ -54,6 +54,24 @@ func (e *Exception) Error() string {
 	return fmt.Sprintf("modbus exception %02X (%s)", e.Code, name)
 }
 
+// FunctionMismatch is a reply under another function code than the
+// request's: not an answer to it (a confused device or gateway), so
+// neither data nor a refusal. The driver tries the request again like one
+// that failed on the connection, and never learns from it.
+type FunctionMismatch struct {
+	Request byte // function code of the request
+	Reply   byte // function code of the reply (bit 7 set: an exception)
+	Code    byte // the exception code, if Reply is an exception
+}
+
+func (e *FunctionMismatch) Error() string {
+	if e.Reply&0x80 != 0 {
+		return fmt.Sprintf("reply to function code %02X is an exception for function code %02X (code %02X): not an answer to this request",
+			e.Request, e.Reply&^0x80, e.Code)
+	}
+	return fmt.Sprintf("reply to function code %02X has function code %02X: not an answer to this request", e.Request, e.Reply)
+}
+
 // unreachable reports whether the exception comes from a gateway that
 // cannot reach the device (codes 0A, 0B): the device is offline, not
 // refusing one request.
@@ -88,22 +106,22 @@ func newTCPClient(ctx context.Context, address string, unit byte, timeout time.D
 
 func (c *libClient) ReadCoils(address, quantity uint16) ([]byte, error) {
 	b, err := c.mb.ReadCoils(address, quantity)
-	return c.check(b, (int(quantity)+7)/8, err)
+	return c.check(modbus.FuncCodeReadCoils, b, (int(quantity)+7)/8, err)
 }
 
 func (c *libClient) ReadDiscreteInputs(address, quantity uint16) ([]byte, error) {
 	b, err := c.mb.ReadDiscreteInputs(address, quantity)
-	return c.check(b, (int(quantity)+7)/8, err)
+	return c.check(modbus.FuncCodeReadDiscreteInputs, b, (int(quantity)+7)/8, err)
 }
 
 func (c *libClient) ReadInputRegisters(address, quantity uint16) ([]byte, error) {
 	b, err := c.mb.ReadInputRegisters(address, quantity)
-	return c.check(b, 2*int(quantity), err)
+	return c.check(modbus.FuncCodeReadInputRegisters, b, 2*int(quantity), err)
 }
 
 func (c *libClient) ReadHoldingRegisters(address, quantity uint16) ([]byte, error) {
 	b, err := c.mb.ReadHoldingRegisters(address, quantity)
-	return c.check(b, 2*int(quantity), err)
+	return c.check(modbus.FuncCodeReadHoldingRegisters, b, 2*int(quantity), err)
 }
 
 func (c *libClient) WriteSingleCoil(address uint16, on bool) error {
@@ -112,34 +130,35 @@ func (c *libClient) WriteSingleCoil(address uint16, on bool) error {
 		v = 0xFF00
 	}
 	_, err := c.mb.WriteSingleCoil(address, v)
-	_, err = c.check(nil, 0, err)
+	_, err = c.check(modbus.FuncCodeWriteSingleCoil, nil, 0, err)
 	return err
 }
 
 func (c *libClient) WriteSingleRegister(address, value uint16) error {
 	_, err := c.mb.WriteSingleRegister(address, value)
-	_, err = c.check(nil, 0, err)
+	_, err = c.check(modbus.FuncCodeWriteSingleRegister, nil, 0, err)
 	return err
 }
 
 func (c *libClient) WriteMultipleCoils(address, quantity uint16, packed []byte) error {
 	_, err := c.mb.WriteMultipleCoils(address, quantity, packed)
-	_, err = c.check(nil, 0, err)
+	_, err = c.check(modbus.FuncCodeWriteMultipleCoils, nil, 0, err)
 	return err
 }
 
 func (c *libClient) WriteMultipleRegisters(address uint16, raw []byte) error {
 	_, err := c.mb.WriteMultipleRegisters(address, uint16(len(raw)/2), raw)
-	_, err = c.check(nil, 0, err)
+	_, err = c.check(modbus.FuncCodeWriteMultipleRegisters, nil, 0, err)
 	return err
 }
 
 func (c *libClient) Close() error { return c.tr.Close() }
 
 // check turns goburrow's exception into ours, refuses short answers and
-// drops the connection after any other error: after a timeout a late
-// answer may still arrive and would be taken for the next one's.
-func (c *libClient) check(b []byte, want int, err error) ([]byte, error) {
+// replies to another function code, and drops the connection after any
+// other error: after a timeout a late answer may still arrive and would be
+// taken for the next one's. fc is the request's function code.
+func (c *libClient) check(fc byte, b []byte, want int, err error) ([]byte, error) {
 	if err == nil && len(b) != want {
 		err = fmt.Errorf("response has %d data bytes, want %d", len(b), want)
 	}
@@ -148,7 +167,14 @@ func (c *libClient) check(b []byte, want int, err error) ([]byte, error) {
 	}
 	var me *modbus.ModbusError
 	if errors.As(err, &me) {
-		return nil, &Exception{Function: me.FunctionCode &^ 0x80, Code: me.ExceptionCode}
+		// goburrow reports any reply whose function code differs from the
+		// request's as an exception, taking the first data byte for the
+		// code: a reply for another function is no answer to this request.
+		if me.FunctionCode != fc|0x80 {
+			c.tr.Close()
+			return nil, &FunctionMismatch{Request: fc, Reply: me.FunctionCode, Code: me.ExceptionCode}
+		}
+		return nil, &Exception{Function: fc, Code: me.ExceptionCode}
 	}
 	c.tr.Close()
 	return nil, err

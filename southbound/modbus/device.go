@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -41,6 +42,10 @@ type Learned struct {
 	Changes uint64
 	// Loaded is the saved learned plan Start began with ("" if none).
 	Loaded string
+	// Pending counts the reads of the plan the device refused in a recent
+	// poll, split for that poll but not learned until later polls refuse
+	// them the same way (see learn.go).
+	Pending int
 }
 
 // Hole is a tag the device refuses to read.
@@ -84,6 +89,14 @@ type core struct {
 
 	store      *planStore // where learned plans are saved (nil: nowhere); see persist.go
 	loadedFrom string     // the saved plan start began with
+
+	// Confirmation of refusals; see learn.go.
+	base     []Request           // the configured plan, before anything was learned
+	baseLim  Limits              // the configured limits
+	suspect  map[reqKey]*finding // refused reads of the plan, not confirmed yet
+	pollOK   int                 // reads the device answered in this poll
+	planWhy  string              // why the plan last changed, for the log
+	reported int                 // requests of the plan last logged
 
 	lmu  sync.Mutex // guards snap
 	snap Learned
@@ -140,7 +153,10 @@ func (c *core) init(name string, tags []Tag, lim Limits, retries int) {
 	c.lastWrite = make([]time.Time, len(tags))
 	c.holes = map[int]error{}
 	c.cut = cuts{}
+	c.suspect = map[reqKey]*finding{}
+	c.baseLim = lim
 	c.replan()
+	c.base, c.reported = c.plan, len(c.plan)
 	if c.holeRetry == 0 {
 		c.holeRetry = defaultHoleRetry
 	}
@@ -159,7 +175,15 @@ func (c *core) start(log *slog.Logger, cli client) {
 func (c *core) replan() {
 	c.plan = plan(c.tags, c.lim, func(i int) bool { _, hole := c.holes[i]; return hole }, &c.cut)
 	c.failed = make([]reqFailure, len(c.plan))
-	l := Learned{Plan: c.plan, MaxRegisters: c.lim.MaxRegisters, MaxBits: c.lim.MaxBits, Changes: c.changes, Loaded: c.loadedFrom}
+	if len(c.suspect) > 0 { // suspicions about reads no longer made
+		keep := make(map[reqKey]bool, len(c.plan))
+		for i := range c.plan {
+			keep[keyOf(&c.plan[i])] = true
+		}
+		maps.DeleteFunc(c.suspect, func(k reqKey, _ *finding) bool { return !keep[k] })
+	}
+	l := Learned{Plan: c.plan, MaxRegisters: c.lim.MaxRegisters, MaxBits: c.lim.MaxBits, Changes: c.changes, Loaded: c.loadedFrom,
+		Pending: len(c.suspect)}
 	for a := Coil; a <= HoldingRegister; a++ {
 		for _, at := range c.cut[a] {
 			l.Cuts = append(l.Cuts, Cut{a, at})
@@ -200,19 +224,32 @@ func (c *core) cycle(ctx context.Context, retries int) error {
 	began := time.Now()
 	defer func() { c.lastPollNs.Store(int64(time.Since(began))) }()
 	c.polls++
+	c.pollOK = 0
 	// What a poll learned counts even when a later read of the same poll
-	// fails: learn and reprobe record their findings as they go, and a
-	// plan not rebuilt from them would repeat the refused reads on every
-	// poll (learn would find nothing new to report).
+	// fails: refusals confirmed and reads answered again are committed at
+	// the end of the poll whatever ended it, and a plan not rebuilt from
+	// them would repeat the refused reads on every poll.
 	changed := false
 	defer func() {
+		if c.commit() {
+			changed = true
+		}
 		if changed {
 			c.replan()
 			c.save()
+			c.reportPlan()
 		}
+		c.lmu.Lock()
+		c.snap.Pending = len(c.suspect)
+		c.lmu.Unlock()
 	}()
-	if len(c.holes) > 0 && c.polls%c.holeRetry == 0 {
-		ch, err := c.reprobe(ctx, retries)
+	if c.degraded() && c.polls%c.holeRetry == 0 {
+		ch, err := c.unlearn(ctx, retries)
+		changed = changed || ch
+		if err != nil {
+			return err
+		}
+		ch, err = c.reprobe(ctx, retries)
 		changed = changed || ch
 		if err != nil {
 			return err
@@ -224,13 +261,20 @@ func (c *core) cycle(ctx context.Context, retries int) error {
 		now := time.Now().UnixMilli()
 		if err != nil {
 			var ex *Exception
+			var fm *FunctionMismatch
+			if errors.As(err, &fm) { // no answer to the request: its tags are bad this poll
+				c.markBad(r, fmt.Errorf("read %s %d+%d: %w", r.Area.short(), r.Start, r.Count, err), now)
+				continue
+			}
 			if !refused(err) || !errors.As(err, &ex) {
 				return fmt.Errorf("read %s %d+%d: %w", r.Area.short(), r.Start, r.Count, err)
 			}
 			if ex.Code == 2 || ex.Code == 3 {
-				ch, err := c.learn(ctx, r, err, retries)
-				changed = changed || ch
-				if err != nil {
+				if err := c.learn(ctx, r, err, retries); err != nil {
+					if errors.As(err, &fm) {
+						c.markBad(r, err, time.Now().UnixMilli())
+						continue
+					}
 					return err
 				}
 				continue
@@ -245,6 +289,7 @@ func (c *core) cycle(ctx context.Context, retries int) error {
 			}
 			continue
 		}
+		c.answered(r)
 		c.decode(r, raw, now)
 	}
 	if len(c.holes) > 0 {
@@ -274,6 +319,9 @@ func (c *core) read(ctx context.Context, area Area, first, n, retries int) ([]by
 			raw, err = c.cli.ReadHoldingRegisters(start, count)
 		}
 		c.count(err)
+		if err == nil {
+			c.pollOK++
+		}
 		if err == nil || ctx.Err() != nil || refused(err) {
 			return raw, err
 		}
@@ -315,26 +363,20 @@ func request(area Area, us []unit) Request {
 // learn handles a read refused with exception 02 or 03 (refusal): it
 // covers the request's tags with the fewest reads the device accepts,
 // taking each time the longest readable run of tags (found by bisection),
-// and remembers the boundaries as cuts so that later plans do not merge
-// across them. A tag refused even alone becomes a hole: reported bad with
-// the device's reason and left out of the plan. With exception 03 and no
-// hole, the longest accepted read becomes the device's read limit. The
-// samples of the request's tags are filled from the reads that worked.
-func (c *core) learn(ctx context.Context, r *Request, refusal error, retries int) (bool, error) {
+// and fills the samples of the request's tags from the reads that worked.
+// What it found (boundaries no read may cross, tags refused even alone,
+// and with exception 03 and no such tag the longest accepted read as the
+// read limit) is only a suspicion: it is learned when a later poll finds
+// the same (see learn.go). A tag refused alone is read once
+// more before it counts as refused; answered then, nothing of this
+// request is suspected (the device is unsteady, not refusing addresses).
+func (c *core) learn(ctx context.Context, r *Request, refusal error, retries int) error {
 	us := c.units(r)
 	area := r.Area
 	var ex *Exception
 	errors.As(refusal, &ex)
-	longest, holes, cutsAdded := 0, 0, 0
-	// fail ends learning on a read that failed without an answer, keeping
-	// what was found before it.
-	fail := func(err error) (bool, error) {
-		ch := holes > 0 || cutsAdded > 0
-		if ch {
-			c.changes++
-		}
-		return ch, err
-	}
+	f := &finding{refusal: refusal, holeErr: map[int]error{}}
+	longest := 0
 	for i := 0; i < len(us); {
 		rest := us[i:]
 		hi, hiErr := len(rest), refusal
@@ -343,11 +385,11 @@ func (c *core) learn(ctx context.Context, r *Request, refusal error, retries int
 			raw, err := c.read(ctx, area, q.Start, q.Count, retries)
 			if err == nil {
 				c.decode(&q, raw, time.Now().UnixMilli())
-				longest = max(longest, q.Count)
+				longest, f.read = max(longest, q.Count), true
 				break
 			}
 			if !refused(err) {
-				return fail(fmt.Errorf("read %s %d+%d: %w", area.short(), q.Start, q.Count, err))
+				return fmt.Errorf("read %s %d+%d: %w", area.short(), q.Start, q.Count, err)
 			}
 			hiErr = err
 		}
@@ -362,53 +404,57 @@ func (c *core) learn(ctx context.Context, r *Request, refusal error, retries int
 			case refused(err):
 				hi, hiErr = mid, err
 			default:
-				return fail(fmt.Errorf("read %s %d+%d: %w", area.short(), q.Start, q.Count, err))
+				return fmt.Errorf("read %s %d+%d: %w", area.short(), q.Start, q.Count, err)
+			}
+		}
+		if lo == 0 { // rest[0] was refused on its own: ask once more
+			q := request(area, rest[:1])
+			raw, err := c.read(ctx, area, q.Start, q.Count, retries)
+			switch {
+			case err == nil:
+				lo, loRaw, f.unsteady = 1, append(loRaw[:0], raw...), true
+			case refused(err):
+				hiErr = err
+			default:
+				return fmt.Errorf("read %s %d+%d: %w", area.short(), q.Start, q.Count, err)
 			}
 		}
 		now := time.Now().UnixMilli()
-		if lo == 0 { // rest[0] is refused on its own
+		if lo == 0 { // rest[0] is refused on its own, twice
 			u := rest[0]
-			herr := fmt.Errorf("read %s %d+%d: %w (the device refuses this address; re-read every %d polls)",
-				area.short(), u.start, u.end-u.start+1, hiErr, c.holeRetry)
+			serr := fmt.Errorf("read %s %d+%d: %w", area.short(), u.start, u.end-u.start+1, hiErr)
+			herr := fmt.Errorf("%w (the device refuses this address; re-read every %d polls)", serr, c.holeRetry)
 			for _, k := range u.tags {
-				c.holes[k] = herr
-				c.samples[k] = mapping.Sample{Tag: c.specs[k], Quality: mapping.Bad, TimeMs: now, Err: herr}
-				c.log.Warn("tag unreadable", "tag", c.tags[k].Name, "area", area.String(), "address", c.tags[k].Address, "err", hiErr)
+				f.holes = append(f.holes, k)
+				f.holeErr[k] = herr
+				c.samples[k] = mapping.Sample{Tag: c.specs[k], Quality: mapping.Bad, TimeMs: now, Err: serr}
 			}
-			holes++
-			if c.cut.add(area, u.start) {
-				cutsAdded++
+			if u.start > 0 { // nothing is below address 0 to cut from
+				f.cuts = append(f.cuts, u.start)
 			}
-			if u.end < 65535 && c.cut.add(area, u.end+1) {
-				cutsAdded++
+			if u.end < 65535 {
+				f.cuts = append(f.cuts, u.end+1)
 			}
 			i++
 			continue
 		}
 		q := request(area, rest[:lo])
 		c.decode(&q, loRaw, now)
-		longest = max(longest, q.Count)
-		if lo < len(rest) && c.cut.add(area, rest[lo].start) {
-			cutsAdded++
+		longest, f.read = max(longest, q.Count), true
+		if lo < len(rest) {
+			f.cuts = append(f.cuts, rest[lo].start)
 		}
 		i += lo
 	}
-	changed := holes > 0 || cutsAdded > 0
-	if ex != nil && ex.Code == 3 && holes == 0 && longest > 0 {
-		if area.Bits() && longest < c.lim.MaxBits {
-			c.lim.MaxBits, changed = longest, true
-			c.log.Info("learned max read size", "area", area.String(), "max_bits", longest)
-		} else if !area.Bits() && longest < c.lim.MaxRegisters {
-			c.lim.MaxRegisters, changed = longest, true
-			c.log.Info("learned max read size", "area", area.String(), "max_registers", longest)
+	slices.Sort(f.cuts)
+	f.cuts = slices.Compact(f.cuts)
+	if ex != nil && ex.Code == 3 && len(f.holes) == 0 && longest > 0 {
+		if (area.Bits() && longest < c.lim.MaxBits) || (!area.Bits() && longest < c.lim.MaxRegisters) {
+			f.limit = longest
 		}
 	}
-	if changed {
-		c.changes++
-		c.log.Info("request split", "read", fmt.Sprintf("%s %d+%d", area.short(), r.Start, r.Count),
-			"err", refusal, "new_cuts", cutsAdded, "unreadable_tags", holes)
-	}
-	return changed, nil
+	c.suspectRefusal(r, f)
+	return nil
 }
 
 // reprobe reads each unreadable tag alone and forgets the holes that read.

@@ -216,8 +216,11 @@ func (s *planStore) read(device string, tags []Tag, holeRetry int) (learnedState
 	st.lim.MaxRegisters, st.lim.MaxBits = f.MaxRegisters, f.MaxBits
 	st.cut = cuts{}
 	for _, c := range f.Cuts {
-		if !c.Area.valid() || c.Address < 1 || c.Address > 65535 {
+		if !c.Area.valid() || c.Address < 0 || c.Address > 65535 {
 			return st, fmt.Errorf("corrupt: cut %s %d", c.Area, c.Address)
+		}
+		if c.Address == 0 {
+			continue // a cut below address 0 divides nothing; edged before 2026-12 saved one for a hole at 0
 		}
 		st.cut.add(c.Area, c.Address)
 	}
@@ -272,7 +275,10 @@ func (c *core) restore() {
 		c.log.Warn("tag unreadable", "tag", c.tags[k].Name, "area", c.tags[k].Area.String(), "address", c.tags[k].Address,
 			"err", errors.Unwrap(herr), "learned", s.path)
 	}
-	c.log.Info("learned plan loaded", "path", s.path, "requests", len(c.plan), "unreadable_tags", len(c.holes))
+	c.log.Info("learned plan loaded", "path", s.path, "requests", len(c.plan), "configured_requests", len(c.base),
+		"unreadable_tags", len(c.holes))
+	c.planWhy = "learned before, loaded from " + s.path
+	c.reportPlan()
 }
 
 // save writes what the core has learned, after a change; a failure is

@@ -271,3 +271,23 @@ func TestSavedPlanReport(t *testing.T) {
 		t.Errorf("other config: %+v, want stale", sp)
 	}
 }
+
+// TestSavedPlanWithHoleAtAddressZero: a plan learned with a refused
+// register at address 0 is saved and loaded on the next start. Before,
+// the hole's cut at address 0 was saved and the next start rejected the
+// file: "corrupt: cut holding_register 0".
+func TestSavedPlanWithHoleAtAddressZero(t *testing.T) {
+	sim := startSim(t, "127.0.0.1:0")
+	sim.SetHolding(1, 11, 12)
+	sim.Reject(modbussim.Holding, 0, 0)
+	tags := tagToml("zero", "holding", 0, "uint16") + tagToml("one", "holding", 1, "uint16") + tagToml("two", "holding", 2, "uint16")
+	dir := t.TempDir()
+	first := startOnce(t, device(t, "plc", sim.Addr(), tags), dir)
+	if len(first.learned.Unreadable) != 1 {
+		t.Fatalf("first start learned %+v, want tag zero unreadable", first.learned)
+	}
+	again := startOnce(t, device(t, "plc", sim.Addr(), tags), dir)
+	if strings.Contains(again.logs, "saved learned plan ignored") || again.learned.Loaded == "" || again.stats.Exceptions != 0 {
+		t.Errorf("the plan edged saved was not loaded (stats %+v):\n%s", again.stats, again.logs)
+	}
+}

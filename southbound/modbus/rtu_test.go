@@ -197,13 +197,11 @@ func TestRTUDeadSlaveOthersKeepRate(t *testing.T) {
 	sim := modbussim.New()
 	serveRTU(t, sim, p.B, modbussim.RTUOptions{Units: []byte{1, 2}}) // unit 3 is dead
 	s := newSink()
-	var devs []*RTU
 	for unit := 1; unit <= 3; unit++ {
 		d := rtuDevice(t, fmt.Sprintf("u%d", unit), p.A, unit, `poll_interval = "50ms"`+"\n"+`timeout = "100ms"`,
 			tagToml("x", "holding", 0, "uint16"))
 		d.minBackoff, d.maxBackoff = time.Second, 4*time.Second
 		run(t, d, s)
-		devs = append(devs, d)
 	}
 	waitFor(t, "u3 offline", func() bool { st, _ := s.state("u3"); return st == southbound.StateOffline })
 	const window = 3 * time.Second

@@ -115,12 +115,31 @@ func normalizeAddress(a string) (string, error) {
 		if strings.ContainsAny(h, "[]/ ") || h == "" {
 			return a, fmt.Errorf("address = %q: write \"host:port\" or \"host\" (port 502), e.g. \"192.168.1.10:502\" or \"[fe80::1]:502\"", a)
 		}
+		if err := checkIPv4(a, h); err != nil {
+			return a, err
+		}
 		return net.JoinHostPort(h, strconv.Itoa(DefaultPort)), nil
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || host == "" {
 		return a, fmt.Errorf("address = %q: write \"host:port\" with a port 1..65535, or \"host\" alone for port 502", a)
 	}
+	if err := checkIPv4(a, host); err != nil {
+		return a, err
+	}
 	return a, nil
+}
+
+// checkIPv4 refuses a host of digits and dots that is no IPv4 address
+// ("192.168.10.321", "10.0.5"): no host name looks like that, and the
+// resolver would try it as one and fail much later, as a DNS error.
+func checkIPv4(address, host string) error {
+	if strings.Trim(host, "0123456789.") != "" {
+		return nil // a name or an IPv6 address
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+		return nil
+	}
+	return fmt.Errorf("address = %q: %s is not an IPv4 address: write four numbers 0..255 separated by dots, e.g. \"192.168.10.32:502\"", address, host)
 }
 
 var _ southbound.StatsReporter = (*TCP)(nil)

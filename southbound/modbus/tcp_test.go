@@ -127,7 +127,8 @@ func TestAddress(t *testing.T) {
 			t.Errorf("normalizeAddress(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "host:0", "host:70000", "host:http", ":502", "a b"} {
+	for _, in := range []string{"", "host:0", "host:70000", "host:http", ":502", "a b",
+		"192.168.10.321:502", "192.168.10.321", "10.0.5:502", "256.1.1.1", "1.2.3.4.5:502"} {
 		if _, err := normalizeAddress(in); err == nil {
 			t.Errorf("normalizeAddress(%q) accepted", in)
 		}
@@ -371,5 +372,58 @@ type = "float64"
 `, "")
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWarningsOneBasedAddresses: tags at holding 40001..49999 or input
+// 30001..39999 get one warning per area naming the likely 0-based address,
+// keyed to the first such tag (in the map file or the device table); a
+// device that has 40000 or beyond 49999 numbers its registers that high for
+// real and gets none.
+func TestWarningsOneBasedAddresses(t *testing.T) {
+	const mapDoc = "[[tag]]\nname = \"m\"\narea = \"holding\"\naddress = 40101\ntype = \"uint16\"\n"
+	tests := []struct {
+		name, tags, mapDoc string
+		key                string // of the first warning; "" = no warning
+		inMap              bool
+		want               []string
+	}{
+		{"holding 40101", tagToml("p", "holding", 40101, "uint16") + tagToml("q", "holding", 40103, "uint16"), "",
+			"tag[0].address", false, []string{`tag "p" (holding_register 40101) and 1 more holding_register tags`, "probably address = 100"}},
+		{"input 30001", tagToml("i", "input", 30001, "float32"), "",
+			"tag[0].address", false, []string{"address = 30001 looks like a 1-based register number (3xxxx = input_register)", "probably address = 0"}},
+		{"in the map file", tagToml("inline", "holding", 5, "uint16"), mapDoc,
+			"tag[0].address", true, []string{`tag "m"`, "probably address = 100"}},
+		{"SunSpec at 40000", tagToml("sid", "holding", 40000, "uint32") + tagToml("w", "holding", 40083, "int16"), "", "", false, nil},
+		{"beyond 49999", tagToml("a", "holding", 40010, "uint16") + tagToml("b", "holding", 50010, "uint16"), "", "", false, nil},
+		{"0-based", tagToml("a", "holding", 100, "uint16") + tagToml("c", "coil", 40001, "bool"), "", "", false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := "[[device]]\nname = \"d\"\naddress = \"10.0.0.1\"\n"
+			if tt.mapDoc != "" {
+				doc += "map = \"m\"\n"
+			}
+			d, err := decodeDevice(t, doc+tt.tags, tt.mapDoc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws := d.Warnings()
+			if tt.key == "" {
+				if len(ws) != 0 {
+					t.Errorf("warnings %v, want none", ws)
+				}
+				return
+			}
+			if len(ws) != 1 {
+				t.Fatalf("warnings %v, want one", ws)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(ws[0].Error(), w) {
+					t.Errorf("warning %q\ndoes not contain %q", ws[0], w)
+				}
+			}
+			checkKey(t, ws[0], tt.key, tt.inMap, tt.want[0])
+		})
 	}
 }

@@ -371,14 +371,6 @@ func (d *Device) Init() error {
 	return nil
 }
 
-// endpointHost is the host of the endpoint, for log lines.
-func (d *Device) endpointHost() string {
-	if u, err := url.Parse(d.Endpoint); err == nil {
-		return u.Host
-	}
-	return d.Endpoint
-}
-
 // normThumbprint returns tp as lower-case hex without separators, or ""
 // if it is not 40 or 64 hex digits.
 func normThumbprint(tp string) string {
