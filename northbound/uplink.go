@@ -211,11 +211,19 @@ func (u *Uplink) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	u.cancel = cancel
 	u.stopped = make(chan struct{})
+	startSeq, started := u.q.NextSeq(), time.Now()
 	go func() {
 		defer close(u.stopped)
-		u.run(ctx)
+		u.run(ctx, startSeq, started)
 	}()
 }
+
+// firstConnectGrace is how soon after Start a first connection must come
+// up for what was queued meanwhile to count as live: the few milliseconds
+// of a normal start are not an outage, and their messages are neither
+// marked historical nor paced. A first connect that takes longer (the
+// cloud was down at boot) replays what waited, marked, as after any outage.
+const firstConnectGrace = 5 * time.Second
 
 // Stop announces "offline" (when connected), waits briefly for messages in
 // flight to be acknowledged, disconnects and closes the buffer. Safe
@@ -309,8 +317,9 @@ func (u *Uplink) setState(s string, err error) {
 // at once (a broker that drops the session, a link that dies on every
 // connect) costs one connect and one status publish per wait, never a
 // storm.
-func (u *Uplink) run(ctx context.Context) {
+func (u *Uplink) run(ctx context.Context, startSeq uint64, started time.Time) {
 	bo := newBackoff(u.o.BackoffMin, u.o.BackoffMax)
+	first := true
 	for ctx.Err() == nil {
 		u.setState("connecting", nil)
 		u.attempts.Add(1)
@@ -323,7 +332,11 @@ func (u *Uplink) run(ctx context.Context) {
 			u.reconnectDelay.Store(0)
 			u.setState("online", nil)
 			start := time.Now()
-			err = u.session(ctx)
+			boundary := u.q.NextSeq() // below: historical
+			if first && start.Sub(started) <= firstConnectGrace {
+				boundary = startSeq // only what predates this run
+			}
+			err = u.session(ctx, boundary)
 			u.replayBacklog.Store(0)
 			if ctx.Err() != nil {
 				return // Stop waits for the acknowledgements still in flight
@@ -338,6 +351,7 @@ func (u *Uplink) run(ctx context.Context) {
 				bo.reset() // it stayed up: the next outage starts from BackoffMin
 			}
 		}
+		first = false
 		u.setState("offline", err)
 		wait := bo.next()
 		u.reconnectDelay.Store(int64(wait))
@@ -407,7 +421,10 @@ const readBatch = 256
 // session publishes from the queue until the connection ends. A buffer
 // read that fails does not end it (the link is fine): that stream's reads
 // are retried with backoff while the other stream goes on.
-func (u *Uplink) session(ctx context.Context) error {
+//
+// Entries below boundary are the backlog: sent marked historical and
+// paced; from boundary on they are live.
+func (u *Uplink) session(ctx context.Context, boundary uint64) error {
 	if u.o.StatusTopic != "" {
 		m := Message{Topic: []byte(u.o.StatusTopic), Payload: []byte("online"), QoS: 1, Retain: true}
 		if err := u.pub.Publish(ctx, &m, statusToken); err != nil {
@@ -423,7 +440,6 @@ func (u *Uplink) session(ctx context.Context) error {
 	u.mu.Lock()
 	u.refusals.newSession()
 	u.mu.Unlock()
-	boundary := u.q.NextSeq() // below: historical
 	replayFrom := u.q.Oldest()
 	live := boundary
 	liveR, replayR, retryR := u.o.newReader(), u.o.newReader(), u.o.newReader()

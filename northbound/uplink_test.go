@@ -563,3 +563,43 @@ func TestUplinkTLSRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstConnectIsNotAnOutage: what is published in the moments between
+// an uplink's start and its first connection is live, not a replay; what
+// a previous run left in the buffer is. Before, every start sent its first
+// messages marked historical (issue 13).
+func TestFirstConnectIsNotAnOutage(t *testing.T) {
+	for _, protocol := range []string{"5", "3.1.1"} {
+		t.Run(protocol, func(t *testing.T) {
+			mq := mosquittotest.Start(t, mosquittotest.Options{})
+			dir := filepath.Join(t.TempDir(), "buffer")
+			q, err := buffer.Open(buffer.Options{Dir: dir, MemTableSize: 1 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 20 { // left undelivered by a previous run
+				q.Append("edged/gw/dev/old", fmt.Appendf(nil, `{"seq":%d,"ts":1}`, i))
+			}
+			if err := q.Close(); err != nil {
+				t.Fatal(err)
+			}
+			sub := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/dev/#")
+			tu := startTestUplink(t, mq, uplinkSetup{addr: mq.TLSAddr(), protocol: protocol, dir: dir})
+			for i := range 50 { // published while the first connection comes up
+				publishSeq(t, tu.local, "new", i)
+			}
+			want := map[string]int{"old": 20, "new": 50}
+			msgs := sub.WaitFor(10*time.Second, "every message", allArrived(want))
+			checkDelivery(t, msgs, want)
+			for _, m := range msgs {
+				hist := strings.Contains(string(m.Payload), `"hist":true`)
+				switch {
+				case m.Topic == "edged/gw/dev/new" && hist:
+					t.Fatalf("message published after start marked historical: %s", m.Payload)
+				case m.Topic == "edged/gw/dev/old" && !hist:
+					t.Fatalf("message of a previous run not marked historical: %s", m.Payload)
+				}
+			}
+		})
+	}
+}
