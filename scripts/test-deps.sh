@@ -14,6 +14,7 @@ declare -A need=(
 	[strace]=strace                   # packaging: the syscalls and sockets edged uses vs. the sandbox
 	[qemu-aarch64-static]=qemu-user-static # packaging: run the arm64 build
 	[qemu-arm-static]=qemu-user-static     # packaging: run the armhf build; buffer tests on 32-bit ARM
+	[chromium]=chromium                    # console: the headless browser chromedp drives (/usr/bin/chromium)
 )
 # python modules → Debian package (an independent Modbus RTU/TCP peer)
 declare -A pyneed=(
