@@ -27,6 +27,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Prefix is where the console is mounted on the metrics server.
@@ -300,6 +302,7 @@ func (c *Console) canWrite(r *http.Request) bool { return c.o.Writer != nil && u
 type BcryptUsers struct {
 	mu     sync.Mutex
 	hashes map[string][]byte
+	dummy  []byte // a hash at the users' cost, checked for unknown names
 	salt   [32]byte
 	ok     map[[32]byte]time.Time
 }
@@ -315,11 +318,16 @@ func NewBcryptUsers(hashes map[string]string) *BcryptUsers {
 // Set replaces the users (a reload); remembered logins are forgotten.
 func (b *BcryptUsers) Set(hashes map[string]string) {
 	m := make(map[string][]byte, len(hashes))
+	cost := bcrypt.MinCost
 	for n, h := range hashes {
 		m[n] = []byte(h)
+		if c, err := bcrypt.Cost(m[n]); err == nil {
+			cost = max(cost, c)
+		}
 	}
+	dummy, _ := bcrypt.GenerateFromPassword([]byte("edged console: no such user"), cost)
 	b.mu.Lock()
-	b.hashes, b.ok = m, map[[32]byte]time.Time{}
+	b.hashes, b.dummy, b.ok = m, dummy, map[[32]byte]time.Time{}
 	b.mu.Unlock()
 }
 
@@ -340,15 +348,15 @@ func (b *BcryptUsers) Authenticate(user, password string) bool {
 	now := time.Now()
 	b.mu.Lock()
 	hash, known := b.hashes[user]
+	if !known {
+		hash = b.dummy // spend the same time on an unknown user
+	}
 	if t, ok := b.ok[key]; ok && known && now.Sub(t) < rememberLogin {
 		b.mu.Unlock()
 		return true
 	}
 	b.mu.Unlock()
-	if !known {
-		hash = dummyHash() // spend the same time on an unknown user
-	}
-	if compareHash(hash, []byte(password)) != nil || !known {
+	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || !known {
 		return false
 	}
 	b.mu.Lock()

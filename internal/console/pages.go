@@ -9,10 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 )
 
 var funcs = template.FuncMap{
@@ -271,10 +268,3 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 		fl.Flush()
 	}
 }
-
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("edged console: no such user"), bcrypt.DefaultCost)
-	return h
-})
-
-func compareHash(hash, password []byte) error { return bcrypt.CompareHashAndPassword(hash, password) }
