@@ -327,8 +327,9 @@ func (v *consoleView) Device(name string) (console.DeviceDetail, bool) {
 
 func tagInfo(s *mapping.Spec, where string) console.TagInfo {
 	ti := console.TagInfo{Name: s.Name, Address: where, Type: s.Type.String(), Writable: s.Writable}
-	if s.Type.String() != "bool" && s.Type.String() != "string" {
-		ti.Type += " " + s.Order.String()
+	switch s.Type.String() {
+	case "int32", "uint32", "float32", "int64", "uint64", "float64":
+		ti.Type += " " + s.Order.String() // word order matters from two registers on
 	}
 	if s.Bit != nil {
 		ti.Type += " bit " + strconv.Itoa(*s.Bit)

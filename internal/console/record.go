@@ -205,12 +205,12 @@ func (r *recorder) sample(now time.Time) {
 	r.observe(devs, ups, now)
 	clear(r.plots)
 	for n, rg := range r.poll {
-		d, top := plotPath(rg, now, r.o.History)
-		r.plots["p:poll:"+n], r.plots["pm:poll:"+n] = d, fmtNum(top)+" ms"
+		d, top, span := plotPath(rg, now, r.o.History)
+		r.plots["p:poll:"+n], r.plots["pm:poll:"+n], r.plots["ps:poll:"+n] = d, fmtNum(top)+" ms", span.String()
 	}
 	for n, rg := range r.backlog {
-		d, top := plotPath(rg, now, r.o.History)
-		r.plots["p:backlog:"+n], r.plots["pm:backlog:"+n] = d, fmtNum(top)+" msgs"
+		d, top, span := plotPath(rg, now, r.o.History)
+		r.plots["p:backlog:"+n], r.plots["pm:backlog:"+n], r.plots["ps:backlog:"+n] = d, fmtNum(top)+" messages", span.String()
 	}
 }
 
@@ -275,11 +275,11 @@ func (r *recorder) lastChange(device, tag string) int64 {
 func (r *recorder) plot(key string) Plot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return Plot{Key: key, D: r.plots["p:"+key], Max: r.plots["pm:"+key]}
+	return Plot{Key: key, D: r.plots["p:"+key], Max: r.plots["pm:"+key], Span: r.plots["ps:"+key]}
 }
 
-// Plot is one inline SVG plot.
-type Plot struct{ Key, D, Max string }
+// Plot is one inline SVG plot: its series key, path, top value and span.
+type Plot struct{ Key, D, Max, Span string }
 
 // live makes a frame for the connected browsers and wakes them.
 func (r *recorder) live(withPlots bool) {
@@ -350,17 +350,19 @@ func baseValues(g GatewayInfo, devs []Device, ups []Uplink, now time.Time) map[s
 	return m
 }
 
-// plotPath renders a series as an SVG path over a 600×100 box spanning
-// the window up to now, and returns the value at the top.
-func plotPath(rg *ring, now time.Time, window time.Duration) (string, float64) {
+// plotPath renders a series as an SVG path over a 600×100 box, the right
+// edge now, the left edge the oldest point (at most window ago); it returns
+// the value at the top and the time spanned.
+func plotPath(rg *ring, now time.Time, window time.Duration) (string, float64, time.Duration) {
 	top := 0.0
-	rg.each(func(_ int64, v float64) { top = max(top, v) })
+	oldest := now.Unix()
+	rg.each(func(t int64, v float64) { top, oldest = max(top, v), min(oldest, t) })
 	if top <= 0 {
 		top = 1
 	}
-	var sb strings.Builder
 	end := now.Unix()
-	span := window.Seconds()
+	span := min(max(float64(end-oldest), 1), window.Seconds())
+	var sb strings.Builder
 	first := true
 	rg.each(func(t int64, v float64) {
 		x := 600 - float64(end-t)/span*600
@@ -373,5 +375,5 @@ func plotPath(rg *ring, now time.Time, window time.Duration) (string, float64) {
 		}
 		fmt.Fprintf(&sb, "%.1f %.1f", max(x, 0), y)
 	})
-	return sb.String(), top
+	return sb.String(), top, time.Duration(span) * time.Second
 }
