@@ -135,7 +135,7 @@ func (v *consoleView) reloaded(path string, next *configs.Config, dev gateway.Re
 	if v == nil {
 		return
 	}
-	res := &console.ReloadResult{At: time.Now(), OK: err == nil}
+	res := &console.ReloadResult{At: time.Now(), OK: err == nil, Summary: []console.KeyValue{{Key: "file", Value: path}}}
 	if err != nil {
 		res.Errors = strings.Split(err.Error(), "\n")
 	} else {
@@ -164,7 +164,6 @@ func (v *consoleView) reloaded(path string, next *configs.Config, dev gateway.Re
 	v.mu.Lock()
 	v.reload = res
 	v.mu.Unlock()
-	_ = path
 }
 
 func (v *consoleView) config() *configs.Config {
@@ -191,11 +190,9 @@ func (v *consoleView) Gateway() console.GatewayInfo {
 func (v *consoleView) Devices() []console.Device {
 	snap := v.rt.Gateway.Snapshot()
 	out := make([]console.Device, len(snap))
-	v.bufMu.Lock()
-	defer v.bufMu.Unlock()
 	for i, d := range snap {
 		cd := console.Device{Name: d.Name, Driver: d.Driver, State: d.State.String(), Polls: d.Polls, BadSamples: d.BadSamples,
-			LastGoodMs: d.LastGoodMs, PollSeconds: -1, Tags: make([]console.Tag, len(d.Tags))}
+			LastGoodMs: d.LastGoodMs, PollSeconds: -1}
 		if d.Err != nil && d.State != southbound.StateOnline {
 			cd.Err = d.Err.Error()
 		}
@@ -203,6 +200,25 @@ func (v *consoleView) Devices() []console.Device {
 			st := sr.Stats()
 			cd.PollSeconds, cd.Requests, cd.Errors = st.LastPoll, st.Requests, st.Errors
 		}
+		out[i] = cd
+	}
+	return out
+}
+
+// Tags implements console.Source.
+func (v *consoleView) Tags(devices ...string) map[string][]console.Tag {
+	want := make(map[string]bool, len(devices))
+	for _, d := range devices {
+		want[d] = true
+	}
+	out := make(map[string][]console.Tag, len(devices))
+	v.bufMu.Lock()
+	defer v.bufMu.Unlock()
+	for _, d := range v.rt.Gateway.Snapshot() {
+		if !want[d.Name] {
+			continue
+		}
+		tags := make([]console.Tag, len(d.Tags))
 		for j, t := range d.Tags {
 			ct := console.Tag{Name: t.Name, Topic: t.Topic, Unit: t.Unit, TimeMs: t.Sample.TimeMs}
 			if t.Sample.TimeMs != 0 {
@@ -212,9 +228,9 @@ func (v *consoleView) Devices() []console.Device {
 					ct.Err = t.Sample.Err.Error()
 				}
 			}
-			cd.Tags[j] = ct
+			tags[j] = ct
 		}
-		out[i] = cd
+		out[d.Name] = tags
 	}
 	return out
 }

@@ -43,7 +43,7 @@ type GatewayInfo struct {
 	Samples, Published, PublishErrors uint64
 }
 
-// Device is one device's state and last values.
+// Device is one device's state (its tags come from Source.Tags).
 type Device struct {
 	Name, Driver string
 	State        string // connecting, online, offline, stopped
@@ -54,7 +54,6 @@ type Device struct {
 	PollSeconds  float64 // the last complete poll cycle; negative: not reported
 	Requests     uint64
 	Errors       uint64
-	Tags         []Tag
 }
 
 // Tag is one tag's last sample, already formatted for display.
@@ -144,6 +143,9 @@ type ReloadResult struct {
 type Source interface {
 	Gateway() GatewayInfo
 	Devices() []Device
+	// Tags returns the last samples of the named devices' tags, by device
+	// (formatting values costs: the console asks only for what is shown).
+	Tags(devices ...string) map[string][]Tag
 	Device(name string) (DeviceDetail, bool)
 	Uplinks() []Uplink
 	Config() ConfigInfo

@@ -2,6 +2,7 @@ package console
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -28,7 +29,12 @@ func (s *countingSource) Devices() []Device {
 	s.calls.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return []Device{{Name: "plc", State: "online", PollSeconds: 0.01, Tags: []Tag{{Name: "t", Value: s.value, Quality: "good", TimeMs: 1}}}}
+	return []Device{{Name: "plc", State: "online", PollSeconds: 0.01}}
+}
+func (s *countingSource) Tags(...string) map[string][]Tag {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return map[string][]Tag{"plc": {{Name: "t", Value: s.value, Quality: "good", TimeMs: 1}}}
 }
 func (s *countingSource) Device(string) (DeviceDetail, bool) { return DeviceDetail{}, true }
 func (s *countingSource) Uplinks() []Uplink                  { return nil }
@@ -132,5 +138,25 @@ func TestBcryptUsers(t *testing.T) {
 	u.Set(map[string]string{})
 	if u.Authenticate("ann", "right") {
 		t.Error("a removed user still logs in (remembered login not forgotten)")
+	}
+}
+
+// TestEventJSON: the event stream's hand-written JSON is valid, one line,
+// and decodes to the same strings whatever a device or config puts in them.
+func TestEventJSON(t *testing.T) {
+	m := map[string]string{"plain": "21.5", "quote": `say "hi"\`, "ctl": "a\nb\r\x00\x1f", "utf8": "°C µs ✓", "sep": "\u2028\u2029", "": ""}
+	var buf bytes.Buffer
+	appendJSONObject(&buf, m)
+	if bytes.ContainsAny(buf.Bytes(), "\r\n") {
+		t.Fatalf("event data breaks the line: %q", buf.String())
+	}
+	var got map[string]string
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatalf("invalid JSON %q: %v", buf.String(), err)
+	}
+	for k, v := range m {
+		if got[k] != v {
+			t.Errorf("%q: got %q, want %q", k, got[k], v)
+		}
 	}
 }

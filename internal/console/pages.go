@@ -138,7 +138,7 @@ func (c *Console) deviceData(r *http.Request) (deviceData, bool) {
 	for _, ti := range dd.Detail.Tags {
 		info[ti.Name] = ti
 	}
-	for _, t := range dd.Device.Tags {
+	for _, t := range c.o.Source.Tags(name)[name] {
 		dd.Tags = append(dd.Tags, tagRow{Tag: t, Info: info[t.Name], LastChange: fmtTime(c.rec.lastChange(name, t.Name))})
 	}
 	dd.Plot = c.rec.plot("poll:" + name)
@@ -202,6 +202,44 @@ func (c *Console) config(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, "config.html", page{Title: "Config", Nav: "config", Data: c.o.Source.Config()})
 }
 
+// appendJSONObject writes m as one line of JSON (the event stream's data
+// line must not break).
+func appendJSONObject(buf *bytes.Buffer, m map[string]string) {
+	buf.WriteByte('{')
+	first := true
+	for k, v := range m {
+		if !first {
+			buf.WriteByte(',')
+		}
+		first = false
+		appendJSONString(buf, k)
+		buf.WriteByte(':')
+		appendJSONString(buf, v)
+	}
+	buf.WriteByte('}')
+}
+
+func appendJSONString(buf *bytes.Buffer, s string) {
+	const hex = "0123456789abcdef"
+	buf.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			buf.WriteByte('\\')
+			buf.WriteRune(r)
+		case r < 0x20 || r == 0x2028 || r == 0x2029:
+			buf.WriteString(`\u`)
+			buf.WriteByte(hex[r>>12&0xf])
+			buf.WriteByte(hex[r>>8&0xf])
+			buf.WriteByte(hex[r>>4&0xf])
+			buf.WriteByte(hex[r&0xf])
+		default:
+			buf.WriteRune(r) // invalid UTF-8 becomes U+FFFD
+		}
+	}
+	buf.WriteByte('"')
+}
+
 // apiState is the live values of a scope as JSON, for scripts and tests.
 func (c *Console) apiState(w http.ResponseWriter, r *http.Request) {
 	devs, ups := c.o.Source.Devices(), c.o.Source.Uplinks()
@@ -258,10 +296,8 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 		}
 		buf.Reset()
 		buf.WriteString("data: ")
-		if err := json.NewEncoder(&buf).Encode(diff); err != nil {
-			return
-		}
-		buf.WriteString("\n") // Encode ended the line; a blank line ends the event
+		appendJSONObject(&buf, diff)
+		buf.WriteString("\n\n")
 		if _, err := w.Write(buf.Bytes()); err != nil {
 			return
 		}

@@ -113,15 +113,13 @@ func (r *recorder) run(ctx context.Context) {
 		case <-r.wake:
 		}
 		now := time.Now()
-		sampled := false
 		if !now.Before(next) {
 			r.sample(now)
-			sampled = true
 			next = now.Add(r.o.SampleEvery)
 		}
 		wait := time.Until(next)
 		if r.connected() {
-			r.live(sampled)
+			r.live()
 			wait = min(wait, r.o.LiveEvery)
 		}
 		if !timer.Stop() {
@@ -156,10 +154,15 @@ func (r *recorder) remove(c *client) {
 	r.mu.Unlock()
 }
 
-// sample records the plots' points.
+// sample records the plots' points and every tag's last change.
 func (r *recorder) sample(now time.Time) {
 	devs := r.o.Source.Devices()
 	ups := r.o.Source.Uplinks()
+	names := make([]string, len(devs))
+	for i, d := range devs {
+		names[i] = d.Name
+	}
+	tags := r.o.Source.Tags(names...)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ts := now.Unix()
@@ -202,7 +205,7 @@ func (r *recorder) sample(now time.Time) {
 			delete(r.backlog, n)
 		}
 	}
-	r.observe(devs, ups, now)
+	r.observe(tags, ups, now)
 	clear(r.plots)
 	for n, rg := range r.poll {
 		d, top, span := plotPath(rg, now, r.o.History)
@@ -216,7 +219,7 @@ func (r *recorder) sample(now time.Time) {
 
 // observe updates the connection history and the tags' last change. The
 // caller holds r.mu.
-func (r *recorder) observe(devs []Device, ups []Uplink, now time.Time) {
+func (r *recorder) observe(tags map[string][]Tag, ups []Uplink, now time.Time) {
 	for _, u := range ups {
 		prev, had := r.seen[u.Name]
 		if !had || prev.state != u.State || prev.connects != u.Connects {
@@ -229,9 +232,9 @@ func (r *recorder) observe(devs []Device, ups []Uplink, now time.Time) {
 		}
 		r.seen[u.Name] = uplinkSeen{state: u.State, connects: u.Connects}
 	}
-	for _, d := range devs {
-		for _, t := range d.Tags {
-			k := d.Name + "\x00" + t.Name
+	for dev, ts := range tags {
+		for _, t := range ts {
+			k := dev + "\x00" + t.Name
 			c, had := r.changes[k]
 			if had && c.value != t.Value {
 				c.changedMs = t.TimeMs
@@ -282,41 +285,45 @@ func (r *recorder) plot(key string) Plot {
 type Plot struct{ Key, D, Max, Span string }
 
 // live makes a frame for the connected browsers and wakes them.
-func (r *recorder) live(withPlots bool) {
-	devs := r.o.Source.Devices()
-	ups := r.o.Source.Uplinks()
-	now := time.Now()
+func (r *recorder) live() {
 	r.mu.Lock()
-	r.observe(devs, ups, now)
-	want := map[string]bool{}
+	var want []string
+	seen := map[string]bool{}
 	for c := range r.clients {
-		if c.device != "" {
-			want[c.device] = true
+		if c.device != "" && !seen[c.device] {
+			want, seen[c.device] = append(want, c.device), true
 		}
 	}
-	f := &frame{base: baseValues(r.o.Source.Gateway(), devs, ups, now), tags: map[string]map[string]string{}}
+	r.mu.Unlock()
+	devs := r.o.Source.Devices()
+	ups := r.o.Source.Uplinks()
+	var tags map[string][]Tag
+	if len(want) > 0 {
+		tags = r.o.Source.Tags(want...)
+	}
+	g := r.o.Source.Gateway()
+	now := time.Now()
+	r.mu.Lock()
+	r.observe(tags, ups, now)
+	f := &frame{base: baseValues(g, devs, ups, now), tags: map[string]map[string]string{}}
 	for k, v := range r.plots {
 		f.base[k] = v
 	}
-	for _, d := range devs {
-		if !want[d.Name] {
-			continue
-		}
-		m := make(map[string]string, len(d.Tags)*4)
-		for _, t := range d.Tags {
-			p := "t:" + d.Name + ":" + t.Name + ":"
+	for dev, ts := range tags {
+		m := make(map[string]string, len(ts)*5)
+		for _, t := range ts {
+			p := "t:" + dev + ":" + t.Name + ":"
 			m[p+"v"], m[p+"q"], m[p+"ts"] = t.Value, t.Quality, fmtTime(t.TimeMs)
 			m[p+"err"] = t.Err
-			m[p+"ch"] = fmtTime(r.changes[d.Name+"\x00"+t.Name].changedMs)
+			m[p+"ch"] = fmtTime(r.changes[dev+"\x00"+t.Name].changedMs)
 		}
-		f.tags[d.Name] = m
+		f.tags[dev] = m
 	}
 	clients := make([]*client, 0, len(r.clients))
 	for c := range r.clients {
 		clients = append(clients, c)
 	}
 	r.mu.Unlock()
-	_ = withPlots
 	r.frame.Store(f)
 	for _, c := range clients {
 		select {
