@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -369,4 +370,60 @@ func selfSigned(t *testing.T) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// TestConsoleRTUDevicePage: a Modbus RTU device over a socat pty pair; its
+// page shows the serial bus (line settings, utilisation, each device's
+// cycle against its interval) next to the tags and the read plan.
+func TestConsoleRTUDevicePage(t *testing.T) {
+	pty, err := modbussim.StartPtyPair(t.TempDir())
+	if errors.Is(err, modbussim.ErrNoSocat) {
+		t.Fatalf("%v: run `make test-deps`", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pty.Close() })
+	sim := modbussim.New()
+	sim.SetHolding(0, 7)
+	resp, err := sim.ServeRTU(pty.B, modbussim.RTUOptions{Units: []byte{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = resp.Close() })
+	dir := t.TempDir()
+	path := writeConfig(t, dir, `[gateway]
+id = "bus"
+data_dir = "`+dir+`"
+[broker]
+listen = "127.0.0.1:0"
+[metrics]
+listen = "127.0.0.1:0"
+[[device]]
+name = "meter"
+driver = "modbus-rtu"
+port = "`+pty.A+`"
+baud = 19200
+unit_id = 1
+poll_interval = "50ms"
+timeout = "100ms"
+  [[device.tag]]
+  name = "v"
+  area = "holding_register"
+  address = 0
+  type = "uint16"
+`)
+	rt, _ := startFromFile(t, path)
+	base := consoleURL(t, rt, "http")
+	c := &http.Client{Timeout: 10 * time.Second}
+	var body string
+	waitUntil(t, 10*time.Second, "the first value on the page", func() bool {
+		body = do(t, c, "GET", base+"/console/device/meter", "", "", nil).body
+		return strings.Contains(body, `data-k="t:meter:v:v">7<`)
+	})
+	for _, want := range []string{"Serial bus " + pty.A, "19200 8E1", "utilisation", "cycle", "of 50ms", "holding_register 0", "Read plan"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the RTU device page lacks %q:\n%s", want, body)
+		}
+	}
 }
