@@ -282,6 +282,29 @@ func TestConsoleLoopbackReadOnly(t *testing.T) {
 	if r := do(t, c, "GET", base+"/", "", "", nil); r.code != 200 || !strings.Contains(r.body, "Overview") {
 		t.Errorf("GET / does not lead to the console: %d", r.code)
 	}
+	// DNS rebinding: another site's name pointed at 127.0.0.1 reads nothing.
+	req, _ := http.NewRequest("GET", base+"/console/device/boiler", nil)
+	req.Host = "attacker.example:9272"
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("GET with Host attacker.example: %d, want 403", resp.StatusCode)
+	}
+	for _, host := range []string{"localhost:9272", "[::1]:9272", "127.0.0.1"} {
+		req, _ := http.NewRequest("GET", base+"/console/", nil)
+		req.Host = host
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("GET with Host %s: %d, want 200", host, resp.StatusCode)
+		}
+	}
 }
 
 // TestConsoleOffLoopbackWithoutUsersIsOff: all interfaces, no users, not

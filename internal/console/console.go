@@ -23,6 +23,7 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -254,6 +255,12 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
+	if c.o.Auth == nil && !loopbackHost(r.Host) {
+		// Without a login, a page of another site that rebinds its name
+		// to 127.0.0.1 must not read the console.
+		http.Error(w, "403 without a login the console answers only to http://127.0.0.1, [::1] or localhost", http.StatusForbidden)
+		return
+	}
 	user, ok := c.login(r)
 	if !ok {
 		h.Set("WWW-Authenticate", `Basic realm="edged console", charset="UTF-8"`)
@@ -261,6 +268,20 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, user)))
+}
+
+// loopbackHost reports whether a Host header names this machine by a
+// loopback address or localhost.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // login returns the authenticated user ("" when no login is needed).
