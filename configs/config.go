@@ -10,7 +10,8 @@ type Config struct {
 	Gateway Gateway   `toml:"gateway"`
 	Broker  Broker    `toml:"broker"`
 	Metrics Metrics   `toml:"metrics"`
-	Devices []*Device `toml:"-"` // decoded by the loader, driver by driver
+	Console Console   `toml:"console"` // the web console, on the metrics port (console.go)
+	Devices []*Device `toml:"-"`       // decoded by the loader, driver by driver
 	// Upstreams are the cloud brokers values are bridged to ([[upstream]],
 	// see upstream.go).
 	Upstreams []*Upstream `toml:"-"`

@@ -110,6 +110,7 @@ type fileSchema struct {
 	Gateway  Gateway          `toml:"gateway"`
 	Broker   Broker           `toml:"broker"`
 	Metrics  Metrics          `toml:"metrics"`
+	Console  Console          `toml:"console"`
 	Device   []map[string]any `toml:"device"`
 	Upstream []Upstream       `toml:"upstream"`
 }
@@ -189,6 +190,10 @@ func (l *loader) load(file, dir string) (*Config, error) {
 	l.checkGateway(src, cfg)
 	l.checkBroker(src, cfg)
 	l.checkMetrics(src, cfg)
+	if prim, ok := pick(top, "console"); ok {
+		l.decode(src, keyPath{{key: "console"}}, prim, &cfg.Console)
+	}
+	l.checkConsole(src, cfg)
 	if prim, ok := pick(top, "upstream"); ok {
 		l.upstreams(src, cfg, prim)
 	}

@@ -173,7 +173,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:  "unknown top-level key",
 			files: memFS{testMain: gw + lines(`[brokr]`, `listen = "x"`)},
-			want:  []wantErr{{line: 3, key: "brokr", msg: "unknown key; did you mean broker?; allowed here: gateway, broker, metrics, device, upstream"}},
+			want:  []wantErr{{line: 3, key: "brokr", msg: "unknown key; did you mean broker?; allowed here: gateway, broker, metrics, console, device, upstream"}},
 		},
 		{
 			name:  "unknown key in gateway",

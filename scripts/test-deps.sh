@@ -16,6 +16,7 @@ declare -A need=(
 	[qemu-arm-static]=qemu-user-static     # packaging: run the armhf build; buffer tests on 32-bit ARM
 	[lintian]=lintian                 # packaging: Debian policy checks of the .debs
 	[deb-systemd-helper]=init-system-helpers # packaging: the maintainer scripts, run in a scratch root
+	[chromium]=chromium                    # console: the headless browser chromedp drives (/usr/bin/chromium)
 )
 # python modules → Debian package (an independent Modbus RTU/TCP peer)
 declare -A pyneed=(

@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,13 +42,14 @@ func main() {
 	publish := flag.String("publish", "tags", "gateway publish mode: tags | device | both")
 	upstream := flag.Bool("upstream", false, "also bridge everything at QoS 1 to a Debian mosquitto on loopback through the buffer")
 	inflight := flag.Int("inflight", 100, "upstream max_inflight")
+	consoleView := flag.String("console", "", "keep one web console client connected while measuring (curl on the simulator's CPU): overview | device (d00's 500 tags)")
 	flag.Parse()
 
 	if *role == "sim" {
 		runSim(*devices, *tags)
 		return
 	}
-	if err := runEdged(*devices, *tags, *poll, *warmup, *duration, *subscriber, *simCPU, *cpuProfile, *publish, *upstream, *inflight); err != nil {
+	if err := runEdged(*devices, *tags, *poll, *warmup, *duration, *subscriber, *simCPU, *cpuProfile, *publish, *upstream, *inflight, *consoleView); err != nil {
 		fmt.Fprintln(os.Stderr, "pipeline:", err)
 		os.Exit(1)
 	}
@@ -83,7 +85,7 @@ func runSim(devices, tags int) {
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // parent closes stdin to stop us
 }
 
-func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscriber, simCPU, cpuProfile, publish string, upstream bool, inflight int) error {
+func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscriber, simCPU, cpuProfile, publish string, upstream bool, inflight int, consoleView string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -168,6 +170,15 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 		subName = "mosquitto_sub (QoS 0, separate process)"
 	}
 
+	var consoleBytes atomic.Int64
+	if consoleView != "" {
+		stop, err := startConsoleClient(rt, consoleView, simCPU, &consoleBytes)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
 	time.Sleep(warmup)
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
@@ -186,9 +197,9 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 		}
 		return a
 	}
-	c0, b0, cpu0, t0, a0 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now(), acked()
+	c0, b0, cpu0, t0, a0, s0 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now(), acked(), consoleBytes.Load()
 	time.Sleep(duration)
-	c1, b1, cpu1, t1, a1 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now(), acked()
+	c1, b1, cpu1, t1, a1, s1 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now(), acked(), consoleBytes.Load()
 
 	secs := t1.Sub(t0).Seconds()
 	points := float64(c1.Samples - c0.Samples)
@@ -213,6 +224,9 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 			fmt.Printf("  upstream backlog     %d messages, %d dropped, state %s\n", st.Buffer.Depth, st.Buffer.Dropped, st.State)
 		}
 	}
+	if consoleView != "" {
+		fmt.Printf("  console client       %s, event stream %.1f KB/s\n", consoleView, float64(s1-s0)/secs/1000)
+	}
 	if points > 0 {
 		fmt.Printf("  CPU                  %.2f s per million points (%.0f%% of one core)\n", cpu/points*1e6, 100*cpu/secs)
 	}
@@ -236,7 +250,7 @@ func writeConfig(dir string, addrs []string, tags int, poll time.Duration, publi
 		return err
 	}
 	var c strings.Builder
-	fmt.Fprintf(&c, "[gateway]\nid = \"bench\"\ndata_dir = %q\npublish = %q\n\n[broker]\nlisten = \"127.0.0.1:0\"\n\n", dir, publish)
+	fmt.Fprintf(&c, "[gateway]\nid = \"bench\"\ndata_dir = %q\npublish = %q\n\n[broker]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n", dir, publish)
 	for i, a := range addrs {
 		fmt.Fprintf(&c, "[[device]]\nname = \"d%02d\"\ndriver = \"modbus-tcp\"\naddress = %q\npoll_interval = %q\ntimeout = \"2s\"\nmap = \"bench\"\n\n", i, a, poll.String())
 	}
@@ -292,6 +306,43 @@ func startMosquitto(dir, cpu string) (string, func(), error) {
 		_ = broker.Process.Kill()
 		_ = broker.Wait()
 	}, nil
+}
+
+// startConsoleClient keeps one event stream of the web console open, as a
+// browser on the page would, from a curl process (on the simulator's CPU,
+// so the client's work is not counted as edged's); it counts the bytes.
+func startConsoleClient(rt *app.Runtime, view, cpu string, n *atomic.Int64) (func(), error) {
+	if rt.Metrics == nil {
+		return nil, fmt.Errorf("console: the metrics endpoint did not start")
+	}
+	url := "http://" + rt.Metrics.Addr() + "/console/events"
+	if view == "device" {
+		url += "?device=d00"
+	}
+	args := []string{"curl", "-sSN", url}
+	if cpu != "" {
+		args = append([]string{"taskset", "-c", cpu}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start curl for the console client: %w", err)
+	}
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			k, err := out.Read(buf)
+			n.Add(int64(k))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, nil
 }
 
 func cpuTime() time.Duration {

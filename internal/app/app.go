@@ -76,6 +76,7 @@ type Runtime struct {
 	upMu             sync.Mutex
 	nextSubID        int
 	lastUplinkReload atomic.Pointer[UplinkReloadReport]
+	console          *consoleView // the web console (console.go); nil when off
 }
 
 // LastUplinkReload is what the last successful Reload did to the uplinks
@@ -154,6 +155,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 	rt := &Runtime{Broker: broker, Gateway: gw, log: log, nextSubID: uplinkSubscriptionBase + len(slots)}
 	rt.uplinks.Store(&slots)
 	rt.Control = control.Start(cfg, gw, log)
+	rt.console = newConsole(rt, cfg)
 	rt.startMetrics(cfg.Metrics)
 	return rt, nil
 }
@@ -173,6 +175,7 @@ func (r *Runtime) startMetrics(mc configs.Metrics) {
 	m.Registry.MustRegister(metrics.UplinkCollector{Uplinks: r.Uplinks})
 	m.Registry.MustRegister(metrics.BusCollector{})
 	m.Registry.MustRegister(r.Control.Door.Collector())
+	r.console.mount(m)
 	if err := m.Start(); err != nil {
 		r.log.Error("metrics endpoint not available", "err", err)
 		return
@@ -189,6 +192,7 @@ const StopTimeout = 10 * time.Second
 func (r *Runtime) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 	defer cancel()
+	r.console.stop()
 	err := r.Control.Close()
 	err = errors.Join(err, r.Gateway.Stop(ctx))
 	r.upMu.Lock()
@@ -206,7 +210,8 @@ func (r *Runtime) Stop() error {
 // (see reloadUplinks). An invalid config changes nothing and the error
 // lists its problems. Settings that cannot change while running (the
 // broker's listener, the metrics endpoint) are kept, with a warning.
-func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Config) (*configs.Config, gateway.ReloadReport, error) {
+func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Config) (next *configs.Config, rep gateway.ReloadReport, err error) {
+	defer func() { r.console.reloaded(path, next, rep, err) }()
 	cfg, err := configs.Load(path, Drivers(r.log))
 	if err != nil {
 		return nil, gateway.ReloadReport{}, err
@@ -224,7 +229,7 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 	if err := r.planUplinks(cfg); err != nil {
 		return nil, gateway.ReloadReport{}, err
 	}
-	rep, err := r.Gateway.Reload(ctx, cfg)
+	rep, err = r.Gateway.Reload(ctx, cfg)
 	if err != nil {
 		return nil, rep, err
 	}

@@ -15,9 +15,13 @@ import (
 // AuditDir is where the door audits, under the data dir.
 func AuditDir(dataDir string) string { return filepath.Join(dataDir, "audit") }
 
-// DoorOptions are the door's options for a config.
+// DoorOptions are the door's options for a config. Of the sources beyond
+// the CLI, the console may write when [console] writes = true, for a
+// logged-in user.
 func DoorOptions(cfg *configs.Config, log *slog.Logger) door.Options {
-	return door.Options{Writes: cfg.Gateway.Writes, AuditDir: AuditDir(cfg.Gateway.DataDir), Logger: log}
+	consoleWrites := cfg.Console.Writes
+	allow := func(s door.Source) bool { return s.Kind == door.FromConsole && consoleWrites && s.User != "" }
+	return door.Options{Writes: cfg.Gateway.Writes, Allow: allow, AuditDir: AuditDir(cfg.Gateway.DataDir), Logger: log}
 }
 
 // Daemon is the running daemon's write door and its control socket.

@@ -7,6 +7,7 @@ package metrics
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,7 +31,10 @@ const DefaultListen = "127.0.0.1:9272"
 // Server is the HTTP server of /metrics, /healthz and /readyz.
 type Server struct {
 	Registry *prometheus.Registry
+	// TLS, when set before Start, makes the port speak HTTPS.
+	TLS *tls.Config
 
+	extra  map[string]http.Handler // Handle
 	listen string
 	log    *slog.Logger
 	ready  func() []string
@@ -49,14 +53,28 @@ func NewServer(listen string, ready func() []string, log *slog.Logger) *Server {
 	return &Server{Registry: reg, listen: listen, log: log, ready: ready}
 }
 
+// Handle adds a handler (the console) to the port; call it before Start.
+func (s *Server) Handle(pattern string, h http.Handler) {
+	if s.extra == nil {
+		s.extra = map[string]http.Handler{}
+	}
+	s.extra[pattern] = h
+}
+
 // Start listens and serves in the background. A busy port is reported here.
 func (s *Server) Start() error {
 	ln, err := net.Listen("tcp", s.listen)
 	if err != nil {
 		return fmt.Errorf("metrics: listen on %s: %w (set [metrics] listen to a free address, or disabled = true)", s.listen, err)
 	}
+	if s.TLS != nil {
+		ln = tls.NewListener(ln, s.TLS)
+	}
 	s.ln = ln
 	mux := http.NewServeMux()
+	for p, h := range s.extra {
+		mux.Handle(p, h)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -64,6 +82,10 @@ func (s *Server) Start() error {
 	})
 	mux.HandleFunc("/readyz", s.serveReady)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// Stop ends long-lived requests (the console's event streams) too.
+	base, cancel := context.WithCancel(context.Background())
+	s.srv.BaseContext = func(net.Listener) context.Context { return base }
+	s.srv.RegisterOnShutdown(cancel)
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("metrics server stopped", "err", err)

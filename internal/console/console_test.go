@@ -1,0 +1,162 @@
+package console
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// countingSource is a fixed gateway whose Devices calls are counted: the
+// console's cost when nobody looks is the number of those calls.
+type countingSource struct {
+	calls atomic.Int64
+	mu    sync.Mutex
+	value string
+}
+
+func (s *countingSource) Gateway() GatewayInfo { return GatewayInfo{ID: "gw", Started: time.Now()} }
+func (s *countingSource) Devices() []Device {
+	s.calls.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return []Device{{Name: "plc", State: "online", PollSeconds: 0.01}}
+}
+func (s *countingSource) Tags(...string) map[string][]Tag {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return map[string][]Tag{"plc": {{Name: "t", Value: s.value, Quality: "good", TimeMs: 1}}}
+}
+func (s *countingSource) Device(string) (DeviceDetail, bool) { return DeviceDetail{}, true }
+func (s *countingSource) Uplinks() []Uplink                  { return nil }
+func (s *countingSource) Config() ConfigInfo                 { return ConfigInfo{} }
+
+func (s *countingSource) set(v string) { s.mu.Lock(); s.value = v; s.mu.Unlock() }
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestNoWorkWhileNobodyLooks: with no browser connected the console reads
+// the gateway once per plot sample only; an event stream makes it read
+// every LiveEvery and send only what changed; when the browser leaves, the
+// reads stop again.
+func TestNoWorkWhileNobodyLooks(t *testing.T) {
+	src := &countingSource{value: "1"}
+	c := New(Options{Source: src, SampleEvery: time.Hour, LiveEvery: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.Start(ctx)
+	waitFor(t, "the first plot sample", func() bool { return src.calls.Load() == 1 })
+	time.Sleep(200 * time.Millisecond) // twenty live intervals with nobody connected
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("%d reads of the gateway with no browser connected, want 1 (the plot sample)", n)
+	}
+
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	rctx, rcancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(rctx, "GET", srv.URL+"/console/events?device=plc", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan map[string]string, 100)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				var m map[string]string
+				if json.Unmarshal([]byte(data), &m) == nil {
+					events <- m
+				}
+			}
+		}
+		close(events)
+	}()
+	first := <-events
+	if first["d:plc:state"] != "online" || first["t:plc:t:v"] != "1" {
+		t.Fatalf("first event lacks the values: %v", first)
+	}
+	src.set("2")
+	var next map[string]string
+	for next = range events {
+		if next["t:plc:t:v"] != "" {
+			break
+		}
+	}
+	if next["t:plc:t:v"] != "2" {
+		t.Fatalf("no event with the changed value: %v", next)
+	}
+	if _, again := next["d:plc:state"]; again {
+		t.Errorf("an unchanged value was sent again: %v", next)
+	}
+	if n := src.calls.Load(); n < 3 {
+		t.Fatalf("only %d reads while a browser is connected", n)
+	}
+
+	rcancel()
+	resp.Body.Close()
+	waitFor(t, "the stream to unsubscribe", func() bool { return !c.rec.connected() })
+	after := src.calls.Load()
+	time.Sleep(200 * time.Millisecond)
+	if n := src.calls.Load(); n > after+1 {
+		t.Fatalf("%d reads after the browser left, want at most one more", n-after)
+	}
+}
+
+func TestBcryptUsers(t *testing.T) {
+	h, err := bcrypt.GenerateFromPassword([]byte("right"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := NewBcryptUsers(map[string]string{"ann": string(h)})
+	for _, tc := range []struct {
+		user, pass string
+		want       bool
+	}{{"ann", "right", true}, {"ann", "right", true}, {"ann", "wrong", false}, {"bob", "right", false}, {"ann", "", false}, {"", "", false}} {
+		if got := u.Authenticate(tc.user, tc.pass); got != tc.want {
+			t.Errorf("Authenticate(%q, %q) = %v, want %v", tc.user, tc.pass, got, tc.want)
+		}
+	}
+	u.Set(map[string]string{})
+	if u.Authenticate("ann", "right") {
+		t.Error("a removed user still logs in (remembered login not forgotten)")
+	}
+}
+
+// TestEventJSON: the event stream's hand-written JSON is valid, one line,
+// and decodes to the same strings whatever a device or config puts in them.
+func TestEventJSON(t *testing.T) {
+	m := map[string]string{"plain": "21.5", "quote": `say "hi"\`, "ctl": "a\nb\r\x00\x1f", "utf8": "°C µs ✓", "sep": "\u2028\u2029", "": ""}
+	var buf bytes.Buffer
+	appendJSONObject(&buf, m)
+	if bytes.ContainsAny(buf.Bytes(), "\r\n") {
+		t.Fatalf("event data breaks the line: %q", buf.String())
+	}
+	var got map[string]string
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatalf("invalid JSON %q: %v", buf.String(), err)
+	}
+	for k, v := range m {
+		if got[k] != v {
+			t.Errorf("%q: got %q, want %q", k, got[k], v)
+		}
+	}
+}
