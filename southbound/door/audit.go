@@ -45,6 +45,7 @@ func NewAudit(dir string, maxBytes int64, keep int) *Audit {
 type Line struct {
 	Time      string          `json:"time"` // RFC 3339, UTC, milliseconds
 	Source    Source          `json:"source"`
+	Topic     string          `json:"topic,omitempty"`
 	Device    string          `json:"device"`
 	Tag       string          `json:"tag"`
 	ID        string          `json:"id,omitempty"`
@@ -67,7 +68,7 @@ func (a *Audit) Append(req Request, res *Result, requested string) error {
 		requested = string(b)
 	}
 	l := Line{
-		Time: time.UnixMilli(res.Ts).UTC().Format("2006-01-02T15:04:05.000Z07:00"), Source: req.Source,
+		Time: time.UnixMilli(res.Ts).UTC().Format("2006-01-02T15:04:05.000Z07:00"), Source: req.Source, Topic: req.Topic,
 		Device: req.Device, Tag: req.Tag, ID: req.ID, Old: res.Old, Written: res.Written, ReadBack: res.ReadBack,
 		Result: res.Status(), Reason: res.Reason, Message: res.Message, LatencyMs: res.LatencyMs,
 	}

@@ -104,6 +104,18 @@ type Request struct {
 	// in the payload); older than MaxCommandAge is refused as expired. Zero:
 	// now (the CLI).
 	Issued time.Time `json:"issued,omitzero"`
+	// Expires, when set, is when the command stops being valid (MQTT 5
+	// Message Expiry, counted from when the broker received it); later is
+	// refused as expired, as Issued older than MaxCommandAge is.
+	Expires time.Time `json:"expires,omitzero"`
+	// Topic is the MQTT topic the command came on (for the audit line).
+	Topic string `json:"topic,omitempty"`
+	// Refused, when set, is a refusal the source already decided (a
+	// payload it could not read: bad_payload; its command queue full:
+	// too_soon) with RefusedMsg saying why. The door applies the switches
+	// and the age first, then refuses with it and audits the attempt.
+	Refused    Reason `json:"refused,omitempty"`
+	RefusedMsg string `json:"refused_msg,omitempty"`
 }
 
 // Result is the door's answer to one Request, as replies and audit lines
@@ -212,6 +224,7 @@ type Door struct {
 	opts      Options
 	lastWrite map[string]time.Time // device "\x00" tag → last accepted write
 	ids       map[string]time.Time // command id → when it was accepted
+	limits    rateLimits
 }
 
 // New returns a door over devices. The audit file is opened lazily, at the
@@ -313,6 +326,18 @@ func (d *Door) apply(ctx context.Context, req Request, res *Result, now time.Tim
 			res.refuse(Expired, "write refused: the command was issued %v ago, max_command_age = %v", age.Round(time.Millisecond), opts.MaxCommandAge)
 			return
 		}
+	}
+	if !req.Expires.IsZero() && now.After(req.Expires) {
+		res.refuse(Expired, "write refused: the command expired %v ago (MQTT message expiry)", now.Sub(req.Expires).Round(time.Millisecond))
+		return
+	}
+	if req.Source.Kind != FromCLI && !d.limits.take(req.Source, req.Device, req.Tag, now) {
+		res.refuse(TooSoon, "write refused: rate limit: more than %d commands in a burst (then %g/s) from %s or to tag %s/%s", rateBurst, rateRefill, req.Source, req.Device, req.Tag)
+		return
+	}
+	if req.Refused != "" {
+		res.refuse(req.Refused, "write refused: %s", req.RefusedMsg)
+		return
 	}
 	if req.ID != "" && d.seen(req.ID, now, opts.DuplicateWindow) {
 		res.refuse(Duplicate, "write refused: command id %q was already applied (within %v)", req.ID, opts.DuplicateWindow)

@@ -141,6 +141,10 @@ func TestPolicyAndReasons(t *testing.T) {
 		{"duplicate id", Options{}, nil, []Request{{Device: "dev", Tag: "run", Text: "on", ID: "c-1", Source: cli}, {Device: "dev", Tag: "name", Text: "x", ID: "c-1", Source: cli}}, Duplicate, false, `"c-1"`},
 		{"expired", Options{}, func(_ *fakeDevice, c *clock) {}, []Request{{Device: "dev", Tag: "run", Text: "on", Issued: time.Unix(1000, 0).Add(-11 * time.Second), Source: cli}}, Expired, false, "max_command_age = 10s"},
 		{"not yet expired", Options{}, nil, []Request{{Device: "dev", Tag: "run", Text: "on", Issued: time.Unix(1000, 0).Add(-9 * time.Second), Source: cli}}, "", true, ""},
+		{"message expiry passed", Options{}, nil, []Request{{Device: "dev", Tag: "run", Text: "on", Expires: time.Unix(1000, 0).Add(-time.Millisecond), Source: cli}}, Expired, false, "message expiry"},
+		{"message expiry ahead", Options{}, nil, []Request{{Device: "dev", Tag: "run", Text: "on", Expires: time.Unix(1000, 0).Add(time.Second), Source: cli}}, "", true, ""},
+		{"refused by the source", Options{}, nil, []Request{{Device: "dev", Tag: "run", Value: json.RawMessage(`true`), Refused: BadPayload, RefusedMsg: "unknown key \"x\"", Source: cli}}, BadPayload, false, `unknown key "x"`},
+		{"source refusal after the switches", Options{}, nil, []Request{{Device: "dev", Tag: "run", Refused: BadPayload, RefusedMsg: "x", Source: mqtt}}, Denied, false, "writes = true"},
 		{"offline", Options{}, func(f *fakeDevice, _ *clock) { f.state = southbound.StateOffline }, []Request{{Device: "dev", Tag: "sp", Text: "1", Source: cli}}, DeviceOffline, false, "is offline"},
 		{"bad payload text", Options{}, nil, []Request{{Device: "dev", Tag: "sp", Text: "fast", Source: cli}}, BadPayload, false, "not a number"},
 		{"bad payload json", Options{}, nil, []Request{{Device: "dev", Tag: "sp", Value: json.RawMessage(`{"v":1`), Source: cli}}, BadPayload, false, "not JSON"},
@@ -356,5 +360,43 @@ func TestParseJSONNeverPanics(t *testing.T) {
 	}
 	if !errors.Is(fmt.Errorf("%w", southbound.ErrOffline), southbound.ErrOffline) {
 		t.Fatal("unreachable")
+	}
+}
+
+// TestRateLimit: network sources get a burst of rateBurst attempts per
+// source and per tag, refused or not, then rateRefill per second; the CLI
+// is not limited.
+func TestRateLimit(t *testing.T) {
+	on := true
+	f := newFake()
+	c := &clock{t: time.Unix(1000, 0)}
+	d := New(f, Options{Writes: &on, Allow: func(Source) bool { return true }, Now: c.now})
+	ctx := context.Background()
+	a := Source{Kind: FromLocal, Name: "a"}
+	for i := range rateBurst {
+		if res := d.Write(ctx, Request{Device: "dev", Tag: "ro", Text: "1", Source: a}); res.Reason != NotWritable {
+			t.Fatalf("attempt %d: %+v, want not_writable", i, res)
+		}
+	}
+	res := d.Write(ctx, Request{Device: "dev", Tag: "run", Text: "on", Source: a})
+	if res.Reason != TooSoon || !strings.Contains(res.Message, "rate limit") || f.written() != 0 {
+		t.Fatalf("past the burst: %+v (%d written), want too_soon by the rate limit", res, f.written())
+	}
+	// Another source may still write another tag; but the tag "ro" is spent.
+	b := Source{Kind: FromLocal, Name: "b"}
+	if res := d.Write(ctx, Request{Device: "dev", Tag: "run", Text: "on", Source: b}); !res.OK {
+		t.Fatalf("source b: %+v", res)
+	}
+	if res := d.Write(ctx, Request{Device: "dev", Tag: "ro", Text: "1", Source: b}); res.Reason != TooSoon {
+		t.Fatalf("spent tag from source b: %+v, want too_soon", res)
+	}
+	for range 3 * rateBurst {
+		if res := d.Write(ctx, Request{Device: "dev", Tag: "ro", Text: "1", Source: Source{Kind: FromCLI}}); res.Reason != NotWritable {
+			t.Fatalf("the CLI was limited: %+v", res)
+		}
+	}
+	c.add(time.Second)
+	if res := d.Write(ctx, Request{Device: "dev", Tag: "name", Text: "x", Source: a}); !res.OK {
+		t.Fatalf("a second later: %+v, want a refilled token", res)
 	}
 }
