@@ -103,9 +103,9 @@ func tahuDecode(t testing.TB, msgs []wireMsg) []tahuMsg {
 type hostCheck struct {
 	t         testing.TB
 	wantTypes map[string]string
-	willBdSeq string // bdSeq of the NDEATH registered for the current connection
-	bdSeq     string // of the last NBIRTH
-	seq       int    // expected next seq, -1 before NBIRTH
+	willBdSeq string                       // bdSeq of the NDEATH registered for the current connection
+	bdSeq     string                       // of the last NBIRTH
+	seq       int                          // expected next seq, -1 before NBIRTH
 	born      map[string]map[string]string // device → alias → tag
 	types     map[string]string            // device/tag → datatype name
 	counts    map[string]int               // per message type
