@@ -6,8 +6,10 @@ import (
 	"math"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/edged-gw/edged/mapping"
+	"github.com/edged-gw/edged/mapping/sparkplug/sproto"
 )
 
 // Payloads are written with protowire, field by field, into the caller's
@@ -288,6 +290,32 @@ func (s *Session) appendDDEATH(dst []byte) []byte {
 
 var errPending = errors.New("sparkplug: damaged pending DDATA")
 
+// copyable says whether a field of a pending metric goes on the wire: the
+// fields Data writes, with their wire types; a damaged buffer entry may
+// hold anything else, which a host must not be sent.
+func copyable(num protowire.Number, typ protowire.Type, field []byte) bool {
+	switch num {
+	case fMetricTimestamp, fMetricIsNull, fMetricInt, fMetricLong, fMetricBool:
+		return typ == protowire.VarintType
+	case fMetricFloat:
+		return typ == protowire.Fixed32Type
+	case fMetricDouble:
+		return typ == protowire.Fixed64Type
+	case fMetricString:
+		return typ == protowire.BytesType
+	case fMetricProperties:
+		// Only non-good samples have properties: validating costs an
+		// allocation there and nothing on the good path.
+		if typ != protowire.BytesType {
+			return false
+		}
+		_, _, n := protowire.ConsumeTag(field)
+		body, _ := protowire.ConsumeBytes(field[n:])
+		return proto.Unmarshal(body, &sproto.Payload_PropertySet{}) == nil
+	}
+	return false
+}
+
 // transcodeDDATA writes the wire DDATA of a pending one: payload timestamp
 // now, each metric by alias instead of name (a name no longer in the
 // config is dropped), is_historical when replayed, then seq.
@@ -373,8 +401,7 @@ func transcodeMetric(dst []byte, d *device, body []byte, historical bool) (_ []b
 		}
 		field = field[:len(field)-len(b)+n]
 		b = b[n:]
-		switch num {
-		case fMetricName, fMetricAlias, fMetricDatatype, fMetricIsHistorical:
+		if !copyable(num, typ, field) {
 			continue
 		}
 		dst = append(dst, field...)
