@@ -276,6 +276,20 @@ func (s *Session) Connect() Message {
 	return Message{Topic: s.nodeTopics[1], Payload: s.appendNDEATH(nil)}
 }
 
+// Death is the NDEATH of the current connection (the same bdSeq as its
+// will), for an edge node that goes away on purpose: when the primary host
+// goes offline, publish it, then disconnect. Nothing more is sent until the
+// next Connect and Births.
+func (s *Session) Death() Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nodeBorn = false
+	for _, d := range s.devices {
+		d.born = false
+	}
+	return Message{Topic: s.nodeTopics[1], Payload: s.appendNDEATH(nil)}
+}
+
 // BdSeq is the bdSeq of the current (or, before Connect, the first)
 // connection, for the caller to keep across restarts.
 func (s *Session) BdSeq() uint8 {
