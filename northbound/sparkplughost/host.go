@@ -40,8 +40,12 @@ const (
 	NamedData    EventKind = "named-data"    // a DDATA metric with a name (edged sends alias only)
 	Undecodable  EventKind = "undecodable"   // not a Sparkplug B payload
 	StaleDeath   EventKind = "stale-ndeath"  // an NDEATH whose bdSeq is not the current NBIRTH's
-	BadBirth     EventKind = "bad-birth"     // an NBIRTH without seq 0, bdSeq or Node Control/Rebirth
-	RebirthSent  EventKind = "rebirth-sent"
+	// DuplicateDeath: a second NDEATH for the same NBIRTH, e.g. the will
+	// after an edge node published its NDEATH and disconnected, when the
+	// broker saw the connection end before the DISCONNECT packet.
+	DuplicateDeath EventKind = "duplicate-ndeath"
+	BadBirth       EventKind = "bad-birth" // an NBIRTH without seq 0, bdSeq or Node Control/Rebirth
+	RebirthSent    EventKind = "rebirth-sent"
 )
 
 // Event is one thing the host noticed, in arrival order.
@@ -64,7 +68,28 @@ type Node struct {
 	LiveMetrics   int
 	Historical    int    // metrics with is_historical
 	LastHistTs    uint64 // original timestamp of the last historical metric
-	awaitingBirth bool   // a Rebirth was asked for: ignore data until NBIRTH
+	Points        int    // distinct (device, metric, timestamp) received in DDATA
+	points        map[point]struct{}
+	awaitingBirth bool // a Rebirth was asked for: ignore data until NBIRTH
+}
+
+type point struct {
+	device, metric string
+	ts             uint64
+}
+
+// Seen reports whether the host received metric of device on node with
+// timestamp ts (Unix ms) in a DDATA, live or historical: for checking that
+// nothing was lost.
+func (h *Host) Seen(node, device, metric string, ts uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := h.nodes[node]
+	if n == nil {
+		return false
+	}
+	_, ok := n.points[point{device, metric, ts}]
+	return ok
 }
 
 // Snapshot is a copy of the host's state.
@@ -162,6 +187,7 @@ func (h *Host) Snapshot() Snapshot {
 		for d, a := range n.Devices {
 			c.Devices[d] = a
 		}
+		c.points = nil
 		c.Messages = map[string]int{}
 		for k, v := range n.Messages {
 			c.Messages[k] = v
@@ -219,7 +245,7 @@ func (h *Host) receive(topic string, payload []byte) {
 	defer h.mu.Unlock()
 	n := h.nodes[nodeID]
 	if n == nil {
-		n = &Node{Devices: map[string]map[uint64]string{}, Messages: map[string]int{}}
+		n = &Node{Devices: map[string]map[uint64]string{}, Messages: map[string]int{}, points: map[point]struct{}{}}
 		h.nodes[nodeID] = n
 	}
 	n.Messages[typ]++
@@ -244,6 +270,11 @@ func (h *Host) receive(topic string, payload []byte) {
 		return
 	case sparkplug.NDEATH:
 		bd, ok := bdSeq(&p)
+		if ok && !n.Online && bd == n.BdSeq {
+			// The will of a connection whose NDEATH was already sent on purpose.
+			h.event(Event{Kind: DuplicateDeath, Node: nodeID, Detail: fmt.Sprintf("bdSeq %d", bd)})
+			return
+		}
 		if !ok || !n.Online || bd != n.BdSeq {
 			h.event(Event{Kind: StaleDeath, Node: nodeID, Detail: fmt.Sprintf("bdSeq %d, NBIRTH had %d (online %v)", bd, n.BdSeq, n.Online)})
 			return
@@ -288,10 +319,13 @@ func (h *Host) receive(topic string, payload []byte) {
 			if m.Name != nil {
 				h.event(Event{Kind: NamedData, Node: nodeID, Device: dev, Detail: m.GetName()})
 			}
-			if _, ok := aliases[m.GetAlias()]; !ok {
+			name, ok := aliases[m.GetAlias()]
+			if !ok {
 				h.rebirth(n, nodeID, Event{Kind: UnknownAlias, Node: nodeID, Device: dev, Detail: fmt.Sprint(m.GetAlias())})
 				return
 			}
+			n.points[point{dev, name, m.GetTimestamp()}] = struct{}{}
+			n.Points = len(n.points)
 			if m.GetIsHistorical() {
 				n.Historical++
 				n.LastHistTs = m.GetTimestamp()

@@ -51,9 +51,11 @@ type edge struct {
 	born    bool
 	backlog [][2]string // topic, pending
 	n       int
+	sent    []int64 // sample timestamps of every poll not deliberately lost
 }
 
-func newEdge(t *testing.T, addr string) *edge {
+// newEdge is an edged process; bdSeq is what it kept from its last run.
+func newEdge(t *testing.T, addr string, bdSeq uint8) *edge {
 	e := &edge{t: t, addr: addr, state: make(chan []byte, 64), cmds: make(chan pahomqtt.Message, 64)}
 	for _, name := range []string{"flow", "pressure", "level"} {
 		s := mapping.Spec{Name: name, Type: mapping.TypeFloat32, Unit: "bar"}
@@ -63,7 +65,7 @@ func newEdge(t *testing.T, addr string) *edge {
 		e.tags = append(e.tags, &s)
 	}
 	var err error
-	e.s, err = sparkplug.New(sparkplug.Config{Group: "plant1", Node: "gw1", Now: func() int64 { return time.Now().UnixMilli() },
+	e.s, err = sparkplug.New(sparkplug.Config{Group: "plant1", Node: "gw1", BdSeq: bdSeq, Now: func() int64 { return time.Now().UnixMilli() },
 		Devices: []sparkplug.Device{{Name: "pump", Tags: e.tags}}})
 	if err != nil {
 		t.Fatal(err)
@@ -144,6 +146,7 @@ func (e *edge) births() {
 func (e *edge) awaitHost(want sparkplug.HostEvent) {
 	e.t.Helper()
 	deadline := time.After(10 * time.Second)
+	var seen []string
 	for {
 		select {
 		case p := <-e.state:
@@ -151,6 +154,7 @@ func (e *edge) awaitHost(want sparkplug.HostEvent) {
 			if err != nil {
 				e.t.Fatalf("edge: STATE: %v", err)
 			}
+			seen = append(seen, string(p)+" → "+ev.String())
 			if ev == want {
 				if ev == sparkplug.HostOnline {
 					e.births()
@@ -158,7 +162,7 @@ func (e *edge) awaitHost(want sparkplug.HostEvent) {
 				return
 			}
 		case <-deadline:
-			e.t.Fatalf("edge: no STATE %v within 10 s", want)
+			e.t.Fatalf("edge: no STATE %v within 10 s; STATE messages seen: %q", want, seen)
 		}
 	}
 }
@@ -169,6 +173,12 @@ func (e *edge) poll(lose bool) {
 	e.t.Helper()
 	e.n++
 	now := time.Now().UnixMilli()
+	if len(e.sent) > 0 && now <= e.sent[len(e.sent)-1] {
+		now = e.sent[len(e.sent)-1] + 1 // distinct timestamps, so that each poll can be found
+	}
+	if lose {
+		now++ // keep the lost poll's timestamp out of e.sent's sequence
+	}
 	samples := make([]mapping.Sample, len(e.tags))
 	for i, s := range e.tags {
 		samples[i] = mapping.Sample{Tag: s, Value: mapping.Value{Kind: mapping.KindFloat, Float: float64(e.n) + 0.5}, TimeMs: now}
@@ -176,6 +186,9 @@ func (e *edge) poll(lose bool) {
 	topic, pending, err := e.s.Data("pump", samples, nil)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if !lose {
+		e.sent = append(e.sent, now)
 	}
 	if !e.born {
 		e.backlog = append(e.backlog, [2]string{topic, string(pending)})
@@ -206,14 +219,15 @@ func (e *edge) serveRebirth() {
 }
 
 // TestHostThroughOutages: an edge node that waits for its primary host,
-// loses its connection twice (the broker sends its will), sees the host go
-// offline and back, and loses one message, is followed by the host with
-// exactly the repairs those explain: NDEATHs that match their NBIRTHs, one
-// seq gap answered by one Rebirth, historical replays, no other event.
+// loses its connection five times (the broker sends its will), restarts
+// with its backlog, sees the host go offline and back, and loses one
+// message, is followed by the host with exactly the repairs those explain:
+// NDEATHs that match their NBIRTHs, one seq gap answered by one Rebirth,
+// historical replays, no other event.
 func TestHostThroughOutages(t *testing.T) {
 	_, addr := startBroker(t)
 	link := mosquittotest.NewProxy(t, addr) // the edge's uplink path, which the test can cut
-	e := newEdge(t, link.Addr())
+	e := newEdge(t, link.Addr(), 0)
 	e.connect()
 	for range 4 { // no primary host yet: nothing may be born
 		e.poll(false)
@@ -231,7 +245,8 @@ func TestHostThroughOutages(t *testing.T) {
 		return n.Births == 1 && n.Historical == 4*3 && n.LiveMetrics == 10*3
 	})
 
-	for outage := 1; outage <= 2; outage++ {
+	const outages = 5
+	for outage := 1; outage <= outages; outage++ {
 		link.Cut() // the broker sees the connection die and publishes the will
 		h.WaitFor(10*time.Second, "the NDEATH will", func(s Snapshot) bool { return s.Nodes["gw1"].Deaths == outage })
 		e.born = false
@@ -243,9 +258,28 @@ func TestHostThroughOutages(t *testing.T) {
 		e.awaitHost(sparkplug.HostOnline) // the retained STATE again
 		e.poll(false)
 	}
-	h.WaitFor(10*time.Second, "the replays after two outages", func(s Snapshot) bool {
+	h.WaitFor(10*time.Second, "the replays after the outages", func(s Snapshot) bool {
 		n := s.Nodes["gw1"]
-		return n.Births == 3 && n.Historical == (4+3+3)*3 && n.LiveMetrics == (10+2)*3
+		return n.Births == 1+outages && n.Historical == (4+3*outages)*3 && n.LiveMetrics == (10+outages)*3
+	})
+
+	// A restart: the process dies (the will goes out), a new one starts
+	// with the next bdSeq and the buffered backlog of the old one, whose
+	// pending messages carry names, not the old session's aliases or seq.
+	link.Cut()
+	h.WaitFor(10*time.Second, "the NDEATH of the dying process", func(s Snapshot) bool { return s.Nodes["gw1"].Deaths == outages+1 })
+	e.born = false
+	e.poll(false)
+	e.poll(false)
+	restarted := newEdge(t, link.Addr(), e.s.BdSeq()+1)
+	restarted.backlog, restarted.n, restarted.sent = e.backlog, e.n, e.sent
+	e = restarted
+	link.Restore()
+	e.connect()
+	e.awaitHost(sparkplug.HostOnline)
+	h.WaitFor(10*time.Second, "the births and replay after the restart", func(s Snapshot) bool {
+		n := s.Nodes["gw1"]
+		return n.Births == outages+2 && n.Historical == (4+3*outages+2)*3
 	})
 
 	// The primary host goes offline: the edge node sends its death,
@@ -255,7 +289,7 @@ func TestHostThroughOutages(t *testing.T) {
 	death := e.s.Death()
 	e.publish(death.Topic, death.Payload)
 	e.c.Disconnect(250)
-	h.WaitFor(10*time.Second, "the NDEATH sent before disconnecting", func(s Snapshot) bool { return s.Nodes["gw1"].Deaths == 3 })
+	h.WaitFor(10*time.Second, "the NDEATH sent before disconnecting", func(s Snapshot) bool { return s.Nodes["gw1"].Deaths == outages+2 })
 	e.born = false
 	for range 2 {
 		e.poll(false)
@@ -271,16 +305,33 @@ func TestHostThroughOutages(t *testing.T) {
 	e.poll(false)
 	s := h.WaitFor(10*time.Second, "the rebirth and the poll after it", func(s Snapshot) bool {
 		n := s.Nodes["gw1"]
-		return n.Births == 5 && n.LiveMetrics == (10+2+1)*3
+		return n.Births == outages+4 && n.LiveMetrics == (10+outages+1)*3
 	})
 	n := s.Nodes["gw1"]
 	if !n.Online || n.Devices["pump"] == nil {
 		t.Errorf("node %+v: want online with pump born", n)
 	}
-	if n.Historical != (4+3+3+2)*3 {
-		t.Errorf("%d historical metrics, want %d", n.Historical, (4+3+3+2)*3)
+	if want := (4 + 3*outages + 2 + 2) * 3; n.Historical != want {
+		t.Errorf("%d historical metrics, want %d", n.Historical, want)
 	}
-	if s.Count(Gap) != 1 || s.Count(RebirthSent) != 1 || len(s.Events) != 2 {
+	// At least once: every poll not deliberately lost reached the host,
+	// except the one after the lost one, which the host discarded with the
+	// gap (the Rebirth's DBIRTH carries its values as the current ones).
+	missing := 0
+	for _, ts := range e.sent {
+		for _, tag := range e.tags {
+			if !h.Seen("gw1", "pump", tag.Name, uint64(ts)) {
+				missing++
+			}
+		}
+	}
+	if missing != 3 || n.Points != (len(e.sent)-1)*3 {
+		t.Errorf("%d points missing, host has %d distinct: want exactly the 3 of the poll discarded with the gap, and %d", missing, n.Points, (len(e.sent)-1)*3)
+	}
+	// The only events: the injected gap, its Rebirth, and perhaps the will
+	// of the connection closed after its explicit NDEATH (the test's proxy
+	// may close the path before the DISCONNECT packet is through).
+	if s.Count(Gap) != 1 || s.Count(RebirthSent) != 1 || len(s.Events) != 2+s.Count(DuplicateDeath) || s.Count(DuplicateDeath) > 1 {
 		t.Errorf("events %+v: want exactly the one injected seq gap and its Rebirth", s.Events)
 	}
 }
