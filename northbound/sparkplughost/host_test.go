@@ -42,6 +42,7 @@ const edgeClientID = "edged-gw1"
 type edge struct {
 	t       *testing.T
 	addr    string
+	broker  *mqtt.Server
 	s       *sparkplug.Session
 	host    *sparkplug.PrimaryHost
 	tags    []*mapping.Spec
@@ -55,8 +56,8 @@ type edge struct {
 }
 
 // newEdge is an edged process; bdSeq is what it kept from its last run.
-func newEdge(t *testing.T, addr string, bdSeq uint8) *edge {
-	e := &edge{t: t, addr: addr, state: make(chan []byte, 64), cmds: make(chan pahomqtt.Message, 64)}
+func newEdge(t *testing.T, broker *mqtt.Server, addr string, bdSeq uint8) *edge {
+	e := &edge{t: t, addr: addr, broker: broker, state: make(chan []byte, 64), cmds: make(chan pahomqtt.Message, 64)}
 	for _, name := range []string{"flow", "pressure", "level"} {
 		s := mapping.Spec{Name: name, Type: mapping.TypeFloat32, Unit: "bar"}
 		if err := s.Init(); err != nil {
@@ -81,6 +82,17 @@ func newEdge(t *testing.T, addr string, bdSeq uint8) *edge {
 
 func (e *edge) connect() {
 	e.t.Helper()
+	// mochi removes a dead client's subscriptions by client id when it is
+	// done with it; a reconnect with the same id before then would lose its
+	// new subscriptions. Wait until the broker has let go of the old one.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, ok := e.broker.Clients.Get(edgeClientID); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatal("edge: the broker still holds the previous connection after 10 s")
+		}
+	}
 	will := e.s.Connect()
 	e.host.NewConnection()
 	e.born = false
@@ -225,9 +237,9 @@ func (e *edge) serveRebirth() {
 // NDEATHs that match their NBIRTHs, one seq gap answered by one Rebirth,
 // historical replays, no other event.
 func TestHostThroughOutages(t *testing.T) {
-	_, addr := startBroker(t)
+	broker, addr := startBroker(t)
 	link := mosquittotest.NewProxy(t, addr) // the edge's uplink path, which the test can cut
-	e := newEdge(t, link.Addr(), 0)
+	e := newEdge(t, broker, link.Addr(), 0)
 	e.connect()
 	for range 4 { // no primary host yet: nothing may be born
 		e.poll(false)
@@ -271,7 +283,7 @@ func TestHostThroughOutages(t *testing.T) {
 	e.born = false
 	e.poll(false)
 	e.poll(false)
-	restarted := newEdge(t, link.Addr(), e.s.BdSeq()+1)
+	restarted := newEdge(t, broker, link.Addr(), e.s.BdSeq()+1)
 	restarted.backlog, restarted.n, restarted.sent = e.backlog, e.n, e.sent
 	e = restarted
 	link.Restore()
