@@ -63,8 +63,9 @@ func BenchmarkAppendJSON(b *testing.B) {
 		"int":     {Tag: &Spec{Name: "t", Type: TypeInt32}, Value: intV(-123456), TimeMs: 1700000000123},
 		"string":  {Tag: &Spec{Name: "t", Type: TypeString, Length: 10}, Value: strV("SERIAL \"42\""), TimeMs: 1700000000123},
 		"bad":     {Tag: &Spec{Name: "t", Type: TypeFloat64}, Quality: Bad, TimeMs: 1700000000123, Err: errors.New("read holding 100+2: i/o timeout")},
+		"scaled":  {Tag: initSpec(b, Spec{Name: "t", Type: TypeInt16, Scale: 0.1}), Value: floatV(float64(247) * 0.1), TimeMs: 1700000000123},
 	}
-	for _, name := range []string{"float32", "float64", "int", "string", "bad"} {
+	for _, name := range []string{"float32", "float64", "int", "string", "bad", "scaled"} {
 		s := samples[name]
 		b.Run(name, func(b *testing.B) {
 			dst := make([]byte, 0, 256)
@@ -74,6 +75,14 @@ func BenchmarkAppendJSON(b *testing.B) {
 			}
 		})
 	}
+}
+
+func initSpec(tb testing.TB, s Spec) *Spec {
+	tb.Helper()
+	if err := s.Init(); err != nil {
+		tb.Fatal(err)
+	}
+	return &s
 }
 
 func BenchmarkFilter(b *testing.B) {

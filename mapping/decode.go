@@ -60,6 +60,21 @@ func (s *Spec) Init() error {
 		}
 		return keyErr(key, "scale and offset are only for numeric types (int16 … float64), this tag is %s", s.Type)
 	}
+	if s.Precision != nil {
+		if s.Type == TypeBool || s.Type == TypeString {
+			return keyErr("precision", "precision is only for numbers (int16 … float64), this tag is %s", s.Type)
+		}
+		if *s.Precision < 0 || *s.Precision > maxPrecision {
+			return keyErr("precision", "precision = %d: allowed are 0 (whole numbers) to %d decimal places", *s.Precision, maxPrecision)
+		}
+	}
+	if s.NaN > NaNDrop {
+		return keyErr("nan", "nan = %s is unknown: allowed are %s", s.NaN, NaNNames)
+	}
+	if s.NaN != NaNString && (s.Type == TypeBool || s.Type == TypeString) {
+		return keyErr("nan", "nan is only for numbers (int16 … float64), this tag is %s", s.Type)
+	}
+	s.decimals = s.defaultDecimals()
 	if s.Deadband < 0 || math.IsNaN(s.Deadband) || math.IsInf(s.Deadband, 0) {
 		return keyErr("deadband", "deadband = %v: must be 0 (publish every change) or a positive finite number", s.Deadband)
 	}
@@ -98,6 +113,46 @@ func (s *Spec) Words() int {
 		return s.Length
 	}
 	return s.Type.Words()
+}
+
+// maxPrecision is the most decimal places a float64 can carry meaningfully.
+const maxPrecision = 15
+
+// defaultDecimals is what Init stores in s.decimals: Precision when set;
+// for a scaled integer the decimals of its scale and offset (0.1 → 1,
+// 0.25 → 2, 2 → 0), or the shortest form when one of them has no short
+// decimal form (a scale of 1/3); the shortest form for everything else.
+func (s *Spec) defaultDecimals() uint8 {
+	if s.Precision != nil {
+		return uint8(*s.Precision) + 1
+	}
+	if !s.scaled() || s.Type == TypeFloat32 || s.Type == TypeFloat64 {
+		return 0
+	}
+	scale := s.Scale
+	if scale == 0 {
+		scale = 1
+	}
+	d1, d2 := decimalPlaces(scale), decimalPlaces(s.Offset)
+	if d1 < 0 || d2 < 0 {
+		return 0
+	}
+	return uint8(max(d1, d2)) + 1
+}
+
+// decimalPlaces is the fewest decimal places that write x exactly (as
+// exactly as its float64 allows), or -1 when it needs more than
+// maxPrecision.
+func decimalPlaces(x float64) int {
+	p := 1.0
+	for d := 0; d <= maxPrecision; d++ {
+		v := x * p
+		if math.Abs(v-math.Round(v)) <= 1e-9 { // in units of the last place: float noise only
+			return d
+		}
+		p *= 10
+	}
+	return -1
 }
 
 func (s *Spec) scaled() bool { return (s.Scale != 0 && s.Scale != 1) || s.Offset != 0 }

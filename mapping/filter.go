@@ -26,9 +26,13 @@ type Filter struct {
 //     published one (a heartbeat), or one dated before it (the clock was
 //     set back, so the silence cannot be measured).
 //
-// A sample with a nil Tag always passes.
+// A sample with a nil Tag always passes. A NaN or ±Inf value of a tag with
+// nan = "drop" never passes, and is not remembered.
 func (f *Filter) Pass(s *Sample) bool {
 	tag := s.Tag
+	if tag != nil && tag.NaN == NaNDrop && s.Value.Kind == KindFloat && (math.IsNaN(s.Value.Float) || math.IsInf(s.Value.Float, 0)) {
+		return false
+	}
 	pass := !f.seen || tag == nil ||
 		s.Quality != f.quality || s.Value.Kind != f.last.Kind
 	if !pass && tag.MaxSilence > 0 {

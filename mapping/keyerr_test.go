@@ -30,6 +30,12 @@ func TestInitErrorKeys(t *testing.T) {
 		{Spec{Name: "a", Type: TypeUint16, MaxSilence: -1}, "max_silence"},
 		{Spec{Name: "a", Type: TypeUint16, Max: f(1)}, "writable"},
 		{Spec{Name: "a", Type: TypeUint16, Writable: true, Min: f(2), Max: f(1)}, "min"},
+		{Spec{Name: "a", Type: TypeBool, Precision: bit(1)}, "precision"},
+		{Spec{Name: "a", Type: TypeString, Length: 2, Precision: bit(1)}, "precision"},
+		{Spec{Name: "a", Type: TypeFloat64, Precision: bit(-1)}, "precision"},
+		{Spec{Name: "a", Type: TypeFloat64, Precision: bit(16)}, "precision"},
+		{Spec{Name: "a", Type: TypeFloat64, NaN: NaNDrop + 1}, "nan"},
+		{Spec{Name: "a", Type: TypeBool, NaN: NaNNull}, "nan"},
 	} {
 		s := tt.spec
 		err := s.Init()

@@ -15,11 +15,14 @@ import (
 // sample has an error. A sample without a value (KindNone) has "v":null; a
 // KindJSON value (an array, a structure) is embedded as its pre-encoded
 // JSON text, unchanged.
-// Floats are written in the shortest form that reads back to the same
-// number — for an unscaled float32 tag, the same float32 (0.1, not
-// 0.10000000149011612) — with the exponent rules of encoding/json; NaN and
-// ±Inf, which JSON cannot express as numbers, become the strings "NaN",
-// "+Inf" and "-Inf". Strings are escaped so that any input, including
+// Floats are written with the tag's Precision when it has one, rounded to
+// the resolution of the scale for a scaled integer (raw × 0.1 → 24.7), and
+// otherwise in the shortest form that reads back to the same number — for
+// an unscaled float32 tag, the same float32 (0.1, not 0.10000000149011612)
+// — with the exponent rules of encoding/json. NaN and ±Inf, which JSON
+// cannot express as numbers, become the strings "NaN", "+Inf" and "-Inf",
+// or null with nan = "null" (and "drop", which Filter.Pass applies). The
+// rounding needs the defaults Spec.Init fills in. Strings are escaped so that any input, including
 // invalid UTF-8 (written as U+FFFD), gives valid JSON. A nil s.Tag is
 // treated as a float64 tag without unit.
 //
@@ -54,8 +57,17 @@ func appendValue(dst []byte, v Value, tag *Spec) []byte {
 		return strconv.AppendUint(dst, v.Uint, 10)
 	case KindFloat:
 		bits := 64
-		if tag != nil && tag.Type == TypeFloat32 && !tag.scaled() {
-			bits = 32
+		if tag != nil {
+			if math.IsNaN(v.Float) || math.IsInf(v.Float, 0) {
+				if tag.NaN != NaNString {
+					return append(dst, "null"...) // NaNDrop: Filter.Pass keeps it from here
+				}
+			} else if tag.decimals > 0 {
+				return appendFixed(dst, v.Float, int(tag.decimals-1))
+			}
+			if tag.Type == TypeFloat32 && !tag.scaled() {
+				bits = 32
+			}
 		}
 		return appendJSONFloat(dst, v.Float, bits)
 	case KindString:
@@ -96,6 +108,28 @@ func appendJSONFloat(dst []byte, f float64, bits int) []byte {
 			dst[n-2] = dst[n-1]
 			dst = dst[:n-1]
 		}
+	}
+	return dst
+}
+
+// appendFixed writes finite f rounded to decimals places, without trailing
+// zeros (24.70 → 24.7, 25.0 → 25) and without a minus sign on zero.
+func appendFixed(dst []byte, f float64, decimals int) []byte {
+	start := len(dst)
+	dst = strconv.AppendFloat(dst, f, 'f', decimals, 64)
+	if decimals > 0 {
+		n := len(dst)
+		for dst[n-1] == '0' {
+			n--
+		}
+		if dst[n-1] == '.' {
+			n--
+		}
+		dst = dst[:n]
+	}
+	if len(dst)-start == 2 && dst[start] == '-' && dst[start+1] == '0' {
+		dst[start] = '0'
+		dst = dst[:start+1]
 	}
 	return dst
 }

@@ -114,6 +114,43 @@ func (o *Order) UnmarshalText(b []byte) error {
 // MarshalText implements encoding.TextMarshaler.
 func (o Order) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
 
+// NaNPolicy says how a NaN or infinite float value is published.
+type NaNPolicy uint8
+
+// The NaN policies. NaNString, the zero value, is the default.
+const (
+	NaNString NaNPolicy = iota // the JSON strings "NaN", "+Inf", "-Inf"
+	NaNNull                    // JSON null
+	NaNDrop                    // the sample is not published
+)
+
+var nanNames = [...]string{NaNString: "string", NaNNull: "null", NaNDrop: "drop"}
+
+// NaNNames lists the allowed spellings of nan, for error messages and docs.
+const NaNNames = `"string" (default: "NaN", "+Inf", "-Inf"), "null", "drop" (do not publish the sample)`
+
+func (p NaNPolicy) String() string {
+	if int(p) < len(nanNames) {
+		return nanNames[p]
+	}
+	return fmt.Sprintf("NaNPolicy(%d)", uint8(p))
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (p *NaNPolicy) UnmarshalText(b []byte) error {
+	s := strings.ToLower(strings.TrimSpace(string(b)))
+	for i, n := range nanNames {
+		if n == s {
+			*p = NaNPolicy(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown nan %q: allowed are %s", string(b), NaNNames)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (p NaNPolicy) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
 // Quality says how far a value can be trusted.
 type Quality uint8
 
@@ -224,6 +261,20 @@ type Spec struct {
 	Scale  float64 `toml:"scale"`  // multiplier; 0 or unset means 1
 	Offset float64 `toml:"offset"` // added after scaling
 	Unit   string  `toml:"unit"`
+
+	// Precision is how many decimal places a float value has in JSON
+	// payloads (0..15; trailing zeros are not written). Unset: the shortest
+	// form that reads back as the same number, except for a scaled integer,
+	// whose values are rounded to the resolution of its scale and offset
+	// (raw × 0.1 is published as 24.7, not 24.700000000000003).
+	Precision *int `toml:"precision"`
+	// NaN is what a NaN or ±Inf value becomes: "string" (default: the JSON
+	// strings "NaN", "+Inf", "-Inf"), "null" (JSON null), or "drop" (the
+	// sample is not published at all).
+	NaN NaNPolicy `toml:"nan"`
+	// decimals is set by Init from Precision or the scale: 0 means the
+	// shortest round-trip form, n means n-1 decimal places.
+	decimals uint8
 
 	// Deadband suppresses a new value whose distance from the last published
 	// one is at most this much; 0 with on_change = false publishes every

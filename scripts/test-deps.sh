@@ -51,3 +51,11 @@ if [ ! -d "$nodeserver/node_modules/node-opcua" ]; then
 	echo "test-deps: npm ci in $nodeserver"
 	(cd "$nodeserver" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# Eclipse Tahu's Sparkplug B decoder (npm sparkplug-payload), pinned by
+# package-lock.json: the independent check of edged's Sparkplug payloads
+tahu="$(dirname "$0")/../mapping/sparkplug/testdata/tahu"
+if [ ! -d "$tahu/node_modules/sparkplug-payload" ]; then
+	echo "test-deps: npm ci in $tahu"
+	(cd "$tahu" && npm ci --no-audit --no-fund --loglevel=error)
+fi
