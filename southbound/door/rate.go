@@ -13,7 +13,7 @@ import (
 // without end. A refusal is too_soon (the documented list stays as it is).
 const (
 	rateBurst   = 10
-	rateRefill  = 2.0
+	rateRefill  = 5.0
 	maxBuckets  = 4096
 	bucketKinds = 2
 )
