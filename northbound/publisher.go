@@ -70,6 +70,24 @@ type PublisherConfig struct {
 	WillTopic   string
 	WillPayload []byte
 	DialTimeout time.Duration
+	// CommandFilter, when set, is subscribed to at QoS 1 after every
+	// connect (MQTT 5 only): what the broker sends on it goes to OnCommand,
+	// which runs on the connection's reader and must not block. Retained
+	// messages are not commands (a retained /set would be replayed at every
+	// connect) and are dropped.
+	CommandFilter string
+	OnCommand     func(CloudCommand)
+}
+
+// CloudCommand is one message the cloud broker sent on the command
+// subscription, with the MQTT 5 request properties a reply needs.
+type CloudCommand struct {
+	Topic           string
+	Payload         []byte
+	ResponseTopic   string
+	CorrelationData []byte
+	MessageExpiry   time.Duration // the remaining Message Expiry Interval (0: none)
+	Received        time.Time
 }
 
 // TLSOptions are the TLS settings of an upstream.

@@ -96,6 +96,12 @@ func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 		conn.Close()
 		return fmt.Errorf("broker refused the connection: %s (reason 0x%02x)", ca.Reason(), ca.ReasonCode)
 	}
+	if p.cfg.CommandFilter != "" {
+		if err := subscribeCommands(conn, p.cfg.CommandFilter); err != nil {
+			conn.Close()
+			return err
+		}
+	}
 	_ = conn.SetDeadline(time.Time{})
 	window := max(1, p.cfg.Window)
 	if ca.Properties != nil && ca.Properties.ReceiveMaximum != nil && int(*ca.Properties.ReceiveMaximum) < window {
@@ -160,6 +166,29 @@ func (p *mqtt5) readLoop(conn net.Conn, done chan struct{}, slots chan struct{})
 			if ok {
 				<-slots
 				onAck(tok, c.ReasonCode)
+			}
+		case *packets.Publish:
+			if c.QoS == 1 {
+				p.mu.Lock()
+				_, err := (&packets.Puback{PacketID: c.PacketID, Properties: &packets.Properties{}}).WriteTo(p.w)
+				if err == nil {
+					err = p.w.Flush()
+				}
+				p.mu.Unlock()
+				if err != nil {
+					p.fail(done, fmt.Errorf("send PUBACK: %w", err))
+					return
+				}
+			}
+			if p.cfg.OnCommand != nil && !c.Retain && c.QoS < 2 {
+				cmd := CloudCommand{Topic: c.Topic, Payload: c.Payload, Received: time.Now()}
+				if pr := c.Properties; pr != nil {
+					cmd.ResponseTopic, cmd.CorrelationData = pr.ResponseTopic, pr.CorrelationData
+					if pr.MessageExpiry != nil {
+						cmd.MessageExpiry = time.Duration(*pr.MessageExpiry) * time.Second
+					}
+				}
+				p.cfg.OnCommand(cmd)
 			}
 		case *packets.Disconnect:
 			p.fail(done, fmt.Errorf("broker disconnected: %s (reason 0x%02x)", c.Reason(), c.ReasonCode))
@@ -381,4 +410,49 @@ func (p *mqtt5) Close() error {
 	p.mu.Unlock()
 	p.fail(done, errClosedByUs)
 	return nil
+}
+
+// subscribeCommands subscribes to the command filter at QoS 1 and waits for
+// the SUBACK (within the connect deadline); a refusal fails the connect,
+// saying so.
+func subscribeCommands(conn net.Conn, filter string) error {
+	sub := &packets.Subscribe{PacketID: 1, Properties: &packets.Properties{}, Subscriptions: []packets.SubOptions{{Topic: filter, QoS: 1}}}
+	if _, err := sub.WriteTo(conn); err != nil {
+		return fmt.Errorf("send SUBSCRIBE %s: %w", filter, err)
+	}
+	for {
+		cp, err := packets.ReadPacket(conn)
+		if err != nil {
+			return fmt.Errorf("read SUBACK of %s: %w", filter, err)
+		}
+		sa, ok := cp.Content.(*packets.Suback)
+		if !ok {
+			continue // nothing else is due before it
+		}
+		if len(sa.Reasons) != 1 || sa.Reasons[0] >= 0x80 {
+			return fmt.Errorf("the broker refused the subscription to the command topics %s (reason %v): allow it in the broker's ACL or set commands = false", filter, sa.Reasons)
+		}
+		return nil
+	}
+}
+
+// Reply publishes a command's reply at QoS 0 with the request's
+// correlation data, beside the uplink's stream (it is not buffered: a
+// reply that cannot go now is stale by the next session).
+func (p *mqtt5) Reply(topic string, payload, correlation []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.done:
+		return fmt.Errorf("upstream %s: not connected", p.cfg.Name)
+	default:
+	}
+	pk := &packets.Publish{Topic: topic, Payload: payload, Properties: &packets.Properties{}}
+	if len(correlation) > 0 {
+		pk.Properties.CorrelationData = correlation
+	}
+	if _, err := pk.WriteTo(p.w); err != nil {
+		return err
+	}
+	return p.w.Flush()
 }

@@ -142,19 +142,27 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 	if err := broker.Start(); err != nil {
 		return nil, err
 	}
-	slots, err := startUplinks(cfg, broker, log)
+	// The write door comes before the uplinks: an upstream with commands
+	// hands them to it.
+	ctl := control.Start(cfg, gw, log)
+	slots, err := startUplinks(cfg, broker, log, ctl)
 	if err != nil {
+		_ = ctl.Close()
 		_ = broker.Stop()
 		return nil, err
 	}
 	if err := gw.Start(ctx); err != nil {
 		_ = stopUplinks(slots)
+		_ = ctl.Close()
 		_ = broker.Stop()
 		return nil, err
 	}
 	rt := &Runtime{Broker: broker, Gateway: gw, log: log, nextSubID: uplinkSubscriptionBase + len(slots)}
 	rt.uplinks.Store(&slots)
-	rt.Control = control.Start(cfg, gw, log)
+	rt.Control = ctl
+	if err := rt.Control.AttachLocal(cfg, broker, log); err != nil {
+		log.Error("MQTT commands from local clients are not available", "err", err)
+	}
 	rt.console = newConsole(rt, cfg)
 	rt.startMetrics(cfg.Metrics)
 	return rt, nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edged-gw/edged/buffer"
 	"github.com/edged-gw/edged/configs"
+	"github.com/edged-gw/edged/internal/control"
 	"github.com/edged-gw/edged/northbound"
 )
 
@@ -37,14 +38,14 @@ func uplinkFingerprint(cfg *configs.Config, uc *configs.Upstream) string {
 // broker and starts connecting. Call it after the broker started and
 // before the gateway publishes, so nothing published is missed. On error,
 // the uplinks already started are stopped.
-func startUplinks(cfg *configs.Config, broker *northbound.Broker, log *slog.Logger) ([]uplinkSlot, error) {
+func startUplinks(cfg *configs.Config, broker *northbound.Broker, log *slog.Logger, ctl *control.Daemon) ([]uplinkSlot, error) {
 	var slots []uplinkSlot
 	fail := func(err error) ([]uplinkSlot, error) {
 		_ = stopUplinks(slots)
 		return nil, err
 	}
 	for i, uc := range cfg.Upstreams {
-		u, err := newUplink(cfg, uc, log, openBuffer(uc, log))
+		u, err := newUplink(cfg, uc, log, openBuffer(uc, log), ctl)
 		if err != nil {
 			return fail(fmt.Errorf("upstream %q: %w", uc.Name, err))
 		}
@@ -91,7 +92,7 @@ var errDryRun = errors.New("dry run")
 // checkUplink makes everything of uc's uplink except its buffer (URL,
 // TLS files, protocol) and reports what fails.
 func checkUplink(cfg *configs.Config, uc *configs.Upstream) error {
-	_, err := newUplink(cfg, uc, slog.New(slog.DiscardHandler), func() (*buffer.Queue, error) { return nil, errDryRun })
+	_, err := newUplink(cfg, uc, slog.New(slog.DiscardHandler), func() (*buffer.Queue, error) { return nil, errDryRun }, nil)
 	if errors.Is(err, errDryRun) {
 		return nil
 	}
@@ -99,8 +100,9 @@ func checkUplink(cfg *configs.Config, uc *configs.Upstream) error {
 }
 
 // newUplink makes the uplink of uc on the buffer that open returns (called
-// last, once everything else is made).
-func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open func() (*buffer.Queue, error)) (*northbound.Uplink, error) {
+// last, once everything else is made). With commands = true its session
+// subscribes to the command topics and hands them to ctl's door.
+func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open func() (*buffer.Queue, error), ctl *control.Daemon) (*northbound.Uplink, error) {
 	base := log // the uplink adds upstream=name itself
 	log = log.With("upstream", uc.Name)
 	pu, err := url.Parse(uc.URL)
@@ -134,6 +136,13 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 		log.Warn("insecure_plaintext = true: data and password cross the network unencrypted", "url", pu.Redacted())
 	}
 	var pub northbound.Publisher
+	var replier replyPublisher // set once pub is made, before it connects
+	if uc.Commands {
+		base := control.CommandBase(statusPrefix, cfg.Gateway.ID)
+		pc.CommandFilter = base + "+/+/set"
+		reply := func(topic string, payload, corr []byte) error { return replier.Reply(topic, payload, corr) }
+		pc.OnCommand = func(m northbound.CloudCommand) { ctl.UpstreamCommand(cfg, log, uc.Name, base, m, reply) }
+	}
 	switch uc.Protocol {
 	case "5":
 		pub = northbound.NewMQTT5(pc)
@@ -141,6 +150,12 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 		pub = northbound.NewMQTT311(pc)
 	default:
 		return nil, fmt.Errorf("protocol %q is not available", uc.Protocol)
+	}
+	if uc.Commands {
+		var ok bool
+		if replier, ok = pub.(replyPublisher); !ok {
+			return nil, fmt.Errorf("commands = true: protocol %q cannot reply to commands", uc.Protocol)
+		}
 	}
 	q, err := open()
 	if err != nil {
@@ -153,6 +168,12 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 		ReplayRate: float64(uc.ReplayRate), ReplayOrder: northbound.ReplayOrder(uc.ReplayOrder), Logger: base,
 		AckTimeout: uc.AckTimeout.D(), BackoffMax: uc.ReconnectMax.D(),
 	}), nil
+}
+
+// replyPublisher publishes command replies on an upstream's session (the
+// MQTT 5 publisher).
+type replyPublisher interface {
+	Reply(topic string, payload, correlation []byte) error
 }
 
 // stopUplinks stops every uplink (announcing offline, closing buffers).
@@ -256,7 +277,7 @@ func (r *Runtime) reloadUplinks(ctx context.Context, cfg *configs.Config) Uplink
 				}
 			}
 		}
-		ns.u, ns.err = newUplink(cfg, uc, r.log, open)
+		ns.u, ns.err = newUplink(cfg, uc, r.log, open, r.Control)
 		if ns.err != nil && handed != nil {
 			r.detach(s)
 			_ = handed.Close() // not taken: un-acknowledged messages stay on disk

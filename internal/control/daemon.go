@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/gateway"
 	"github.com/edged-gw/edged/mapping"
+	"github.com/edged-gw/edged/northbound"
 	"github.com/edged-gw/edged/southbound"
 	"github.com/edged-gw/edged/southbound/door"
 )
@@ -17,10 +19,25 @@ func AuditDir(dataDir string) string { return filepath.Join(dataDir, "audit") }
 
 // DoorOptions are the door's options for a config. Of the sources beyond
 // the CLI, the console may write when [console] writes = true, for a
-// logged-in user.
+// logged-in user; local MQTT clients when [broker] commands = true; an
+// upstream when its commands = true.
 func DoorOptions(cfg *configs.Config, log *slog.Logger) door.Options {
-	consoleWrites := cfg.Console.Writes
-	allow := func(s door.Source) bool { return s.Kind == door.FromConsole && consoleWrites && s.User != "" }
+	consoleWrites, localCommands := cfg.Console.Writes, cfg.Broker.Commands
+	upstreams := map[string]bool{}
+	for _, u := range cfg.Upstreams {
+		upstreams[u.Name] = u.Commands
+	}
+	allow := func(s door.Source) bool {
+		switch s.Kind {
+		case door.FromConsole:
+			return consoleWrites && s.User != ""
+		case door.FromLocal:
+			return localCommands
+		case door.FromUpstream:
+			return upstreams[s.Name]
+		}
+		return false
+	}
 	return door.Options{Writes: cfg.Gateway.Writes, Allow: allow, AuditDir: AuditDir(cfg.Gateway.DataDir), Logger: log}
 }
 
@@ -28,6 +45,69 @@ func DoorOptions(cfg *configs.Config, log *slog.Logger) door.Options {
 type Daemon struct {
 	Door   *door.Door
 	Server *Server // nil when the socket could not be made (logged)
+	// Commands routes the /set commands of the local broker and the
+	// upstreams (nil until the first is attached).
+	Commands    *Commands
+	cmu         sync.Mutex
+	localBroker LocalBroker
+	localFilter string
+	gw          *gateway.Gateway
+}
+
+// LocalBroker is what the daemon needs of the embedded broker for
+// commands (northbound.Broker).
+type LocalBroker interface {
+	SubscribeCommands(filter string, id int, fn func(northbound.LocalCommand)) error
+	Unsubscribe(filter string, id int) error
+	PublishReply(topic string, payload, correlation []byte) error
+}
+
+// commandSubID is the in-process subscription id of the command filter.
+const commandSubID = 900
+
+// AttachLocal subscribes to the gateway's command topics on the local
+// broker. It subscribes whatever the switches say: the broker's ACL lets
+// a /set through only with [broker] commands = true, and the door refuses
+// (and audits) what [gateway] writes or a reload turned off since.
+func (d *Daemon) AttachLocal(cfg *configs.Config, b LocalBroker, log *slog.Logger) error {
+	if d == nil || b == nil {
+		return nil
+	}
+	c := d.commands(cfg, log)
+	filter := CommandFilter(cfg.Gateway.TopicPrefix, cfg.Gateway.ID)
+	err := b.SubscribeCommands(filter, commandSubID, func(m northbound.LocalCommand) {
+		c.Handle(Command{Topic: m.Topic, Payload: m.Payload, Source: door.Source{Kind: door.FromLocal, Name: m.ClientID, User: m.Username},
+			ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, MessageExpiry: m.MessageExpiry, Received: m.Received,
+			Reply: b.PublishReply})
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe to the command topics %s: %w", filter, err)
+	}
+	d.localBroker, d.localFilter = b, filter
+	return nil
+}
+
+// commands returns the daemon's command router, made at first use.
+func (d *Daemon) commands(cfg *configs.Config, log *slog.Logger) *Commands {
+	d.cmu.Lock()
+	defer d.cmu.Unlock()
+	if d.Commands == nil {
+		d.Commands = NewCommands(d.Door, GatewayDevices{GW: d.gw}, cfg.Gateway.TopicPrefix, cfg.Gateway.ID, nil, log)
+	}
+	return d.Commands
+}
+
+// UpstreamCommand hands a command from the cloud broker of upstream name
+// to the door; base is that upstream's "{topic_prefix}/{gateway}/" and
+// reply publishes on its session. Safe on a nil Daemon (dry runs): the
+// command is dropped.
+func (d *Daemon) UpstreamCommand(cfg *configs.Config, log *slog.Logger, name, base string, m northbound.CloudCommand, reply ReplyFunc) {
+	if d == nil {
+		return
+	}
+	d.commands(cfg, log).Handle(Command{Topic: m.Topic, Payload: m.Payload, Source: door.Source{Kind: door.FromUpstream, Name: name},
+		ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, MessageExpiry: m.MessageExpiry, Received: m.Received,
+		Base: base, Reply: reply})
 }
 
 // Start makes the door over the gateway's devices and serves it on the
@@ -38,7 +118,7 @@ func Start(cfg *configs.Config, gw *gateway.Gateway, log *slog.Logger) *Daemon {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Daemon{Door: door.New(GatewayDevices{GW: gw}, DoorOptions(cfg, log))}
+	d := &Daemon{Door: door.New(GatewayDevices{GW: gw}, DoorOptions(cfg, log)), gw: gw}
 	srv, err := Listen(SocketPath(cfg.Gateway.DataDir), d.Door, log)
 	if err != nil {
 		log.Error("edged write cannot reach this daemon", "err", err)
@@ -63,6 +143,14 @@ func (d *Daemon) Close() error {
 		return nil
 	}
 	var err error
+	if d.localBroker != nil {
+		_ = d.localBroker.Unsubscribe(d.localFilter, commandSubID)
+	}
+	d.cmu.Lock()
+	if d.Commands != nil {
+		d.Commands.Close()
+	}
+	d.cmu.Unlock()
 	if d.Server != nil {
 		err = d.Server.Close()
 	}

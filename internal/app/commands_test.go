@@ -1,0 +1,472 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/edged-gw/edged/configs"
+	"github.com/edged-gw/edged/internal/control"
+	"github.com/edged-gw/edged/internal/modbussim"
+	"github.com/edged-gw/edged/internal/mosquittotest"
+	"github.com/edged-gw/edged/internal/mqtttest"
+	"github.com/edged-gw/edged/southbound/door"
+)
+
+// commandsConfig is a gateway with one Modbus TCP device and a broker
+// user "op" who may publish the command topics.
+func commandsConfig(t *testing.T, dir, sim, writes, commands string) string {
+	t.Helper()
+	return writeConfig(t, dir, fmt.Sprintf(`[gateway]
+id = "gw"
+data_dir = %q
+%s
+
+[broker]
+listen = "127.0.0.1:0"
+%s
+
+[[broker.user]]
+name = "op"
+password_hash = %q
+publish = ["edged/gw/+/+/set"]
+
+[[device]]
+name = "plc"
+driver = "modbus-tcp"
+address = %q
+poll_interval = "50ms"
+  [[device.tag]]
+  name = "sp"
+  area = "holding"
+  address = 5
+  type = "uint16"
+  writable = true
+  max = 1000
+  [[device.tag]]
+  name = "sp2"
+  area = "holding"
+  address = 8
+  type = "uint16"
+  writable = true
+  [[device.tag]]
+  name = "ro"
+  area = "holding"
+  address = 6
+  type = "uint16"
+  [[device.tag]]
+  name = "slow"
+  area = "holding"
+  address = 7
+  type = "uint16"
+  writable = true
+  write_interval = "1h"
+`, filepath.Join(dir, "data"), writes, commands, bcryptHash(t, "op-pw", bcrypt.MinCost), sim))
+}
+
+// replySub is mosquitto_sub -V 5 printing topic, correlation data and
+// payload of every reply.
+type replySub struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func startReplySub(t *testing.T, addr string, filters ...string) *replySub {
+	t.Helper()
+	return startReplySubAs(t, addr, []string{"-u", "op", "-P", "op-pw"}, filters...)
+}
+
+func startReplySubAs(t *testing.T, addr string, login []string, filters ...string) *replySub {
+	t.Helper()
+	if _, err := exec.LookPath("mosquitto_sub"); err != nil {
+		t.Fatal("mosquitto_sub not found: run `make test-deps` (installs Debian's mosquitto-clients)")
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	args := append([]string{"-V", "5", "-h", host, "-p", port, "-q", "1", "-F", "%t|%D|%p", "-i", fmt.Sprintf("reply-sub-%d", time.Now().UnixNano())}, login...)
+	for _, f := range filters {
+		args = append(args, "-t", f)
+	}
+	cmd := exec.Command("mosquitto_sub", args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	s := &replySub{}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			s.mu.Lock()
+			s.lines = append(s.lines, sc.Text())
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// wait returns the first reply on topic with correlation data corr that
+// it had not returned before.
+func (s *replySub) wait(t *testing.T, topic, corr string) control.Reply {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		for i, l := range s.lines {
+			parts := strings.SplitN(l, "|", 3)
+			if len(parts) == 3 && parts[0] == topic && parts[1] == corr {
+				s.lines = slices.Delete(s.lines, i, i+1)
+				s.mu.Unlock()
+				var r control.Reply
+				if err := json.Unmarshal([]byte(parts[2]), &r); err != nil {
+					t.Fatalf("reply %q: %v", parts[2], err)
+				}
+				return r
+			}
+		}
+		s.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t.Fatalf("no reply on %s with correlation %q; got %q", topic, corr, s.lines)
+	return control.Reply{}
+}
+
+func pub(t *testing.T, addr string, args ...string) {
+	t.Helper()
+	mosquittoPub(t, addr, append([]string{"-u", "op", "-P", "op-pw"}, args...)...)
+}
+
+func commandAudit(t *testing.T, cfgDir string) []door.Line {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(control.AuditDir(filepath.Join(cfgDir, "data")), door.AuditFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []door.Line
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var a door.Line
+		if err := json.Unmarshal([]byte(l), &a); err != nil {
+			t.Fatalf("audit line %q: %v", l, err)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// TestLocalSetCommands: a /set from mosquitto_pub (MQTT 5 with Response
+// Topic and Correlation Data, and 3.1.1 with the reply on …/set/reply)
+// changes the register on the Modbus simulator and the reply carries the
+// read back; every refusal answers with its reason, is audited with the
+// sender, and leaves the simulator's write log as it was.
+func TestLocalSetCommands(t *testing.T) {
+	sim := startSim(t)
+	sim.SetHolding(5, 11)
+	dir := t.TempDir()
+	path := commandsConfig(t, dir, sim.Addr(), "writes = true", "commands = true")
+	rt, _ := startFromFile(t, path)
+	addr := rt.Broker.Addr()
+	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
+	replies := startReplySub(t, addr, "replies/#", "edged/gw/+/+/set/reply")
+	time.Sleep(300 * time.Millisecond) // mosquitto_sub subscribed (a reply before would be missed: the next wait fails loudly)
+
+	v5 := func(tag, payload, corr string, extra ...string) control.Reply {
+		t.Helper()
+		pub(t, addr, append([]string{"-V", "5", "-i", "hmi-5", "-t", "edged/gw/plc/" + tag + "/set", "-m", payload,
+			"-D", "publish", "response-topic", "replies/hmi", "-D", "publish", "correlation-data", corr}, extra...)...)
+		return replies.wait(t, "replies/hmi", corr)
+	}
+
+	r := v5("sp", `{"v": 42, "id": "c-1"}`, "corr-1")
+	if !r.OK || r.ID != "c-1" || string(r.V) != "42" || string(r.ReadBack) != "42" || string(r.Old) != "11" || r.Ts == 0 {
+		t.Fatalf("MQTT 5 set: %+v", r)
+	}
+	if got := sim.Holding(5, 1)[0]; got != 42 {
+		t.Fatalf("register 5 = %d after the set, want 42", got)
+	}
+
+	pub(t, addr, "-V", "311", "-i", "hmi-3", "-t", "edged/gw/plc/sp2/set", "-m", "7")
+	r = replies.wait(t, "edged/gw/plc/sp2/set/reply", "")
+	if !r.OK || string(r.ReadBack) != "7" || sim.Holding(8, 1)[0] != 7 {
+		t.Fatalf("MQTT 3.1.1 set: %+v, register 8 = %d", r, sim.Holding(8, 1)[0])
+	}
+	if r := v5("slow", "3", "corr-slow"); !r.OK {
+		t.Fatalf("first write of slow: %+v", r)
+	}
+
+	writes := len(sim.WriteLog())
+	old := time.Now().Add(-time.Minute).UnixMilli()
+	refusals := []struct {
+		tag, payload string
+		reason       door.Reason
+	}{
+		{"ro", "1", door.NotWritable},
+		{"nope", "1", door.NotWritable},
+		{"sp", "5000", door.OutOfRange},
+		{"slow", "4", door.TooSoon},
+		{"sp", `{"v": 43, "id": "c-1"}`, door.Duplicate},
+		{"sp", fmt.Sprintf(`{"v": 44, "ts": %d}`, old), door.Expired},
+		{"sp", "fast", door.BadPayload},
+		{"sp", `{"v": 1, "x": 2}`, door.BadPayload},
+		{"sp", `{"v": 1.5}`, door.BadPayload},
+	}
+	for i, c := range refusals {
+		corr := fmt.Sprintf("ref-%d", i)
+		r := v5(c.tag, c.payload, corr)
+		if r.OK || r.Reason != c.reason || r.Message == "" {
+			t.Errorf("%s %s: reply %+v, want reason %s", c.tag, c.payload, r, c.reason)
+		}
+	}
+	if got := len(sim.WriteLog()); got != writes {
+		t.Fatalf("refusals reached the wire: %d writes, %d before", got, writes)
+	}
+	if got := sim.Holding(5, 1)[0]; got != 42 {
+		t.Fatalf("register 5 = %d after the refusals, want 42", got)
+	}
+	audit := commandAudit(t, dir)
+	if len(audit) != 3+len(refusals) {
+		t.Fatalf("%d audit lines, want %d: %+v", len(audit), 3+len(refusals), audit)
+	}
+	first := audit[0]
+	if first.Source.Kind != door.FromLocal || first.Source.Name != "hmi-5" || first.Source.User != "op" || first.Topic != "edged/gw/plc/sp/set" || first.Result != "ok" {
+		t.Fatalf("audit of the MQTT 5 set: %+v", first)
+	}
+	for i, c := range refusals {
+		l := audit[3+i]
+		if l.Reason != c.reason || l.Result != "refused" || l.Source.Name != "hmi-5" {
+			t.Errorf("audit of %s %s: %+v, want reason %s", c.tag, c.payload, l, c.reason)
+		}
+	}
+}
+
+// TestLocalSetSwitches: with [gateway] writes = false a /set is answered
+// denied and audited; with [broker] commands = false the broker refuses
+// the publish (MQTT 5: not authorized) and nothing is written or answered.
+func TestLocalSetSwitches(t *testing.T) {
+	sim := startSim(t)
+	dir := t.TempDir()
+	path := commandsConfig(t, dir, sim.Addr(), "writes = false", "commands = true")
+	rt, _ := startFromFile(t, path)
+	addr := rt.Broker.Addr()
+	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
+	replies := startReplySub(t, addr, "replies/#")
+	time.Sleep(300 * time.Millisecond)
+	pub(t, addr, "-V", "5", "-i", "hmi", "-t", "edged/gw/plc/sp/set", "-m", "5", "-D", "publish", "response-topic", "replies/x", "-D", "publish", "correlation-data", "c")
+	r := replies.wait(t, "replies/x", "c")
+	if r.OK || r.Reason != door.Denied || !strings.Contains(r.Message, "writes = false") {
+		t.Fatalf("writes off: %+v", r)
+	}
+	if a := commandAudit(t, dir); len(a) != 1 || a[0].Reason != door.Denied || a[0].Source.Name != "hmi" {
+		t.Fatalf("audit %+v", a)
+	}
+	if n := len(sim.WriteLog()); n != 0 {
+		t.Fatalf("%d writes reached the device", n)
+	}
+	_ = rt.Stop()
+
+	sim2 := startSim(t)
+	dir2 := t.TempDir()
+	rt2, _ := startFromFile(t, commandsConfig(t, dir2, sim2.Addr(), "writes = true", "commands = false"))
+	addr2 := rt2.Broker.Addr()
+	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt2, "plc") > 1 })
+	host, port, _ := net.SplitHostPort(addr2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _ = exec.CommandContext(ctx, "mosquitto_pub", "-V", "5", "-q", "1", "-h", host, "-p", port, "-u", "op", "-P", "op-pw",
+		"-t", "edged/gw/plc/sp/set", "-m", "5").CombinedOutput()
+	// Nothing can be waited for: give a command that got through the time
+	// a write takes, then look.
+	time.Sleep(500 * time.Millisecond)
+	if n := len(sim2.WriteLog()); n != 0 {
+		t.Fatalf("commands = false: %d writes reached the device", n)
+	}
+	if _, err := os.Stat(filepath.Join(control.AuditDir(filepath.Join(dir2, "data")), door.AuditFile)); err == nil {
+		t.Fatalf("commands = false: the door saw the command: %+v", commandAudit(t, dir2))
+	}
+}
+
+// TestCloudSetCommands: with commands = true on an [[upstream]] (TLS,
+// client certificate, real mosquitto as the cloud), a /set published on
+// the cloud changes the register and the reply comes back on the cloud
+// with the correlation data; audited as source upstream "cloud". An
+// upstream without commands does not subscribe: nothing is written.
+func TestCloudSetCommands(t *testing.T) {
+	mq := mosquittotest.Start(t, mosquittotest.Options{})
+	sim := startSim(t)
+	sim.SetHolding(5, 11)
+	dir := t.TempDir()
+	path := commandsConfig(t, dir, sim.Addr(), "writes = true", "")
+	appendFile(t, path, upstreamTOML(mq, mq.TLSAddr(), "cloud", "commands = true"))
+	rt, _ := startFromFile(t, path)
+	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
+	cloud := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/status")
+	cloud.WaitTopic(20*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "online" })
+	replies := startReplySubAs(t, mq.PlainAddr(), nil, "cloud/replies/#", "edged/gw/+/+/set/reply")
+	time.Sleep(300 * time.Millisecond)
+
+	host, port, _ := net.SplitHostPort(mq.PlainAddr())
+	cloudPub := func(args ...string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, "mosquitto_pub", append([]string{"-h", host, "-p", port, "-q", "1", "-V", "5"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub %v: %v %s", args, err, out)
+		}
+	}
+	cloudPub("-t", "edged/gw/plc/sp/set", "-m", `{"v": 321, "id": "cloud-1"}`, "-D", "publish", "response-topic", "cloud/replies/a", "-D", "publish", "correlation-data", "cc-1")
+	r := replies.wait(t, "cloud/replies/a", "cc-1")
+	if !r.OK || r.ID != "cloud-1" || string(r.ReadBack) != "321" || string(r.Old) != "11" || sim.Holding(5, 1)[0] != 321 {
+		t.Fatalf("cloud set: %+v, register %d", r, sim.Holding(5, 1)[0])
+	}
+	writes := len(sim.WriteLog())
+	cloudPub("-t", "edged/gw/plc/sp/set", "-m", fmt.Sprintf(`{"v": 5, "ts": %d}`, time.Now().Add(-time.Hour).UnixMilli()))
+	if r := replies.wait(t, "edged/gw/plc/sp/set/reply", ""); r.OK || r.Reason != door.Expired {
+		t.Fatalf("yesterday's setpoint: %+v, want expired", r)
+	}
+	cloudPub("-t", "edged/gw/plc/ro/set", "-m", "5", "-D", "publish", "response-topic", "cloud/replies/a", "-D", "publish", "correlation-data", "cc-2")
+	if r := replies.wait(t, "cloud/replies/a", "cc-2"); r.OK || r.Reason != door.NotWritable {
+		t.Fatalf("not writable from the cloud: %+v", r)
+	}
+	// A retained /set is not a command (it would replay at every connect).
+	cloudPub("-r", "-t", "edged/gw/plc/sp2/set", "-m", "9")
+	if got := len(sim.WriteLog()); got != writes {
+		t.Fatalf("refusals reached the wire: %d writes, %d before", got, writes)
+	}
+	a := commandAudit(t, dir)
+	if len(a) != 3 || a[0].Source.Kind != door.FromUpstream || a[0].Source.Name != "cloud" || a[0].Result != "ok" || a[1].Reason != door.Expired || a[2].Reason != door.NotWritable {
+		t.Fatalf("audit %+v", a)
+	}
+}
+
+// TestCloudSetSourceNotEnabled: [gateway] writes = true but the upstream
+// has no commands = true: a /set on the cloud is never taken.
+func TestCloudSetSourceNotEnabled(t *testing.T) {
+	mq := mosquittotest.Start(t, mosquittotest.Options{})
+	sim := startSim(t)
+	dir := t.TempDir()
+	path := commandsConfig(t, dir, sim.Addr(), "writes = true", "")
+	appendFile(t, path, upstreamTOML(mq, mq.TLSAddr(), "cloud", ""))
+	rt, _ := startFromFile(t, path)
+	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
+	cloud := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/status", "edged/gw/plc/sp/set/reply")
+	cloud.WaitTopic(20*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "online" })
+	host, port, _ := net.SplitHostPort(mq.PlainAddr())
+	if out, err := exec.Command("mosquitto_pub", "-h", host, "-p", port, "-q", "1", "-V", "5", "-t", "edged/gw/plc/sp/set", "-m", "5").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+	time.Sleep(500 * time.Millisecond) // nothing to wait for: give a taken command the time it would need
+	if n := len(sim.WriteLog()); n != 0 || len(cloud.On("edged/gw/plc/sp/set/reply")) != 0 {
+		t.Fatalf("an upstream without commands wrote: %d writes", n)
+	}
+}
+
+// BenchmarkLocalSetToRegister measures publish → register changed on
+// loopback: a paho MQTT 5 client publishes {"v": n} on a /set topic and
+// the loop waits until the simulator holds n. It reports p50 and p99.
+func BenchmarkLocalSetToRegister(b *testing.B) {
+	sim := modbussim.New()
+	if err := sim.Listen("127.0.0.1:0"); err != nil {
+		b.Fatal(err)
+	}
+	defer sim.Close()
+	dir := b.TempDir()
+	path := filepath.Join(dir, "edged.toml")
+	if err := os.WriteFile(path, []byte(benchCommandsConfig(dir, sim.Addr())), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := configs.Load(path, Drivers(nil))
+	if err != nil {
+		b.Fatal(err)
+	}
+	rt, err := Start(context.Background(), cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Stop()
+	conn, err := net.DialTimeout("tcp", rt.Broker.Addr(), 5*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cl := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if ca, err := cl.Connect(ctx, &paho.Connect{ClientID: "bench", CleanStart: true, KeepAlive: 30, UsernameFlag: true, Username: "op", PasswordFlag: true, Password: []byte("op-pw")}); err != nil || ca.ReasonCode != 0 {
+		b.Fatalf("connect: %v %+v", err, ca)
+	}
+	defer cl.Disconnect(&paho.Disconnect{})
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		want := uint16(100 + i%800)
+		if sim.Holding(5, 1)[0] == want {
+			want++
+		}
+		start := time.Now()
+		if _, err := cl.Publish(ctx, &paho.Publish{Topic: "edged/gw/plc/sp/set", QoS: 1, Payload: []byte(fmt.Sprintf(`{"v": %d, "id": "b-%d-%d"}`, want, start.UnixNano(), i))}); err != nil {
+			b.Fatal(err)
+		}
+		for sim.Holding(5, 1)[0] != want {
+			if time.Since(start) > 10*time.Second {
+				b.Fatalf("register never became %d", want)
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
+		lat = append(lat, time.Since(start))
+		// Stay under the rate limit (10 per burst, then 5/s per source and tag).
+		time.Sleep(200 * time.Millisecond)
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+func benchCommandsConfig(dir, sim string) string {
+	h, _ := bcrypt.GenerateFromPassword([]byte("op-pw"), bcrypt.MinCost)
+	return fmt.Sprintf(`[gateway]
+id = "gw"
+data_dir = %q
+writes = true
+
+[metrics]
+disabled = true
+
+[broker]
+listen = "127.0.0.1:0"
+commands = true
+
+[[broker.user]]
+name = "op"
+password_hash = %q
+publish = ["edged/gw/+/+/set"]
+
+[[device]]
+name = "plc"
+driver = "modbus-tcp"
+address = %q
+poll_interval = "50ms"
+  [[device.tag]]
+  name = "sp"
+  area = "holding"
+  address = 5
+  type = "uint16"
+  writable = true
+`, filepath.Join(dir, "data"), string(h), sim)
+}
