@@ -314,13 +314,6 @@ func TestCloudSetCommands(t *testing.T) {
 	dir := t.TempDir()
 	path := commandsConfig(t, dir, sim.Addr(), "writes = true", "")
 	appendFile(t, path, upstreamTOML(mq, mq.TLSAddr(), "cloud", "commands = true"))
-	rt, _ := startFromFile(t, path)
-	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
-	cloud := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/status")
-	cloud.WaitTopic(20*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "online" })
-	replies := startReplySubAs(t, mq.PlainAddr(), nil, "cloud/replies/#", "edged/gw/+/+/set/reply")
-	time.Sleep(300 * time.Millisecond)
-
 	host, port, _ := net.SplitHostPort(mq.PlainAddr())
 	cloudPub := func(args ...string) {
 		t.Helper()
@@ -330,8 +323,20 @@ func TestCloudSetCommands(t *testing.T) {
 			t.Fatalf("mosquitto_pub %v: %v %s", args, err, out)
 		}
 	}
+	// A retained /set on the cloud is not a command: the broker would
+	// replay it at every connect.
+	cloudPub("-r", "-t", "edged/gw/plc/sp2/set", "-m", "9")
+	rt, _ := startFromFile(t, path)
+	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
+	cloud := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/status")
+	cloud.WaitTopic(20*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "online" })
+	replies := startReplySubAs(t, mq.PlainAddr(), nil, "cloud/replies/#", "edged/gw/+/+/set/reply")
+	time.Sleep(300 * time.Millisecond)
 	cloudPub("-t", "edged/gw/plc/sp/set", "-m", `{"v": 321, "id": "cloud-1"}`, "-D", "publish", "response-topic", "cloud/replies/a", "-D", "publish", "correlation-data", "cc-1")
 	r := replies.wait(t, "cloud/replies/a", "cc-1")
+	if got := sim.Holding(8, 1)[0]; got != 0 {
+		t.Fatalf("the retained /set was applied: register 8 = %d", got)
+	}
 	if !r.OK || r.ID != "cloud-1" || string(r.ReadBack) != "321" || string(r.Old) != "11" || sim.Holding(5, 1)[0] != 321 {
 		t.Fatalf("cloud set: %+v, register %d", r, sim.Holding(5, 1)[0])
 	}
@@ -344,8 +349,6 @@ func TestCloudSetCommands(t *testing.T) {
 	if r := replies.wait(t, "cloud/replies/a", "cc-2"); r.OK || r.Reason != door.NotWritable {
 		t.Fatalf("not writable from the cloud: %+v", r)
 	}
-	// A retained /set is not a command (it would replay at every connect).
-	cloudPub("-r", "-t", "edged/gw/plc/sp2/set", "-m", "9")
 	if got := len(sim.WriteLog()); got != writes {
 		t.Fatalf("refusals reached the wire: %d writes, %d before", got, writes)
 	}

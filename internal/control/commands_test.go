@@ -49,7 +49,8 @@ func (r *replies) next(t *testing.T) sentReply {
 // cannot be read is refused (and audited) as bad_payload.
 func TestCommandsRouting(t *testing.T) {
 	on := true
-	dev := &oneTag{spec: mapping.Spec{Name: "sp", Type: mapping.TypeUint16, Writable: true}}
+	hi := 100.0
+	dev := &oneTag{spec: mapping.Spec{Name: "sp", Type: mapping.TypeUint16, Writable: true, Max: &hi}}
 	d := door.New(dev, door.Options{Writes: &on, Allow: func(s door.Source) bool { return s.Kind == door.FromLocal }})
 	r := &replies{got: make(chan sentReply, 10)}
 	c := NewCommands(d, dev, "edged", "gw", r.publish, nil)
@@ -73,8 +74,8 @@ func TestCommandsRouting(t *testing.T) {
 		{Command{Topic: "edged/gw/dev/sp/set", Payload: []byte(`{"v": 1, "id": "a"}`)}, door.Duplicate, `"a"`},
 		{Command{Topic: "edged/gw/dev/sp/set", Payload: []byte(`{"v": 1, "ts": 1000}`)}, door.Expired, "max_command_age"},
 		{Command{Topic: "edged/gw/dev/sp/set", Payload: []byte(`1`), MessageExpiry: time.Second, Received: time.Now().Add(-2 * time.Second)}, door.Expired, "message expiry"},
-		{Command{Topic: "edged/gw/dev/sp/set", Payload: []byte(`-1`)}, door.OutOfRange, ""},
-		{Command{Topic: "edged/gw/dev/sp/set", Payload: []byte(`{"v":`)}, door.BadPayload, "JSON"},
+		{Command{Topic: "edged/gw/dev/sp/set", Payload: []byte(`500`)}, door.OutOfRange, "above max = 100"},
+		{Command{Topic: "edged/gw/dev/sp/set", Payload: []byte(`{"v":`)}, door.BadPayload, `key "v"`},
 		{Command{Topic: "edged/gw/dev/sp/set", Payload: nil}, door.BadPayload, "empty payload"},
 		{Command{Topic: "edged/gw/dev/nope/set", Payload: []byte(`1`)}, door.NotWritable, `no tag dev/nope`},
 		{Command{Topic: "edged/other/dev/sp/set", Payload: []byte(`1`)}, door.BadPayload, "is not edged/gw/{device}/{tag}/set"},
