@@ -77,6 +77,10 @@ type PublisherConfig struct {
 	// connect) and are dropped.
 	CommandFilter string
 	OnCommand     func(CloudCommand)
+	// OnSubscribeRefused is told when the broker refuses CommandFilter (a
+	// *SubscribeRefusedError): the session goes on without commands. Nil:
+	// the refusal fails the connect.
+	OnSubscribeRefused func(error)
 }
 
 // CloudCommand is one message the cloud broker sent on the command

@@ -98,8 +98,13 @@ func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 	}
 	if p.cfg.CommandFilter != "" {
 		if err := subscribeCommands(conn, p.cfg.CommandFilter); err != nil {
-			conn.Close()
-			return err
+			var refused *SubscribeRefusedError
+			if !errors.As(err, &refused) || p.cfg.OnSubscribeRefused == nil {
+				conn.Close()
+				return err
+			}
+			// Data goes up all the same; the session just takes no commands.
+			p.cfg.OnSubscribeRefused(err)
 		}
 	}
 	_ = conn.SetDeadline(time.Time{})
@@ -412,6 +417,16 @@ func (p *mqtt5) Close() error {
 	return nil
 }
 
+// SubscribeRefusedError is a SUBACK that refused the command filter.
+type SubscribeRefusedError struct {
+	Filter  string
+	Reasons []byte
+}
+
+func (e *SubscribeRefusedError) Error() string {
+	return fmt.Sprintf("the broker refused the subscription to the command topics %s (reason %v): allow it in the broker's ACL or set commands = false", e.Filter, e.Reasons)
+}
+
 // subscribeCommands subscribes to the command filter at QoS 1 and waits for
 // the SUBACK (within the connect deadline); a refusal fails the connect,
 // saying so.
@@ -430,7 +445,7 @@ func subscribeCommands(conn net.Conn, filter string) error {
 			continue // nothing else is due before it
 		}
 		if len(sa.Reasons) != 1 || sa.Reasons[0] >= 0x80 {
-			return fmt.Errorf("the broker refused the subscription to the command topics %s (reason %v): allow it in the broker's ACL or set commands = false", filter, sa.Reasons)
+			return &SubscribeRefusedError{Filter: filter, Reasons: sa.Reasons}
 		}
 		return nil
 	}

@@ -142,6 +142,9 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 		pc.CommandFilter = base + "+/+/set"
 		reply := func(topic string, payload, corr []byte) error { return replier.Reply(topic, payload, corr) }
 		pc.OnCommand = func(m northbound.CloudCommand) { ctl.UpstreamCommand(cfg, log, uc.Name, base, m, reply) }
+		pc.OnSubscribeRefused = func(err error) {
+			log.Error("commands from this upstream are off for this session", "err", err)
+		}
 	}
 	switch uc.Protocol {
 	case "5":
