@@ -52,6 +52,8 @@ type Stats struct {
 	Timeouts   uint64  // of which: no answer in time
 	Exceptions uint64  // of which: the device answered with a protocol error
 	LastPoll   float64 // seconds the last complete poll cycle took
+	Polls      uint64  // polls that succeeded
+	Overruns   uint64  // polls that started a whole interval late
 }
 
 // StatsReporter is implemented by drivers that count their requests.

@@ -168,7 +168,7 @@ func (r *Runtime) startMetrics(mc configs.Metrics) {
 	m := metrics.NewServer(listen, r.readiness, r.log)
 	m.Registry.MustRegister(metrics.GatewayCollector{GW: r.Gateway, Broker: r.Broker})
 	m.Registry.MustRegister(metrics.UplinkCollector{Uplinks: r.Uplinks})
-	m.Registry.MustRegister(metrics.BusCollector{})
+	m.Registry.MustRegister(metrics.BusCollector{Lanes: r.Gateway.Lanes()})
 	if err := m.Start(); err != nil {
 		r.log.Error("metrics endpoint not available", "err", err)
 		return

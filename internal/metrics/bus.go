@@ -3,13 +3,14 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edged-gw/edged/southbound/host"
 	"github.com/edged-gw/edged/southbound/modbus"
 )
 
 // BusCollector exports the state of every Modbus RTU serial bus in use:
 // how busy the line is, whether the configured poll intervals fit it, and
 // what goes wrong on the wire.
-type BusCollector struct{}
+type BusCollector struct{ Lanes *host.Host }
 
 var (
 	busLabels       = []string{"port"}
@@ -31,9 +32,9 @@ func (BusCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect implements prometheus.Collector.
-func (BusCollector) Collect(ch chan<- prometheus.Metric) {
+func (c BusCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
-	for _, b := range modbus.BusStats() {
+	for _, b := range modbus.BusStats(c.Lanes) {
 		ch <- prometheus.MustNewConstMetric(descBusUtil, gauge, b.Utilisation, b.Port)
 		ch <- prometheus.MustNewConstMetric(descBusTx, counter, float64(b.Transactions), b.Port)
 		for kind, v := range map[string]uint64{"timeout": b.Timeouts, "crc": b.CRCErrors, "frame": b.FrameErrors, "exception": b.Exceptions, "port": b.PortErrors} {

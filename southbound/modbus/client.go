@@ -54,6 +54,10 @@ func (e *Exception) Error() string {
 	return fmt.Sprintf("modbus exception %02X (%s)", e.Code, name)
 }
 
+// Refused implements host.Refusal: the device answered (an exception is
+// counted as one, whatever its code).
+func (e *Exception) Refused() bool { return true }
+
 // unreachable reports whether the exception comes from a gateway that
 // cannot reach the device (codes 0A, 0B): the device is offline, not
 // refusing one request.

@@ -5,7 +5,6 @@ import (
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/mapping"
-	"github.com/edged-gw/edged/southbound"
 )
 
 // Device holds what a Modbus device is configured with and learns,
@@ -115,6 +114,3 @@ func (d *Device) Requests() []Request { return d.plan }
 // Learned is what the device taught the planner so far (safe to call while
 // polling).
 func (d *Device) Learned() Learned { return d.dev.learned() }
-
-// Stats implements southbound.StatsReporter.
-func (d *Device) Stats() southbound.Stats { return d.dev.stats() }

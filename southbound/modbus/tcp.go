@@ -1,17 +1,19 @@
 package modbus
 
 import (
+	"context"
 	_ "embed"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/edged-gw/edged/configs"
+	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
+	"github.com/edged-gw/edged/southbound/host"
 )
 
 // Defaults of a TCP device; see sample.toml.
@@ -26,13 +28,6 @@ const (
 	DefaultMaxBits      = 2000
 )
 
-// Reconnect backoff: the first retry after a failure waits 125–250 ms, each
-// further one twice as long, up to 15–30 s (equal jitter, so that devices
-// that failed together do not reconnect in lockstep).
-const (
-	backoffMin = 250 * time.Millisecond
-	backoffMax = 30 * time.Second
-)
 
 //go:embed sample.toml
 var sampleTOML string
@@ -52,17 +47,14 @@ type TCP struct {
 	// ignore it. The timeout bounds connecting too.
 	Address string `toml:"address"`
 
+	// The host runs the device: Start, Stop, Write, Stats come from it.
+	host.Runner
+
 	minBackoff, maxBackoff time.Duration // tests shorten them
 
-	loop southbound.Loop
-	jobs chan job // writes, run by the poll goroutine between polls (made by NewTCP)
-
-	guard southbound.SinkGuard // the sink, never called after Stop
-
-	// Owned by the poll goroutine.
-	log   *slog.Logger
-	cli   client
-	state southbound.State
+	// Owned by the lane while started.
+	cli    client
+	cliCtx context.Context // the Start the client belongs to
 }
 
 var (
@@ -74,7 +66,9 @@ var (
 // NewTCP returns a device with the defaults set, ready to decode into.
 // (A zero TCP also works but has unit_id 0, retries 0 and max_gap 0.)
 func NewTCP() *TCP {
-	return &TCP{Device: newDevice(DefaultMaxGap), jobs: make(chan job)}
+	t := &TCP{Device: newDevice(DefaultMaxGap)}
+	t.Bind(t)
+	return t
 }
 
 // Init fills defaults and checks the settings and every tag. It does no
@@ -84,7 +78,7 @@ func NewTCP() *TCP {
 func (t *TCP) Init() error {
 	t.fillDefaults()
 	if t.minBackoff == 0 {
-		t.minBackoff, t.maxBackoff = backoffMin, backoffMax
+		t.minBackoff, t.maxBackoff = host.DefaultBackoff.Min, host.DefaultBackoff.Max
 	}
 	var errs []error
 	addr, err := normalizeAddress(t.Address)
@@ -123,4 +117,42 @@ func normalizeAddress(a string) (string, error) {
 	return a, nil
 }
 
-var _ southbound.StatsReporter = (*TCP)(nil)
+var (
+	_ southbound.StatsReporter = (*TCP)(nil)
+	_ host.Poller              = (*TCP)(nil)
+	_ host.WritePreparer       = (*TCP)(nil)
+)
+
+// HostConfig implements host.Driver: a lane of its own, polled every
+// poll_interval.
+func (t *TCP) HostConfig() (host.Config, error) {
+	if !t.inited {
+		return host.Config{}, fmt.Errorf("modbus device %q: Start before a successful Init", t.Name)
+	}
+	return host.Config{Name: t.Name, Log: t.Logger, Attrs: []any{"address", t.Address}, Interval: t.PollInterval.D(),
+		Backoff: host.Backoff{Min: t.minBackoff, Max: t.maxBackoff}}, nil
+}
+
+// Connect implements host.Poller. The connection is dialled by the first
+// request, and closed when ctx ends (Stop), which fails a request in
+// flight.
+func (t *TCP) Connect(ctx context.Context) error {
+	if t.cli == nil || t.cliCtx != ctx {
+		t.cli, t.cliCtx = newTCPClient(ctx, t.Address, byte(t.UnitID), t.Timeout.D()), ctx
+		t.dev.start(t.Log(), t.cli, t.Counter())
+	}
+	return nil
+}
+
+// Poll implements host.Poller: one cycle of the (learning) read plan.
+func (t *TCP) Poll(ctx context.Context, probe bool) ([]mapping.Sample, error) {
+	return t.dev.poll(ctx, t.Retries, probe)
+}
+
+// Close implements host.Poller.
+func (t *TCP) Close() error {
+	if t.cli == nil {
+		return nil
+	}
+	return t.cli.Close()
+}
