@@ -28,7 +28,6 @@ const (
 	DefaultMaxBits      = 2000
 )
 
-
 //go:embed sample.toml
 var sampleTOML string
 

@@ -1,8 +1,8 @@
 package opcua
 
 import (
-	_ "embed"
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -155,14 +155,14 @@ type Device struct {
 	guided        map[string]bool // thumbprints the installer was already told about
 	refusedBefore bool            // the last attempt's login was refused
 	// Poll mode: the session and what was resolved when connecting.
-	pollConn   *conn
-	pollStart  time.Time
-	pollOnline bool
-	pollIDs    []*ua.ReadValueID
-	pollWhich  []int // pollIDs[j] reads tag pollWhich[j]
-	pollErrs   []error
-	warnNone     bool            // a password over security_policy = "None"
-	translateErr error           // set once the server refused TranslateBrowsePathsToNodeIDs
+	pollConn     *conn
+	pollStart    time.Time
+	pollOnline   bool
+	pollIDs      []*ua.ReadValueID
+	pollWhich    []int // pollIDs[j] reads tag pollWhich[j]
+	pollErrs     []error
+	warnNone     bool  // a password over security_policy = "None"
+	translateErr error // set once the server refused TranslateBrowsePathsToNodeIDs
 }
 
 // DeviceMap is what a device map file (maps/NAME.toml) decodes into.
