@@ -136,7 +136,8 @@ var (
 	descTags        = prometheus.NewDesc("edged_device_tags", "Tags configured on the device.", []string{"device"}, nil)
 	descRequests    = prometheus.NewDesc("edged_device_requests_total", "Requests sent to the device.", []string{"device"}, nil)
 	descErrors      = prometheus.NewDesc("edged_device_errors_total", "Failed requests by kind.", []string{"device", "kind"}, nil)
-	descPollSeconds = prometheus.NewDesc("edged_device_poll_duration_seconds", "How long the last complete poll cycle took.", []string{"device"}, nil)
+	descPollSeconds = prometheus.NewDesc("edged_device_poll_duration_seconds", "How long the last complete poll cycle took (a subscribing device: its last keepalive request).", []string{"device"}, nil)
+	descOverruns    = prometheus.NewDesc("edged_device_overruns_total", "Polls that started a whole poll interval late: the device (or its lane) cannot carry the configured interval.", []string{"device"}, nil)
 	descSamples     = prometheus.NewDesc("edged_samples_total", "Samples received from all devices.", nil, nil)
 	descPublished   = prometheus.NewDesc("edged_published_messages_total", "Value messages published to the local broker.", nil, nil)
 	descPubErrors   = prometheus.NewDesc("edged_publish_errors_total", "Value messages the local broker refused.", nil, nil)
@@ -152,7 +153,7 @@ var states = []southbound.State{southbound.StateConnecting, southbound.StateOnli
 // Describe implements prometheus.Collector.
 func (c GatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPlanRequests, descPlanChanges, descUnreadable, descMaxRegisters, descUp, descState, descPolls, descBad, descLastGood, descTags, descRequests, descErrors,
-		descPollSeconds, descSamples, descPublished, descPubErrors, descClients, descSent, descDropped, descRetained, descSubs} {
+		descPollSeconds, descOverruns, descSamples, descPublished, descPubErrors, descClients, descSent, descDropped, descRetained, descSubs} {
 		ch <- d
 	}
 }
@@ -188,6 +189,7 @@ func (c GatewayCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descErrors, counter, float64(st.Exceptions), d.Name, "exception")
 			ch <- prometheus.MustNewConstMetric(descErrors, counter, float64(other), d.Name, "other")
 			ch <- prometheus.MustNewConstMetric(descPollSeconds, gauge, st.LastPoll, d.Name)
+			ch <- prometheus.MustNewConstMetric(descOverruns, counter, float64(st.Overruns), d.Name)
 		}
 	}
 	cn := c.GW.Counters()
