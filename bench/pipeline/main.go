@@ -7,6 +7,7 @@
 package main
 
 import (
+	_ "github.com/edged-gw/edged/southbound/all" // the drivers
 	"bufio"
 	"context"
 	"flag"

@@ -68,10 +68,13 @@ func init() {
 	}})
 }
 
+// allCommands are edged's own commands and the protocols'.
+func allCommands() []command { return append(commands[:len(commands):len(commands)], protocolCommands()...) }
+
 func usage() string {
 	var b strings.Builder
 	b.WriteString("edged — industrial edge gateway (Modbus, OPC UA → MQTT)\n\nUsage:\n")
-	for _, c := range commands {
+	for _, c := range allCommands() {
 		fmt.Fprintf(&b, "  edged %-9s %s\n", c.name, c.summary)
 	}
 	b.WriteString("\nRun \"edged COMMAND -h\" for a command's flags.\n")
@@ -91,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage())
 		return exitOK
 	}
-	for _, c := range commands {
+	for _, c := range allCommands() {
 		if c.name == name {
 			return c.run(rest, stdout, stderr)
 		}

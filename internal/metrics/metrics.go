@@ -152,7 +152,7 @@ var states = []southbound.State{southbound.StateConnecting, southbound.StateOnli
 
 // Describe implements prometheus.Collector.
 func (c GatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPlanRequests, descPlanChanges, descUnreadable, descMaxRegisters, descUp, descState, descPolls, descBad, descLastGood, descTags, descRequests, descErrors,
+	for _, d := range []*prometheus.Desc{descUp, descState, descPolls, descBad, descLastGood, descTags, descRequests, descErrors,
 		descPollSeconds, descOverruns, descSamples, descPublished, descPubErrors, descClients, descSent, descDropped, descRetained, descSubs} {
 		ch <- d
 	}
@@ -178,9 +178,6 @@ func (c GatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBad, counter, float64(d.BadSamples), d.Name)
 		ch <- prometheus.MustNewConstMetric(descLastGood, gauge, float64(d.LastGoodMs)/1000, d.Name)
 		ch <- prometheus.MustNewConstMetric(descTags, gauge, float64(len(d.Tags)), d.Name)
-		if l, ok := d.Source.(learner); ok {
-			collectLearned(ch, d.Name, l)
-		}
 		if sr, ok := d.Source.(southbound.StatsReporter); ok {
 			st := sr.Stats()
 			ch <- prometheus.MustNewConstMetric(descRequests, counter, float64(st.Requests), d.Name)

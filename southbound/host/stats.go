@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edged-gw/edged/southbound"
 )
@@ -78,14 +81,12 @@ type MemberStat struct {
 	Offline   bool
 }
 
-// Lanes returns every shared lane (Config.Lane set) in use.
+// Lanes returns every lane in use, lanes of one included.
 func (h *Host) Lanes() []LaneStat {
 	h.mu.Lock()
 	all := make([]*lane, 0, len(h.lanes))
 	for _, l := range h.lanes {
-		if l.key != "" {
-			all = append(all, l)
-		}
+		all = append(all, l)
 	}
 	h.mu.Unlock()
 	out := make([]LaneStat, 0, len(all))
@@ -105,3 +106,29 @@ func (h *Host) Lanes() []LaneStat {
 }
 
 func typeName(v any) string { return fmt.Sprintf("%T", v) }
+
+// A driver package's own Prometheus collectors, made for the host of the
+// running gateway: registered at init, next to the driver.
+var (
+	collectorsMu sync.Mutex
+	collectors   []func(*Host) prometheus.Collector
+)
+
+// RegisterCollector adds a collector the metrics endpoint serves for every
+// gateway (e.g. a serial bus's line counters, read from h.Lanes()).
+func RegisterCollector(f func(h *Host) prometheus.Collector) {
+	collectorsMu.Lock()
+	defer collectorsMu.Unlock()
+	collectors = append(collectors, f)
+}
+
+// Collectors returns the registered collectors for h.
+func Collectors(h *Host) []prometheus.Collector {
+	collectorsMu.Lock()
+	defer collectorsMu.Unlock()
+	out := make([]prometheus.Collector, 0, len(collectors))
+	for _, f := range collectors {
+		out = append(out, f(h))
+	}
+	return out
+}
