@@ -7,11 +7,11 @@
 package main
 
 import (
-	_ "github.com/edged-gw/edged/southbound/all" // the drivers
 	"bufio"
 	"context"
 	"flag"
 	"fmt"
+	_ "github.com/edged-gw/edged/southbound/all" // the drivers
 	"log/slog"
 	"math"
 	"net"

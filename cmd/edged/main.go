@@ -69,7 +69,9 @@ func init() {
 }
 
 // allCommands are edged's own commands and the protocols'.
-func allCommands() []command { return append(commands[:len(commands):len(commands)], protocolCommands()...) }
+func allCommands() []command {
+	return append(commands[:len(commands):len(commands)], protocolCommands()...)
+}
 
 func usage() string {
 	var b strings.Builder
