@@ -26,6 +26,7 @@ type Server struct {
 	delay    atomic.Int64 // time.Duration before each response
 	requests atomic.Uint64
 	writes   atomic.Uint64
+	accepted atomic.Uint64 // TCP connections accepted
 
 	lmu   sync.Mutex // guards ln, conns, done
 	ln    net.Listener
@@ -75,6 +76,10 @@ func (s *Server) Requests() uint64 { return s.requests.Load() }
 // since New, over TCP and RTU, including those answered with an exception.
 func (s *Server) Writes() uint64 { return s.writes.Load() }
 
+// Accepted counts the TCP connections accepted since New (Modbus TCP and
+// RTU over TCP).
+func (s *Server) Accepted() uint64 { return s.accepted.Load() }
+
 // Close stops listening, closes every connection and waits until all of
 // the server's goroutines have ended. It is safe to call more than once.
 func (s *Server) Close() error {
@@ -112,6 +117,7 @@ func (s *Server) accept(ln net.Listener, done chan struct{}) {
 			return
 		}
 		s.conns[c] = struct{}{}
+		s.accepted.Add(1)
 		s.wg.Add(1)
 		s.lmu.Unlock()
 		go func() {

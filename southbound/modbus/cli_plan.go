@@ -83,8 +83,12 @@ func printPlan(w io.Writer, name string, dev modbusDevice, reqs []Request, learn
 	case isRTU:
 		fmt.Fprintf(w, "device %s (modbus-rtu %s %s, unit %d, every %v)\n", name, rtu.Port, rtu.LineMode(), rtu.UnitID, rtu.PollInterval.D())
 	default:
-		t := dev.(*TCP)
-		fmt.Fprintf(w, "device %s (modbus-tcp %s, unit %d, every %v)\n", name, t.Address, t.UnitID, t.PollInterval.D())
+		switch t := dev.(type) {
+		case *TCP:
+			fmt.Fprintf(w, "device %s (modbus-tcp %s, unit %d, every %v)\n", name, t.Address, t.UnitID, t.PollInterval.D())
+		case *RTUOverTCP:
+			fmt.Fprintf(w, "device %s (modbus-rtu-tcp %s, unit %d, every %v)\n", name, t.Address, t.UnitID, t.PollInterval.D())
+		}
 	}
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "  #\tfunction\tstart\tcount\ttags")

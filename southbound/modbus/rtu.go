@@ -187,10 +187,16 @@ func (r *RTU) Poll(ctx context.Context, probe bool) ([]mapping.Sample, error) {
 // itself.
 func (r *RTU) Close() error { return nil }
 
+// transactor sends one RTU frame and returns the whole answer: a serial
+// line, or a socket to a transparent serial-to-Ethernet converter.
+type transactor interface {
+	Transact(req []byte, timeout time.Duration) ([]byte, error)
+}
+
 // rtuTransport is one device's view of the shared line: goburrow's
 // Transporter with the device's timeout and turnaround.
 type rtuTransport struct {
-	line       *serial.Line
+	line       transactor
 	timeout    time.Duration
 	turnaround time.Duration
 }
@@ -210,8 +216,8 @@ type nopCloser struct{}
 
 func (nopCloser) Close() error { return nil }
 
-func newRTUClient(line *serial.Line, unit byte, timeout, turnaround time.Duration) *libClient {
-	h := modbus.NewRTUClientHandler(line.Path()) // packager only: framing and CRC
+func newRTUClient(line transactor, unit byte, timeout, turnaround time.Duration) *libClient {
+	h := modbus.NewRTUClientHandler("") // packager only: framing and CRC
 	h.SlaveId = unit
 	return &libClient{mb: modbus.NewClient2(h, &rtuTransport{line, timeout, turnaround}), tr: nopCloser{}}
 }

@@ -52,6 +52,7 @@ type TCP struct {
 	minBackoff, maxBackoff time.Duration // tests shorten them
 
 	// Owned by the lane while started.
+	link   *tcpLink
 	cli    client
 	cliCtx context.Context // the Start the client belongs to
 }
@@ -122,14 +123,30 @@ var (
 	_ host.WritePreparer       = (*TCP)(nil)
 )
 
-// HostConfig implements host.Driver: a lane of its own, polled every
+// HostConfig implements host.Driver: every device at one address (the unit
+// IDs behind one Modbus TCP gateway) shares one lane and one connection,
+// so the gateway gets one request at a time; each is polled every
 // poll_interval.
 func (t *TCP) HostConfig() (host.Config, error) {
 	if !t.inited {
 		return host.Config{}, fmt.Errorf("modbus device %q: Start before a successful Init", t.Name)
 	}
 	return host.Config{Name: t.Name, Log: t.Logger, Attrs: []any{"address", t.Address}, Interval: t.PollInterval.D(),
-		Backoff: host.Backoff{Min: t.minBackoff, Max: t.maxBackoff}}, nil
+		Backoff: host.Backoff{Min: t.minBackoff, Max: t.maxBackoff}, Lane: "tcp:" + t.Address, Share: t.share}, nil
+}
+
+// share joins the connection of the device's address (host.Config.Share).
+func (t *TCP) share(medium any, members []string) (any, error) {
+	if medium == nil {
+		t.link = &tcpLink{address: t.Address}
+		return t.link, nil
+	}
+	l, ok := medium.(*tcpLink)
+	if !ok {
+		return nil, fmt.Errorf("address %s is in use by device(s) %s of another driver", t.Address, strings.Join(members, ", "))
+	}
+	t.link = l
+	return l, nil
 }
 
 // Connect implements host.Poller. The connection is dialled by the first
@@ -137,7 +154,7 @@ func (t *TCP) HostConfig() (host.Config, error) {
 // flight.
 func (t *TCP) Connect(ctx context.Context) error {
 	if t.cli == nil || t.cliCtx != ctx {
-		t.cli, t.cliCtx = newTCPClient(ctx, t.Address, byte(t.UnitID), t.Timeout.D()), ctx
+		t.cli, t.cliCtx = newTCPClientOn(ctx, t.link, byte(t.UnitID), t.Timeout.D()), ctx
 		t.dev.start(t.Log(), t.cli, t.Counter())
 	}
 	return nil
@@ -148,10 +165,8 @@ func (t *TCP) Poll(ctx context.Context, probe bool) ([]mapping.Sample, error) {
 	return t.dev.poll(ctx, t.Retries, probe)
 }
 
-// Close implements host.Poller.
-func (t *TCP) Close() error {
-	if t.cli == nil {
-		return nil
-	}
-	return t.cli.Close()
-}
+// Close implements host.Poller. The connection is shared with the other
+// units at the address and the client already drops it after a failure
+// that may leave a late answer behind; a unit that is merely missing
+// behind a gateway (exceptions 0A, 0B) leaves it up.
+func (t *TCP) Close() error { return nil }
