@@ -62,9 +62,9 @@ func checkTags(tags []Tag, mapCount int) []error {
 			errs = append(errs, e)
 		}
 		if err := t.check(); err != nil {
-			var ke *keyedErr
+			var ke *mapping.KeyError
 			if errors.As(err, &ke) {
-				add(ke.key, "%s", ke.msg)
+				add(ke.Key, "%s", ke.Msg)
 			} else {
 				add("", "%v", err)
 			}
@@ -79,22 +79,18 @@ func checkTags(tags []Tag, mapCount int) []error {
 	return errs
 }
 
-type keyedErr struct{ key, msg string }
-
-func (e *keyedErr) Error() string { return e.key + ": " + e.msg }
-
 func kerr(key, format string, args ...any) error {
-	return &keyedErr{key: key, msg: fmt.Sprintf(format, args...)}
+	return &mapping.KeyError{Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // check validates one tag and parses its address.
 func (t *Tag) check() error {
 	s := &t.Spec
-	if s.Name == "" {
-		return kerr("name", `required: every tag needs a unique name, e.g. name = "speed"`)
-	}
-	if strings.ContainsAny(s.Name, "/+#\x00") {
-		return kerr("name", "%q contains one of / + # or NUL, which are not allowed in an MQTT topic level", s.Name)
+	// What every tag has (name, type, scale, deadband, write policy) is
+	// checked once, in mapping; OPC UA values arrive typed, so a type is
+	// optional here.
+	if err := s.Check(false); err != nil {
+		return err
 	}
 	switch {
 	case t.Node == "" && t.BrowsePath == "":
@@ -117,29 +113,8 @@ func (t *Tag) check() error {
 		}
 		t.path = path
 	}
-	if s.Type > mapping.TypeString {
-		return kerr("type", "%s is unknown: allowed are %s", s.Type, mapping.TypeNames)
-	}
 	if s.Length != 0 || s.Bit != nil || s.Order != mapping.OrderABCD {
 		return kerr("length", "length, bit and order are Modbus register settings; OPC UA values arrive typed, remove them")
-	}
-	if math.IsNaN(s.Scale) || math.IsInf(s.Scale, 0) || math.IsNaN(s.Offset) || math.IsInf(s.Offset, 0) {
-		return kerr("scale", "scale = %v, offset = %v: both must be finite numbers (scale 0 or unset means 1)", s.Scale, s.Offset)
-	}
-	if (s.Scale != 0 && s.Scale != 1 || s.Offset != 0) && (s.Type == mapping.TypeBool || s.Type == mapping.TypeString) {
-		return kerr("scale", "scale and offset are only for numbers, this tag is %s", s.Type)
-	}
-	if s.Deadband < 0 || math.IsNaN(s.Deadband) || math.IsInf(s.Deadband, 0) {
-		return kerr("deadband", "%v: must be 0 (publish every change) or a positive finite number", s.Deadband)
-	}
-	if s.MaxSilence < 0 {
-		return kerr("max_silence", "%s: must be 0 (never republish) or positive", s.MaxSilence)
-	}
-	if !s.Writable && (s.Min != nil || s.Max != nil || s.WriteInterval != 0) {
-		return kerr("writable", "min, max and write_interval limit writes: set writable = true as well, or remove them")
-	}
-	if s.Min != nil && s.Max != nil && *s.Min > *s.Max {
-		return kerr("min", "min = %v is above max = %v", *s.Min, *s.Max)
 	}
 	if t.SamplingInterval < 0 {
 		return kerr("sampling_interval", "must be 0 (the device's) or positive")
