@@ -94,25 +94,25 @@ func (r *RTU) Init() error {
 	var errs []error
 	r.Port = strings.TrimSpace(r.Port)
 	if r.Port == "" {
-		errs = append(errs, settingErr("port", `port is missing: the serial device, e.g. port = "/dev/ttyUSB0" or a stable "/dev/serial/by-id/…" link (edged ports lists them)`))
+		errs = append(errs, configs.Errorf("port", `port is missing: the serial device, e.g. port = "/dev/ttyUSB0" or a stable "/dev/serial/by-id/…" link (edged ports lists them)`))
 	}
 	r.mode = serial.Mode{Baud: r.Baud, DataBits: r.DataBits, Parity: r.Parity, StopBits: r.StopBits}.WithDefaults()
 	r.Baud, r.DataBits, r.Parity, r.StopBits = r.mode.Baud, r.mode.DataBits, r.mode.Parity, r.mode.StopBits
 	errs = append(errs, lineModeErrs(r.mode)...)
 	if r.UnitID < 1 || r.UnitID > 247 {
-		errs = append(errs, settingErr("unit_id", "unit_id = %d: allowed are 1..247 (the slave address set on the device; 0 is broadcast and gets no answers)", r.UnitID))
+		errs = append(errs, configs.Errorf("unit_id", "unit_id = %d: allowed are 1..247 (the slave address set on the device; 0 is broadcast and gets no answers)", r.UnitID))
 	}
 	for _, d := range []struct {
 		key string
 		v   configs.Duration
 	}{{"poll_interval", r.PollInterval}, {"timeout", r.Timeout}, {"turnaround", r.Turnaround}} {
 		if d.v.D() < 0 {
-			errs = append(errs, settingErr(d.key, "poll_interval, timeout and turnaround must not be negative"))
+			errs = append(errs, configs.Errorf(d.key, "poll_interval, timeout and turnaround must not be negative"))
 			break
 		}
 	}
 	if r.Turnaround.D() > 10*time.Second {
-		errs = append(errs, settingErr("turnaround", "turnaround = %v: allowed are 0..10s (a pause after each answer of this slave)", r.Turnaround.D()))
+		errs = append(errs, configs.Errorf("turnaround", "turnaround = %v: allowed are 0..10s (a pause after each answer of this slave)", r.Turnaround.D()))
 	}
 	errs = append(errs, checkLimits(r.Retries, r.MaxRegisters, r.MaxBits, r.MaxGap, DefaultRTUMaxGap)...)
 	if len(errs) > 0 {
@@ -138,7 +138,7 @@ func lineModeErrs(m serial.Mode) []error {
 		one := ok
 		f.set(&one)
 		if err := one.Validate(); err != nil {
-			errs = append(errs, settingErr(f.key, "%v", err))
+			errs = append(errs, configs.Errorf(f.key, "%v", err))
 		}
 	}
 	if len(errs) == 0 {

@@ -65,13 +65,13 @@ func (r *RTUOverTCP) Init() error {
 	var errs []error
 	r.Address = strings.TrimSpace(r.Address)
 	if _, port, err := net.SplitHostPort(r.Address); err != nil || port == "" {
-		errs = append(errs, settingErr("address", `address = %q: write the converter's "host:port", e.g. address = "192.168.1.30:4001"`, r.Address))
+		errs = append(errs, configs.Errorf("address", `address = %q: write the converter's "host:port", e.g. address = "192.168.1.30:4001"`, r.Address))
 	}
 	if r.UnitID < 1 || r.UnitID > 247 {
-		errs = append(errs, settingErr("unit_id", "unit_id = %d: allowed are 1..247 (the slave address set on the device)", r.UnitID))
+		errs = append(errs, configs.Errorf("unit_id", "unit_id = %d: allowed are 1..247 (the slave address set on the device)", r.UnitID))
 	}
 	if r.Turnaround.D() < 0 || r.Turnaround.D() > 10*time.Second {
-		errs = append(errs, settingErr("turnaround", "turnaround = %v: allowed are 0..10s (a pause after each answer of this slave)", r.Turnaround.D()))
+		errs = append(errs, configs.Errorf("turnaround", "turnaround = %v: allowed are 0..10s (a pause after each answer of this slave)", r.Turnaround.D()))
 	}
 	errs = append(errs, checkLimits(r.Retries, r.MaxRegisters, r.MaxBits, r.MaxGap, DefaultRTUMaxGap)...)
 	if len(errs) > 0 {

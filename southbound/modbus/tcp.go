@@ -83,11 +83,11 @@ func (t *TCP) Init() error {
 	var errs []error
 	addr, err := normalizeAddress(t.Address)
 	if err != nil {
-		errs = append(errs, settingErr("address", "%v", err))
+		errs = append(errs, configs.Errorf("address", "%v", err))
 	}
 	t.Address = addr
 	if t.UnitID < 0 || t.UnitID > 255 {
-		errs = append(errs, settingErr("unit_id", "unit_id = %d: allowed are 0..255 (default %d)", t.UnitID, DefaultUnitID))
+		errs = append(errs, configs.Errorf("unit_id", "unit_id = %d: allowed are 0..255 (default %d)", t.UnitID, DefaultUnitID))
 	}
 	errs = append(errs, checkLimits(t.Retries, t.MaxRegisters, t.MaxBits, t.MaxGap, DefaultMaxGap)...)
 	if len(errs) > 0 {

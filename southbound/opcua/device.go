@@ -233,10 +233,6 @@ func (d *Device) count(f func(s *Stats)) {
 	d.statsMu.Unlock()
 }
 
-func keyErr(key, format string, args ...any) *configs.Error {
-	return &configs.Error{Key: key, Msg: fmt.Sprintf(format, args...)}
-}
-
 // Init fills defaults and checks the settings and every tag. No I/O: the
 // password file and certificates are read when connecting. All problems
 // are returned, joined, each keyed to its TOML key.
@@ -281,7 +277,7 @@ func (d *Device) Init() error {
 	}
 
 	var errs []error
-	add := func(key, format string, args ...any) { errs = append(errs, keyErr(key, format, args...)) }
+	add := func(key, format string, args ...any) { errs = append(errs, configs.Errorf(key, format, args...)) }
 	if u, err := url.Parse(d.Endpoint); d.Endpoint == "" {
 		add("endpoint", `required: the server's URL, e.g. endpoint = "opc.tcp://192.168.1.20:4840"`)
 	} else if err != nil || u.Scheme != "opc.tcp" || u.Host == "" {

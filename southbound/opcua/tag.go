@@ -57,15 +57,19 @@ func checkTags(tags []Tag, mapCount int) []error {
 			if sub != "" {
 				k += "." + sub
 			}
-			e := keyErr(k, format, args...)
+			e := configs.Errorf(k, format, args...)
 			e.InMap = i < mapCount
 			errs = append(errs, e)
 		}
 		if err := t.check(); err != nil {
+			var ce *configs.Error
 			var ke *mapping.KeyError
-			if errors.As(err, &ke) {
+			switch {
+			case errors.As(err, &ce):
+				add(ce.Key, "%s", ce.Msg)
+			case errors.As(err, &ke):
 				add(ke.Key, "%s", ke.Msg)
-			} else {
+			default:
 				add("", "%v", err)
 			}
 			continue
@@ -79,10 +83,6 @@ func checkTags(tags []Tag, mapCount int) []error {
 	return errs
 }
 
-func kerr(key, format string, args ...any) error {
-	return &mapping.KeyError{Key: key, Msg: fmt.Sprintf(format, args...)}
-}
-
 // check validates one tag and parses its address.
 func (t *Tag) check() error {
 	s := &t.Spec
@@ -94,45 +94,45 @@ func (t *Tag) check() error {
 	}
 	switch {
 	case t.Node == "" && t.BrowsePath == "":
-		return kerr("node", `required: the variable's NodeId, e.g. node = "ns=2;s=Line1.Speed" (or browse_path = "2:Line1/2:Speed"); "edged browse ENDPOINT --toml" lists them`)
+		return configs.Errorf("node", `required: the variable's NodeId, e.g. node = "ns=2;s=Line1.Speed" (or browse_path = "2:Line1/2:Speed"); "edged browse ENDPOINT --toml" lists them`)
 	case t.Node != "" && t.BrowsePath != "":
-		return kerr("browse_path", "set either node or browse_path, not both")
+		return configs.Errorf("browse_path", "set either node or browse_path, not both")
 	case t.Node != "":
 		id, err := ua.ParseNodeID(strings.TrimSpace(t.Node))
 		if err == nil && !nodeIDSyntax(strings.TrimSpace(t.Node)) {
 			err = errors.New("no identifier type")
 		}
 		if err != nil {
-			return kerr("node", "%q is not a NodeId: write ns=<index>;s=<string>, ns=<index>;i=<number>, ns=<index>;g=<GUID> or ns=<index>;b=<base64>, e.g. \"ns=2;s=Line1.Speed\"", t.Node)
+			return configs.Errorf("node", "%q is not a NodeId: write ns=<index>;s=<string>, ns=<index>;i=<number>, ns=<index>;g=<GUID> or ns=<index>;b=<base64>, e.g. \"ns=2;s=Line1.Speed\"", t.Node)
 		}
 		t.nodeID = id
 	default:
 		path, err := parseBrowsePath(t.BrowsePath)
 		if err != nil {
-			return kerr("browse_path", "%q: %v", t.BrowsePath, err)
+			return configs.Errorf("browse_path", "%q: %v", t.BrowsePath, err)
 		}
 		t.path = path
 	}
 	if s.Length != 0 || s.Bit != nil || s.Order != mapping.OrderABCD {
-		return kerr("length", "length, bit and order are Modbus register settings; OPC UA values arrive typed, remove them")
+		return configs.Errorf("length", "length, bit and order are Modbus register settings; OPC UA values arrive typed, remove them")
 	}
 	if t.SamplingInterval < 0 {
-		return kerr("sampling_interval", "must be 0 (the device's) or positive")
+		return configs.Errorf("sampling_interval", "must be 0 (the device's) or positive")
 	}
 	if t.QueueSize < 0 || t.QueueSize > 10000 {
-		return kerr("queue_size", "%d: allowed are 1..10000 (0: the device's)", t.QueueSize)
+		return configs.Errorf("queue_size", "%d: allowed are 1..10000 (0: the device's)", t.QueueSize)
 	}
 	if t.ServerDeadband < 0 || math.IsNaN(t.ServerDeadband) || math.IsInf(t.ServerDeadband, 0) {
-		return kerr("server_deadband", "%v: must be 0 (every change) or a positive finite number", t.ServerDeadband)
+		return configs.Errorf("server_deadband", "%v: must be 0 (every change) or a positive finite number", t.ServerDeadband)
 	}
 	switch t.ServerDeadbandType {
 	case "", "absolute":
 	case "percent":
 		if t.ServerDeadband > 100 {
-			return kerr("server_deadband", "%v percent: allowed are 0..100", t.ServerDeadband)
+			return configs.Errorf("server_deadband", "%v percent: allowed are 0..100", t.ServerDeadband)
 		}
 	default:
-		return kerr("server_deadband_type", "%q: allowed are absolute (default) and percent (of the node's EURange)", t.ServerDeadbandType)
+		return configs.Errorf("server_deadband_type", "%q: allowed are absolute (default) and percent (of the node's EURange)", t.ServerDeadbandType)
 	}
 	return nil
 }
