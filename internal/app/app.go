@@ -1,6 +1,7 @@
-// Package app wires edged together: the driver registry and a runtime made
-// of the embedded broker and the gateway, shared by the CLI and the bench
-// programs so that what is measured is what ships.
+// Package app wires edged together: the config registry over the drivers
+// registered with southbound, and a runtime made of the embedded broker,
+// the gateway and the metrics endpoint, shared by the CLI and the bench
+// programs so that what is measured is what ships. It knows no protocol.
 package app
 
 import (

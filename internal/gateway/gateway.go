@@ -1,9 +1,8 @@
-// Package gateway is the host around drivers: it starts and stops the
-// configured devices, takes their samples, applies report-by-exception
-// (deadband, heartbeat), renders topics and JSON payloads through mapping and
-// hands them to the northbound publisher, and publishes gateway and device
-// status. Cross-cutting work lives here once so that drivers stay
-// protocol-only.
+// Package gateway starts and stops the configured devices (provisioning
+// each with the data dir and the lanes of southbound/host, which runs
+// them), takes their samples, applies report-by-exception (deadband,
+// heartbeat), renders topics and JSON payloads through mapping, hands them
+// to the northbound publisher, and publishes gateway and device status.
 package gateway
 
 import (
