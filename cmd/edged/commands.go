@@ -2,7 +2,6 @@ package main
 
 import (
 	"io"
-	"sync"
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/app"
@@ -16,7 +15,7 @@ func protocolCommands() []command {
 	var out []command
 	for _, c := range southbound.Commands() {
 		out = append(out, command{c.Name, c.Summary, func(args []string, stdout, stderr io.Writer) int {
-			stderr = &syncWriter{w: stderr} // device goroutines log to it too
+			stderr = &lockedWriter{w: stderr} // device goroutines log to it too
 			logs := newLogging(stderr)
 			env := southbound.CommandEnv{Logger: logs.logger, DefaultConfig: defaultConfig,
 				LoadConfig: func(path string) (*configs.Config, int) {
@@ -35,18 +34,6 @@ func protocolCommands() []command {
 		}})
 	}
 	return out
-}
-
-// syncWriter serialises writes of several goroutines to one writer.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *syncWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // formatProbeValue shows a decoded number as an operator reads it.

@@ -31,13 +31,9 @@ func (b *rtuBus) Close() error { return b.line.Close() }
 // device opens the line; the others must agree on its settings.
 func (r *RTU) share(medium any, members []string) (any, error) {
 	key := filepath.Clean(r.Port)
-	if medium == nil {
-		r.bus = &rtuBus{path: key, mode: r.mode, line: serial.NewLine(r.Port, r.mode)}
-		return r.bus, nil
-	}
-	b, ok := medium.(*rtuBus)
-	if !ok {
-		return nil, fmt.Errorf("port %s is in use by device(s) %s of another driver", key, strings.Join(members, ", "))
+	b, err := share(medium, members, "port "+key, func() *rtuBus { return &rtuBus{path: key, mode: r.mode, line: serial.NewLine(r.Port, r.mode)} })
+	if err != nil {
+		return nil, err
 	}
 	if b.mode != r.mode {
 		return nil, fmt.Errorf("port %s is in use at %s by device(s) %s, this device says %s: "+

@@ -53,10 +53,7 @@ type RTU struct {
 
 	minBackoff, maxBackoff time.Duration // tests shorten them
 
-	// Owned by the lane while started.
-	bus    *rtuBus
-	cli    client
-	cliCtx context.Context
+	bus *rtuBus // the line of the port's lane, while started
 }
 
 var (
@@ -165,27 +162,19 @@ func (r *RTU) HostConfig() (host.Config, error) {
 
 // Connect implements host.Poller: the line opens itself on first use.
 func (r *RTU) Connect(ctx context.Context) error {
-	if r.cli == nil || r.cliCtx != ctx {
-		r.cli, r.cliCtx = newRTUClient(r.bus.line, byte(r.UnitID), r.Timeout.D(), r.Turnaround.D()), ctx
-		r.dev.start(r.Log(), r.cli, r.Counter())
-	}
+	r.connect(ctx, &r.Runner, func() client { return newRTUClient(r.bus.line, byte(r.UnitID), r.Timeout.D(), r.Turnaround.D()) })
 	return nil
 }
 
 // Poll implements host.Poller. A port that disappeared (a USB adapter
 // unplugged) is tried again within portBackoffMax.
 func (r *RTU) Poll(ctx context.Context, probe bool) ([]mapping.Sample, error) {
-	s, err := r.dev.poll(ctx, r.Retries, probe)
+	s, err := r.Device.Poll(ctx, probe)
 	if errors.Is(err, serial.ErrPort) {
 		err = host.CapBackoff(err, portBackoffMax)
 	}
 	return s, err
 }
-
-// Close implements host.Poller: nothing to close; after an error the line
-// drops stale input before the next request and reopens a failed port
-// itself.
-func (r *RTU) Close() error { return nil }
 
 // transactor sends one RTU frame and returns the whole answer: a serial
 // line, or a socket to a transparent serial-to-Ethernet converter.

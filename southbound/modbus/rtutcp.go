@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/edged-gw/edged/configs"
-	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
 	"github.com/edged-gw/edged/southbound/host"
 	"github.com/edged-gw/edged/southbound/serial"
@@ -35,10 +34,7 @@ type RTUOverTCP struct {
 
 	minBackoff, maxBackoff time.Duration // tests shorten them
 
-	// Owned by the lane while started.
-	link   *rtuSocket
-	cli    client
-	cliCtx context.Context
+	link *rtuSocket // the socket of the address's lane, while started
 }
 
 var (
@@ -99,36 +95,21 @@ func (r *RTUOverTCP) HostConfig() (host.Config, error) {
 }
 
 func (r *RTUOverTCP) share(medium any, members []string) (any, error) {
-	if medium == nil {
-		r.link = &rtuSocket{address: r.Address}
-		return r.link, nil
+	l, err := share(medium, members, "address "+r.Address, func() *rtuSocket { return &rtuSocket{address: r.Address} })
+	if err == nil {
+		r.link = l
 	}
-	l, ok := medium.(*rtuSocket)
-	if !ok {
-		return nil, fmt.Errorf("address %s is in use by device(s) %s of another driver", r.Address, strings.Join(members, ", "))
-	}
-	r.link = l
-	return l, nil
+	return l, err
 }
 
 // Connect implements host.Poller: the socket is dialled by the first request.
 func (r *RTUOverTCP) Connect(ctx context.Context) error {
-	if r.cli == nil || r.cliCtx != ctx {
+	r.connect(ctx, &r.Runner, func() client {
 		r.link.bind(ctx)
-		r.cli, r.cliCtx = newRTUClient(r.link, byte(r.UnitID), r.Timeout.D(), r.Turnaround.D()), ctx
-		r.dev.start(r.Log(), r.cli, r.Counter())
-	}
+		return newRTUClient(r.link, byte(r.UnitID), r.Timeout.D(), r.Turnaround.D())
+	})
 	return nil
 }
-
-// Poll implements host.Poller.
-func (r *RTUOverTCP) Poll(ctx context.Context, probe bool) ([]mapping.Sample, error) {
-	return r.dev.poll(ctx, r.Retries, probe)
-}
-
-// Close implements host.Poller: the socket is shared; it is dropped by
-// Transact itself after a failure that may leave a late answer behind.
-func (r *RTUOverTCP) Close() error { return nil }
 
 // rtuSocket carries RTU frames over one TCP connection (a transparent
 // converter): the lane sends one frame at a time and reads the answer,

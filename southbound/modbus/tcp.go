@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/edged-gw/edged/configs"
-	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
 	"github.com/edged-gw/edged/southbound/host"
 )
@@ -51,10 +50,7 @@ type TCP struct {
 
 	minBackoff, maxBackoff time.Duration // tests shorten them
 
-	// Owned by the lane while started.
-	link   *tcpLink
-	cli    client
-	cliCtx context.Context // the Start the client belongs to
+	link *tcpLink // the connection of the address's lane, while started
 }
 
 var (
@@ -137,36 +133,17 @@ func (t *TCP) HostConfig() (host.Config, error) {
 
 // share joins the connection of the device's address (host.Config.Share).
 func (t *TCP) share(medium any, members []string) (any, error) {
-	if medium == nil {
-		t.link = &tcpLink{address: t.Address}
-		return t.link, nil
+	l, err := share(medium, members, "address "+t.Address, func() *tcpLink { return &tcpLink{address: t.Address} })
+	if err == nil {
+		t.link = l
 	}
-	l, ok := medium.(*tcpLink)
-	if !ok {
-		return nil, fmt.Errorf("address %s is in use by device(s) %s of another driver", t.Address, strings.Join(members, ", "))
-	}
-	t.link = l
-	return l, nil
+	return l, err
 }
 
 // Connect implements host.Poller. The connection is dialled by the first
 // request, and closed when ctx ends (Stop), which fails a request in
 // flight.
 func (t *TCP) Connect(ctx context.Context) error {
-	if t.cli == nil || t.cliCtx != ctx {
-		t.cli, t.cliCtx = newTCPClientOn(ctx, t.link, byte(t.UnitID), t.Timeout.D()), ctx
-		t.dev.start(t.Log(), t.cli, t.Counter())
-	}
+	t.connect(ctx, &t.Runner, func() client { return newTCPClientOn(ctx, t.link, byte(t.UnitID), t.Timeout.D()) })
 	return nil
 }
-
-// Poll implements host.Poller: one cycle of the (learning) read plan.
-func (t *TCP) Poll(ctx context.Context, probe bool) ([]mapping.Sample, error) {
-	return t.dev.poll(ctx, t.Retries, probe)
-}
-
-// Close implements host.Poller. The connection is shared with the other
-// units at the address and the client already drops it after a failure
-// that may leave a late answer behind; a unit that is merely missing
-// behind a gateway (exceptions 0A, 0B) leaves it up.
-func (t *TCP) Close() error { return nil }
