@@ -25,8 +25,9 @@ type Host struct {
 func New() *Host { return &Host{lanes: map[string]*lane{}} }
 
 // lane is one goroutine that runs every poll and write of its members,
-// strictly one at a time: writes first, then the member whose poll is due
-// earliest.
+// strictly one at a time: a queued write before the next poll, but never
+// two writes in a row while a poll is due; then the member whose poll is
+// due earliest.
 type lane struct {
 	h      *Host
 	id     string // key in h.lanes
@@ -182,22 +183,27 @@ func (l *lane) run(ctx context.Context) {
 	defer close(l.done)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	wrote := false // the last slot was a write
 	for ctx.Err() == nil {
 		l.mu.Lock()
-		if len(l.jobs) > 0 {
-			j := l.jobs[0]
-			l.jobs = slices.Delete(l.jobs, 0, 1)
-			l.mu.Unlock()
-			j.res <- l.runJob(j)
-			continue
-		}
 		var due *member
 		for _, m := range l.members {
 			if due == nil || m.next.Before(due.next) {
 				due = m
 			}
 		}
+		// A write waits for at most one poll, and a poll that is due for at
+		// most one write: a stream of writes cannot starve the polls.
+		if len(l.jobs) > 0 && !(wrote && due != nil && !time.Now().Before(due.next)) {
+			j := l.jobs[0]
+			l.jobs = slices.Delete(l.jobs, 0, 1)
+			l.mu.Unlock()
+			j.res <- l.runJob(j)
+			wrote = true
+			continue
+		}
 		l.mu.Unlock()
+		wrote = false
 		wait := time.Hour
 		if due != nil {
 			wait = time.Until(due.next)
