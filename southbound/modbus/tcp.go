@@ -144,6 +144,9 @@ func (t *TCP) share(medium any, members []string) (any, error) {
 // request, and closed when ctx ends (Stop), which fails a request in
 // flight.
 func (t *TCP) Connect(ctx context.Context) error {
+	if t.link == nil { // polled outside a lane (a benchmark): a connection of its own
+		t.link = &tcpLink{address: t.Address}
+	}
 	t.connect(ctx, &t.Runner, func() client { return newTCPClientOn(ctx, t.link, byte(t.UnitID), t.Timeout.D()) })
 	return nil
 }
