@@ -1,6 +1,7 @@
-// Package app wires edged together: the driver registry and a runtime made
-// of the embedded broker and the gateway, shared by the CLI and the bench
-// programs so that what is measured is what ships.
+// Package app wires edged together: the config registry over the drivers
+// registered with southbound, and a runtime made of the embedded broker,
+// the gateway and the metrics endpoint, shared by the CLI and the bench
+// programs so that what is measured is what ships. It knows no protocol.
 package app
 
 import (
@@ -21,30 +22,18 @@ import (
 	"github.com/edged-gw/edged/internal/metrics"
 	"github.com/edged-gw/edged/northbound"
 	"github.com/edged-gw/edged/southbound"
-	"github.com/edged-gw/edged/southbound/modbus"
-	"github.com/edged-gw/edged/southbound/opcua"
+	"github.com/edged-gw/edged/southbound/host"
 )
 
-var (
-	registerOnce sync.Once
-	driverLogger atomic.Pointer[slog.Logger]
-)
+// registry makes drivers from the drivers registered with southbound
+// (cmd/edged imports southbound/all) and gives each the logger.
+type registry struct{ log *slog.Logger }
 
-// registerDrivers registers every driver edged ships. Adding a protocol
-// means one line here and one folder under southbound/.
-func registerDrivers() {
-	registerOnce.Do(func() {
-		// One line per driver.
-		southbound.Register("modbus-tcp", func() southbound.Driver { d := modbus.NewTCP(); d.Logger = driverLogger.Load(); return d })
-		southbound.Register("modbus-rtu", func() southbound.Driver { d := modbus.NewRTU(); d.Logger = driverLogger.Load(); return d })
-		southbound.Register("opcua", func() southbound.Driver { d := opcua.New(); d.Logger = driverLogger.Load(); return d })
-	})
-}
-
-type registry struct{}
-
-func (registry) New(name string) (configs.Settings, bool) {
+func (r registry) New(name string) (configs.Settings, bool) {
 	d, ok := southbound.New(name)
+	if ok {
+		host.Provision(d, host.Env{Log: r.log})
+	}
 	return d, ok
 }
 
@@ -53,12 +42,10 @@ func (registry) Names() []string { return southbound.Names() }
 // Drivers returns the registry the config loader makes drivers from; the
 // drivers it makes log to log.
 func Drivers(log *slog.Logger) configs.Drivers {
-	registerDrivers()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	driverLogger.Store(log)
-	return registry{}
+	return registry{log: log}
 }
 
 // Runtime is a started broker, gateway and metrics server.
@@ -173,7 +160,9 @@ func (r *Runtime) startMetrics(mc configs.Metrics) {
 	m := metrics.NewServer(listen, r.readiness, r.log)
 	m.Registry.MustRegister(metrics.GatewayCollector{GW: r.Gateway, Broker: r.Broker})
 	m.Registry.MustRegister(metrics.UplinkCollector{Uplinks: r.Uplinks})
-	m.Registry.MustRegister(metrics.BusCollector{})
+	for _, c := range host.Collectors(r.Gateway.Lanes()) {
+		m.Registry.MustRegister(c) // the drivers' own: serial buses, learned plans
+	}
 	m.Registry.MustRegister(r.Control.Door.Collector())
 	r.console.mount(m)
 	if err := m.Start(); err != nil {
@@ -255,7 +244,7 @@ func Check(cfg *configs.Config) error {
 			drivers = append(drivers, drv)
 		}
 	}
-	return modbus.CheckBuses(drivers)
+	return host.Check(drivers)
 }
 
 type discard struct{}

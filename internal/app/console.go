@@ -325,7 +325,7 @@ func (v *consoleView) Device(name string) (console.DeviceDetail, bool) {
 			lkv("started from", ln.Loaded)
 		}
 	}
-	for _, b := range modbus.BusStats() {
+	for _, b := range modbus.BusStats(v.rt.Gateway.Lanes()) {
 		for _, bd := range b.Devices {
 			if bd.Name != name {
 				continue

@@ -16,6 +16,7 @@ import (
 	"github.com/edged-gw/edged/internal/modbussim"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
+	"github.com/edged-gw/edged/southbound/host"
 )
 
 // ptyPair starts a socat pty pair for the test; a missing socat fails the
@@ -71,11 +72,16 @@ func rtuDevice(t testing.TB, name, port string, unit int, extra, tags string) *R
 		t.Fatalf("init: %v", err)
 	}
 	d.minBackoff, d.maxBackoff = 20*time.Millisecond, 500*time.Millisecond
+	d.Provision(host.Env{Host: testHost})
 	return d
 }
 
+// testHost holds the lanes of the RTU tests, as a gateway's host would:
+// devices naming one port share its lane.
+var testHost = host.New()
+
 func busStat(port string) (BusStat, bool) {
-	for _, b := range BusStats() {
+	for _, b := range BusStats(testHost) {
 		if b.Port == filepath.Clean(port) {
 			return b, true
 		}
