@@ -95,6 +95,7 @@ func (s *Server) WriteLog() []WriteRecord {
 	defer s.mu.RUnlock()
 	return append([]WriteRecord(nil), s.wlog...)
 }
+
 // Accepted counts the TCP connections accepted since New (Modbus TCP and
 // RTU over TCP).
 func (s *Server) Accepted() uint64 { return s.accepted.Load() }

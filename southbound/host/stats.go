@@ -132,3 +132,10 @@ func Collectors(h *Host) []prometheus.Collector {
 	}
 	return out
 }
+
+// MediumInfo is implemented by a shared medium that can say what it is
+// (a serial port and its line settings) and how long it has carried
+// frames, for the operator's view of a lane.
+type MediumInfo interface {
+	MediumInfo() (name, settings string, busy time.Duration)
+}
