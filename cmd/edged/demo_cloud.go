@@ -172,7 +172,7 @@ func (t *demoTally) summary() demoSummary {
 
 // String is the line `edged demo` prints at exit (tests read it).
 func (s demoSummary) String() string {
-	line := fmt.Sprintf("cloud: received %d of %d messages published (sequence 1-%d): %d lost, %d marked historical, %d sent twice",
+	line := fmt.Sprintf("cloud: received %d of the %d messages the uplink took (sequence 1-%d): %d lost, %d marked historical, %d sent twice",
 		s.Arrived, s.Published, s.Published, len(s.Missing), s.Historical, s.Repeats)
 	if len(s.Missing) > 0 {
 		show := s.Missing[:min(len(s.Missing), 10)]

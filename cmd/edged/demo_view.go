@@ -155,7 +155,7 @@ func (s *demoShow) render(w io.Writer) {
 		fmt.Fprintf(&b, "  replay   %s; %d sent, %d acknowledged\n", replay, st.Sent, st.Acked)
 	}
 	sum := s.cloud.tally.summary()
-	fmt.Fprintf(&b, "  cloud    received %d of %d (%d marked historical, %d sent twice), %d on their way\n",
+	fmt.Fprintf(&b, "  cloud    received %d of the %d messages the uplink took (%d marked historical, %d sent twice), %d on their way\n",
 		sum.Arrived, sum.Published, sum.Historical, sum.Repeats, len(sum.Missing))
 
 	b.WriteString("\ntry:\n")
