@@ -144,6 +144,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		rt: rt, cloud: cloud, cfgPath: cfgPath, logPath: logPath, redraw: redraw,
 		outage: *outage, edged: edgedCommand(), pid: os.Getpid(),
 	}
+	if len(cfg.Upstreams) > 0 {
+		show.replayRate = cfg.Upstreams[0].ReplayRate
+	}
 	show.intro(stdout, plant)
 
 	toggle := make(chan struct{}, 1)
@@ -186,8 +189,11 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	c := rt.Gateway.Counters()
 	fmt.Fprintf(stdout, "edged demo stopped: %d samples read, %d messages published\n", c.Samples, c.Published)
 	if !drained {
-		fmt.Fprintf(stdout, "edged demo: the cloud still lacks %d messages after %v; they stay in the buffer in %s\n",
-			len(sum.Missing), demoDrainTimeout, filepath.Join(dir, "buffer", "cloud"))
+		where := "they stay in the buffer in " + filepath.Join(dir, "buffer", "cloud")
+		if *keep == "" {
+			where = "the temporary folder and its buffer are removed now (--dir keeps them)"
+		}
+		fmt.Fprintf(stdout, "edged demo: the cloud still lacks %d messages; %s\n", len(sum.Missing), where)
 		return exitFailure
 	}
 	return exitOK

@@ -280,8 +280,14 @@ func (k *demoLink) SetCut(cut bool) {
 		}
 		return
 	}
-	for _, c := range k.held {
-		go k.relay(c)
+	// Only the newest held connection can still be waiting for its answer:
+	// the uplink gave up on the older ones (its CONNACK deadline), and
+	// putting them through would let a dead attempt take over its session.
+	if n := len(k.held); n > 0 {
+		for _, c := range k.held[:n-1] {
+			c.Close()
+		}
+		go k.relay(k.held[n-1])
 	}
 	k.held = nil
 }

@@ -24,8 +24,11 @@ type demoShow struct {
 	redraw  bool
 	keys    bool // Enter toggles the link
 	outage  time.Duration
-	edged   string // how to run this binary
-	pid     int
+	// replayRate is the upstream's replay_rate (messages/s), which bounds
+	// how long draining the buffer at the end may take.
+	replayRate int
+	edged      string // how to run this binary
+	pid        int
 
 	onlineSince time.Time // the uplink's current session began (as seen here)
 	outageDone  bool      // the --outage has been played
@@ -192,7 +195,12 @@ func (s *demoShow) finish(w io.Writer) (demoSummary, bool) {
 	cancel()
 	s.cloud.tally.freeze()
 	s.cloud.link.SetCut(false)
-	deadline := time.Now().Add(demoDrainTimeout)
+	// A minute, plus the time the replay needs for what is buffered.
+	budget := demoDrainTimeout
+	if st, ok := s.uplink(); ok && s.replayRate > 0 {
+		budget += time.Duration(float64(st.Buffer.Depth+st.Buffer.Pending) / float64(s.replayRate) * float64(time.Second))
+	}
+	deadline := time.Now().Add(budget)
 	last := time.Now()
 	for {
 		sum := s.cloud.tally.summary()
