@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -44,6 +45,11 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "edged demo: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	// The cloud broker lets anyone in: it may listen on loopback only.
+	if !isLoopback(*cloudListen) {
+		fmt.Fprintf(stderr, "edged demo: --cloud %s: the simulated cloud has no authentication and listens on loopback only (127.0.0.1:PORT, [::1]:PORT, localhost:PORT)\n", *cloudListen)
 		return exitUsage
 	}
 	redraw := !*plain && isTerminal(stdout)
@@ -197,6 +203,18 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // edgedCommand is how the user runs this binary again: the path of the

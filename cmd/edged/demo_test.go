@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,7 +28,7 @@ func TestDemoOutageLosesNothingAndTheSetpointIsWritable(t *testing.T) {
 	dir := t.TempDir()
 	out := &lineWriter{}
 	demo := exec.CommandContext(ctx, edgedBin, "demo", "--listen", "127.0.0.1:0", "--plain",
-		"--for", "25s", "--outage", "6s", "--dir", dir)
+		"--for", "30s", "--outage", "6s", "--dir", dir)
 	demo.Stdout, demo.Stderr = out, out
 	if err := demo.Start(); err != nil {
 		t.Fatal(err)
@@ -80,11 +81,24 @@ func TestDemoOutageLosesNothingAndTheSetpointIsWritable(t *testing.T) {
 		t.Errorf("write above max: %v\n%s", err, wout)
 	}
 
-	// The backlog grew on disk while the link was cut.
+	// The backlog grew on disk while the link was cut, on screen too.
+	out.wait(t, 20*time.Second, regexp.MustCompile(`^  buffer   \d+ messages not yet acknowledged: \d+ in memory, [1-9]\d* on disk \(\d`))
 	m = out.wait(t, 20*time.Second, regexp.MustCompile(`cloud link restored \(--outage over\): (\d+) messages buffered`))
 	if n, _ := strconv.Atoi(m[1]); n < 20 {
 		t.Errorf("only %d messages buffered over a 6 s outage: %s", n, m[0])
 	}
+	// The replay's progress is on screen; SIGUSR1 cuts the link in the
+	// middle of it and restores it: the rest is replayed, nothing lost.
+	out.wait(t, 20*time.Second, regexp.MustCompile(`^  replay   REPLAYING, \d+ of the backlog left`))
+	if err := demo.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	out.wait(t, 10*time.Second, regexp.MustCompile(`cloud link cut \(SIGUSR1\)`))
+	out.wait(t, 10*time.Second, regexp.MustCompile(`link to the cloud: CUT for [1-9]`))
+	if err := demo.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	out.wait(t, 10*time.Second, regexp.MustCompile(`cloud link restored \(SIGUSR1\)`))
 
 	// The demo's own tally: every sequence number reached the cloud.
 	m = out.wait(t, demoDrainTimeout+30*time.Second, regexp.MustCompile(`^cloud: received (\d+) of the (\d+) messages the uplink took \(sequence 1-(\d+)\): (\d+) lost, (\d+) marked historical`))
@@ -175,6 +189,19 @@ func exitCode(err error) int {
 		return -1
 	}
 	return 0
+}
+
+// The simulated cloud lets anyone in, so it listens on loopback only.
+func TestDemoCloudOnLoopbackOnly(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", ":1884", "192.168.1.10:1884", "example.com:1884"} {
+		code, _, errOut := runCLI("demo", "--cloud", addr, "--for", "1s")
+		if code != exitUsage || !strings.Contains(errOut, "loopback only") {
+			t.Errorf("--cloud %s: exit %d, %q", addr, code, errOut)
+		}
+	}
+	if !isLoopback("127.0.0.1:0") || !isLoopback("[::1]:1884") || !isLoopback("localhost:1884") {
+		t.Error("loopback addresses refused")
+	}
 }
 
 // The tally matches the cloud's copy to the local message without the
