@@ -82,7 +82,7 @@ func TestDemoOutageLosesNothingAndTheSetpointIsWritable(t *testing.T) {
 	}
 
 	// The backlog grew on disk while the link was cut, on screen too.
-	out.wait(t, 20*time.Second, regexp.MustCompile(`^  buffer   \d+ messages not yet acknowledged: \d+ in memory, [1-9]\d* on disk \(\d`))
+	out.wait(t, 20*time.Second, regexp.MustCompile(`^  buffer   [1-9]\d* waiting for the cloud \(.*\), [1-9]\d* written to disk since start`))
 	m = out.wait(t, 20*time.Second, regexp.MustCompile(`cloud link restored \(--outage over\): (\d+) messages buffered`))
 	if n, _ := strconv.Atoi(m[1]); n < 20 {
 		t.Errorf("only %d messages buffered over a 6 s outage: %s", n, m[0])

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/edged-gw/edged/internal/app"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/northbound"
+	"golang.org/x/sys/unix"
 )
 
 // demoShow runs the story on screen: the devices and their values, the
@@ -111,26 +113,102 @@ func (s *demoShow) setCut(w io.Writer, cut bool, why string) {
 
 // render draws one frame: in place on a terminal, as plain lines otherwise.
 func (s *demoShow) render(w io.Writer) {
-	var b strings.Builder
 	now := time.Now()
 	c := s.rt.Gateway.Counters()
-	fmt.Fprintf(&b, "edged demo  %s  samples %d  published %d\n", now.Format("15:04:05"), c.Samples, c.Published)
-	for _, d := range s.rt.Gateway.Snapshot() {
-		state := d.State.String()
-		if d.Err != nil {
-			state += " (" + d.Err.Error() + ")"
+	head := fmt.Sprintf("edged demo  %s  samples %d  published %d", now.Format("15:04:05"), c.Samples, c.Published)
+	if s.logPath != "" {
+		head += "   log: " + s.logPath + "   Ctrl-C stops"
+	}
+	var devices []string
+	if s.redraw {
+		devices = s.compactDevices(now)
+	} else {
+		devices = s.plainDevices(now)
+	}
+	tail := append(s.uplinkLines(now), "")
+	tail = append(tail, s.tryLines()...)
+
+	if !s.redraw {
+		io.WriteString(w, head+"\n"+strings.Join(devices, "\n")+"\n\n"+strings.Join(tail, "\n")+"\n\n")
+		return
+	}
+	// Fit the screen: the uplink and what to try always show; the tags
+	// are cut short on a small terminal.
+	width, height := terminalSize(w)
+	if room := height - 1 - 1 - len(tail) - 1; len(devices) > room && room > 1 {
+		more := len(devices) - room + 1
+		devices = append(devices[:room-1], fmt.Sprintf("  … %d more lines: a taller terminal, or --plain, shows them", more))
+	}
+	lines := append([]string{head}, devices...)
+	lines = append(lines, "")
+	lines = append(lines, tail...)
+	var b strings.Builder
+	b.WriteString("\033[H") // home; each line cleared to its end, the rest of the old frame cleared
+	for i, l := range lines {
+		if r := []rune(l); len(r) > width {
+			l = string(r[:width])
 		}
-		fmt.Fprintf(&b, "\n%-10s %-10s %s, %d polls\n", d.Name, d.Driver, state, d.Polls)
+		b.WriteString(l)
+		b.WriteString("\033[K")
+		if i < len(lines)-1 {
+			b.WriteString("\n")
+		}
+	}
+	b.WriteString("\033[J")
+	io.WriteString(w, b.String())
+}
+
+// plainDevices lists every device and every tag with its quality, age and topic.
+func (s *demoShow) plainDevices(now time.Time) []string {
+	var out []string
+	for _, d := range s.rt.Gateway.Snapshot() {
+		out = append(out, "", fmt.Sprintf("%-10s %-10s %s, %d polls", d.Name, d.Driver, deviceState(d.State.String(), d.Err), d.Polls))
 		for _, t := range d.Tags {
 			age := ""
 			if t.Sample.TimeMs > 0 {
 				age = fmt.Sprintf("%5.1fs ago", float64(now.UnixMilli()-t.Sample.TimeMs)/1000)
 			}
-			fmt.Fprintf(&b, "  %-18s %18s %-5s %-9s %s  %s\n", t.Name, formatValue(t.Sample), t.Unit, t.Sample.Quality, age, t.Topic)
+			out = append(out, fmt.Sprintf("  %-18s %18s %-5s %-9s %s  %s", t.Name, formatValue(t.Sample), t.Unit, t.Sample.Quality, age, t.Topic))
 		}
 	}
+	return out
+}
 
-	b.WriteString("\n")
+// compactDevices puts two tags on a line and names the quality only when
+// it is not good, so the whole plant fits a terminal.
+func (s *demoShow) compactDevices(time.Time) []string {
+	var out []string
+	for _, d := range s.rt.Gateway.Snapshot() {
+		out = append(out, fmt.Sprintf("%-8s %-10s %s, %d polls", d.Name, d.Driver, deviceState(d.State.String(), d.Err), d.Polls))
+		cell := func(i int) string {
+			t := d.Tags[i]
+			q := ""
+			if t.Sample.Quality.String() != "good" {
+				q = " " + t.Sample.Quality.String()
+			}
+			return fmt.Sprintf("%-18s %17s %-5s%-9s", t.Name, formatValue(t.Sample), t.Unit, q)
+		}
+		for i := 0; i < len(d.Tags); i += 2 {
+			l := "  " + cell(i)
+			if i+1 < len(d.Tags) {
+				l += "  " + cell(i+1)
+			}
+			out = append(out, strings.TrimRight(l, " "))
+		}
+	}
+	return out
+}
+
+func deviceState(state string, err error) string {
+	if err != nil {
+		return state + " (" + err.Error() + ")"
+	}
+	return state
+}
+
+// uplinkLines show the uplink, its buffer, the replay and the cloud's count.
+func (s *demoShow) uplinkLines(now time.Time) []string {
+	var out []string
 	cut, since := s.cloud.link.Cut()
 	link := "up"
 	if cut {
@@ -140,51 +218,65 @@ func (s *demoShow) render(w io.Writer) {
 		}
 	}
 	if st, ok := s.uplink(); ok {
-		state := st.State
-		if st.LastErr != "" && st.State != "online" {
-			state += " (" + st.LastErr + ")"
-		}
-		fmt.Fprintf(&b, "uplink %-6s %s, %d connects; link to the cloud: %s\n", st.Name, state, st.Connects, link)
+		out = append(out, fmt.Sprintf("uplink %-6s %s, %d connects; link to the cloud: %s", st.Name, deviceState(st.State, errText(st)), st.Connects, link))
 		buf := st.Buffer
-		fmt.Fprintf(&b, "  buffer   %d messages not yet acknowledged: %d in memory, %d on disk (%s); %d written to disk since start; store %s\n",
-			buf.Depth+buf.Pending, buf.Pending, buf.Depth, sizeText(buf.Bytes), buf.Written, sizeText(buf.DiskBytes))
+		line := fmt.Sprintf("  buffer   %d waiting for the cloud (%s), %d written to disk since start, store %s on disk",
+			buf.Depth+buf.Pending, sizeText(buf.Bytes), buf.Written, sizeText(buf.DiskBytes))
 		if buf.Depth > 0 {
-			fmt.Fprintf(&b, "           oldest %.1fs old\n", buf.OldestAge)
+			line += fmt.Sprintf(", oldest %.0fs", buf.OldestAge)
 		}
+		out = append(out, line)
 		replay := fmt.Sprintf("%d historical sent", st.Replayed)
 		if st.ReplayBacklog > 0 {
 			replay = fmt.Sprintf("REPLAYING, %d of the backlog left, ", st.ReplayBacklog) + replay
 		}
-		fmt.Fprintf(&b, "  replay   %s; %d sent, %d acknowledged\n", replay, st.Sent, st.Acked)
+		out = append(out, fmt.Sprintf("  replay   %s; %d sent, %d acknowledged", replay, st.Sent, st.Acked))
 	}
 	sum := s.cloud.tally.summary()
-	fmt.Fprintf(&b, "  cloud    received %d of the %d messages the uplink took (%d marked historical, %d sent twice), %d on their way\n",
-		sum.Arrived, sum.Published, sum.Historical, sum.Repeats, len(sum.Missing))
+	out = append(out, fmt.Sprintf("  cloud    received %d of %d (%d marked historical, %d sent twice), %d on their way",
+		sum.Arrived, sum.Published, sum.Historical, sum.Repeats, len(sum.Missing)))
+	return out
+}
 
-	b.WriteString("\ntry:\n")
-	fmt.Fprintf(&b, "  %s write -c %s plc1 level_setpoint 70    # the tank level follows\n", s.edged, s.cfgPath)
+// errText is the uplink's last error while it is not online.
+func errText(st northbound.UplinkStats) error {
+	if st.LastErr == "" || st.State == "online" {
+		return nil
+	}
+	return errors.New(st.LastErr)
+}
+
+// tryLines say what to do next, with this demo's paths, ports and pid.
+func (s *demoShow) tryLines() []string {
+	out := []string{fmt.Sprintf("  %s write -c %s plc1 level_setpoint 70    # the tank level follows", s.edged, s.cfgPath)}
 	if s.keys {
-		fmt.Fprintf(&b, "  press Enter (or kill -USR1 %d) to cut the link to the cloud, again to restore it\n", s.pid)
+		out = append(out, fmt.Sprintf("  press Enter (or kill -USR1 %d) to cut the link to the cloud, again to restore it", s.pid))
 	} else {
-		fmt.Fprintf(&b, "  kill -USR1 %d    # cut the link to the cloud, again to restore it\n", s.pid)
+		out = append(out, fmt.Sprintf("  kill -USR1 %d    # cut the link to the cloud, again to restore it", s.pid))
 	}
-	fmt.Fprintf(&b, "  mosquitto_sub -h %s -p %s -t 'edged/#' -v    # the local broker\n", hostOf(s.rt.Broker.Addr()), portOf(s.rt.Broker.Addr()))
-	fmt.Fprintf(&b, "  mosquitto_sub -h %s -p %s -t 'edged/#' -v    # the cloud\n", hostOf(s.cloud.Addr()), portOf(s.cloud.Addr()))
+	local, cloud := s.rt.Broker.Addr(), s.cloud.Addr()
+	if s.redraw {
+		return append(out, fmt.Sprintf("  mosquitto_sub -h %s -t 'edged/#' -v -p %s (local broker) or -p %s (the cloud)", hostOf(local), portOf(local), portOf(cloud)))
+	}
+	out = append(out,
+		fmt.Sprintf("  mosquitto_sub -h %s -p %s -t 'edged/#' -v    # the local broker", hostOf(local), portOf(local)),
+		fmt.Sprintf("  mosquitto_sub -h %s -p %s -t 'edged/#' -v    # the cloud", hostOf(cloud), portOf(cloud)))
 	if s.rt.Metrics != nil {
-		fmt.Fprintf(&b, "  curl http://%s/metrics\n", s.rt.Metrics.Addr())
+		out = append(out, fmt.Sprintf("  curl http://%s/metrics", s.rt.Metrics.Addr()))
 	}
-	if s.logPath != "" {
-		fmt.Fprintf(&b, "  log: %s   Ctrl-C stops\n", s.logPath)
-	}
+	return out
+}
 
-	if !s.redraw {
-		b.WriteString("\n")
-		io.WriteString(w, b.String())
-		return
+// terminalSize is the size of the terminal w writes to (80×24 when it
+// cannot be told).
+func terminalSize(w io.Writer) (width, height int) {
+	width, height = 80, 24
+	if f, ok := w.(*os.File); ok {
+		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil && ws.Col > 0 && ws.Row > 0 {
+			width, height = int(ws.Col), int(ws.Row)
+		}
 	}
-	// Home, each line cleared to its end, the rest of the old frame cleared.
-	frame := strings.ReplaceAll(b.String(), "\n", "\033[K\n")
-	io.WriteString(w, "\033[H"+frame+"\033[J")
+	return width, height
 }
 
 // finish stops the devices, restores the link and waits until the cloud
