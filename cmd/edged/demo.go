@@ -104,7 +104,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 
 	cfgPath, err := writeDemoConfig(dir, map[string]string{
 		"{{BROKER}}": *listen, "{{PLC}}": plant.plc.Addr(), "{{METER}}": plant.meter.Addr(),
-		"{{OPCUA}}": plant.uaURL, "{{CLOUD}}": cloud.link.Addr(), "{{DATA}}": dir,
+		"{{OPCUA}}": plant.uaURL, "{{CLOUD}}": cloud.link.Addr(), "{{DATA}}": tomlEscape(dir),
 	})
 	if err != nil {
 		log.Error("write demo config", "err", err)
@@ -203,6 +203,11 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// tomlEscape makes s fit between the quotes of a TOML basic string.
+func tomlEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s)
 }
 
 func isLoopback(addr string) bool {

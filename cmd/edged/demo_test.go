@@ -204,6 +204,20 @@ func TestDemoCloudOnLoopbackOnly(t *testing.T) {
 	}
 }
 
+// The command the demo prints can be pasted into a shell as it is.
+func TestDemoShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"/tmp/edged-demo-123/edged.toml": "/tmp/edged-demo-123/edged.toml",
+		`/tmp/my "demo" dir/edged.toml`:  `'/tmp/my "demo" dir/edged.toml'`,
+		"/tmp/it's/edged.toml":           `'/tmp/it'\''s/edged.toml'`,
+		"go run ./cmd/edged":             "go run ./cmd/edged",
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
 // The tally matches the cloud's copy to the local message without the
 // replay's mark, and names the sequence numbers still missing.
 func TestDemoTally(t *testing.T) {

@@ -248,7 +248,7 @@ func errText(st northbound.UplinkStats) error {
 
 // tryLines say what to do next, with this demo's paths, ports and pid.
 func (s *demoShow) tryLines() []string {
-	out := []string{fmt.Sprintf("  %s write -c %s plc1 level_setpoint 70    # the tank level follows", s.edged, s.cfgPath)}
+	out := []string{fmt.Sprintf("  %s write -c %s plc1 level_setpoint 70    # the tank level follows", shellQuote(s.edged), shellQuote(s.cfgPath))}
 	if s.keys {
 		out = append(out, fmt.Sprintf("  press Enter (or kill -USR1 %d) to cut the link to the cloud, again to restore it", s.pid))
 	} else {
@@ -265,6 +265,19 @@ func (s *demoShow) tryLines() []string {
 		out = append(out, fmt.Sprintf("  curl http://%s/metrics", s.rt.Metrics.Addr()))
 	}
 	return out
+}
+
+// shellQuote quotes s for a POSIX shell when it holds more than safe characters.
+func shellQuote(s string) string {
+	if strings.HasPrefix(s, "go run ") {
+		return s
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+:,=@", r)) {
+			return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+		}
+	}
+	return s
 }
 
 // terminalSize is the size of the terminal w writes to (80×24 when it
