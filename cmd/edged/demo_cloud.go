@@ -85,16 +85,23 @@ type demoTally struct {
 	mu         sync.Mutex
 	counting   bool
 	published  uint64              // sequence numbers given out: 1…published
-	want       map[string][]uint64 // message → its sequence numbers
-	got        map[string]int      // message → times the cloud received it
-	arrived    uint64              // messages received by the cloud that the tally numbered
-	historical uint64              // of those, marked historical (first arrival)
-	repeats    uint64              // arrivals beyond the first of a message
-	lastAt     time.Time           // the cloud's last arrival, for the view
+	want       map[string][]uint64 // message not yet (fully) received → its sequence numbers
+	got        map[string]int      // message → times the cloud received it (pending ones)
+	delivered  map[string]struct{} // the last tallyKeep messages fully received, to count repeats
+	order      []string            // delivered, as a ring: order[next] is evicted next
+	next       int
+	arrived    uint64    // messages received by the cloud that the tally numbered
+	historical uint64    // of those, marked historical (first arrival)
+	repeats    uint64    // arrivals beyond the first of a message
+	lastAt     time.Time // the cloud's last arrival, for the view
 }
 
+// tallyKeep bounds the memory of a long demo: delivered messages are
+// remembered (to count a resend as such) only this many.
+const tallyKeep = 1 << 16
+
 func newDemoTally(skip string) *demoTally {
-	return &demoTally{skip: skip, counting: true, want: map[string][]uint64{}, got: map[string]int{}}
+	return &demoTally{skip: skip, counting: true, want: map[string][]uint64{}, got: map[string]int{}, delivered: map[string]struct{}{}}
 }
 
 func tallyKey(topic string, payload []byte) string { return topic + "\x00" + string(payload) }
@@ -129,19 +136,31 @@ func (t *demoTally) received(topic string, payload []byte, histProp bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	k := tallyKey(topic, payload)
-	if _, ok := t.want[k]; !ok {
-		return // the uplink's own status, or published before the tally began
+	seqs, ok := t.want[k]
+	if !ok {
+		if _, ok := t.delivered[k]; ok {
+			t.repeats++
+		}
+		return // else the uplink's own status, or published before the tally began
 	}
-	t.got[k]++
 	t.lastAt = time.Now()
-	if t.got[k] > len(t.want[k]) {
-		t.repeats++
-		return
-	}
 	t.arrived++
 	if hist {
 		t.historical++
 	}
+	if t.got[k]++; t.got[k] < len(seqs) {
+		return
+	}
+	delete(t.want, k)
+	delete(t.got, k)
+	if len(t.order) < tallyKeep {
+		t.order = append(t.order, k)
+	} else {
+		delete(t.delivered, t.order[t.next])
+		t.order[t.next] = k
+		t.next = (t.next + 1) % tallyKeep
+	}
+	t.delivered[k] = struct{}{}
 }
 
 // freeze stops numbering new local messages (the gateway is stopping).
@@ -162,9 +181,7 @@ func (t *demoTally) summary() demoSummary {
 	defer t.mu.Unlock()
 	s := demoSummary{Published: t.published, Arrived: t.arrived, Historical: t.historical, Repeats: t.repeats}
 	for k, seqs := range t.want {
-		if n := t.got[k]; n < len(seqs) {
-			s.Missing = append(s.Missing, seqs[n:]...)
-		}
+		s.Missing = append(s.Missing, seqs[t.got[k]:]...)
 	}
 	sort.Slice(s.Missing, func(i, j int) bool { return s.Missing[i] < s.Missing[j] })
 	return s

@@ -246,4 +246,17 @@ func TestDemoTally(t *testing.T) {
 	if s := ta.summary(); s.Published != 4 || len(s.Missing) != 0 || s.Arrived != 4 {
 		t.Errorf("after the last arrival: %+v", s)
 	}
+
+	// A long demo: what was delivered is remembered only tallyKeep deep.
+	ta = newDemoTally("")
+	for i := range tallyKeep + 1000 {
+		p := []byte(strconv.Itoa(i))
+		ta.local("t", p, false)
+		ta.received("t", p, false)
+	}
+	ta.received("t", []byte(strconv.Itoa(tallyKeep+999)), false) // a recent resend: counted
+	ta.received("t", []byte("0"), false)                         // forgotten: not counted
+	if s := ta.summary(); len(ta.want) != 0 || len(ta.delivered) != tallyKeep || s.Repeats != 1 || s.Arrived != tallyKeep+1000 || len(s.Missing) != 0 {
+		t.Errorf("want %d, delivered %d, summary %+v", len(ta.want), len(ta.delivered), s)
+	}
 }
