@@ -184,8 +184,14 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	stopSignals() // a second Ctrl-C ends the process at once
 
+	if redraw {
+		fmt.Fprintln(stdout) // below the last frame, which ends without a newline
+	}
 	fmt.Fprintln(stdout, "stopping the devices; the buffer goes on sending what the cloud lacks")
 	sum, drained := show.finish(stdout)
+	if redraw {
+		fmt.Fprintln(stdout)
+	}
 	fmt.Fprintln(stdout, sum)
 	endRun()
 	if err := rt.Stop(); err != nil {
