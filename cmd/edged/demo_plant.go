@@ -99,6 +99,7 @@ func (p *demoPlant) run(ctx context.Context) {
 	var energy uint32 = 1234500 // 12345.00 kWh
 	level := 50.0
 	var parts uint32
+	lastState := "RUNNING"
 	for i := 0; ; i++ {
 		t := time.Since(start).Seconds()
 		count := uint32(t)
@@ -135,11 +136,21 @@ func (p *demoPlant) run(ctx context.Context) {
 		p.meter.SetInput(0, volts[1], volts[0])
 		p.meter.SetInput(2, uint16(energy), uint16(energy>>16))
 
-		if i%5 == 0 { // the line makes two parts a second
-			parts++
-			p.uaNS.set("Line1.GoodParts", parts)
+		// The line runs for 50 s, then stops 10 s for a changeover.
+		running := int(t)%60 < 50
+		if state := map[bool]string{true: "RUNNING", false: "CHANGEOVER"}[running]; state != lastState {
+			p.uaNS.set("Line1.State", state)
+			lastState = state
 		}
-		p.uaNS.set("Line1.Speed", math.Round((1450+30*math.Sin(2*math.Pi*t/13))*10)/10)
+		speed := 0.0
+		if running {
+			speed = math.Round((1450+30*math.Sin(2*math.Pi*t/13))*10) / 10
+			if i%5 == 0 { // two parts a second
+				parts++
+				p.uaNS.set("Line1.GoodParts", parts)
+			}
+		}
+		p.uaNS.set("Line1.Speed", speed)
 
 		select {
 		case <-ctx.Done():
