@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -174,16 +175,25 @@ func (t *demoTally) freeze() {
 type demoSummary struct {
 	Published, Arrived, Historical, Repeats uint64
 	Missing                                 []uint64 // sequence numbers not (yet) received, ascending
+	// Examples are the first missing messages: "seq N: topic payload".
+	Examples []string
 }
 
 func (t *demoTally) summary() demoSummary {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := demoSummary{Published: t.published, Arrived: t.arrived, Historical: t.historical, Repeats: t.repeats}
+	what := map[uint64]string{}
 	for k, seqs := range t.want {
-		s.Missing = append(s.Missing, seqs[t.got[k]:]...)
+		for _, q := range seqs[t.got[k]:] {
+			s.Missing = append(s.Missing, q)
+			what[q] = strings.Replace(k, "\x00", " ", 1)
+		}
 	}
 	sort.Slice(s.Missing, func(i, j int) bool { return s.Missing[i] < s.Missing[j] })
+	for _, q := range s.Missing[:min(len(s.Missing), 3)] {
+		s.Examples = append(s.Examples, fmt.Sprintf("seq %d: %s", q, what[q]))
+	}
 	return s
 }
 
@@ -197,6 +207,7 @@ func (s demoSummary) String() string {
 		if len(s.Missing) > len(show) {
 			line += " …"
 		}
+		line += " (" + strings.Join(s.Examples, "; ") + ")"
 	}
 	return line
 }

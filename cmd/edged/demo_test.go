@@ -237,7 +237,7 @@ func TestDemoTally(t *testing.T) {
 	if s.Published != 4 || s.Arrived != 3 || s.Historical != 3 || s.Repeats != 1 || len(s.Missing) != 1 || s.Missing[0] != 4 {
 		t.Fatalf("summary %+v", s)
 	}
-	if want := "cloud: received 3 of the 4 messages the uplink took (sequence 1-4): 1 lost, 3 marked historical, 1 sent twice; missing [4]"; s.String() != want {
+	if want := "cloud: received 3 of the 4 messages the uplink took (sequence 1-4): 1 lost, 3 marked historical, 1 sent twice; missing [4] (seq 4: edged/demo/plc1/a {\"v\":2,\"ts\":2})"; s.String() != want {
 		t.Errorf("line %q\nwant %q", s.String(), want)
 	}
 	ta.received("edged/demo/plc1/a", []byte(`{"v":2,"ts":2}`), false)
