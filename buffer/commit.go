@@ -35,7 +35,7 @@ func (q *Queue) run() {
 	defer syncTick.Stop()
 	maint := time.NewTicker(time.Second)
 	defer maint.Stop()
-	gcEvery := 0
+	gcEvery, uptime := 0, 0
 	var lastSynced uint64
 	q.maintain()
 	for {
@@ -52,6 +52,12 @@ func (q *Queue) run() {
 			q.commitOnce(true)
 			_ = q.db.Sync()
 			q.durable.Store(q.committed.Load())
+			q.mu.Lock()
+			q.starts = 0 // a clean stop
+			q.flushLossLogLocked(true)
+			q.mu.Unlock()
+			q.writeMark()
+			_ = q.mark.close()
 			return
 		case f := <-q.flushes:
 			q.commitOnce(f.all)
@@ -75,9 +81,16 @@ func (q *Queue) run() {
 					lastSynced = c
 				}
 			}
+			_ = q.mark.sync()
 		case <-maint.C:
 			q.maintain()
+			q.writeMark()
 			q.measureDisk()
+			if uptime++; uptime == surviveAfter && q.starts > 0 {
+				q.mu.Lock()
+				q.starts = 0 // this start survived
+				q.mu.Unlock()
+			}
 			if gcEvery++; gcEvery >= 300 { // value-log GC every 5 minutes
 				gcEvery = 0
 				for q.db.RunValueLogGC(0.5) == nil {
@@ -87,6 +100,11 @@ func (q *Queue) run() {
 	}
 }
 
+// surviveAfter is how many seconds a start must run before it counts as
+// survived (see mark.starts): longer than it takes a damage to crash
+// Badger in its first compactions.
+const surviveAfter = 30
+
 // commitOnce runs one group commit (see commitBatches) and then removes
 // the segments that are wholly delivered or dropped.
 func (q *Queue) commitOnce(all bool) {
@@ -94,6 +112,7 @@ func (q *Queue) commitOnce(all bool) {
 	if err := q.dropSegments(all); err != nil {
 		q.log.Warn("buffer: removing delivered segments failed; retried", "dir", q.opts.Dir, "err", err)
 	}
+	q.writeMark()
 }
 
 // commitBatches runs one group commit: the pending appends become readable
@@ -166,6 +185,16 @@ func (q *Queue) commitBatches(all bool) {
 	if len(puts) > 0 && hasEmptySlots(puts) {
 		q.dirty = true // the state records the empty slots
 	}
+	storedEnd := q.storedEnd
+	for _, p := range puts {
+		if p.key.first > storedEnd {
+			// The entries between were delivered or dropped before they
+			// were stored: the state says so, or a restart would take
+			// the gap for a damage.
+			q.dirty = true
+		}
+		storedEnd = p.key.last + 1
+	}
 	state := q.takeStateLocked()
 	q.mu.Unlock()
 
@@ -220,6 +249,10 @@ func (q *Queue) commitBatches(all bool) {
 	for _, p := range puts {
 		q.writtenN.Add(uint64(p.key.n))
 		q.storedLocked(p)
+	}
+	if !capped {
+		q.storedEnd = storedEnd
+		q.savedLocked(state)
 	}
 	if settled > 0 {
 		q.committed.Add(settled)
@@ -316,7 +349,7 @@ const dropEvery = 200 * time.Millisecond
 func (q *Queue) dropSegments(now bool) error {
 	q.mu.Lock()
 	for i := 0; i < len(q.segs); {
-		if sg := q.segs[i]; sg.last < q.oldest || q.acked.containsRange(sg.first, sg.last) {
+		if sg := q.segs[i]; sg.last < q.savedOldest || q.savedAcked.containsRange(sg.first, sg.last) {
 			q.drops = append(q.drops, sg)
 			q.segs = append(q.segs[:i], q.segs[i+1:]...)
 			continue
@@ -364,10 +397,25 @@ func (q *Queue) writeState(state []byte) {
 		return
 	}
 	err := q.write(state, nil, nil)
+	q.mu.Lock()
 	if err != nil {
-		q.mu.Lock()
 		q.writeFailedLocked(err, state)
-		q.mu.Unlock()
+	} else {
+		q.savedLocked(state)
+	}
+	q.mu.Unlock()
+}
+
+// savedLocked records what a written state says: segments are removed
+// only once a state that has them delivered is written (else a crash in
+// between would leave a state expecting them, and the restart would count
+// them as lost to a damage).
+func (q *Queue) savedLocked(state []byte) {
+	if state == nil {
+		return
+	}
+	if oldest, _, acked, err := decodeState(state); err == nil {
+		q.savedOldest, q.savedAcked = oldest, acked
 	}
 }
 
@@ -576,18 +624,42 @@ func (q *Queue) walkStoredLocked(fn func(seq uint64, raw []byte) bool) {
 	from := q.oldest
 	for from < q.written {
 		if !q.head.holds(from) {
+			if n := q.acked.skip(from); n != from {
+				from = n
+				continue
+			}
 			seg, ok := segFor(q.segs, from)
 			found := false
+			var bad *batchKey
 			err := q.db.View(func(txn *badger.Txn) error {
+				if !ok {
+					return nil
+				}
 				var err error
-				found, err = loadBatch(txn, seg, from, &q.head)
+				found, bad, err = loadAt(txn, seg, from, q.written-1, &q.head)
 				return err
 			})
-			found = found && ok
-			if err != nil || !found {
-				if err != nil {
-					q.log.Error("buffer: reading the oldest stored batch failed", "dir", q.opts.Dir, "from", from, "err", err)
-				}
+			if bad != nil {
+				// Damaged: skipped and counted (see loseLocked).
+				q.loseLocked(bad.first, bad.last, err)
+				from = max64(bad.last+1, q.oldest)
+				continue
+			}
+			if err != nil {
+				q.log.Error("buffer: reading the oldest stored batch failed", "dir", q.opts.Dir, "from", from, "err", err)
+				q.head.val = nil
+				return
+			}
+			stop := q.written
+			if found {
+				stop = min(q.head.key.first, q.written)
+			}
+			if stop > from {
+				// Stored entries that are not where they must be.
+				q.loseLocked(from, stop-1, errVanished)
+				from = max64(stop, q.oldest)
+			}
+			if !found {
 				q.head.val = nil
 				return
 			}
@@ -612,6 +684,10 @@ func (q *Queue) walkStoredLocked(fn func(seq uint64, raw []byte) bool) {
 // group commit.
 func (q *Queue) evictLocked(cutoffMs int64) {
 	n := 0
+	reason := "max_age"
+	if q.bytes > q.opts.LiveBytes() {
+		reason = "max_bytes"
+	}
 	q.walkStoredLocked(func(seq uint64, raw []byte) bool {
 		if q.bytes <= q.opts.LiveBytes() && (cutoffMs <= 0 || int64(binary.BigEndian.Uint64(raw[:8])) >= cutoffMs) {
 			return false
@@ -627,6 +703,7 @@ func (q *Queue) evictLocked(cutoffMs int64) {
 		q.dirty = true
 		q.advanceOldestLocked()
 		q.kickLocked()
+		q.droppingLocked(reason)
 	}
 }
 
@@ -636,8 +713,10 @@ func (q *Queue) maintain() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.opts.MaxAge > 0 {
-		q.evictLocked(time.Now().Add(-q.opts.MaxAge).UnixMilli())
+		q.evictLocked(q.clock().Add(-q.opts.MaxAge).UnixMilli())
 	}
+	q.flushLossLogLocked(false)
+	q.dropQuietLocked()
 	q.oldestMs = q.oldestAppendedLocked()
 	if q.diskFull {
 		q.kickLocked()
