@@ -107,7 +107,7 @@ func parseTableID(name string) (uint64, bool) {
 // recoverAs turns a panic into *err (with where it happened).
 func recoverAs(err *error) {
 	if r := recover(); r != nil {
-		*err = fmt.Errorf("%w: panic: %s", errDamaged, firstLine(fmt.Sprint(r)))
+		*err = fmt.Errorf("%w: unreadable, Badger panics on it (%s)", errDamaged, firstLine(fmt.Sprint(r)))
 	}
 }
 
