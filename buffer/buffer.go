@@ -132,6 +132,7 @@ type Options struct {
 	liveBytes  int64         // overrides LiveBytes (tests)
 	segBytes   int64         // overrides segmentBytes (tests)
 	stuckAfter time.Duration // overrides stuckAfter (tests)
+	dropQuiet  time.Duration // overrides dropQuiet (tests)
 }
 
 // Overhead is the disk space Badger needs beyond the stored messages: the
@@ -286,6 +287,10 @@ type Queue struct {
 	storedEnd   uint64    // one past the last stored batch
 	savedOldest uint64    // the oldest, as the last written state says
 	savedAcked  intervals // the delivered ranges, as the last written state says
+
+	roomDisk   int64 // disk use when roomLocked last dropped a segment
+	roomStuck  bool  // dropping segments freed no space (until the disk has room)
+	fullLogged bool  // the disk-full line was logged, the one for its end not yet
 
 	lossLog  lossLog // damage found while reading, logged at most every lossLogEvery
 	dropping dropLog // drops by the caps and the disk, logged when they start and stop
@@ -750,14 +755,14 @@ func (q *Queue) trimPendingToLocked(limit int64) {
 		q.pendFrom++
 		q.dropped.Add(1)
 	}
-	if q.pendFrom > from {
+	if n := uint64(q.pendFrom - from); n > 0 {
 		switch {
 		case q.diskFull:
-			q.droppingLocked("disk full")
+			q.droppingLocked("disk full", n)
 		case q.atCap:
-			q.droppingLocked("max_bytes on disk (compactions behind)")
+			q.droppingLocked("max_bytes on disk (compactions behind)", n)
 		default:
-			q.droppingLocked("writes behind the messages")
+			q.droppingLocked("writes behind the messages", n)
 		}
 	}
 	if q.pendFrom == 0 {

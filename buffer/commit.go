@@ -112,6 +112,16 @@ func (q *Queue) commitOnce(all bool) {
 	if err := q.dropSegments(all); err != nil {
 		q.log.Warn("buffer: removing delivered segments failed; retried", "dir", q.opts.Dir, "err", err)
 	}
+	q.mu.Lock()
+	if q.roomDisk > 0 {
+		if disk := q.measureDisk(); disk >= q.roomDisk {
+			q.roomStuck = true
+			q.log.Warn("buffer disk full and dropping the oldest stored messages freed no space: the newest waiting are dropped instead",
+				"dir", q.opts.Dir, "disk_bytes", disk)
+		}
+		q.roomDisk = 0
+	}
+	q.mu.Unlock()
 	q.writeMark()
 }
 
@@ -129,8 +139,10 @@ func (q *Queue) commitBatches(all bool) {
 		return
 	}
 	if !q.spaceOKLocked() {
+		state := q.roomLocked()
 		q.trimPendingLocked()
 		q.mu.Unlock()
+		q.writeState(state)
 		return
 	}
 	if q.atCap && !q.capClearedLocked() {
@@ -357,8 +369,12 @@ func (q *Queue) dropSegments(now bool) error {
 		i++
 	}
 	drops := append([]segment(nil), q.drops...)
-	now = now || q.atCap
+	now = now || q.atCap || q.diskFull
+	full := q.diskFull
 	q.mu.Unlock()
+	if full && len(drops) > 0 && !q.roomToFlush() {
+		return nil // removing flushes a memtable: not without room for it
+	}
 	var dead int64
 	for _, sg := range drops {
 		dead += sg.bytes
@@ -606,15 +622,78 @@ func (q *Queue) write(state []byte, puts []put, vals []byte) error {
 func (q *Queue) spaceOKLocked() bool {
 	free, err := q.freeSpace(q.opts.Dir)
 	ok := err != nil || free >= q.opts.MinFreeBytes
-	if !ok && !q.diskFull {
-		q.log.Error("buffer disk nearly full: writes paused, new messages held in memory (oldest dropped beyond memory_bytes)",
+	if !ok && !q.diskFull && !q.fullLogged {
+		// Logged once until the disk has room again: while the buffer
+		// makes room by dropping its oldest, writes pause and resume by
+		// turns.
+		q.fullLogged = true
+		q.log.Error("buffer disk nearly full: writes paused until the oldest stored messages are dropped to make room (or space frees); new messages held in memory meanwhile",
 			"dir", q.opts.Dir, "free_bytes", free, "needed_bytes", q.opts.MinFreeBytes)
 	}
-	if ok && q.diskFull {
-		q.log.Info("buffer disk has space again: writes resumed", "dir", q.opts.Dir, "free_bytes", free)
+	if ok && q.diskFull && free >= 2*q.opts.MinFreeBytes {
+		q.roomDisk, q.roomStuck = 0, false
+	}
+	if ok && q.fullLogged && free >= 2*q.opts.MinFreeBytes {
+		q.fullLogged = false
+		q.log.Info("buffer disk has space again", "dir", q.opts.Dir, "free_bytes", free)
 	}
 	q.diskFull = !ok
 	return ok
+}
+
+// roomLocked applies the max_bytes policy to a full disk: the oldest
+// stored segment is dropped (and counted), so that its tables are deleted
+// and the newest messages, waiting in memory, can be written. It returns
+// the state to write (before the segment is removed). It does nothing
+// while what waits is small (the disk may free by itself), when there is
+// only the segment being written, when there is too little room even to
+// flush a memtable (Badger writes through mmap, where a full disk is a
+// SIGBUS), or when the last drop freed nothing: then the oldest of the
+// waiting messages are dropped instead (trimPendingLocked).
+func (q *Queue) roomLocked() []byte {
+	if q.pendFrom == len(q.pending) || len(q.segs) < 2 || q.roomStuck {
+		return nil
+	}
+	waiting := int64(len(q.pendBuf) - q.pending[q.pendFrom].off)
+	free, err := q.freeSpace(q.opts.Dir)
+	if waiting < q.opts.MemoryBytes/4 || err != nil || free < 2*q.opts.MemTableSize {
+		return nil
+	}
+	q.roomDisk = q.measureDisk() // compared once the segments are removed (commitOnce)
+	// As many of the oldest segments as give the room writing needs
+	// (MinFreeBytes) and what waits; never the one being written.
+	need := q.opts.MinFreeBytes - free + waiting
+	last := q.segs[0].last
+	for i, got := 0, int64(0); i < len(q.segs)-1 && got < need; i++ {
+		got += q.segs[i].bytes
+		last = q.segs[i].last
+	}
+	n := 0
+	q.walkStoredLocked(func(seq uint64, raw []byte) bool {
+		if seq > last {
+			return false
+		}
+		q.acked.add(seq)
+		q.depth--
+		q.bytes -= int64(entryOverhead + len(raw))
+		q.dropped.Add(1)
+		n++
+		return true
+	})
+	if n == 0 {
+		return nil
+	}
+	q.dirty = true
+	q.advanceOldestLocked()
+	q.droppingLocked("disk full", uint64(n))
+	return q.takeStateLocked()
+}
+
+// roomToFlush reports whether the file system has room for Badger to
+// flush a memtable (what removing a segment does first).
+func (q *Queue) roomToFlush() bool {
+	free, err := q.freeSpace(q.opts.Dir)
+	return err == nil && free >= 2*q.opts.MemTableSize
 }
 
 // walkStoredLocked calls fn for the live stored entries from the oldest
@@ -703,7 +782,7 @@ func (q *Queue) evictLocked(cutoffMs int64) {
 		q.dirty = true
 		q.advanceOldestLocked()
 		q.kickLocked()
-		q.droppingLocked(reason)
+		q.droppingLocked(reason, uint64(n))
 	}
 }
 
@@ -717,6 +796,9 @@ func (q *Queue) maintain() {
 	}
 	q.flushLossLogLocked(false)
 	q.dropQuietLocked()
+	if q.fullLogged && !q.diskFull {
+		q.spaceOKLocked() // logs when the disk has room again
+	}
 	q.oldestMs = q.oldestAppendedLocked()
 	if q.diskFull {
 		q.kickLocked()

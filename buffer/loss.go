@@ -85,8 +85,8 @@ type dropLog struct {
 	reason string
 }
 
-// droppingLocked notes that entries are being dropped for reason.
-func (q *Queue) droppingLocked(reason string) {
+// droppingLocked notes that n entries were just dropped for reason.
+func (q *Queue) droppingLocked(reason string, n uint64) {
 	d := &q.dropping
 	now := time.Now()
 	d.last = now
@@ -94,7 +94,7 @@ func (q *Queue) droppingLocked(reason string) {
 		return
 	}
 	d.on, d.since, d.reason = true, now, reason
-	d.base = q.dropped.Load()
+	d.base = q.dropped.Load() - n
 	q.log.Warn("buffer: dropping messages, the oldest first (counted in edged_uplink_buffer_dropped_total)",
 		"dir", q.opts.Dir, "reason", reason)
 }
@@ -103,7 +103,11 @@ func (q *Queue) droppingLocked(reason string) {
 // dropQuiet.
 func (q *Queue) dropQuietLocked() {
 	d := &q.dropping
-	if !d.on || time.Since(d.last) < dropQuiet {
+	quiet := dropQuiet
+	if q.opts.dropQuiet > 0 {
+		quiet = q.opts.dropQuiet
+	}
+	if !d.on || time.Since(d.last) < quiet {
 		return
 	}
 	q.log.Warn("buffer: stopped dropping messages", "dir", q.opts.Dir, "reason", d.reason,
