@@ -1074,8 +1074,9 @@ func (q *Queue) Ack(seq uint64, size int) {
 	q.depth--
 	q.bytes -= int64(size)
 	q.ackedN.Add(1)
-	if seq < q.written {
+	if seq < q.written && !q.dirty {
 		q.dirty = true
+		q.kickLocked() // the state is written by the next commit
 	}
 	q.advanceOldestLocked()
 }

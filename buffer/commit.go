@@ -26,18 +26,32 @@ func freeBytes(dir string) (int64, error) {
 const pageOutEvery = 4 << 20
 
 // run is the one goroutine that writes: group commits of appends and
-// deletes, syncs, cap enforcement and value-log GC.
+// deletes, syncs, cap enforcement and value-log GC. It wakes only when
+// there is work: an append or an ack (kick), a staged batch falling due,
+// a retry while work is left (every CommitInterval), and the once-a-
+// second upkeep; an idle queue costs a wakeup a second.
 func (q *Queue) run() {
 	defer close(q.stopped)
-	commitTick := time.NewTicker(q.opts.CommitInterval)
-	defer commitTick.Stop()
+	wake := time.NewTimer(time.Hour) // the next commit while work is left
+	wake.Stop()
+	defer wake.Stop()
+	gather := time.NewTimer(time.Hour) // lets a batch gather after a kick
+	gather.Stop()
+	defer gather.Stop()
 	syncTick := time.NewTicker(q.opts.SyncInterval)
 	defer syncTick.Stop()
-	maint := time.NewTicker(time.Second)
+	maint := time.NewTicker(q.maintEvery())
 	defer maint.Stop()
-	gcEvery, uptime := 0, 0
+	started, lastGC := time.Now(), time.Now()
 	var lastSynced uint64
 	q.maintain()
+	arm := func() {
+		if d, ok := q.nextWake(); ok {
+			wake.Reset(d)
+		} else {
+			wake.Stop()
+		}
+	}
 	for {
 		q.beat.Store(time.Now().UnixNano())
 		if q.touched.Load() >= pageOutEvery {
@@ -62,18 +76,23 @@ func (q *Queue) run() {
 		case f := <-q.flushes:
 			q.commitOnce(f.all)
 			close(f.done)
+			arm()
 		case <-q.kick:
 			// Let a batch gather for at most one commit interval.
+			gather.Reset(q.opts.CommitInterval)
 			select {
-			case <-commitTick.C:
+			case <-gather.C:
 			case <-q.stop:
 			case f := <-q.flushes:
 				q.commitOnce(f.all)
 				close(f.done)
 			}
+			gather.Stop()
 			q.commitOnce(false)
-		case <-commitTick.C:
+			arm()
+		case <-wake.C:
 			q.commitOnce(false)
+			arm()
 		case <-syncTick.C:
 			if c := q.committed.Load(); c != lastSynced && q.opts.Sync == SyncInterval {
 				if err := q.db.Sync(); err == nil {
@@ -85,25 +104,55 @@ func (q *Queue) run() {
 		case <-maint.C:
 			q.maintain()
 			q.writeMark()
-			q.measureDisk()
-			if uptime++; uptime == surviveAfter && q.starts > 0 {
+			if q.disk.Load() == 0 || q.touched.Load() != 0 || q.diskFull || q.atCap {
+				q.measureDisk() // unchanged while nothing is written
+			}
+			if q.starts > 0 && time.Since(started) >= surviveAfter {
 				q.mu.Lock()
 				q.starts = 0 // this start survived
 				q.mu.Unlock()
 			}
-			if gcEvery++; gcEvery >= 300 { // value-log GC every 5 minutes
-				gcEvery = 0
+			if time.Since(lastGC) >= 5*time.Minute { // value-log GC
+				lastGC = time.Now()
 				for q.db.RunValueLogGC(0.5) == nil {
 				}
 			}
+			arm()
 		}
 	}
 }
 
-// surviveAfter is how many seconds a start must run before it counts as
-// survived (see mark.starts): longer than it takes a damage to crash
-// Badger in its first compactions.
-const surviveAfter = 30
+// nextWake says when the writer must commit again on its own, if at all:
+// soon while something waits (appends, a state to write, segments to
+// remove, a paused write to retry), when the first staged batch falls due,
+// else not until something happens.
+func (q *Queue) nextWake() (time.Duration, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.pending) > q.pendFrom || q.dirty || q.atCap || len(q.drops) > 0 {
+		return q.opts.CommitInterval, true
+	}
+	var due time.Time
+	for _, b := range q.mem {
+		if b.staged && (due.IsZero() || b.due.Before(due)) {
+			due = b.due
+		}
+	}
+	if due.IsZero() {
+		return 0, false
+	}
+	return max(time.Until(due), q.opts.CommitInterval), true
+}
+
+// maintEvery is the upkeep's period: a second, or less when the stuck
+// writer is to be noticed sooner (tests): each turn takes the queue's
+// lock, which is what Alive watches.
+func (q *Queue) maintEvery() time.Duration { return min(time.Second, q.stuckAfter()/4) }
+
+// surviveAfter is how long a start must run before it counts as survived
+// (see mark.starts): longer than it takes a damage to crash Badger in its
+// first compactions.
+const surviveAfter = 30 * time.Second
 
 // commitOnce runs one group commit (see commitBatches) and then removes
 // the segments that are wholly delivered or dropped.
