@@ -8,7 +8,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS    := ./...
 
-.PHONY: all build test test-deps lint vet fmt-check bench fuzz clean package
+.PHONY: all build test test-deps lint vet fmt-check bench soak fuzz clean package
 
 all: build
 
@@ -39,6 +39,13 @@ bench:
 	$(GO) run ./bench/buffer -n 2000000 -payload 60
 	$(GO) run ./bench/buffer -n 2000000 -payload 60 -max-bytes 33554432 -points 6
 	$(GO) run ./bench/uplink -n 50000 -pace-n 2500 -duration 10s
+	$(GO) run ./bench/bufidle -for 60s
+
+# soak: the long fault variants (minutes): 200 kill -9 loops of a process
+# writing into a buffer, each followed by an open that must account for
+# every message. Not part of make test.
+soak:
+	$(GO) run ./bench/bufsoak -loops 200
 
 # fuzz: a short run of every fuzz target (corpora live in testdata/fuzz).
 fuzz:
