@@ -283,6 +283,7 @@ type Queue struct {
 
 	mark   *markFile // the writer's; nil when it could not be written
 	starts uint32    // starts in a row not known to have survived, this one included
+	clean  bool      // closed: the mark says so
 
 	storedEnd   uint64    // one past the last stored batch
 	savedOldest uint64    // the oldest, as the last written state says
@@ -378,6 +379,7 @@ func Open(opts Options) (*Queue, error) {
 	if fi, err := os.Stat(opts.Dir); err == nil && fi.IsDir() {
 		bumped := prev
 		bumped.starts++
+		bumped.clean = false
 		mf, _ = openMark(opts.Dir, bumped) // a store that cannot take it fails below anyway
 	}
 	db, err := openChecked(opts, full)
@@ -544,7 +546,7 @@ func (q *Queue) scan(db *badger.DB, m mark, haveMark bool) error {
 				return nil // delivered, or torn by a crash before it was readable
 			}
 			if k.first > expect {
-				if haveState {
+				if haveState && haveMark { // a store from before the mark may have gaps it did not record
 					damaged += k.first - expect - q.acked.countIn(expect, k.first-1)
 				}
 				q.acked.addRange(expect, k.first-1)
@@ -651,9 +653,15 @@ func (q *Queue) scan(db *badger.DB, m mark, haveMark bool) error {
 	}
 	if haveMark && m.live > uint64(q.depth)+damaged {
 		// The last run had more live messages than the store holds
-		// (less the damaged): the rest were waiting in memory, staged or
+		// (less the damaged): after a clean close, the store lost them
+		// (a damage that took the last batches, where no batch after
+		// shows the gap); else they were waiting in memory, staged or
 		// held by a full disk, when it died.
-		unstored = m.live - uint64(q.depth) - damaged
+		if m.clean {
+			damaged = m.live - uint64(q.depth)
+		} else {
+			unstored = m.live - uint64(q.depth) - damaged
+		}
 	}
 	if damaged+unstored > 0 {
 		q.lostDamaged.Add(damaged)

@@ -68,6 +68,7 @@ func (q *Queue) run() {
 			q.durable.Store(q.committed.Load())
 			q.mu.Lock()
 			q.starts = 0 // a clean stop
+			q.clean = true
 			q.flushLossLogLocked(true)
 			q.mu.Unlock()
 			q.writeMark()

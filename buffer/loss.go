@@ -120,7 +120,7 @@ func (q *Queue) dropQuietLocked() {
 // dropped).
 func (q *Queue) markLocked() mark {
 	live := uint64(max(q.depth, 0)) + uint64(len(q.pending)-q.pendFrom)
-	return mark{accepted: q.nextSeq, live: live, starts: q.starts}
+	return mark{accepted: q.nextSeq, live: live, starts: q.starts, clean: q.clean}
 }
 
 // writeMark writes the mark if it changed (the writer's).

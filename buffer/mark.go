@@ -21,18 +21,21 @@ import (
 // Its record: "EDGM", version 1, then accepted (the next sequence number
 // to assign), live (messages accepted and not yet delivered or dropped:
 // stored, staged or waiting), starts (opens in a row that did not reach
-// Close or run surviveAfter), and a CRC-32 of what precedes it. At the
-// next start, live less what the store holds is what was lost.
+// Close or run surviveAfter), clean (1 when written by Close), and a
+// CRC-32 of what precedes it. At the next start, live less what the store
+// holds is what was lost: to a damage after a clean close, else to the
+// crash.
 const (
 	markName    = "edged-mark"
 	markSize    = 4096
-	markRecord  = 4 + 4 + 8 + 8 + 4 + 4
+	markRecord  = 4 + 4 + 8 + 8 + 4 + 4 + 4
 	markVersion = 1
 )
 
 type mark struct {
 	accepted, live uint64
 	starts         uint32
+	clean          bool
 }
 
 func (m mark) encode() []byte {
@@ -42,6 +45,11 @@ func (m mark) encode() []byte {
 	b = binary.BigEndian.AppendUint64(b, m.accepted)
 	b = binary.BigEndian.AppendUint64(b, m.live)
 	b = binary.BigEndian.AppendUint32(b, m.starts)
+	clean := uint32(0)
+	if m.clean {
+		clean = 1
+	}
+	b = binary.BigEndian.AppendUint32(b, clean)
 	return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
 }
 
@@ -56,6 +64,7 @@ func decodeMark(b []byte) (mark, bool) {
 		accepted: binary.BigEndian.Uint64(b[8:16]),
 		live:     binary.BigEndian.Uint64(b[16:24]),
 		starts:   binary.BigEndian.Uint32(b[24:28]),
+		clean:    binary.BigEndian.Uint32(b[28:32]) == 1,
 	}
 	return m, true
 }
