@@ -34,8 +34,18 @@ func checkTables(dir string, full bool) error {
 	if err != nil {
 		return nil // Badger reports it
 	}
+	live, ok := manifestTables(dir)
+	if !ok {
+		return nil // no MANIFEST (Badger opens no table) or a damaged one (Badger refuses it)
+	}
 	for _, e := range ents {
 		if !strings.HasSuffix(e.Name(), ".sst") || e.IsDir() {
+			continue
+		}
+		// A table the MANIFEST does not list (half written by a
+		// compaction when the process died) is deleted by Badger, never
+		// opened: it is no damage.
+		if id, ok := parseTableID(e.Name()); !ok || !live[id] {
 			continue
 		}
 		if err := checkTable(filepath.Join(dir, e.Name()), full); err != nil {
@@ -85,6 +95,30 @@ func checkTable(path string, full bool) (err error) {
 		return t.VerifyChecksum()
 	}
 	return nil
+}
+
+// manifestTables returns the tables dir's MANIFEST lists; ok is false
+// when it cannot be read.
+func manifestTables(dir string) (ids map[uint64]bool, ok bool) {
+	f, err := os.Open(filepath.Join(dir, badger.ManifestFilename))
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	defer func() {
+		if recover() != nil {
+			ids, ok = nil, false
+		}
+	}()
+	m, _, err := badger.ReplayManifestFile(f, 0, badger.DefaultOptions(dir))
+	if err != nil {
+		return nil, false
+	}
+	ids = make(map[uint64]bool, len(m.Tables))
+	for id := range m.Tables {
+		ids[id] = true
+	}
+	return ids, true
 }
 
 // parseTableID is table.ParseFileID without its assertion (a negative

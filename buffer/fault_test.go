@@ -224,12 +224,13 @@ func TestFaults(t *testing.T) {
 			if err := q.Close(); err != nil {
 				t.Fatal(err)
 			}
-			q, err = Open(faultOpts(dir, nil))
+			q2, err := Open(faultOpts(dir, nil))
 			if err != nil {
 				t.Fatal(err)
 			}
-			after := drain(t, q)
-			if st := q.Stats(); len(after) != 1 || after[0] != faultN || st.LostDamaged != 0 || st.Recovered {
+			defer q2.Close()
+			after := drain(t, q2)
+			if st := q2.Stats(); len(after) != 1 || after[0] != faultN || st.LostDamaged != 0 || st.Recovered {
 				t.Fatalf("after a reopen: read %v, stats %+v; want only the new message, nothing lost", after, st)
 			}
 		})
