@@ -164,6 +164,15 @@ func TestFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, true, true},
+		{"half-written table left by a kill -9 (not in the MANIFEST)", func(t *testing.T, dir string) {
+			b, err := os.ReadFile(tables(t, dir)[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "999999.sst"), b[:len(b)/2], 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, false, false},
 		{"garbled mark", func(t *testing.T, dir string) {
 			scribble(t, filepath.Join(dir, markName), 0, 64)
 		}, false, false},
