@@ -45,6 +45,13 @@ func startUplinks(cfg *configs.Config, broker *northbound.Broker, log *slog.Logg
 	}
 	for i, uc := range cfg.Upstreams {
 		u, err := newUplink(cfg, uc, log, openBuffer(uc, log))
+		if errors.Is(err, buffer.ErrCannotOpen) {
+			// A buffer that cannot be opened (a read-only SD card) stops
+			// this upstream, not the gateway: /readyz lists it.
+			log.Error("upstream not started: its buffer cannot be opened", "upstream", uc.Name, "err", err)
+			slots = append(slots, uplinkSlot{cfg: uc, fp: uplinkFingerprint(cfg, uc), subID: uplinkSubscriptionBase + i, err: err})
+			continue
+		}
 		if err != nil {
 			return fail(fmt.Errorf("upstream %q: %w", uc.Name, err))
 		}
