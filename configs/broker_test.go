@@ -78,9 +78,9 @@ func TestBrokerErrors(t *testing.T) {
 		{
 			name: "plaintext password and bad filter",
 			files: memFS{testMain: gw + lines(`[broker]`,
-				`[[broker.user]]`,            // 4
-				`name = "hmi"`,               // 5
-				`password_hash = "secret"`,   // 6
+				`[[broker.user]]`,             // 4
+				`name = "hmi"`,                // 5
+				`password_hash = "secret"`,    // 6
 				`subscribe = ["edged/#/x"]`)}, // 7
 			want: []wantErr{
 				{line: 6, key: "broker.user[0].password_hash", msg: "not a bcrypt hash"},
