@@ -124,14 +124,10 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	listen := cfg.Broker.Listen
-	if cfg.Broker.Disabled {
-		listen = ""
-	}
 	if err := Check(cfg); err != nil {
 		return nil, err
 	}
-	broker := northbound.NewBroker(northbound.BrokerOptions{Listen: listen, Logger: log})
+	broker := northbound.NewBroker(brokerOptions(cfg, log))
 	gw, err := gateway.New(cfg, broker, log)
 	if err != nil {
 		return nil, err
@@ -227,6 +223,11 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 	r.log.Info("upstreams reloaded", "started", up.Started, "restarted", up.Restarted, "unchanged", up.Unchanged,
 		"stopped", up.Stopped, "failed", up.Failed)
 	r.lastUplinkReload.Store(&up)
+	// The broker's users, ACLs and TLS files apply at once; its listeners
+	// need a restart.
+	if err := r.Broker.Reload(brokerAccess(cfg)); err != nil {
+		r.log.Warn("broker reload incomplete", "err", err)
+	}
 	return cfg, rep, nil
 }
 
