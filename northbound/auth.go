@@ -55,9 +55,12 @@ const (
 	loginRefill = 10 * time.Second
 	// hashShare is the most of one core that password hashing may use:
 	// after a check that took d, the next starts no sooner than
-	// d/hashShare - d later (whoever asks). A check refused by this or the
-	// per-address limit costs no hashing at all.
+	// d/hashShare after it started (whoever asks). A check refused by this
+	// or the per-address limit costs no hashing at all.
 	hashShare = 0.10
+	// maxHashWait is how long a login may wait for its turn to hash;
+	// beyond, it is refused at once.
+	maxHashWait = 2 * time.Second
 	// maxTrackedAddrs bounds the per-address state.
 	maxTrackedAddrs = 4096
 )
@@ -82,7 +85,8 @@ type auth struct {
 	hmacKey   []byte
 	mu        sync.Mutex
 	addrs     map[string]*loginBucket
-	nextHash  time.Time
+	nextHash  time.Time     // when the next password hash may start
+	hashGap   time.Duration // time between two hash starts (the last hash's time / hashShare)
 	hashes    atomic.Uint64 // bcrypt comparisons run
 	refused   atomic.Uint64 // logins refused
 	throttled atomic.Uint64 // password checks refused by a limit, without hashing
@@ -223,15 +227,12 @@ func (h *auth) mac(user string, password []byte) []byte {
 	return m.Sum(nil)
 }
 
-// takeAttempt takes a password check from addr's bucket and from the
-// global hashing budget; false means refuse without hashing.
+// takeAttempt takes a password check from addr's bucket and a slot of the
+// global hashing budget, waiting for the slot when it is near; false
+// means refuse without hashing.
 func (h *auth) takeAttempt(addr string) bool {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	now := h.now()
-	if now.Before(h.nextHash) {
-		return false
-	}
 	b := h.addrs[addr]
 	if b == nil {
 		if len(h.addrs) >= maxTrackedAddrs {
@@ -242,20 +243,29 @@ func (h *auth) takeAttempt(addr string) bool {
 	}
 	b.tokens = min(loginBurst, b.tokens+now.Sub(b.last).Seconds()/loginRefill.Seconds())
 	b.last = now
-	if b.tokens < 1 {
+	start := now
+	if h.nextHash.After(start) {
+		start = h.nextHash
+	}
+	if b.tokens < 1 || start.Sub(now) > maxHashWait {
+		h.mu.Unlock()
 		return false
 	}
 	b.tokens--
-	// Hold the budget until spent() sets the real next start.
-	h.nextHash = now.Add(time.Hour)
+	h.nextHash = start.Add(h.hashGap)
+	h.mu.Unlock()
+	if d := start.Sub(now); d > 0 {
+		time.Sleep(d)
+	}
 	return true
 }
 
-// spent records the time a hash took and sets when the next may start.
+// spent records the time a hash took: the gap kept between the starts of
+// two hashes is what keeps hashing within hashShare of one core.
 func (h *auth) spent(start time.Time) {
 	d := h.now().Sub(start)
 	h.mu.Lock()
-	h.nextHash = h.now().Add(time.Duration(float64(d) * (1/hashShare - 1)))
+	h.hashGap = time.Duration(float64(d) / hashShare)
 	h.mu.Unlock()
 }
 

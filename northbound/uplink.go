@@ -218,7 +218,9 @@ func (u *Uplink) Handover(ctx context.Context) (*buffer.Queue, error) {
 
 // Filters are the local topic filters the uplink subscribes to (Forward
 // included).
-func (u *Uplink) Filters() []string { return append(u.o.Filters[:len(u.o.Filters):len(u.o.Filters)], u.o.Forward...) }
+func (u *Uplink) Filters() []string {
+	return append(u.o.Filters[:len(u.o.Filters):len(u.o.Filters)], u.o.Forward...)
+}
 
 // Alive reports an error when the uplink's buffer writer is stuck (see
 // buffer.Queue.Alive); the watchdog then withholds its keep-alive.
