@@ -90,14 +90,22 @@ func startSub(t *testing.T, args ...string) (wait func(timeout time.Duration) (s
 
 // client5 is a paho MQTT 5 client that records what it receives.
 type client5 struct {
-	c    *paho.Client
-	ca   *paho.Connack
-	mu   sync.Mutex
-	msgs []*paho.Publish
+	c *paho.Client
+	// light keeps only the topic of what arrives (for tests that measure
+	// the heap)
+	light bool
+	ca    *paho.Connack
+	mu    sync.Mutex
+	msgs  []*paho.Publish
 }
 
 // dial5 connects an MQTT 5 client over conn (nil: TCP to addr).
 func dial5(t *testing.T, addr string, conn net.Conn, user, pass, id string) (*client5, error) {
+	t.Helper()
+	return dial5With(t, &client5{}, addr, conn, user, pass, id)
+}
+
+func dial5With(t *testing.T, cl *client5, addr string, conn net.Conn, user, pass, id string) (*client5, error) {
 	t.Helper()
 	if conn == nil {
 		var err error
@@ -105,11 +113,14 @@ func dial5(t *testing.T, addr string, conn net.Conn, user, pass, id string) (*cl
 			t.Fatal(err)
 		}
 	}
-	cl := &client5{}
 	cl.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 		func(pr paho.PublishReceived) (bool, error) {
 			cl.mu.Lock()
-			cl.msgs = append(cl.msgs, pr.Packet)
+			p := pr.Packet
+			if cl.light {
+				p = &paho.Publish{Topic: p.Topic}
+			}
+			cl.msgs = append(cl.msgs, p)
 			cl.mu.Unlock()
 			return true, nil
 		}}})
@@ -166,6 +177,18 @@ func (c *client5) waitTopic(t *testing.T, topic string, payload string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("no %s %q received", topic, payload)
+}
+
+func (c *client5) count(topic string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, m := range c.msgs {
+		if m.Topic == topic {
+			n++
+		}
+	}
+	return n
 }
 
 func (c *client5) got(topic string) []string {

@@ -25,10 +25,10 @@ const messageOverhead = 128
 //
 // The library has no enqueue hook; the accounting is: a delivery admitted
 // in the ACL read check adds the size of the message being published
-// (recorded in OnPublish, keyed by topic); the write to the socket
-// (OnPacketSent) moves it from queued to unacknowledged for QoS>0 or
-// releases it for QoS 0; the acknowledgement (OnQosComplete/Dropped)
-// releases it. A disconnect forgets what was queued (the library drops
+// (recorded in OnPublish, keyed by topic) as queued; for QoS>0 the
+// library's in-flight store (OnQosPublish, before queueing) moves it to
+// unacknowledged until the acknowledgement (OnQosComplete/Dropped); a
+// QoS 0 message is released when written (OnPacketSent). A disconnect forgets what was queued (the library drops
 // it); an expired session forgets everything.
 type Limits struct {
 	mqtt.HookBase
@@ -164,37 +164,43 @@ func (l *Limits) release(c *clientHeld, queued *atomic.Int64, n int64) {
 	l.held.Add(-n)
 }
 
-// OnPacketSent: a published message left the queue.
+// OnPacketSent: a QoS 0 message left the queue (QoS>0 ones were moved to
+// unacknowledged in OnQosPublish, before they were queued).
 func (l *Limits) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
-	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline {
+	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos > 0 || cl.Net.Inline {
 		return
 	}
 	c := l.client(cl)
-	size := heldSize(&pk)
-	l.release(c, &c.queued, size)
-	if pk.FixedHeader.Qos > 0 {
-		c.mu.Lock()
-		if old, ok := c.unacked[pk.PacketID]; ok {
-			c.unackedN -= old
-			l.held.Add(-old)
-		}
-		c.unacked[pk.PacketID] = size
-		c.unackedN += size
-		c.mu.Unlock()
-		l.held.Add(size)
-	}
+	l.release(c, &c.queued, heldSize(&pk))
 }
 
-// OnQosPublish marks inbound QoS>0 packet ids, so that their completion
-// does not release an outbound message's bytes.
-func (l *Limits) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
-	if pk.FixedHeader.Type == packets.Publish || cl.Net.Inline {
+// OnQosPublish runs when the library stores a QoS>0 message in a client's
+// in-flight window, right after admit and before the message is queued
+// (or on a resend): its bytes count as unacknowledged from now until the
+// acknowledgement, which cannot overtake this. Inbound QoS>0 packet ids
+// are marked so their completion does not release an outbound message.
+func (l *Limits) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
+	if cl.Net.Inline {
 		return
 	}
 	c := l.client(cl)
 	c.mu.Lock()
-	c.inbound[pk.PacketID] = true
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	if pk.FixedHeader.Type != packets.Publish {
+		c.inbound[pk.PacketID] = true
+		return
+	}
+	size := heldSize(&pk)
+	if old, ok := c.unacked[pk.PacketID]; ok {
+		c.unackedN -= old
+		l.held.Add(-old)
+	}
+	if resends == 0 {
+		l.release(c, &c.queued, size) // admitted as queued a moment ago
+	}
+	c.unacked[pk.PacketID] = size
+	c.unackedN += size
+	l.held.Add(size)
 }
 
 func (l *Limits) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { l.acked(cl, pk.PacketID) }

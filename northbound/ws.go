@@ -84,6 +84,7 @@ type wsConn struct {
 	r   io.Reader // the message being read, nil between messages
 
 	wmu sync.Mutex
+	wdl atomic.Pointer[time.Time] // the write deadline asked for
 }
 
 func newWSConn(c *websocket.Conn) *wsConn { return &wsConn{c: c} }
@@ -123,6 +124,9 @@ func (w *wsConn) Read(b []byte) (int, error) {
 func (w *wsConn) Write(b []byte) (int, error) {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
+	if t := w.wdl.Load(); t != nil {
+		_ = w.c.SetWriteDeadline(*t)
+	}
 	if err := w.c.WriteMessage(websocket.BinaryMessage, b); err != nil {
 		return 0, err
 	}
@@ -141,10 +145,19 @@ func (w *wsConn) LocalAddr() net.Addr  { return w.c.LocalAddr() }
 func (w *wsConn) RemoteAddr() net.Addr { return w.c.RemoteAddr() }
 
 func (w *wsConn) SetDeadline(t time.Time) error {
-	return errors.Join(w.c.SetReadDeadline(t), w.c.SetWriteDeadline(t))
+	return errors.Join(w.c.SetReadDeadline(t), w.SetWriteDeadline(t))
 }
-func (w *wsConn) SetReadDeadline(t time.Time) error  { return w.c.SetReadDeadline(t) }
-func (w *wsConn) SetWriteDeadline(t time.Time) error { return w.c.SetWriteDeadline(t) }
+func (w *wsConn) SetReadDeadline(t time.Time) error { return w.c.SetReadDeadline(t) }
+
+// SetWriteDeadline may be called while a Write runs on another goroutine
+// (a broker's reader refreshes deadlines while its writer writes): the
+// library's own write deadline belongs to the writer, so it is handed over
+// at the next Write, and the socket's is set at once, which also ends a
+// write blocked now.
+func (w *wsConn) SetWriteDeadline(t time.Time) error {
+	w.wdl.Store(&t)
+	return w.c.NetConn().SetWriteDeadline(t)
+}
 
 // wsListener serves MQTT over WebSocket to local clients (browser HMIs):
 // an HTTP upgrade on one path, asking for the "mqtt" subprotocol, then

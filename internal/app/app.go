@@ -162,7 +162,7 @@ func (r *Runtime) startMetrics(mc configs.Metrics) {
 		listen = metrics.DefaultListen
 	}
 	m := metrics.NewServer(listen, r.readiness, r.log)
-	m.Registry.MustRegister(metrics.GatewayCollector{GW: r.Gateway, Broker: r.Broker})
+	m.Registry.MustRegister(metrics.GatewayCollector{GW: r.Gateway, Broker: r.Broker}, metrics.BrokerCollector{Broker: r.Broker})
 	m.Registry.MustRegister(metrics.UplinkCollector{Uplinks: r.Uplinks})
 	m.Registry.MustRegister(metrics.BusCollector{})
 	if err := m.Start(); err != nil {
