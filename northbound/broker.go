@@ -65,6 +65,7 @@ type Broker struct {
 	mu      sync.Mutex
 	started bool
 	stopped bool
+	reply   *mqtt.Client // publishes command replies (PublishReply)
 }
 
 // Default bounds that keep a vanished or slow local subscriber from
@@ -321,7 +322,11 @@ func (b *Broker) subscribe(filter string, id int, fn func(topic string, payload 
 	b.subs[k] = h
 	err := b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		fn := h.own
-		if pk.Origin != mqtt.InlineClientId {
+		switch pk.Origin {
+		case mqtt.InlineClientId:
+		case replyClientID:
+			return // command replies stay local
+		default:
 			fn = h.clients
 		}
 		if fn != nil {
