@@ -157,6 +157,28 @@ func (h *auth) Provides(b byte) bool {
 // verified client certificate (on a listener with client_ca_file), a user
 // name with its password, or anonymous where allowed.
 func (h *auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if !h.authenticate(cl, pk) {
+		return false
+	}
+	// A will is published by the broker on the client's behalf, past the
+	// ACL: check it now, as a publish, and refuse the connection if the
+	// client could not publish it itself.
+	if pk.Connect.WillFlag && !h.mayWill(cl, pk.Connect.WillTopic, pk.Connect.WillRetain) {
+		h.refuse(cl, "will message not allowed: the client may not publish it (or retain it under edged's namespace)", string(cl.Properties.Username))
+		return false
+	}
+	return true
+}
+
+func (h *auth) mayWill(cl *mqtt.Client, topic string, retain bool) bool {
+	if !h.mayPublish(cl, topic) {
+		return false
+	}
+	ns := h.cfg.Load().Namespace
+	return !retain || ns == "" || (topic != ns && !strings.HasPrefix(topic, ns+"/"))
+}
+
+func (h *auth) authenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	c := h.cfg.Load()
 	if name, ok := h.certIdentity(cl); ok {
 		if _, known := c.users[name]; !known {

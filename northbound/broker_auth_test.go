@@ -3,6 +3,7 @@ package northbound
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -365,6 +366,19 @@ func TestClientsCannotWriteIntoEdgedNamespace(t *testing.T) {
 		if string(m.Payload) != "online" {
 			t.Fatalf("a client planted %s %q in edged's namespace", m.Topic, m.Payload)
 		}
+	}
+	// Nor through a will, which the broker would publish on its behalf.
+	if out, err := mosq(t, 10*time.Second, "mosquitto_sub", append(hostPortArgs(b.Addr()), "-u", "admin", "-P", "pw",
+		"--will-topic", "edged/gw1/status", "--will-payload", "offline", "--will-retain", "-t", "x", "-W", "1")...); err == nil || !strings.Contains(strings.ToLower(out), "refused") {
+		t.Fatalf("a client with a will on edged's status was accepted: %v %q", err, out)
+	}
+	// A will the client may publish is fine (-W ends the connected client
+	// with a timeout, exit 27; a refused one exits at once otherwise).
+	out, err := mosq(t, 10*time.Second, "mosquitto_sub", append(hostPortArgs(b.Addr()), "-u", "admin", "-P", "pw",
+		"--will-topic", "apps/admin/gone", "--will-payload", "bye", "-t", "x", "-W", "1")...)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 27 || strings.Contains(strings.ToLower(out), "refused") {
+		t.Fatalf("a client with an allowed will: %v %q", err, out)
 	}
 	if got := admin.got("edged/gw1/status"); len(got) != 1 {
 		t.Fatalf("status messages seen: %q, want only edged's own", got)
