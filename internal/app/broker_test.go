@@ -141,6 +141,7 @@ func TestWrongPasswordFloodLeavesPollingAlone(t *testing.T) {
 	withBrokerUsers(t, path, `[[broker.user]]
 name = "hmi"
 password_hash = "`+bcryptHash(t, "the-right-one", bcrypt.DefaultCost)+`"`)
+	withMetrics(t, path)
 	rt, _ := startFromFile(t, path)
 	addr := rt.Broker.Addr()
 	waitUntil(t, 15*time.Second, "the boiler polling", func() bool { return pollsOf(rt, "boiler") >= 5 })
@@ -171,6 +172,16 @@ password_hash = "`+bcryptHash(t, "the-right-one", bcrypt.DefaultCost)+`"`)
 	}
 	if after.LoginsRefused-before.LoginsRefused != 1000 {
 		t.Errorf("refused %d logins, want 1000", after.LoginsRefused-before.LoginsRefused)
+	}
+	_, body := get(t, "http://"+rt.Metrics.Addr()+"/metrics")
+	if v := metric(t, body, "edged_broker_logins_refused_total"); v != 1000 {
+		t.Errorf("edged_broker_logins_refused_total = %v, want 1000", v)
+	}
+	if v := metric(t, body, "edged_broker_password_checks_total"); v != float64(hashed) {
+		t.Errorf("edged_broker_password_checks_total = %v, want %d", v, hashed)
+	}
+	if v := metric(t, body, "edged_broker_logins_throttled_total"); v < 990 {
+		t.Errorf("edged_broker_logins_throttled_total = %v", v)
 	}
 	floodRate := float64(floodPolls) / floodTime.Seconds()
 	quietRate := float64(quietPolls) / quietTime.Seconds()
