@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os/exec"
 	"strings"
@@ -413,4 +414,42 @@ func waitClients(t *testing.T, b *Broker, n int64) int64 {
 	}
 	t.Fatalf("%d clients never connected", n)
 	return 0
+}
+
+// syncBuffer is a bytes.Buffer safe for the broker's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestAllowAnonymousWarnsAndNoPasswordIsLogged(t *testing.T) {
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b := startBrokerWith(t, BrokerOptions{Listen: "0.0.0.0:0", Logger: log,
+		Access: &Access{AnonymousRead: true, AllowAnonymous: true, Users: usersWith(t, "right-secret-pw")}})
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "allow_anonymous = true") {
+		t.Fatalf("no start-up warning for allow_anonymous:\n%s", logs.String())
+	}
+	port := b.Addr()[strings.LastIndex(b.Addr(), ":")+1:]
+	for _, pw := range []string{"wrong-secret-pw", "right-secret-pw"} {
+		_, _ = mosq(t, 10*time.Second, "mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-u", "hmi", "-P", pw, "-t", "apps/hmi/x", "-m", "1")
+	}
+	if s := b.Stats().Auth; s.PasswordChecks < 2 {
+		t.Fatalf("the logins did not reach the password check: %+v", s)
+	}
+	if out := logs.String(); strings.Contains(out, "secret-pw") || !strings.Contains(out, "local client refused") {
+		t.Fatalf("logs leak a password or miss the refusal:\n%s", out)
+	}
 }

@@ -3,10 +3,13 @@ package app
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -188,5 +191,74 @@ password_hash = "`+bcryptHash(t, "the-right-one", bcrypt.DefaultCost)+`"`)
 	t.Logf("flood: %d polls in %v (%.1f/s), %d hashes; quiet: %d polls in %v (%.1f/s)", floodPolls, floodTime, floodRate, hashed, quietPolls, quietTime, quietRate)
 	if floodRate < 0.8*quietRate {
 		t.Errorf("polling slowed during the flood: %.1f polls/s against %.1f/s without it", floodRate, quietRate)
+	}
+}
+
+// TestReloadRenewsTheBrokerCertificateAndUsers: SIGHUP's reload reads the
+// TLS listener's files again and applies new users at once.
+func TestReloadRenewsTheBrokerCertificateAndUsers(t *testing.T) {
+	dir := t.TempDir()
+	ca := mosquittotest.NewCA(t, "broker reload CA")
+	writeCert := func(cn string) {
+		c, k := ca.Issue(t, cn, []string{"127.0.0.1"}, false, false)
+		if err := os.WriteFile(filepath.Join(dir, "broker.pem"), c, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "broker.key"), k, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCert("before reload")
+	conf := func(user string) string {
+		return `[gateway]
+id = "it"
+data_dir = "` + dir + `"
+
+[broker]
+listen = "127.0.0.1:0"
+
+[broker.tls]
+listen = "127.0.0.1:0"
+cert_file = "broker.pem"
+key_file = "broker.key"
+
+[[broker.user]]
+name = "` + user + `"
+password_hash = "` + bcryptHash(t, "pw", bcrypt.MinCost) + `"
+`
+	}
+	path := writeConfig(t, dir, conf("first"))
+	rt, cfg := startFromFile(t, path)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.PEM)
+	serverCN := func() string {
+		c, err := tls.Dial("tcp", rt.Broker.TLSAddr(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if cn := serverCN(); cn != "before reload" {
+		t.Fatalf("certificate %q", cn)
+	}
+	if rc := rawConnect311(t, rt.Broker.Addr(), "first", "pw"); rc != 0 {
+		t.Fatalf("user first: CONNACK %d", rc)
+	}
+	writeCert("after reload")
+	if err := os.WriteFile(path, []byte(conf("second")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := rt.Reload(context.Background(), path, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cn := serverCN(); cn != "after reload" {
+		t.Fatalf("after reload the broker shows %q", cn)
+	}
+	if rc := rawConnect311(t, rt.Broker.Addr(), "second", "pw"); rc != 0 {
+		t.Fatalf("new user after reload: CONNACK %d", rc)
+	}
+	if rc := rawConnect311(t, rt.Broker.Addr(), "first", "pw"); rc == 0 {
+		t.Fatal("a removed user still logs in after reload")
 	}
 }
