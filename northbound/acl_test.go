@@ -21,9 +21,9 @@ func TestACLCoversAndSubstitutes(t *testing.T) {
 		{"apps/%u/#", "apps/hmi/x", "hmi", "c1", true},
 		{"apps/%u/#", "apps/admin/x", "hmi", "c1", false},
 		{"apps/%u/%c", "apps/hmi/c1", "hmi", "c1", true},
-		{"apps/%u/#", "apps/+/x", "+", "c1", false},   // a user name with a wildcard matches nothing
+		{"apps/%u/#", "apps/+/x", "+", "c1", false},      // a user name with a wildcard matches nothing
 		{"apps/%c/#", "apps/a/b/x", "hmi", "a/b", false}, // nor a client id with a level separator
-		{"apps/%u/#", "apps//x", "", "c1", false},      // nor an empty user name
+		{"apps/%u/#", "apps//x", "", "c1", false},        // nor an empty user name
 	}
 	for _, tc := range cases {
 		if got := (acl{tc.rule}).allows(tc.filter, tc.user, tc.id); got != tc.want {
