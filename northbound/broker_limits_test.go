@@ -14,12 +14,20 @@ import (
 // is not empty. It returns the connection and the CONNACK return code.
 func rawConnect(t *testing.T, addr, id, user, pass string) (net.Conn, byte) {
 	t.Helper()
+	return rawConnectSession(t, addr, id, user, pass, true)
+}
+
+func rawConnectSession(t *testing.T, addr, id, user, pass string, clean bool) (net.Conn, byte) {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
-	flags := byte(0x02)
+	flags := byte(0x00)
+	if clean {
+		flags = 0x02
+	}
 	body := append(str("MQTT"), 4)
 	payload := str(id)
 	if user != "" {
@@ -148,4 +156,41 @@ func TestStalledSubscriberIsBoundedByBytes(t *testing.T) {
 		t.Fatalf("heap grew by %d MiB for a stalled subscriber (bound %d MiB per client)", grew>>20, perClient>>20)
 	}
 	t.Logf("heap %d → %d MiB; dropped for the stalled client: %d", m0.HeapInuse>>20, m1.HeapInuse>>20, s.Held.DroppedByUser[""])
+}
+
+// TestVanishedPersistentSessionIsBoundedByBytes: a client with a
+// persistent session that went away keeps getting QoS 1 messages stored
+// for it (until its session expires); they are bounded like a stalled
+// client's.
+func TestVanishedPersistentSessionIsBoundedByBytes(t *testing.T) {
+	const perClient, total = 2 << 20, 4 << 20
+	b := startBrokerWith(t, BrokerOptions{ClientQueueBytes: perClient, QueueBytes: total})
+	c, rc := rawConnectSession(t, b.Addr(), "gone-hmi", "", "", false)
+	if rc != 0 {
+		t.Fatalf("CONNACK %d", rc)
+	}
+	if _, err := c.Write([]byte{0x82, 6, 0, 1, 0, 1, '#', 1}); err != nil {
+		t.Fatal(err)
+	}
+	suback := make([]byte, 5)
+	if _, err := io.ReadFull(c, suback); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Stats().Clients > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	payload := bytes.Repeat([]byte("y"), 26<<10)
+	for range 1500 {
+		if err := b.Publish("plant/big", payload, false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if held := b.limits.heldBy("gone-hmi"); held > perClient || held == 0 {
+		t.Fatalf("held for the vanished session: %d bytes, bound %d (0: the session was not kept)", held, perClient)
+	}
+	if s := b.Stats().Held; s.DroppedByUser[""] < 1000 {
+		t.Fatalf("drops not counted: %+v", s)
+	}
 }

@@ -116,8 +116,8 @@ func (l *Limits) admit(cl *mqtt.Client, topic string) bool {
 	l.smu.Lock()
 	size, ok := l.sizes[topic]
 	l.smu.Unlock()
-	if !ok || cl.Closed() {
-		return true // not a delivery (a subscription check), or nothing will be queued
+	if !ok {
+		return true // not a delivery (a subscription check)
 	}
 	c := l.client(cl)
 	c.mu.Lock()
@@ -128,6 +128,12 @@ func (l *Limits) admit(cl *mqtt.Client, topic string) bool {
 	if over {
 		l.drop(cl, c, c.queued.Load()+unacked)
 		return false
+	}
+	if cl.Closed() {
+		// Nothing is queued for a disconnected client; a QoS>0 message
+		// goes to its session's in-flight store (OnQosPublish counts it),
+		// so the bound above applies to vanished persistent sessions too.
+		return true
 	}
 	c.queued.Add(size)
 	l.held.Add(size)
