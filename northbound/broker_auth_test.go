@@ -144,7 +144,7 @@ func dial5With(t *testing.T, cl *client5, addr string, conn net.Conn, user, pass
 
 func (c *client5) subscribe(t *testing.T, filter string) byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	sa, err := c.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
 	if err != nil && sa == nil {
@@ -155,7 +155,7 @@ func (c *client5) subscribe(t *testing.T, filter string) byte {
 
 func (c *client5) publish(t *testing.T, topic, payload string, retain bool) byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	pr, err := c.c.Publish(ctx, &paho.Publish{Topic: topic, Payload: []byte(payload), QoS: 1, Retain: retain})
 	if pr == nil {

@@ -54,8 +54,9 @@ func TestCommandsCarryTheSenderAndRepliesEchoCorrelation(t *testing.T) {
 				cl.mu.Unlock()
 				// A 3.1.1 sender is identified too.
 				args := append(hostPortArgs(b.Addr()), "-V", "311", "-u", "hmi", "-P", "pw", "-i", "panel-3", "-q", "1")
-				b.auth.set(Access{Users: usersWith(t, "pw"), Namespace: "edged/gw1", Commands: true})
-				b.auth.cfg.Load().users["hmi"].publish = acl{"edged/gw1/+/+/set"}
+				users := usersWith(t, "pw")
+				users[0].Publish = []string{"edged/gw1/+/+/set"} // hmi
+				b.auth.set(Access{Users: users, Namespace: "edged/gw1", Commands: true})
 				if out, err := mosq(t, 10*time.Second, "mosquitto_pub", append(args, "-t", "edged/gw1/d/t/set", "-m", "7")...); err != nil {
 					t.Fatal(err, out)
 				}
