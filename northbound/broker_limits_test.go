@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -192,5 +193,35 @@ func TestVanishedPersistentSessionIsBoundedByBytes(t *testing.T) {
 	}
 	if s := b.Stats().Held; s.DroppedByUser[""] < 1000 {
 		t.Fatalf("drops not counted: %+v", s)
+	}
+}
+
+func TestMaxClientsAndMaxPacketSize(t *testing.T) {
+	b := startBrokerWith(t, BrokerOptions{MaxClients: 2, MaxPacketSize: 1024,
+		Access: &Access{AnonymousRead: true, Users: usersWith(t, "pw")}})
+	sub, err := dial5(t, b.Addr(), nil, "admin", "pw", "sub-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.subscribe(t, "apps/#")
+	args := append(hostPortArgs(b.Addr()), "-u", "admin", "-P", "pw", "-q", "1", "-t", "apps/x")
+	// A packet beyond max_packet_size is not delivered.
+	_, _ = mosq(t, 10*time.Second, "mosquitto_pub", append(args, "-m", strings.Repeat("z", 2048))...)
+	if out, err := mosq(t, 10*time.Second, "mosquitto_pub", append(args, "-m", "small")...); err != nil {
+		t.Fatal(err, out)
+	}
+	sub.waitTopic(t, "apps/x", "small")
+	for _, p := range sub.got("apps/x") {
+		if len(p) > 1024 {
+			t.Fatalf("a %d-byte message passed max_packet_size 1024", len(p))
+		}
+	}
+	// The third client is refused while two are connected.
+	if _, err := dial5(t, b.Addr(), nil, "admin", "pw", "sub-2"); err != nil {
+		t.Fatal(err)
+	}
+	waitClients(t, b, 2)
+	if c, err := dial5(t, b.Addr(), nil, "admin", "pw", "sub-3"); err == nil && c.ca != nil && c.ca.ReasonCode == 0 {
+		t.Fatal("a client beyond max_clients was accepted")
 	}
 }
