@@ -113,8 +113,12 @@ type loginBucket struct {
 }
 
 // dummyHash is compared against when the user name is unknown, so that an
-// unknown name costs (and takes) what a wrong password does.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("edged-no-such-user"), bcrypt.DefaultCost)
+// unknown name costs (and takes) what a wrong password does. Made on first
+// use: hashing at start would slow every edged command.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("edged-no-such-user"), bcrypt.DefaultCost)
+	return h
+})
 
 func newAuth(a Access, limit *Limits, log *slog.Logger) *auth {
 	h := &auth{log: log, limit: limit, addrs: map[string]*loginBucket{}, now: time.Now}
@@ -182,7 +186,7 @@ func (h *auth) authenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	c := h.cfg.Load()
 	if name, ok := h.certIdentity(cl); ok {
 		if _, known := c.users[name]; !known {
-			h.refuse(cl, "client certificate names no [[broker.user]]", name)
+			h.refuse(cl, "client certificate names no [[broker.user]]", "", "certificate_identity", name)
 			return false
 		}
 		cl.Properties.Username = []byte(name)
@@ -202,9 +206,14 @@ func (h *auth) authenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	return true
 }
 
-func (h *auth) refuse(cl *mqtt.Client, why, user string) {
+// refuse counts and logs (at debug) a refused login. A user name that is
+// not configured is not logged: people type passwords into the wrong field.
+func (h *auth) refuse(cl *mqtt.Client, why, user string, attrs ...any) {
 	h.refused.Add(1)
-	h.log.Debug("local client refused", "reason", why, "client", cl.ID, "user", user, "remote", cl.Net.Remote)
+	if _, known := h.cfg.Load().users[user]; !known && user != "" {
+		user = "(not a configured user)"
+	}
+	h.log.Debug("local client refused", append([]any{"reason", why, "client", cl.ID, "user", user, "remote", cl.Net.Remote}, attrs...)...)
 }
 
 // checkPassword verifies a password. The per-address and the global
@@ -223,7 +232,7 @@ func (h *auth) checkPassword(c *authConfig, cl *mqtt.Client, user string, passwo
 		h.refuse(cl, "too many failed logins from this address", user)
 		return false
 	}
-	hash := dummyHash
+	hash := dummyHash()
 	if u != nil && len(u.hash) > 0 {
 		hash = u.hash
 	}
