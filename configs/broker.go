@@ -114,7 +114,8 @@ type BrokerWebSocket struct {
 	KeyFile  string `toml:"key_file"`
 	// Origins, when set, lists the web origins (e.g.
 	// "https://hmi.plant.local") whose pages may connect; a browser sends
-	// its page's origin with the upgrade. Empty: any origin.
+	// its page's origin with the upgrade; a client that sends none is not
+	// a browser and is let through. Empty: any origin.
 	Origins []string `toml:"origins"`
 }
 

@@ -137,6 +137,12 @@ func TestWebSocketClientSubscribesAndReceives(t *testing.T) {
 	if _, resp, err := d.Dial(url, http.Header{"Origin": {"https://evil.example"}}); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("foreign origin: %v %v", resp, err)
 	}
+	// A client that is not a browser sends no Origin.
+	if c, _, err := d.Dial(url, nil); err != nil {
+		t.Fatalf("no Origin header: %v", err)
+	} else {
+		c.Close()
+	}
 	c, _, err := d.Dial(url, http.Header{"Origin": {"https://hmi.plant.local"}})
 	if err != nil {
 		t.Fatal(err)

@@ -189,6 +189,12 @@ func newWSListener(id string, o *WebSocketListener, conf *tls.Config) *wsListene
 				return true
 			}
 			origin := r.Header.Get("Origin")
+			if origin == "" {
+				// Not a browser (browsers always send it): Node-RED, a
+				// script. Origins protect browsers' users from other
+				// web pages; a non-browser client could send any header.
+				return true
+			}
 			for _, o := range l.o.Origins {
 				if strings.EqualFold(o, origin) {
 					return true
