@@ -203,7 +203,8 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 		return nil, gateway.ReloadReport{}, err
 	}
 	if running != nil {
-		if cfg.Broker.Listen != running.Broker.Listen || cfg.Broker.Disabled != running.Broker.Disabled {
+		if cfg.Broker.Listen != running.Broker.Listen || cfg.Broker.Disabled != running.Broker.Disabled ||
+			cfg.Broker.TLS.Listen != running.Broker.TLS.Listen || cfg.Broker.WebSocket.Listen != running.Broker.WebSocket.Listen {
 			r.log.Warn("broker settings changed: restart edged to apply them", "listen", cfg.Broker.Listen)
 		}
 		if cfg.Metrics != running.Metrics {
