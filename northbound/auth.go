@@ -389,6 +389,12 @@ func (h *auth) mayPublish(cl *mqtt.Client, topic string) bool {
 }
 
 func (h *auth) maySubscribe(cl *mqtt.Client, filter string) bool {
+	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
+		// A shared subscription is checked as its topic filter.
+		if _, f, ok := strings.Cut(rest, "/"); ok {
+			filter = f
+		}
+	}
 	c := h.cfg.Load()
 	user := string(cl.Properties.Username)
 	if user == "" {

@@ -261,6 +261,12 @@ func TestBrokerACLDeniesPublishAndSubscribe(t *testing.T) {
 	if rc := hmi.subscribe(t, "plant/#"); rc != 0x87 {
 		t.Fatalf("subscribe outside the ACL: reason %#x, want 0x87 not authorized", rc)
 	}
+	if rc := hmi.subscribe(t, "$share/panels/apps/+/x"); rc != 1 {
+		t.Fatalf("shared subscription inside the rules: reason %#x", rc)
+	}
+	if rc := hmi.subscribe(t, "$share/panels/plant/#"); rc != 0x87 {
+		t.Fatalf("shared subscription outside the rules: reason %#x, want 0x87", rc)
+	}
 	if rc := hmi.subscribe(t, "#"); rc != 0x87 {
 		t.Fatalf("subscribe to # with narrower rules: reason %#x, want 0x87", rc)
 	}
