@@ -338,7 +338,11 @@ func (h *auth) certIdentity(cl *mqtt.Client) (string, bool) {
 	if v, ok := h.certListener.Load(cl.Net.Listener); !ok || !v.(bool) {
 		return "", false
 	}
-	tc, ok := cl.Net.Conn.(*tls.Conn)
+	conn := cl.Net.Conn
+	if g, ok := conn.(*guardedConn); ok {
+		conn = g.Unwrap()
+	}
+	tc, ok := conn.(*tls.Conn)
 	if !ok {
 		return "", false
 	}

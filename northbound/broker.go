@@ -15,7 +15,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -48,8 +47,8 @@ type BrokerOptions struct {
 type Broker struct {
 	opts BrokerOptions
 	srv  *mqtt.Server
-	tcp  *listeners.TCP
-	tls  *listeners.TCP
+	tcp  *tcpListener
+	tls  *tcpListener
 	ws   *wsListener
 
 	flush  *flushHook
@@ -149,7 +148,7 @@ func (b *Broker) Start() error {
 		}
 	}
 	if b.opts.Listen != "" {
-		b.tcp = listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.opts.Listen})
+		b.tcp = newTCPListener("tcp", b.opts.Listen, nil)
 		if err := b.srv.AddListener(b.tcp); err != nil {
 			return fmt.Errorf("broker: listen on %s: %w (is another MQTT broker such as mosquitto running? set [broker] listen to another address)", b.opts.Listen, err)
 		}
@@ -161,7 +160,7 @@ func (b *Broker) Start() error {
 			return fmt.Errorf("broker: [broker.tls]: %w", err)
 		}
 		b.certs = certs
-		b.tls = listeners.NewTCP(listeners.Config{ID: "tls", Address: t.Listen, TLSConfig: conf})
+		b.tls = newTCPListener("tls", t.Listen, conf)
 		if err := b.srv.AddListener(b.tls); err != nil {
 			return fmt.Errorf("broker: TLS listen on %s: %w (set [broker.tls] listen to another address)", t.Listen, err)
 		}

@@ -225,3 +225,52 @@ func TestMaxClientsAndMaxPacketSize(t *testing.T) {
 		t.Fatal("a client beyond max_clients was accepted")
 	}
 }
+
+// TestStalledSubscriberNeverBlocksEdgedsPublishes: the library writes to a
+// client's socket holding the client's lock, which a QoS 1 delivery to it
+// needs: a subscriber that stops reading must not block edged's own
+// publishes (a device status is QoS 1) nor the shutdown.
+func TestStalledSubscriberNeverBlocksEdgedsPublishes(t *testing.T) {
+	b := NewBroker(BrokerOptions{Listen: "127.0.0.1:0"}) // default byte bounds: larger than the socket buffers
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stalled, rc := rawConnect(t, b.Addr(), "stuck-hmi", "", "")
+	if rc != 0 {
+		t.Fatalf("CONNACK %d", rc)
+	}
+	defer stalled.Close()
+	_ = stalled.(*net.TCPConn).SetReadBuffer(4096)
+	if _, err := stalled.Write([]byte{0x82, 6, 0, 1, 0, 1, '#', 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(stalled, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		payload := bytes.Repeat([]byte("s"), 26<<10)
+		for range 3000 {
+			if err := b.Publish("edged/gw1/d/_status", payload, false, 1); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("edged's publishes are blocked by a subscriber that stopped reading")
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.Stop() }()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Stop is blocked by a subscriber that stopped reading")
+	}
+}

@@ -15,6 +15,10 @@ import (
 // messages is bounded too.
 const messageOverhead = 128
 
+// stuckWrite is how long a socket write to a client may take before no
+// more messages are queued for it (see guardedConn).
+const stuckWrite = 100 * time.Millisecond
+
 // Limits bounds, in bytes, what the broker holds for slow or stalled
 // clients: messages queued for a client's socket plus QoS 1/2 messages it
 // has not acknowledged, per client (PerClient) and for all clients
@@ -118,6 +122,13 @@ func (l *Limits) admit(cl *mqtt.Client, topic string) bool {
 	l.smu.Unlock()
 	if !ok {
 		return true // not a delivery (a subscription check)
+	}
+	if g, ok := cl.Net.Conn.(*guardedConn); ok && g.stuck(stuckWrite) {
+		// Its writer is blocked in a socket write, holding the client's
+		// lock: queueing a QoS 1 message would block this publisher.
+		c := l.client(cl)
+		l.drop(cl, c, c.queued.Load())
+		return false
 	}
 	c := l.client(cl)
 	c.mu.Lock()

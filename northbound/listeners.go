@@ -5,8 +5,15 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"os"
+	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
 // TLSListener is the broker's MQTT-over-TLS listener.
@@ -94,4 +101,127 @@ func (t *TLSListener) tlsConfig() (*tls.Config, *certReloader, error) {
 		},
 	}
 	return base, c, nil
+}
+
+// clientWriteTimeout is how long one write to a local client may block.
+// The library writes to a client's socket while holding that client's
+// lock, which a publisher needs to deliver a QoS 1 message to it (a packet
+// id): a client that stops reading would otherwise block edged's own
+// publishes (a device's status) and the shutdown for as long as it stalls.
+// A client whose socket takes no data for this long is disconnected.
+const clientWriteTimeout = 3 * time.Second
+
+// guardedConn is a client connection whose writes cannot block for
+// longer than clientWriteTimeout: each write gets its own deadline, a
+// write that fails closes the connection, and the library's deadline
+// refreshes (on every read) set only the read deadline, so they cannot
+// stretch a blocked write. writingSince tells the byte budget that a write
+// is stuck, so no further message is queued for that client.
+type guardedConn struct {
+	net.Conn
+	writingSince atomic.Int64 // unix nanos when the current write began; 0: none
+}
+
+func guard(c net.Conn) *guardedConn { return &guardedConn{Conn: c} }
+
+func (c *guardedConn) Write(p []byte) (int, error) {
+	c.writingSince.Store(time.Now().UnixNano())
+	defer c.writingSince.Store(0)
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		_ = c.Conn.Close()
+	}
+	return n, err
+}
+
+func (c *guardedConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
+// stuck reports whether a write has been blocked for longer than d.
+func (c *guardedConn) stuck(d time.Duration) bool {
+	s := c.writingSince.Load()
+	return s != 0 && time.Since(time.Unix(0, s)) > d
+}
+
+// Unwrap returns the connection underneath (a *tls.Conn for certificate
+// logins).
+func (c *guardedConn) Unwrap() net.Conn { return c.Conn }
+
+// tcpListener is the broker's TCP and TLS listener: the library's, but
+// handing the broker guarded connections, and logging a refused client at
+// debug level (a flood of bad logins must not flood the log).
+type tcpListener struct {
+	id, addr string
+	tlsConf  *tls.Config
+	ln       net.Listener
+	log      *slog.Logger
+	mu       sync.Mutex
+	closed   atomic.Bool
+}
+
+var _ listeners.Listener = (*tcpListener)(nil)
+
+func newTCPListener(id, addr string, conf *tls.Config) *tcpListener {
+	return &tcpListener{id: id, addr: addr, tlsConf: conf}
+}
+
+func (l *tcpListener) ID() string { return l.id }
+
+func (l *tcpListener) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.addr
+}
+
+func (l *tcpListener) Protocol() string {
+	if l.tlsConf != nil {
+		return "tls"
+	}
+	return "tcp"
+}
+
+func (l *tcpListener) Init(log *slog.Logger) error {
+	l.log = log
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return err
+	}
+	if l.tlsConf != nil {
+		ln = tls.NewListener(ln, l.tlsConf)
+	}
+	l.ln = ln
+	return nil
+}
+
+func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			if l.closed.Load() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return
+		}
+		go func() {
+			if err := establish(l.id, guard(conn)); err != nil && !errors.Is(err, io.EOF) {
+				l.log.Debug("local client ended", "listener", l.id, "err", err)
+			}
+		}()
+	}
+}
+
+func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed.CompareAndSwap(false, true) {
+		closeClients(l.id)
+		if l.ln != nil {
+			_ = l.ln.Close()
+		}
+	}
 }

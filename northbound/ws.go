@@ -248,7 +248,7 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered
 	}
 	c.SetReadLimit(int64(maxPacketSize) + 16)
-	conn := newWSConn(c)
+	conn := guard(newWSConn(c))
 	defer conn.Close()
 	if err := l.establish(l.id, conn); err != nil && !errors.Is(err, io.EOF) {
 		l.log.Debug("websocket client ended", "err", err, "remote", r.RemoteAddr)
