@@ -3,7 +3,7 @@
 // to "#" at QoS 1 and never reads again; edged publishes -n messages of
 // -size bytes; the heap in use after a GC is printed.
 //
-//	go run ./bench/stall -n 5120 -size 26624
+//	go run ./bench/stall -n 5120 -size 26624 -qos 0
 package main
 
 import (
@@ -22,6 +22,7 @@ import (
 func main() {
 	n := flag.Int("n", 5120, "messages published")
 	size := flag.Int("size", 26<<10, "payload bytes")
+	qos := flag.Int("qos", 1, "QoS of the publishes (edged publishes values at 0, status at 1)")
 	flag.Parse()
 	b := northbound.NewBroker(northbound.BrokerOptions{Listen: "127.0.0.1:0"})
 	if err := b.Start(); err != nil {
@@ -47,7 +48,7 @@ func main() {
 	runtime.ReadMemStats(&m0)
 	payload := bytes.Repeat([]byte("x"), *size)
 	for range *n {
-		if err := b.Publish("plant/big", payload, false, 1); err != nil {
+		if err := b.Publish("plant/big", payload, false, byte(*qos)); err != nil {
 			fail(err)
 		}
 	}
