@@ -114,14 +114,10 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	listen := cfg.Broker.Listen
-	if cfg.Broker.Disabled {
-		listen = ""
-	}
 	if err := Check(cfg); err != nil {
 		return nil, err
 	}
-	broker := northbound.NewBroker(northbound.BrokerOptions{Listen: listen, Logger: log})
+	broker := northbound.NewBroker(brokerOptions(cfg, log))
 	gw, err := gateway.New(cfg, broker, log)
 	if err != nil {
 		return nil, err
@@ -158,7 +154,7 @@ func (r *Runtime) startMetrics(mc configs.Metrics) {
 		listen = metrics.DefaultListen
 	}
 	m := metrics.NewServer(listen, r.readiness, r.log)
-	m.Registry.MustRegister(metrics.GatewayCollector{GW: r.Gateway, Broker: r.Broker})
+	m.Registry.MustRegister(metrics.GatewayCollector{GW: r.Gateway, Broker: r.Broker}, metrics.BrokerCollector{Broker: r.Broker})
 	m.Registry.MustRegister(metrics.UplinkCollector{Uplinks: r.Uplinks})
 	for _, c := range host.Collectors(r.Gateway.Lanes()) {
 		m.Registry.MustRegister(c) // the drivers' own: serial buses, learned plans
@@ -206,7 +202,8 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 		return nil, gateway.ReloadReport{}, err
 	}
 	if running != nil {
-		if cfg.Broker.Listen != running.Broker.Listen || cfg.Broker.Disabled != running.Broker.Disabled {
+		if cfg.Broker.Listen != running.Broker.Listen || cfg.Broker.Disabled != running.Broker.Disabled ||
+			cfg.Broker.TLS.Listen != running.Broker.TLS.Listen || cfg.Broker.WebSocket.Listen != running.Broker.WebSocket.Listen {
 			r.log.Warn("broker settings changed: restart edged to apply them", "listen", cfg.Broker.Listen)
 		}
 		if cfg.Metrics != running.Metrics {
@@ -227,6 +224,11 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 	r.log.Info("upstreams reloaded", "started", up.Started, "restarted", up.Restarted, "unchanged", up.Unchanged,
 		"stopped", up.Stopped, "failed", up.Failed)
 	r.lastUplinkReload.Store(&up)
+	// The broker's users, ACLs and TLS files apply at once; its listeners
+	// need a restart.
+	if err := r.Broker.Reload(brokerAccess(cfg)); err != nil {
+		r.log.Warn("broker reload incomplete", "err", err)
+	}
 	return cfg, rep, nil
 }
 

@@ -57,7 +57,7 @@ func startUplinks(cfg *configs.Config, broker *northbound.Broker, log *slog.Logg
 		}
 		slot := uplinkSlot{cfg: uc, fp: uplinkFingerprint(cfg, uc), subID: uplinkSubscriptionBase + i, u: u}
 		slots = append(slots, slot)
-		if err := u.Attach(broker.Subscribe, slot.subID); err != nil {
+		if err := errors.Join(u.Attach(broker.Subscribe, slot.subID), u.AttachForward(broker.SubscribeClients, slot.subID)); err != nil {
 			return fail(fmt.Errorf("upstream %q: subscribe to the local broker: %w", uc.Name, err))
 		}
 		u.Start()
@@ -154,7 +154,7 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 		return nil, err
 	}
 	return northbound.NewUplink(northbound.UplinkOptions{
-		Name: uc.Name, Publisher: pub, Queue: q, Filters: uc.Topics,
+		Name: uc.Name, Publisher: pub, Queue: q, Filters: uc.Topics, Forward: uc.Forward,
 		LocalPrefix: localPrefix, RemotePrefix: remotePrefix,
 		StatusTopic: pc.WillTopic, Skip: []string{localStatus},
 		ReplayRate: float64(uc.ReplayRate), ReplayOrder: northbound.ReplayOrder(uc.ReplayOrder), Logger: base,
@@ -269,7 +269,7 @@ func (r *Runtime) reloadUplinks(ctx context.Context, cfg *configs.Config) Uplink
 			_ = handed.Close() // not taken: un-acknowledged messages stay on disk
 		}
 		if ns.err == nil {
-			ns.err = ns.u.Attach(r.Broker.Subscribe, ns.subID)
+			ns.err = errors.Join(ns.u.Attach(r.Broker.Subscribe, ns.subID), ns.u.AttachForward(r.Broker.SubscribeClients, ns.subID))
 			if ns.err != nil {
 				ns.err = fmt.Errorf("subscribe to the local broker: %w", ns.err)
 				r.detach(ns)
