@@ -61,7 +61,7 @@ type consoleView struct {
 
 // newConsole prepares the console for cfg; nil when [console] is off.
 func newConsole(rt *Runtime, cfg *configs.Config) *consoleView {
-	if !cfg.Console.On(cfg.Metrics.Listen) || cfg.Metrics.Disabled {
+	if !cfg.ConsoleOn() || cfg.Metrics.Disabled {
 		return nil
 	}
 	v := &consoleView{rt: rt, started: time.Now()}
@@ -78,14 +78,6 @@ func (v *consoleView) setConfig(cfg *configs.Config) {
 	v.mu.Lock()
 	v.cfg, v.fp, v.loadedAt = cfg, fp, time.Now()
 	v.mu.Unlock()
-}
-
-func userHashes(c configs.Console) map[string]string {
-	m := map[string]string{}
-	for _, u := range c.Users {
-		m[u.Name] = u.PasswordHash
-	}
-	return m
 }
 
 // mount adds the console to the metrics server m (before its Start).
@@ -106,8 +98,8 @@ func (v *consoleView) mount(m *metrics.Server) {
 	}
 	off := !configs.LoopbackOnly(cfg.Metrics.Listen)
 	o := console.Options{Source: v, OffLoopback: off, Logger: log, SampleEvery: ConsoleEvery.Sample, LiveEvery: ConsoleEvery.Live}
-	if len(cc.Users) > 0 {
-		v.users = console.NewBcryptUsers(userHashes(cc))
+	if logins := cfg.ConsoleLogins(); len(logins) > 0 {
+		v.users = console.NewBcryptUsers(logins)
 		o.Auth = v.users
 	}
 	if cc.Writes && o.Auth != nil {
@@ -158,7 +150,7 @@ func (v *consoleView) reloaded(path string, next *configs.Config, dev gateway.Re
 	if next != nil {
 		v.setConfig(next)
 		if v.users != nil {
-			v.users.Set(userHashes(next.Console))
+			v.users.Set(next.ConsoleLogins())
 		}
 	}
 	v.mu.Lock()
