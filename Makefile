@@ -50,11 +50,15 @@ bench:
 	$(GO) run ./bench/buffer -n 2000000 -payload 60
 	$(GO) run ./bench/buffer -n 2000000 -payload 60 -max-bytes 33554432 -points 6
 	$(GO) run ./bench/uplink -n 50000 -pace-n 2500 -duration 10s
+	$(GO) run ./bench/bufidle -for 60s
 
-# soak: the long fault variants (outages of every kind with the real
-# defaults, figures in the log). Longer: make soak SOAKFLAGS="-soak.outage=1h -soak.cycles=1"
+# soak: the long fault variants, figures in the log; not part of make test.
+# 200 kill -9 loops of a process writing into a buffer, each followed by an
+# open that must account for every message; then outages of every kind
+# with the real defaults. Longer: make soak SOAKFLAGS="-soak.outage=1h -soak.cycles=1"
 SOAKFLAGS ?=
 soak: test-deps
+	$(GO) run ./bench/bufsoak -loops 200
 	$(GO) test -tags soak -run '^TestSoak' -timeout 6h -count=1 -v ./northbound/ -args $(SOAKFLAGS)
 
 # fuzz: a short run of every fuzz target (corpora live in testdata/fuzz).

@@ -132,6 +132,7 @@ type Options struct {
 	liveBytes  int64         // overrides LiveBytes (tests)
 	segBytes   int64         // overrides segmentBytes (tests)
 	stuckAfter time.Duration // overrides stuckAfter (tests)
+	dropQuiet  time.Duration // overrides dropQuiet (tests)
 }
 
 // Overhead is the disk space Badger needs beyond the stored messages: the
@@ -218,6 +219,13 @@ type Stats struct {
 	AtCap       bool    // writes paused: the store reached MaxBytes and waits for a compaction
 	DiskBytes   int64   // the store's disk use when last measured
 	WriteErrors uint64  // failed group commits (retried)
+	// LostDamaged counts messages lost because the store's files were
+	// damaged: unreadable batches skipped, or a store moved aside (as many
+	// as it last held). LostUnstored counts messages a previous run
+	// accepted but had not yet written when it died (kill -9, a crash, a
+	// power cut), found at Open from its mark. Neither is in Dropped.
+	LostDamaged  uint64
+	LostUnstored uint64
 	// Recovered is set when the store could not be opened and was moved
 	// aside (to RecoveredFrom) and a fresh one created: an alarm.
 	Recovered     bool
@@ -264,6 +272,7 @@ type Queue struct {
 	behind   bool // maxPending was reached (logged once)
 
 	appended, committed, durable, ackedN, dropped, writeErrs, writtenN atomic.Uint64
+	lostDamaged, lostUnstored                                          atomic.Uint64
 	touched                                                            atomic.Int64 // bytes written or read from disk since the last pageOut
 	disk                                                               atomic.Int64 // the store's disk use when last measured
 	beat                                                               atomic.Int64 // unix ns of the writer's last turn
@@ -271,6 +280,23 @@ type Queue struct {
 
 	wbuf     []byte    // the writer's scratch for batch values
 	lastDrop time.Time // when segments were last removed (the writer's)
+
+	mark   *markFile // the writer's; nil when it could not be written
+	starts uint32    // starts in a row not known to have survived, this one included
+	clean  bool      // closed: the mark says so
+
+	storedEnd   uint64    // one past the last stored batch
+	savedOldest uint64    // the oldest, as the last written state says
+	savedAcked  intervals // the delivered ranges, as the last written state says
+
+	roomDisk   int64 // disk use when roomLocked last dropped a segment
+	roomStuck  bool  // dropping segments freed no space (until the disk has room)
+	fullLogged bool  // the disk-full line was logged, the one for its end not yet
+
+	lossLog  lossLog // damage found while reading, logged at most every lossLogEvery
+	dropping dropLog // drops by the caps and the disk, logged when they start and stop
+
+	now func() time.Time // the clock of appends and max_age (tests move it)
 
 	kick    chan struct{} // wakes the committer
 	flushes chan flushReq
@@ -321,6 +347,12 @@ func (o Options) segmentBytes() int64 {
 // Badger's batch limit (15% of a memtable).
 func (o Options) valueThreshold() int64 { return min(1<<20, o.MemTableSize*15/100/2) }
 
+// ErrCannotOpen is wrapped by Open's errors when the store can neither be
+// opened nor replaced by a fresh one (a read-only or unwritable disk, or
+// another edged holding it): the uplink cannot run, the rest of the
+// gateway can.
+var ErrCannotOpen = errors.New("the buffer cannot be opened")
+
 // Open opens (or creates) the queue in opts.Dir. A store that Badger cannot
 // open, or that holds another format, is moved aside to
 // Dir.broken-<time>, a fresh one is created, and the alarm is raised (an
@@ -336,37 +368,73 @@ func Open(opts Options) (*Queue, error) {
 		return nil, fmt.Errorf("buffer %s: max_bytes %d is below the minimum %d (the store's own overhead)", opts.Dir, opts.MaxBytes, int64(MinMaxBytes))
 	}
 	q := &Queue{opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), flushes: make(chan flushReq), notify: make(chan struct{}),
-		stop: make(chan struct{}), stopped: make(chan struct{}), freeSpace: freeBytes}
-	db, err := openDB(opts)
+		stop: make(chan struct{}), stopped: make(chan struct{}), freeSpace: freeBytes, now: time.Now}
+	// The mark says what the last run accepted, and how many starts in a
+	// row did not survive: after two, every block of the store is
+	// verified before Badger sees it (a damage that crashes Badger later
+	// than its open, in a compaction, must not loop either).
+	prev, havePrev := readMark(opts.Dir)
+	full := havePrev && prev.starts >= 2
+	var mf *markFile
+	if fi, err := os.Stat(opts.Dir); err == nil && fi.IsDir() {
+		bumped := prev
+		bumped.starts++
+		bumped.clean = false
+		mf, _ = openMark(opts.Dir, bumped) // a store that cannot take it fails below anyway
+	}
+	db, err := openChecked(opts, full)
 	if err == nil {
-		if err = q.scan(db); err != nil {
+		if err = q.scan(db, prev, havePrev); err != nil {
 			_ = db.Close()
 		}
 	}
 	if err != nil && !movable(opts.Dir, err) {
-		return nil, fmt.Errorf("buffer %s: open: %w", opts.Dir, err)
+		_ = mf.close()
+		return nil, fmt.Errorf("buffer %s: open: %w (%w)", opts.Dir, err, ErrCannotOpen)
 	}
+	starts := prev.starts + 1
 	if err != nil {
+		_ = mf.close()
+		mf = nil
 		aside := fmt.Sprintf("%s.broken-%s", filepath.Clean(opts.Dir), time.Now().UTC().Format("20060102T150405Z"))
 		if rerr := os.Rename(opts.Dir, aside); rerr != nil {
-			return nil, fmt.Errorf("buffer %s: open: %w; moving it aside failed too: %v", opts.Dir, err, rerr)
+			return nil, fmt.Errorf("buffer %s: open: %w; moving it aside failed too: %v (%w)", opts.Dir, err, rerr, ErrCannotOpen)
 		}
-		q.log.Error("buffer store could not be opened: moved aside, starting empty; messages in it are not sent",
-			"dir", opts.Dir, "moved_to", aside, "err", err)
-		q.recoveredFrom = aside
 		*q = Queue{opts: q.opts, log: q.log, kick: q.kick, flushes: q.flushes, notify: q.notify, stop: q.stop, stopped: q.stopped,
-			freeSpace: q.freeSpace, recoveredFrom: aside}
+			freeSpace: q.freeSpace, now: q.now, recoveredFrom: aside}
+		// What it held is lost: as many as the mark last said were live.
+		lost := uint64(0)
+		if havePrev {
+			lost = prev.live
+		}
+		q.lostDamaged.Add(lost)
+		q.log.Error("buffer store could not be opened: moved aside, starting empty; messages in it are not sent",
+			"dir", opts.Dir, "moved_to", aside, "lost", lost, "err", err)
 		db, err = openDB(opts)
 		if err == nil {
-			if err = q.scan(db); err != nil {
+			if err = q.scan(db, mark{}, false); err != nil {
 				_ = db.Close()
 			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("buffer %s: create a fresh store: %w (is the data_dir writable?)", opts.Dir, err)
+			return nil, fmt.Errorf("buffer %s: create a fresh store: %w (is the data_dir writable?) (%w)", opts.Dir, err, ErrCannotOpen)
 		}
+		starts = 1
 	}
 	q.db = db
+	q.mu.Lock()
+	m := q.markLocked()
+	q.mu.Unlock()
+	m.starts = starts
+	if mf == nil {
+		mf, err = openMark(opts.Dir, m)
+	} else {
+		err = mf.write(m)
+	}
+	if err != nil {
+		q.log.Warn("buffer: cannot write its mark file; a crash's losses will not be counted", "dir", opts.Dir, "err", err)
+	}
+	q.mark, q.starts = mf, starts
 	q.beat.Store(time.Now().UnixNano())
 	go q.run()
 	return q, nil
@@ -377,6 +445,9 @@ func Open(opts Options) (*Queue, error) {
 func movable(dir string, err error) bool {
 	if strings.Contains(err.Error(), "directory lock") || errors.Is(err, fs.ErrPermission) {
 		return false // another edged runs on it, or a permission problem: never destroy it
+	}
+	if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
+		return true // a file where the store should be
 	}
 	entries, rerr := os.ReadDir(dir)
 	return rerr == nil && len(entries) > 0
@@ -410,6 +481,9 @@ func openDB(o Options) (*badger.DB, error) {
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).
 		WithNumGoroutines(1).
+		// A damaged block is an error where it is read (the batch is
+		// skipped and counted), never garbage parsed as keys and values.
+		WithChecksumVerificationMode(options.OnBlockRead).
 		// Batches stay in the LSM tree (see batchBytes); only a message
 		// larger than the threshold goes to the value log.
 		WithValueThreshold(o.valueThreshold())
@@ -424,10 +498,16 @@ func openDB(o Options) (*badger.DB, error) {
 // scan reads the state and the stored batches' keys: the segments, the
 // sequence range, depth and bytes. Segments that are wholly delivered are
 // removed; the few batches that are partly delivered are read to count
-// exactly. Sequence numbers missing between batches (a power cut lost
-// their write, or a batch was torn) are recorded as gone, so that the
-// oldest can move past them.
-func (q *Queue) scan(db *badger.DB) error {
+// exactly. Sequence numbers missing between batches (a batch torn by a
+// crash, or made unreadable by a damaged table) and batches that cannot
+// be read back are recorded as gone, so that the oldest can move past
+// them, and counted as lost unless the state says they were delivered.
+// What the last run's mark (m, if haveMark) says was live beyond what
+// the store holds is counted as lost too: it was waiting in memory when
+// the process died.
+func (q *Queue) scan(db *badger.DB, m mark, haveMark bool) error {
+	var damaged, unstored uint64
+	haveState := false
 	err := db.View(func(txn *badger.Txn) error {
 		if _, err := txn.Get(versionKey); errors.Is(err, badger.ErrKeyNotFound) {
 			it := txn.NewIterator(badger.IteratorOptions{})
@@ -441,6 +521,7 @@ func (q *Queue) scan(db *badger.DB) error {
 			return err
 		}
 		if item, err := txn.Get(stateKey); err == nil {
+			haveState = true
 			if err := item.Value(func(v []byte) error {
 				var err error
 				q.oldest, q.nextSeq, q.acked, err = decodeState(v)
@@ -465,6 +546,9 @@ func (q *Queue) scan(db *badger.DB) error {
 				return nil // delivered, or torn by a crash before it was readable
 			}
 			if k.first > expect {
+				if haveState && haveMark { // a store from before the mark may have gaps it did not record
+					damaged += k.first - expect - q.acked.countIn(expect, k.first-1)
+				}
 				q.acked.addRange(expect, k.first-1)
 			}
 			expect = k.last + 1
@@ -476,8 +560,17 @@ func (q *Queue) scan(db *badger.DB) error {
 			}
 			// Partly delivered, or with empty slots: subtract the delivered
 			// entries it holds, and record the empty slots as gone.
-			if found, err := loadBatch(txn, k.seg, k.first, &lb); err != nil || !found || !sameBatch(lb.key, k) {
-				return fmt.Errorf("batch %d..%d cannot be read back: %v", k.first, k.last, err)
+			if found, _, err := loadBatch(txn, k.seg, k.first, &lb); err != nil || !found || !sameBatch(lb.key, k) {
+				// Its keys were seen but it cannot be read back: lost,
+				// but for those the state says were delivered.
+				live := min(uint64(k.n), k.last-k.first+1-q.acked.countIn(max(k.first, q.oldest), k.last))
+				damaged += live
+				q.depth -= int64(k.n)
+				q.bytes -= int64(k.bytes)
+				q.acked.addRange(max(k.first, q.oldest), k.last)
+				q.log.Error("buffer: a stored batch cannot be read back: its messages are lost", "dir", q.opts.Dir,
+					"first", k.first, "last", k.last, "lost", live, "err", err)
+				return nil
 			}
 			for seq := k.first; seq <= k.last; seq++ {
 				raw := lb.raw(seq)
@@ -489,6 +582,17 @@ func (q *Queue) scan(db *badger.DB) error {
 				case seq < q.oldest || q.acked.contains(seq):
 					q.depth--
 					q.bytes -= int64(entryOverhead + len(raw))
+				}
+			}
+			return nil
+		}
+		// resolve finds the batches hidden in a gap lo..hi: a damaged block
+		// ends a table's part in an iteration, and its later blocks are
+		// reached only by seeking past it (see findHidden).
+		resolve := func(lo, hi uint64, segLo, segHi uint32) error {
+			for _, k := range findHidden(txn, lo, hi, segLo, segHi) {
+				if err := process(k, true); err != nil {
+					return err
 				}
 			}
 			return nil
@@ -512,6 +616,15 @@ func (q *Queue) scan(db *badger.DB) error {
 					return err
 				}
 			}
+			if haveState && k.first > expect && k.page == 0 && q.acked.countIn(expect, k.first-1) < k.first-expect {
+				segLo := k.seg - min(k.seg, 8)
+				if have {
+					segLo = cur.seg
+				}
+				if err := resolve(expect, k.first-1, segLo, k.seg); err != nil {
+					return err
+				}
+			}
 			cur, have, complete = k, true, k.page == 0
 		}
 		if have {
@@ -519,16 +632,47 @@ func (q *Queue) scan(db *badger.DB) error {
 				return err
 			}
 		}
-		if expect < q.nextSeq {
-			q.acked.addRange(expect, q.nextSeq-1)
+		if haveState && expect < q.nextSeq && q.acked.countIn(expect, q.nextSeq-1) < q.nextSeq-expect {
+			if err := resolve(expect, q.nextSeq-1, cur.seg, cur.seg+1); err != nil {
+				return err
+			}
+		}
+		end := q.nextSeq
+		if haveMark {
+			// New sequence numbers follow all those the last run gave.
+			end = max(end, m.accepted)
+			q.nextSeq = end
+		}
+		if expect < end {
+			q.acked.addRange(expect, end-1)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	if haveMark && m.live > uint64(q.depth)+damaged {
+		// The last run had more live messages than the store holds
+		// (less the damaged): after a clean close, the store lost them
+		// (a damage that took the last batches, where no batch after
+		// shows the gap); else they were waiting in memory, staged or
+		// held by a full disk, when it died.
+		if m.clean {
+			damaged = m.live - uint64(q.depth)
+		} else {
+			unstored = m.live - uint64(q.depth) - damaged
+		}
+	}
+	if damaged+unstored > 0 {
+		q.lostDamaged.Add(damaged)
+		q.lostUnstored.Add(unstored)
+		q.log.Error("buffer: messages lost before this start", "dir", q.opts.Dir,
+			"damaged", damaged, "unstored", unstored, "why_damaged", "the store's files were damaged (disk or SD card)",
+			"why_unstored", "accepted but not yet written when the process died (kill -9, crash, power cut)")
+	}
 	q.nextSeq = max(q.nextSeq, q.oldest)
 	q.commit, q.written = q.nextSeq, q.nextSeq
+	q.storedEnd = q.nextSeq
 	q.advanceOldestLocked()
 	// New batches go to a new segment.
 	for i := range q.segs {
@@ -539,13 +683,15 @@ func (q *Queue) scan(db *badger.DB) error {
 	if err := wb.Set(versionKey, []byte{storeVersion}); err != nil {
 		return err
 	}
-	if err := wb.Set(stateKey, encodeState(nil, q.oldest, q.nextSeq, q.acked)); err != nil {
+	state := encodeState(nil, q.oldest, q.nextSeq, q.acked)
+	if err := wb.Set(stateKey, state); err != nil {
 		return err
 	}
 	q.dirty = false
 	if err := wb.Flush(); err != nil {
 		return err
 	}
+	q.savedLocked(state)
 	q.db = db
 	if err := q.dropSegments(true); err != nil {
 		q.log.Warn("buffer: removing delivered segments failed; retried", "dir", q.opts.Dir, "err", err)
@@ -560,7 +706,7 @@ func (q *Queue) Append(topic string, payload []byte) { q.AppendPrefixed("", topi
 // AppendPrefixed is Append of the topic prefix+topic, without building
 // that string (the uplink's prefix rewrite).
 func (q *Queue) AppendPrefixed(prefix, topic string, payload []byte) {
-	now := time.Now().UnixMilli()
+	now := q.clock().UnixMilli()
 	if len(payload) > maxEntryBytes {
 		q.dropped.Add(1)
 		q.log.Error("buffer: message too large to buffer, dropped", "topic", prefix+topic, "bytes", len(payload), "max_bytes", maxEntryBytes)
@@ -611,10 +757,21 @@ func (q *Queue) trimPendingLocked() { q.trimPendingToLocked(q.opts.MemoryBytes) 
 // trimPendingToLocked drops the oldest pending entries beyond limit bytes,
 // and gives back the memory of those dropped once they are most of it.
 func (q *Queue) trimPendingToLocked(limit int64) {
+	from := q.pendFrom
 	for q.pendFrom < len(q.pending) && int64(len(q.pendBuf)-q.pending[q.pendFrom].off) > limit {
 		q.acked.add(q.pending[q.pendFrom].seq)
 		q.pendFrom++
 		q.dropped.Add(1)
+	}
+	if n := uint64(q.pendFrom - from); n > 0 {
+		switch {
+		case q.diskFull:
+			q.droppingLocked("disk full", n)
+		case q.atCap:
+			q.droppingLocked("max_bytes on disk (compactions behind)", n)
+		default:
+			q.droppingLocked("writes behind the messages", n)
+		}
 	}
 	if q.pendFrom == 0 {
 		return
@@ -719,10 +876,37 @@ func (r *Reader) Read(from, to uint64, max int) ([]Entry, uint64, error) {
 	next := from
 	for next < memFrom && len(dst) == 0 {
 		if !r.cur.holds(next) {
-			found, err := r.load(next)
+			// A seek into a delivered or lost range could land in the
+			// damaged block that lost it: start past it.
+			if n := acked.skip(next); n != next {
+				next = n
+				continue
+			}
+			found, bad, err := r.load(next, memFrom-1)
+			if bad != nil {
+				// A damaged batch: skipped and counted, never an error
+				// that would stop the sender at the same place forever.
+				q.mu.Lock()
+				q.loseLocked(bad.first, bad.last, err)
+				q.mu.Unlock()
+				next = bad.last + 1
+				continue
+			}
 			if err != nil {
 				r.entries = dst
 				return dst, from, fmt.Errorf("buffer: read from %d: %w", next, err)
+			}
+			stop := memFrom
+			if found {
+				stop = min(r.cur.key.first, memFrom)
+			}
+			if stop > next {
+				// Every entry below memory that is neither delivered nor
+				// dropped is stored: those that are not found were lost
+				// with a damaged table.
+				q.mu.Lock()
+				q.loseLocked(next, stop-1, errVanished)
+				q.mu.Unlock()
 			}
 			if !found || r.cur.key.first >= memFrom {
 				next = memFrom // nothing stored before memory starts
@@ -756,23 +940,25 @@ func (r *Reader) Read(from, to uint64, max int) ([]Entry, uint64, error) {
 }
 
 // load reads the stored batch holding seq, or the first after it, into
-// r.cur.
-func (r *Reader) load(seq uint64) (bool, error) {
+// r.cur. bad is the key of a batch found damaged.
+func (r *Reader) load(seq, limit uint64) (found bool, bad *batchKey, err error) {
 	seg, ok := segFor(r.segs, seq)
 	if !ok {
-		return false, nil
+		return false, nil, nil
 	}
-	found := false
-	err := r.q.db.View(func(txn *badger.Txn) error {
+	err = r.q.db.View(func(txn *badger.Txn) error {
 		var err error
-		found, err = loadBatch(txn, seg, seq, &r.cur)
+		found, bad, err = loadAt(txn, seg, seq, limit, &r.cur)
 		return err
 	})
 	if found {
 		r.q.touched.Add(int64(len(r.cur.val)))
 	}
-	return found, err
+	return found, bad, err
 }
+
+// errVanished: stored entries were not found where they must be.
+var errVanished = errors.New("stored batches missing (a damaged table)")
 
 // segFor returns the segment that holds seq or, if none does, the first
 // after it.
@@ -786,8 +972,9 @@ func segFor(segs []segment, seq uint64) (uint32, bool) {
 
 // loadBatch reads the stored batch holding seq (in segment seg), or the
 // first after it, into lb. A batch with pages missing (a crash in the
-// middle of its write, before any of it was readable) is skipped.
-func loadBatch(txn *badger.Txn, seg uint32, seq uint64, lb *loadedBatch) (bool, error) {
+// middle of its write, or a damaged table) is skipped. A batch that
+// cannot be read or parsed is returned as bad, with the error.
+func loadBatch(txn *badger.Txn, seg uint32, seq uint64, lb *loadedBatch) (bool, *batchKey, error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{batchPrefix}})
 	defer it.Close()
 	var sk [segPrefixLen + 8]byte
@@ -813,7 +1000,8 @@ func loadBatch(txn *badger.Txn, seg uint32, seq uint64, lb *loadedBatch) (bool, 
 				break
 			}
 			if err := it.Item().Value(func(v []byte) error { lb.val = append(lb.val, v...); return nil }); err != nil {
-				return false, err
+				lb.val = nil
+				return false, &k, err
 			}
 		}
 		if !complete {
@@ -821,12 +1009,12 @@ func loadBatch(txn *badger.Txn, seg uint32, seq uint64, lb *loadedBatch) (bool, 
 		}
 		if err := lb.parse(); err != nil {
 			lb.val = nil
-			return false, err
+			return false, &k, err
 		}
-		return true, nil
+		return true, nil, nil
 	}
 	lb.val = nil
-	return false, nil
+	return false, nil, nil
 }
 
 // readMemLocked reads from the memory batches; it stops at a gap before
@@ -894,8 +1082,9 @@ func (q *Queue) Ack(seq uint64, size int) {
 	q.depth--
 	q.bytes -= int64(size)
 	q.ackedN.Add(1)
-	if seq < q.written {
+	if seq < q.written && !q.dirty {
 		q.dirty = true
+		q.kickLocked() // the state is written by the next commit
 	}
 	q.advanceOldestLocked()
 }
@@ -939,6 +1128,7 @@ func (q *Queue) dropMemLocked() {
 		b.staged = false
 		q.written = max64(q.written, b.last()+1)
 		q.committed.Add(uint64(len(b.vals)))
+		q.kickLocked() // the mark moves on
 	}
 }
 
@@ -951,8 +1141,9 @@ func (q *Queue) Stats() Stats {
 	q.mu.Unlock()
 	s.Appended, s.Committed, s.Durable, s.Written = q.appended.Load(), q.committed.Load(), q.durable.Load(), q.writtenN.Load()
 	s.Acked, s.Dropped, s.WriteErrors = q.ackedN.Load(), q.dropped.Load(), q.writeErrs.Load()
+	s.LostDamaged, s.LostUnstored = q.lostDamaged.Load(), q.lostUnstored.Load()
 	if oldestMs > 0 && s.Depth > 0 {
-		s.OldestAge = float64(time.Now().UnixMilli()-oldestMs) / 1000
+		s.OldestAge = float64(q.clock().UnixMilli()-oldestMs) / 1000
 	}
 	return s
 }
@@ -1002,6 +1193,14 @@ func (q *Queue) Close() error {
 	close(q.stop)
 	<-q.stopped
 	return q.db.Close()
+}
+
+// clock is q.now, or time.Now for a queue made without it.
+func (q *Queue) clock() time.Time {
+	if q.now == nil {
+		return time.Now()
+	}
+	return q.now()
 }
 
 func max64(a, b uint64) uint64 {

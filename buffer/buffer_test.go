@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -110,18 +111,23 @@ func TestCapDropsOldestExactly(t *testing.T) {
 	}
 }
 
-// TestMaxAge drops entries older than max_age.
+// TestMaxAge drops entries older than max_age. The queue's clock is
+// moved instead of the test sleeping past max_age.
 func TestMaxAge(t *testing.T) {
 	q, err := Open(Options{Dir: filepath.Join(t.TempDir(), "q"), MaxAge: 1500 * time.Millisecond, MemTableSize: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer q.Close()
+	var skew atomic.Int64
+	q.mu.Lock()
+	q.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	q.mu.Unlock()
 	for range 10 {
 		q.Append("a", []byte("old"))
 	}
 	q.Flush()
-	time.Sleep(1600 * time.Millisecond)
+	skew.Store(int64(1600 * time.Millisecond))
 	q.Append("a", []byte("new"))
 	q.Flush()
 	deadline := time.Now().Add(5 * time.Second)

@@ -26,18 +26,32 @@ func freeBytes(dir string) (int64, error) {
 const pageOutEvery = 4 << 20
 
 // run is the one goroutine that writes: group commits of appends and
-// deletes, syncs, cap enforcement and value-log GC.
+// deletes, syncs, cap enforcement and value-log GC. It wakes only when
+// there is work: an append or an ack (kick), a staged batch falling due,
+// a retry while work is left (every CommitInterval), and the once-a-
+// second upkeep; an idle queue costs a wakeup a second.
 func (q *Queue) run() {
 	defer close(q.stopped)
-	commitTick := time.NewTicker(q.opts.CommitInterval)
-	defer commitTick.Stop()
+	wake := time.NewTimer(time.Hour) // the next commit while work is left
+	wake.Stop()
+	defer wake.Stop()
+	gather := time.NewTimer(time.Hour) // lets a batch gather after a kick
+	gather.Stop()
+	defer gather.Stop()
 	syncTick := time.NewTicker(q.opts.SyncInterval)
 	defer syncTick.Stop()
-	maint := time.NewTicker(time.Second)
+	maint := time.NewTicker(q.maintEvery())
 	defer maint.Stop()
-	gcEvery := 0
+	started, lastGC := time.Now(), time.Now()
 	var lastSynced uint64
 	q.maintain()
+	arm := func() {
+		if d, ok := q.nextWake(); ok {
+			wake.Reset(d)
+		} else {
+			wake.Stop()
+		}
+	}
 	for {
 		q.beat.Store(time.Now().UnixNano())
 		if q.touched.Load() >= pageOutEvery {
@@ -52,22 +66,34 @@ func (q *Queue) run() {
 			q.commitOnce(true)
 			_ = q.db.Sync()
 			q.durable.Store(q.committed.Load())
+			q.mu.Lock()
+			q.starts = 0 // a clean stop
+			q.clean = true
+			q.flushLossLogLocked(true)
+			q.mu.Unlock()
+			q.writeMark()
+			_ = q.mark.close()
 			return
 		case f := <-q.flushes:
 			q.commitOnce(f.all)
 			close(f.done)
+			arm()
 		case <-q.kick:
 			// Let a batch gather for at most one commit interval.
+			gather.Reset(q.opts.CommitInterval)
 			select {
-			case <-commitTick.C:
+			case <-gather.C:
 			case <-q.stop:
 			case f := <-q.flushes:
 				q.commitOnce(f.all)
 				close(f.done)
 			}
+			gather.Stop()
 			q.commitOnce(false)
-		case <-commitTick.C:
+			arm()
+		case <-wake.C:
 			q.commitOnce(false)
+			arm()
 		case <-syncTick.C:
 			if c := q.committed.Load(); c != lastSynced && q.opts.Sync == SyncInterval {
 				if err := q.db.Sync(); err == nil {
@@ -75,17 +101,59 @@ func (q *Queue) run() {
 					lastSynced = c
 				}
 			}
+			_ = q.mark.sync()
 		case <-maint.C:
 			q.maintain()
-			q.measureDisk()
-			if gcEvery++; gcEvery >= 300 { // value-log GC every 5 minutes
-				gcEvery = 0
+			q.writeMark()
+			if q.disk.Load() == 0 || q.touched.Load() != 0 || q.diskFull || q.atCap {
+				q.measureDisk() // unchanged while nothing is written
+			}
+			if q.starts > 0 && time.Since(started) >= surviveAfter {
+				q.mu.Lock()
+				q.starts = 0 // this start survived
+				q.mu.Unlock()
+			}
+			if time.Since(lastGC) >= 5*time.Minute { // value-log GC
+				lastGC = time.Now()
 				for q.db.RunValueLogGC(0.5) == nil {
 				}
 			}
+			arm()
 		}
 	}
 }
+
+// nextWake says when the writer must commit again on its own, if at all:
+// soon while something waits (appends, a state to write, segments to
+// remove, a paused write to retry), when the first staged batch falls due,
+// else not until something happens.
+func (q *Queue) nextWake() (time.Duration, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.pending) > q.pendFrom || q.dirty || q.atCap || len(q.drops) > 0 {
+		return q.opts.CommitInterval, true
+	}
+	var due time.Time
+	for _, b := range q.mem {
+		if b.staged && (due.IsZero() || b.due.Before(due)) {
+			due = b.due
+		}
+	}
+	if due.IsZero() {
+		return 0, false
+	}
+	return max(time.Until(due), q.opts.CommitInterval), true
+}
+
+// maintEvery is the upkeep's period: a second, or less when the stuck
+// writer is to be noticed sooner (tests): each turn takes the queue's
+// lock, which is what Alive watches.
+func (q *Queue) maintEvery() time.Duration { return min(time.Second, q.stuckAfter()/4) }
+
+// surviveAfter is how long a start must run before it counts as survived
+// (see mark.starts): longer than it takes a damage to crash Badger in its
+// first compactions.
+const surviveAfter = 30 * time.Second
 
 // commitOnce runs one group commit (see commitBatches) and then removes
 // the segments that are wholly delivered or dropped.
@@ -94,6 +162,17 @@ func (q *Queue) commitOnce(all bool) {
 	if err := q.dropSegments(all); err != nil {
 		q.log.Warn("buffer: removing delivered segments failed; retried", "dir", q.opts.Dir, "err", err)
 	}
+	q.mu.Lock()
+	if q.roomDisk > 0 {
+		if disk := q.measureDisk(); disk >= q.roomDisk {
+			q.roomStuck = true
+			q.log.Warn("buffer disk full and dropping the oldest stored messages freed no space: the newest waiting are dropped instead",
+				"dir", q.opts.Dir, "disk_bytes", disk)
+		}
+		q.roomDisk = 0
+	}
+	q.mu.Unlock()
+	q.writeMark()
 }
 
 // commitBatches runs one group commit: the pending appends become readable
@@ -110,8 +189,10 @@ func (q *Queue) commitBatches(all bool) {
 		return
 	}
 	if !q.spaceOKLocked() {
+		state := q.roomLocked()
 		q.trimPendingLocked()
 		q.mu.Unlock()
+		q.writeState(state)
 		return
 	}
 	if q.atCap && !q.capClearedLocked() {
@@ -165,6 +246,16 @@ func (q *Queue) commitBatches(all bool) {
 	}
 	if len(puts) > 0 && hasEmptySlots(puts) {
 		q.dirty = true // the state records the empty slots
+	}
+	storedEnd := q.storedEnd
+	for _, p := range puts {
+		if p.key.first > storedEnd {
+			// The entries between were delivered or dropped before they
+			// were stored: the state says so, or a restart would take
+			// the gap for a damage.
+			q.dirty = true
+		}
+		storedEnd = p.key.last + 1
 	}
 	state := q.takeStateLocked()
 	q.mu.Unlock()
@@ -220,6 +311,10 @@ func (q *Queue) commitBatches(all bool) {
 	for _, p := range puts {
 		q.writtenN.Add(uint64(p.key.n))
 		q.storedLocked(p)
+	}
+	if !capped {
+		q.storedEnd = storedEnd
+		q.savedLocked(state)
 	}
 	if settled > 0 {
 		q.committed.Add(settled)
@@ -316,7 +411,7 @@ const dropEvery = 200 * time.Millisecond
 func (q *Queue) dropSegments(now bool) error {
 	q.mu.Lock()
 	for i := 0; i < len(q.segs); {
-		if sg := q.segs[i]; sg.last < q.oldest || q.acked.containsRange(sg.first, sg.last) {
+		if sg := q.segs[i]; sg.last < q.savedOldest || q.savedAcked.containsRange(sg.first, sg.last) {
 			q.drops = append(q.drops, sg)
 			q.segs = append(q.segs[:i], q.segs[i+1:]...)
 			continue
@@ -324,8 +419,12 @@ func (q *Queue) dropSegments(now bool) error {
 		i++
 	}
 	drops := append([]segment(nil), q.drops...)
-	now = now || q.atCap
+	now = now || q.atCap || q.diskFull
+	full := q.diskFull
 	q.mu.Unlock()
+	if full && len(drops) > 0 && !q.roomToFlush() {
+		return nil // removing flushes a memtable: not without room for it
+	}
 	var dead int64
 	for _, sg := range drops {
 		dead += sg.bytes
@@ -364,10 +463,25 @@ func (q *Queue) writeState(state []byte) {
 		return
 	}
 	err := q.write(state, nil, nil)
+	q.mu.Lock()
 	if err != nil {
-		q.mu.Lock()
 		q.writeFailedLocked(err, state)
-		q.mu.Unlock()
+	} else {
+		q.savedLocked(state)
+	}
+	q.mu.Unlock()
+}
+
+// savedLocked records what a written state says: segments are removed
+// only once a state that has them delivered is written (else a crash in
+// between would leave a state expecting them, and the restart would count
+// them as lost to a damage).
+func (q *Queue) savedLocked(state []byte) {
+	if state == nil {
+		return
+	}
+	if oldest, _, acked, err := decodeState(state); err == nil {
+		q.savedOldest, q.savedAcked = oldest, acked
 	}
 }
 
@@ -558,15 +672,78 @@ func (q *Queue) write(state []byte, puts []put, vals []byte) error {
 func (q *Queue) spaceOKLocked() bool {
 	free, err := q.freeSpace(q.opts.Dir)
 	ok := err != nil || free >= q.opts.MinFreeBytes
-	if !ok && !q.diskFull {
-		q.log.Error("buffer disk nearly full: writes paused, new messages held in memory (oldest dropped beyond memory_bytes)",
+	if !ok && !q.diskFull && !q.fullLogged {
+		// Logged once until the disk has room again: while the buffer
+		// makes room by dropping its oldest, writes pause and resume by
+		// turns.
+		q.fullLogged = true
+		q.log.Error("buffer disk nearly full: writes paused until the oldest stored messages are dropped to make room (or space frees); new messages held in memory meanwhile",
 			"dir", q.opts.Dir, "free_bytes", free, "needed_bytes", q.opts.MinFreeBytes)
 	}
-	if ok && q.diskFull {
-		q.log.Info("buffer disk has space again: writes resumed", "dir", q.opts.Dir, "free_bytes", free)
+	if ok && q.diskFull && free >= 2*q.opts.MinFreeBytes {
+		q.roomDisk, q.roomStuck = 0, false
+	}
+	if ok && q.fullLogged && free >= 2*q.opts.MinFreeBytes {
+		q.fullLogged = false
+		q.log.Info("buffer disk has space again", "dir", q.opts.Dir, "free_bytes", free)
 	}
 	q.diskFull = !ok
 	return ok
+}
+
+// roomLocked applies the max_bytes policy to a full disk: the oldest
+// stored segment is dropped (and counted), so that its tables are deleted
+// and the newest messages, waiting in memory, can be written. It returns
+// the state to write (before the segment is removed). It does nothing
+// while what waits is small (the disk may free by itself), when there is
+// only the segment being written, when there is too little room even to
+// flush a memtable (Badger writes through mmap, where a full disk is a
+// SIGBUS), or when the last drop freed nothing: then the oldest of the
+// waiting messages are dropped instead (trimPendingLocked).
+func (q *Queue) roomLocked() []byte {
+	if q.pendFrom == len(q.pending) || len(q.segs) < 2 || q.roomStuck {
+		return nil
+	}
+	waiting := int64(len(q.pendBuf) - q.pending[q.pendFrom].off)
+	free, err := q.freeSpace(q.opts.Dir)
+	if waiting < q.opts.MemoryBytes/4 || err != nil || free < 2*q.opts.MemTableSize {
+		return nil
+	}
+	q.roomDisk = q.measureDisk() // compared once the segments are removed (commitOnce)
+	// As many of the oldest segments as give the room writing needs
+	// (MinFreeBytes) and what waits; never the one being written.
+	need := q.opts.MinFreeBytes - free + waiting
+	last := q.segs[0].last
+	for i, got := 0, int64(0); i < len(q.segs)-1 && got < need; i++ {
+		got += q.segs[i].bytes
+		last = q.segs[i].last
+	}
+	n := 0
+	q.walkStoredLocked(func(seq uint64, raw []byte) bool {
+		if seq > last {
+			return false
+		}
+		q.acked.add(seq)
+		q.depth--
+		q.bytes -= int64(entryOverhead + len(raw))
+		q.dropped.Add(1)
+		n++
+		return true
+	})
+	if n == 0 {
+		return nil
+	}
+	q.dirty = true
+	q.advanceOldestLocked()
+	q.droppingLocked("disk full", uint64(n))
+	return q.takeStateLocked()
+}
+
+// roomToFlush reports whether the file system has room for Badger to
+// flush a memtable (what removing a segment does first).
+func (q *Queue) roomToFlush() bool {
+	free, err := q.freeSpace(q.opts.Dir)
+	return err == nil && free >= 2*q.opts.MemTableSize
 }
 
 // walkStoredLocked calls fn for the live stored entries from the oldest
@@ -576,18 +753,42 @@ func (q *Queue) walkStoredLocked(fn func(seq uint64, raw []byte) bool) {
 	from := q.oldest
 	for from < q.written {
 		if !q.head.holds(from) {
+			if n := q.acked.skip(from); n != from {
+				from = n
+				continue
+			}
 			seg, ok := segFor(q.segs, from)
 			found := false
+			var bad *batchKey
 			err := q.db.View(func(txn *badger.Txn) error {
+				if !ok {
+					return nil
+				}
 				var err error
-				found, err = loadBatch(txn, seg, from, &q.head)
+				found, bad, err = loadAt(txn, seg, from, q.written-1, &q.head)
 				return err
 			})
-			found = found && ok
-			if err != nil || !found {
-				if err != nil {
-					q.log.Error("buffer: reading the oldest stored batch failed", "dir", q.opts.Dir, "from", from, "err", err)
-				}
+			if bad != nil {
+				// Damaged: skipped and counted (see loseLocked).
+				q.loseLocked(bad.first, bad.last, err)
+				from = max64(bad.last+1, q.oldest)
+				continue
+			}
+			if err != nil {
+				q.log.Error("buffer: reading the oldest stored batch failed", "dir", q.opts.Dir, "from", from, "err", err)
+				q.head.val = nil
+				return
+			}
+			stop := q.written
+			if found {
+				stop = min(q.head.key.first, q.written)
+			}
+			if stop > from {
+				// Stored entries that are not where they must be.
+				q.loseLocked(from, stop-1, errVanished)
+				from = max64(stop, q.oldest)
+			}
+			if !found {
 				q.head.val = nil
 				return
 			}
@@ -612,6 +813,10 @@ func (q *Queue) walkStoredLocked(fn func(seq uint64, raw []byte) bool) {
 // group commit.
 func (q *Queue) evictLocked(cutoffMs int64) {
 	n := 0
+	reason := "max_age"
+	if q.bytes > q.opts.LiveBytes() {
+		reason = "max_bytes"
+	}
 	q.walkStoredLocked(func(seq uint64, raw []byte) bool {
 		if q.bytes <= q.opts.LiveBytes() && (cutoffMs <= 0 || int64(binary.BigEndian.Uint64(raw[:8])) >= cutoffMs) {
 			return false
@@ -627,6 +832,7 @@ func (q *Queue) evictLocked(cutoffMs int64) {
 		q.dirty = true
 		q.advanceOldestLocked()
 		q.kickLocked()
+		q.droppingLocked(reason, uint64(n))
 	}
 }
 
@@ -636,7 +842,12 @@ func (q *Queue) maintain() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.opts.MaxAge > 0 {
-		q.evictLocked(time.Now().Add(-q.opts.MaxAge).UnixMilli())
+		q.evictLocked(q.clock().Add(-q.opts.MaxAge).UnixMilli())
+	}
+	q.flushLossLogLocked(false)
+	q.dropQuietLocked()
+	if q.fullLogged && !q.diskFull {
+		q.spaceOKLocked() // logs when the disk has room again
 	}
 	q.oldestMs = q.oldestAppendedLocked()
 	if q.diskFull {

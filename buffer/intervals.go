@@ -101,3 +101,11 @@ func (s intervals) containsRange(lo, hi uint64) bool {
 	i := s.search(lo)
 	return i < len(s) && s[i].lo <= lo && s[i].hi >= hi
 }
+
+// skip returns x, or one past the range holding x.
+func (s intervals) skip(x uint64) uint64 {
+	if i := s.search(x); i < len(s) && s[i].lo <= x {
+		return s[i].hi + 1
+	}
+	return x
+}

@@ -67,19 +67,6 @@ type Gateway struct {
 	Writes *bool `toml:"writes"`
 }
 
-// Broker holds the embedded MQTT broker's settings.
-type Broker struct {
-	// Listen is the TCP address (host:port) of the local broker; default
-	// "127.0.0.1:1883" (this machine only); "0.0.0.0:1883" listens on all
-	// interfaces.
-	Listen string `toml:"listen"`
-	// Disabled turns the listener off; values are still published in-process.
-	Disabled bool `toml:"disabled"`
-	// Retain publishes values retained so a new subscriber sees the last
-	// value at once; default true.
-	Retain *bool `toml:"retain"`
-}
-
 // Metrics holds the local HTTP endpoints: /metrics (Prometheus), /healthz
 // and /readyz.
 type Metrics struct {

@@ -36,13 +36,30 @@ type ConsoleUser struct {
 	PasswordHash string `toml:"password_hash"`
 }
 
-// On reports whether the console is served for listen (the [metrics]
-// listen address, "" for the default).
-func (c *Console) On(listen string) bool {
-	if c.Enabled != nil {
-		return *c.Enabled
+// ConsoleOn reports whether the console is served: as [console] enabled
+// says, or else when [metrics] listens on loopback only or logins exist.
+func (cfg *Config) ConsoleOn() bool {
+	if cfg.Console.Enabled != nil {
+		return *cfg.Console.Enabled
 	}
-	return LoopbackOnly(listen) || len(c.Users) > 0
+	return LoopbackOnly(cfg.Metrics.Listen) || len(cfg.ConsoleLogins()) > 0
+}
+
+// ConsoleLogins are the users who may log in to the console, name →
+// bcrypt hash: the local broker's [[broker.user]]s that have a
+// password_hash (the same hashed users), and the console's own
+// [[console.user]]s, which win on a name they share.
+func (cfg *Config) ConsoleLogins() map[string]string {
+	m := map[string]string{}
+	for _, u := range cfg.Broker.Users {
+		if u.PasswordHash != "" {
+			m[u.Name] = u.PasswordHash
+		}
+	}
+	for _, u := range cfg.Console.Users {
+		m[u.Name] = u.PasswordHash
+	}
+	return m
 }
 
 // LoopbackOnly reports whether a listen address (host:port; "" is the
@@ -94,10 +111,11 @@ func (l *loader) checkConsole(src *source, cfg *Config) {
 		c.CertFile = resolve(cfg.Dir, c.CertFile, "")
 		c.KeyFile = resolve(cfg.Dir, c.KeyFile, "")
 	}
-	if c.Writes && len(c.Users) == 0 {
-		l.at(src, key("writes"), "writes from the console need an authenticated user: add a [[console.user]] with name and password_hash, or set writes = false")
+	logins := len(cfg.ConsoleLogins())
+	if c.Writes && logins == 0 {
+		l.at(src, key("writes"), "writes from the console need an authenticated user: add a [[broker.user]] or [[console.user]] with name and password_hash, or set writes = false")
 	}
-	if c.Enabled != nil && *c.Enabled && len(c.Users) == 0 && !LoopbackOnly(cfg.Metrics.Listen) {
-		l.at(src, key("enabled"), "[metrics] listen %q is reachable from the network, and nothing listens beyond loopback without authentication: add a [[console.user]], or listen on 127.0.0.1", cfg.Metrics.Listen)
+	if c.Enabled != nil && *c.Enabled && logins == 0 && !LoopbackOnly(cfg.Metrics.Listen) {
+		l.at(src, key("enabled"), "[metrics] listen %q is reachable from the network, and nothing listens beyond loopback without authentication: add a [[broker.user]] or [[console.user]], or listen on 127.0.0.1", cfg.Metrics.Listen)
 	}
 }

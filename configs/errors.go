@@ -33,6 +33,12 @@ type Error struct {
 	InMap bool
 }
 
+// Errorf is a problem with one key of a component's table, for the
+// component's Init: the loader adds file and line.
+func Errorf(key, format string, args ...any) *Error {
+	return &Error{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
 // Error formats the problem as "FILE:LINE: KEY: MSG", leaving out the parts
 // that are not known.
 func (e *Error) Error() string {

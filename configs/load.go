@@ -411,26 +411,6 @@ func (l *loader) checkMetrics(src *source, cfg *Config) {
 	}
 }
 
-func (l *loader) checkBroker(src *source, cfg *Config) {
-	b := &cfg.Broker
-	p := keyPath{{key: "broker"}, {key: "listen"}}
-	if b.Listen == "" {
-		b.Listen = DefaultBrokerListen
-	}
-	if !l.failed[p.String()] {
-		host, port, err := net.SplitHostPort(b.Listen)
-		// Port 0 asks the system for a free port (tests, demos).
-		_, perr := strconv.ParseUint(port, 10, 16)
-		if err != nil || perr != nil || strings.ContainsAny(host, " /") {
-			l.at(src, p, `%q is not host:port; write e.g. "127.0.0.1:1883" (this machine only) or "0.0.0.0:1883" (all interfaces), port 0-65535 (0: any free port)`, b.Listen)
-		}
-	}
-	if b.Retain == nil {
-		t := true
-		b.Retain = &t
-	}
-}
-
 // deviceSchema is what the device table of a driver accepts: the common
 // keys, then the driver's.
 func deviceSchema(settings Settings) schema {

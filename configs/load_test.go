@@ -63,7 +63,7 @@ func TestLoadValid(t *testing.T) {
 			``,
 			`[broker]`,
 			`listen = "0.0.0.0:1883"`,
-			``,
+			`allow_anonymous = true`,
 			`[[device]]`,
 			`name = "meter1"`,
 			`driver = "fake"`,

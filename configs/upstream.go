@@ -85,6 +85,10 @@ type Upstream struct {
 	// Topics are the local topic filters that go up; default
 	// ["{gateway.topic_prefix}/#"].
 	Topics []string `toml:"topics"`
+	// Forward are local topic filters on which messages that local
+	// clients publish go up too (opt-in; e.g. ["apps/#"]). Without it
+	// only what edged itself publishes goes up.
+	Forward []string `toml:"forward"`
 	// TopicPrefix, when set, replaces gateway.topic_prefix at the start of
 	// every topic sent up (and of the status topic).
 	TopicPrefix string `toml:"topic_prefix"`
@@ -218,6 +222,13 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 		for j, f := range u.Topics {
 			if msg := checkFilter(f); msg != "" {
 				l.at(src, key("topics"), "topics[%d] %q: %s", j, f, msg)
+			}
+		}
+	}
+	if ok("forward") {
+		for j, f := range u.Forward {
+			if msg := checkFilter(f); msg != "" {
+				l.at(src, key("forward"), "forward[%d] %q: %s", j, f, msg)
 			}
 		}
 	}

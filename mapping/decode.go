@@ -13,21 +13,49 @@ import (
 // ErrShort is returned when fewer raw bytes are given than the tag needs.
 var ErrShort = errors.New("too few bytes for tag")
 
-// Init checks a spec and fills its defaults. It does no I/O. A problem is
-// a *KeyError naming the tag key at fault.
+// Init checks a spec of a register tag (Check, and the register layout:
+// order, length, bit). It does no I/O. A problem is a *KeyError naming the
+// tag key at fault.
 func (s *Spec) Init() error {
+	if err := s.checkIdentity(true); err != nil {
+		return err
+	}
+	if err := s.checkLayout(); err != nil {
+		return err
+	}
+	return s.checkValue()
+}
+
+// Check validates what every tag has, whatever its protocol: its name, its
+// type (when given; a protocol whose values arrive typed may leave it
+// out: typeRequired false), scale and offset, deadband, max_silence and
+// the write policy (writable, min, max, write_interval). A problem is a
+// *KeyError naming the tag key at fault.
+func (s *Spec) Check(typeRequired bool) error {
+	if err := s.checkIdentity(typeRequired); err != nil {
+		return err
+	}
+	return s.checkValue()
+}
+
+func (s *Spec) checkIdentity(typeRequired bool) error {
 	if s.Name == "" {
 		return keyErr("name", "name is empty: every tag needs a unique name, e.g. name = \"flow_rate\"")
 	}
 	if strings.ContainsAny(s.Name, "/+#\x00") {
 		return keyErr("name", "name %q contains one of / + # or NUL, which are not allowed in an MQTT topic level", s.Name)
 	}
-	if s.Type == 0 {
+	if s.Type == 0 && typeRequired {
 		return keyErr("type", "type is missing: allowed are %s", TypeNames)
 	}
 	if s.Type > TypeString {
 		return keyErr("type", "type %s is unknown: allowed are %s", s.Type, TypeNames)
 	}
+	return nil
+}
+
+// checkLayout checks where a value sits in registers.
+func (s *Spec) checkLayout() error {
 	if s.Order > OrderDCBA {
 		return keyErr("order", "order %s is unknown: allowed are %s", s.Order, OrderNames)
 	}
@@ -46,6 +74,11 @@ func (s *Spec) Init() error {
 			return keyErr("bit", "bit = %d: allowed are 0 (least significant) to 15", *s.Bit)
 		}
 	}
+	return nil
+}
+
+// checkValue checks the transform, the reporting and the write policy.
+func (s *Spec) checkValue() error {
 	if math.IsNaN(s.Scale) || math.IsInf(s.Scale, 0) || math.IsNaN(s.Offset) || math.IsInf(s.Offset, 0) {
 		key := "scale"
 		if !math.IsNaN(s.Scale) && !math.IsInf(s.Scale, 0) {
@@ -155,14 +188,32 @@ func decimalPlaces(x float64) int {
 	return -1
 }
 
-func (s *Spec) scaled() bool { return (s.Scale != 0 && s.Scale != 1) || s.Offset != 0 }
+// Scaled reports whether the tag has a scale or offset: its values are
+// then floats in engineering units.
+func (s *Spec) Scaled() bool { return (s.Scale != 0 && s.Scale != 1) || s.Offset != 0 }
 
-func (s *Spec) scale(f float64) float64 {
+// ToEngineering turns a raw number into engineering units: raw × scale +
+// offset (scale 0 means 1). ToRaw is its inverse, for writes.
+func (s *Spec) ToEngineering(raw float64) float64 {
 	if s.Scale != 0 {
-		f *= s.Scale
+		raw *= s.Scale
 	}
-	return f + s.Offset
+	return raw + s.Offset
 }
+
+// ToRaw turns a value in engineering units back into the raw number:
+// (v - offset) / scale.
+func (s *Spec) ToRaw(v float64) float64 {
+	v -= s.Offset
+	if s.Scale != 0 {
+		v /= s.Scale
+	}
+	return v
+}
+
+func (s *Spec) scaled() bool { return s.Scaled() }
+
+func (s *Spec) scale(f float64) float64 { return s.ToEngineering(f) }
 
 // DecodeBit makes the value of a bool tag read from a coil or discrete input.
 func (s *Spec) DecodeBit(on bool) Value { return Value{Kind: KindBool, Bool: on} }

@@ -106,10 +106,7 @@ func (s *Spec) rawFloat(v Value) (float64, error) {
 		return 0, fmt.Errorf("cannot write a %s value to a tag of type %s: allowed are numbers", v.Kind, s.Type)
 	}
 	if s.scaled() {
-		f -= s.Offset
-		if s.Scale != 0 {
-			f /= s.Scale
-		}
+		f = s.ToRaw(f)
 	}
 	return f, nil
 }

@@ -274,3 +274,18 @@ func TestEncodeDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// TestScaleInverse: ToRaw undoes ToEngineering, the transform of reads and
+// writes alike.
+func TestScaleInverse(t *testing.T) {
+	for _, s := range []Spec{{Scale: 0.1, Offset: -40}, {Scale: 0, Offset: 3}, {Scale: 2.5}, {}} {
+		for _, raw := range []float64{0, 1, 123.5, -7} {
+			if got := s.ToRaw(s.ToEngineering(raw)); math.Abs(got-raw) > 1e-9 {
+				t.Errorf("scale %v offset %v: ToRaw(ToEngineering(%v)) = %v", s.Scale, s.Offset, raw, got)
+			}
+		}
+	}
+	if s := (Spec{Scale: 0.1, Offset: -40}); s.ToEngineering(1000) != 60 || !s.Scaled() || (&Spec{Scale: 1}).Scaled() {
+		t.Errorf("ToEngineering(1000) = %v", s.ToEngineering(1000))
+	}
+}

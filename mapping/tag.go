@@ -8,6 +8,7 @@ package mapping
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 
 	"github.com/edged-gw/edged/configs"
@@ -308,4 +309,18 @@ type Sample struct {
 	Quality Quality
 	TimeMs  int64 // Unix milliseconds of the read
 	Err     error // why the quality is not good; nil when good
+}
+
+// FormatValue shows a number as an operator reads it (floats with 7
+// significant digits); other kinds as fmt does.
+func FormatValue(v Value) string {
+	switch v.Kind {
+	case KindInt:
+		return strconv.FormatInt(v.Int, 10)
+	case KindUint:
+		return strconv.FormatUint(v.Uint, 10)
+	case KindFloat:
+		return fmt.Sprintf("%.7g", v.Float)
+	}
+	return fmt.Sprint(v)
 }

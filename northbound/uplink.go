@@ -22,8 +22,12 @@ type UplinkOptions struct {
 	// Queue is the uplink's own buffer; the uplink owns it from here on and
 	// closes it in Stop.
 	Queue *buffer.Queue
-	// Filters are the local topic filters that go up, e.g. "edged/#".
+	// Filters are the local topic filters that go up, e.g. "edged/#":
+	// what edged itself publishes on them.
 	Filters []string
+	// Forward are local topic filters on which what local clients publish
+	// goes up too (opt-in, e.g. "apps/#"); see AttachForward.
+	Forward []string
 	// LocalPrefix, when RemotePrefix is set, is replaced by RemotePrefix at
 	// the start of every topic that goes up (e.g. "edged/" → "plant7/").
 	LocalPrefix, RemotePrefix string
@@ -194,6 +198,21 @@ func (u *Uplink) Attach(subscribe SubscribeFunc, id int) error {
 	return nil
 }
 
+// AttachForward subscribes the uplink to its Forward filters with
+// subscribe, which must deliver what local clients publish
+// (Broker.SubscribeClients); Attach's filters carry only edged's own
+// messages.
+func (u *Uplink) AttachForward(subscribe SubscribeFunc, id int) error {
+	u.attaching.Store(true)
+	defer u.attaching.Store(false)
+	for _, f := range u.o.Forward {
+		if err := subscribe(f, id, u.take); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // take runs on the local publisher's goroutine: it only appends.
 func (u *Uplink) take(topic string, payload []byte, _ bool) {
 	if u.attaching.Load() || u.skip[topic] {
@@ -249,8 +268,11 @@ func (u *Uplink) Handover(ctx context.Context) (*buffer.Queue, error) {
 	return u.q, err
 }
 
-// Filters are the local topic filters the uplink subscribes to.
-func (u *Uplink) Filters() []string { return u.o.Filters }
+// Filters are the local topic filters the uplink subscribes to (Forward
+// included).
+func (u *Uplink) Filters() []string {
+	return append(u.o.Filters[:len(u.o.Filters):len(u.o.Filters)], u.o.Forward...)
+}
 
 // Alive reports an error when the uplink's buffer writer is stuck (see
 // buffer.Queue.Alive); the watchdog then withholds its keep-alive.

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
 // DefaultWebSocketPath is the HTTP path of MQTT over WebSocket when a
@@ -81,6 +84,7 @@ type wsConn struct {
 	r   io.Reader // the message being read, nil between messages
 
 	wmu sync.Mutex
+	wdl atomic.Pointer[time.Time] // the write deadline asked for
 }
 
 func newWSConn(c *websocket.Conn) *wsConn { return &wsConn{c: c} }
@@ -120,6 +124,9 @@ func (w *wsConn) Read(b []byte) (int, error) {
 func (w *wsConn) Write(b []byte) (int, error) {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
+	if t := w.wdl.Load(); t != nil {
+		_ = w.c.SetWriteDeadline(*t)
+	}
 	if err := w.c.WriteMessage(websocket.BinaryMessage, b); err != nil {
 		return 0, err
 	}
@@ -138,7 +145,125 @@ func (w *wsConn) LocalAddr() net.Addr  { return w.c.LocalAddr() }
 func (w *wsConn) RemoteAddr() net.Addr { return w.c.RemoteAddr() }
 
 func (w *wsConn) SetDeadline(t time.Time) error {
-	return errors.Join(w.c.SetReadDeadline(t), w.c.SetWriteDeadline(t))
+	return errors.Join(w.c.SetReadDeadline(t), w.SetWriteDeadline(t))
 }
-func (w *wsConn) SetReadDeadline(t time.Time) error  { return w.c.SetReadDeadline(t) }
-func (w *wsConn) SetWriteDeadline(t time.Time) error { return w.c.SetWriteDeadline(t) }
+func (w *wsConn) SetReadDeadline(t time.Time) error { return w.c.SetReadDeadline(t) }
+
+// SetWriteDeadline may be called while a Write runs on another goroutine
+// (a broker's reader refreshes deadlines while its writer writes): the
+// library's own write deadline belongs to the writer, so it is handed over
+// at the next Write, and the socket's is set at once, which also ends a
+// write blocked now.
+func (w *wsConn) SetWriteDeadline(t time.Time) error {
+	w.wdl.Store(&t)
+	return w.c.NetConn().SetWriteDeadline(t)
+}
+
+// wsListener serves MQTT over WebSocket to local clients (browser HMIs):
+// an HTTP upgrade on one path, asking for the "mqtt" subprotocol, then
+// MQTT packets in binary messages. Unlike the library's listener it binds
+// in Init, so a busy port is reported at start and port 0 resolves, and
+// it can restrict the web origins allowed.
+type wsListener struct {
+	id        string
+	o         WebSocketListener
+	tlsConf   *tls.Config
+	ln        net.Listener
+	srv       *http.Server
+	up        websocket.Upgrader
+	log       *slog.Logger
+	establish listeners.EstablishFn
+}
+
+var _ listeners.Listener = (*wsListener)(nil)
+
+func newWSListener(id string, o *WebSocketListener, conf *tls.Config) *wsListener {
+	l := &wsListener{id: id, o: *o, tlsConf: conf}
+	if l.o.Path == "" {
+		l.o.Path = DefaultWebSocketPath
+	}
+	l.up = websocket.Upgrader{
+		Subprotocols: []string{"mqtt"},
+		CheckOrigin: func(r *http.Request) bool {
+			if len(l.o.Origins) == 0 {
+				return true
+			}
+			origin := r.Header.Get("Origin")
+			if origin == "" {
+				// Not a browser (browsers always send it): Node-RED, a
+				// script. Origins protect browsers' users from other
+				// web pages; a non-browser client could send any header.
+				return true
+			}
+			for _, o := range l.o.Origins {
+				if strings.EqualFold(o, origin) {
+					return true
+				}
+			}
+			return false
+		},
+	}
+	return l
+}
+
+func (l *wsListener) ID() string { return l.id }
+
+func (l *wsListener) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.o.Listen
+}
+
+func (l *wsListener) Protocol() string {
+	if l.tlsConf != nil {
+		return "wss"
+	}
+	return "ws"
+}
+
+func (l *wsListener) Init(log *slog.Logger) error {
+	l.log = log
+	ln, err := net.Listen("tcp", l.o.Listen)
+	if err != nil {
+		return err
+	}
+	if l.tlsConf != nil {
+		ln = tls.NewListener(ln, l.tlsConf)
+	}
+	l.ln = ln
+	mux := http.NewServeMux()
+	mux.HandleFunc(l.o.Path, l.handle)
+	l.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	return nil
+}
+
+func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != l.o.Path {
+		http.NotFound(w, r)
+		return
+	}
+	c, err := l.up.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	c.SetReadLimit(int64(maxPacketSize) + 16)
+	conn := guard(newWSConn(c))
+	defer conn.Close()
+	if err := l.establish(l.id, conn); err != nil && !errors.Is(err, io.EOF) {
+		l.log.Debug("websocket client ended", "err", err, "remote", r.RemoteAddr)
+	}
+}
+
+func (l *wsListener) Serve(establish listeners.EstablishFn) {
+	l.establish = establish
+	_ = l.srv.Serve(l.ln)
+}
+
+// Close stops accepting and closes the listener's clients.
+func (l *wsListener) Close(closeClients listeners.CloseFn) {
+	if l.srv != nil {
+		_ = l.srv.Close()
+	}
+	closeClients(l.id)
+}

@@ -7,8 +7,9 @@ import (
 )
 
 // Loop is the life cycle of a device's own goroutine: started once, ended
-// by Stop, which waits for it. Drivers embed one instead of keeping their
-// own cancel function and done channel.
+// by Stop, which waits for it. The host (southbound/host) runs a subscribing
+// driver's sessions in one; anything else with a goroutine of its own may
+// embed one instead of keeping its own cancel function and done channel.
 type Loop struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc

@@ -1,7 +1,9 @@
 // Package southbound defines what a protocol driver is and keeps the registry
-// of drivers. Each protocol lives in its own sub-package (modbus, opcua, …) and
-// is registered in one place (cmd/edged). Drivers talk to devices and hand
-// typed samples to a Sink; they know nothing about MQTT, topics or payloads.
+// of drivers and of their CLI subcommands. Each protocol lives in its own
+// sub-package (modbus, opcua, …) that registers itself; southbound/all lists
+// the shipped ones. The device host (lanes, backoff, state, stats, writes) is
+// southbound/host. Drivers talk to devices and hand typed samples to a Sink;
+// they know nothing about MQTT, topics or payloads.
 package southbound
 
 import (
@@ -52,6 +54,8 @@ type Stats struct {
 	Timeouts   uint64  // of which: no answer in time
 	Exceptions uint64  // of which: the device answered with a protocol error
 	LastPoll   float64 // seconds the last complete poll cycle took
+	Polls      uint64  // polls that succeeded
+	Overruns   uint64  // polls that started a whole interval late
 }
 
 // StatsReporter is implemented by drivers that count their requests.

@@ -11,6 +11,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	_ "github.com/edged-gw/edged/southbound/all" // the drivers
 	"log/slog"
 	"math"
 	"net"

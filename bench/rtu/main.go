@@ -25,6 +25,7 @@ import (
 	"github.com/edged-gw/edged/internal/modbussim"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
+	"github.com/edged-gw/edged/southbound/host"
 	"github.com/edged-gw/edged/southbound/modbus"
 	"github.com/edged-gw/edged/southbound/serial"
 )
@@ -220,6 +221,8 @@ func throughput(baud int, dur time.Duration) error {
 	if err := d.Init(); err != nil {
 		return err
 	}
+	lanes := host.New()
+	d.Provision(host.Env{Host: lanes})
 	c := &counter{ch: make(chan struct{}, 1)}
 	if err := d.Start(context.Background(), c); err != nil {
 		return err
@@ -237,7 +240,7 @@ func throughput(baud int, dur time.Duration) error {
 	one := modbus.Request{Area: modbus.HoldingRegister, Count: 125}.WireTime(mode)
 	limit := 125 / one.Seconds()
 	got := float64(polls*250) / el.Seconds()
-	st := modbus.BusStats()
+	st := modbus.BusStats(lanes)
 	util := 0.0
 	if len(st) > 0 {
 		util = st[0].Utilisation

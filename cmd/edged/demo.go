@@ -1,12 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"embed"
 	"fmt"
 	"io"
 	"io/fs"
-	"math"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,47 +17,94 @@ import (
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/app"
-	"github.com/edged-gw/edged/internal/gateway"
-	"github.com/edged-gw/edged/internal/modbussim"
-	"github.com/edged-gw/edged/mapping"
 )
 
 //go:embed demo
 var demoFiles embed.FS
 
+// The demo's topics: the gateway's own status is not carried by the uplink
+// (it sends its own), so the tally leaves it out.
+const (
+	demoFilter       = "edged/#"
+	demoStatusTopic  = "edged/demo/status"
+	demoTapID        = 900 // the tally's in-process subscription on the local broker
+	demoWarmUp       = 3 * time.Second
+	demoDrainTimeout = 60 * time.Second
+)
+
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("demo", stderr)
 	listen := fs.String("listen", "127.0.0.1:1883", "address of the embedded MQTT broker")
+	cloudListen := fs.String("cloud", "127.0.0.1:0", "address of the simulated cloud broker (loopback)")
 	duration := fs.Duration("for", 0, "stop after this long (0: until Ctrl-C)")
-	plain := fs.Bool("plain", false, "print the value table as plain lines instead of redrawing the screen")
-	keep := fs.String("dir", "", "write the demo config here instead of a temporary folder")
+	outage := fs.Duration("outage", 0, "cut the link to the cloud for this long, once the uplink has run a few seconds (0: only by Enter or SIGUSR1)")
+	plain := fs.Bool("plain", false, "print the view as plain lines instead of redrawing the screen")
+	keep := fs.String("dir", "", "write the demo config and data here instead of a temporary folder")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	logs := newLogging(stderr)
-	log := logs.logger
-
-	plc, meter := modbussim.New(), modbussim.New()
-	for _, s := range []*modbussim.Server{plc, meter} {
-		if err := s.Listen("127.0.0.1:0"); err != nil {
-			log.Error("start simulator", "err", err)
-			return exitFailure
-		}
-		defer s.Close()
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "edged demo: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
 	}
+	// The cloud broker lets anyone in: it may listen on loopback only.
+	if !isLoopback(*cloudListen) {
+		fmt.Fprintf(stderr, "edged demo: --cloud %s: the simulated cloud has no authentication and listens on loopback only (127.0.0.1:PORT, [::1]:PORT, localhost:PORT)\n", *cloudListen)
+		return exitUsage
+	}
+	redraw := !*plain && isTerminal(stdout)
 
 	dir := *keep
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "edged-demo-")
 		if err != nil {
-			log.Error("make demo folder", "err", err)
+			fmt.Fprintln(stderr, "edged demo: make demo folder:", err)
 			return exitFailure
 		}
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		fmt.Fprintln(stderr, "edged demo:", err)
+		return exitFailure
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		fmt.Fprintln(stderr, "edged demo:", err)
+		return exitFailure
+	}
+	// A redrawn screen has no room for log lines: they go to a file.
+	logOut := stderr
+	logPath := ""
+	if redraw {
+		logPath = filepath.Join(dir, "edged.log")
+		f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintln(stderr, "edged demo: open log:", err)
+			return exitFailure
+		}
+		defer f.Close()
+		logOut = f
+	}
+	logs := newLogging(logOut)
+	log := logs.logger
+
+	plant, err := startPlant()
+	if err != nil {
+		log.Error("start simulators", "err", err)
+		return exitFailure
+	}
+	defer plant.Close()
+	cloud, err := startCloud(*cloudListen, demoStatusTopic)
+	if err != nil {
+		log.Error("start the simulated cloud", "err", err)
+		return exitFailure
+	}
+	defer cloud.Close()
+
 	cfgPath, err := writeDemoConfig(dir, map[string]string{
-		"{{BROKER}}": *listen, "{{PLC}}": plc.Addr(), "{{METER}}": meter.Addr(),
+		"{{BROKER}}": *listen, "{{PLC}}": plant.plc.Addr(), "{{METER}}": plant.meter.Addr(),
+		"{{OPCUA}}": plant.uaURL, "{{CLOUD}}": cloud.link.Addr(), "{{DATA}}": tomlEscape(dir),
 	})
 	if err != nil {
 		log.Error("write demo config", "err", err)
@@ -72,48 +120,137 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// The plant and the gateway run until the very end (runCtx); ctx ends
+	// the show (Ctrl-C, --for), after which the devices stop and the
+	// buffer is drained to the cloud.
+	runCtx, endRun := context.WithCancel(context.Background())
+	defer endRun()
+	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
 	if *duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *duration)
 		defer cancel()
 	}
-	go simulatePlant(ctx, plc, meter)
+	go plant.run(runCtx)
 
 	app.ApplyMemoryLimit(cfg)
-	rt, err := app.Start(ctx, cfg, log)
+	rt, err := app.Start(runCtx, cfg, log)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return exitFailure
 	}
-	fmt.Fprintf(stdout, "edged demo: simulated PLC at %s, meter at %s\n", plc.Addr(), meter.Addr())
-	fmt.Fprintf(stdout, "config: %s\n", cfgPath)
-	fmt.Fprintf(stdout, "MQTT broker on %s — try: mosquitto_sub -h %s -p %s -t 'edged/#' -v\n",
-		rt.Broker.Addr(), hostOf(rt.Broker.Addr()), portOf(rt.Broker.Addr()))
-	if rt.Metrics != nil {
-		fmt.Fprintf(stdout, "metrics: http://%s/metrics  health: http://%s/readyz\n", rt.Metrics.Addr(), rt.Metrics.Addr())
+	if err := rt.Broker.Subscribe(demoFilter, demoTapID, cloud.tally.local); err != nil {
+		log.Error("count local messages", "err", err)
+		_ = rt.Stop()
+		return exitFailure
 	}
-	fmt.Fprintln(stdout)
 
-	redraw := !*plain && isTerminal(stdout)
-	tick := time.NewTicker(time.Second)
+	show := &demoShow{
+		rt: rt, cloud: cloud, cfgPath: cfgPath, logPath: logPath, redraw: redraw,
+		outage: *outage, edged: edgedCommand(), pid: os.Getpid(),
+	}
+	if len(cfg.Upstreams) > 0 {
+		show.replayRate = cfg.Upstreams[0].ReplayRate
+	}
+	show.intro(stdout, plant)
+
+	toggle := make(chan struct{}, 1)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	if isTerminal(os.Stdin) {
+		show.keys = true
+		go readEnter(os.Stdin, toggle)
+	}
+
+	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
+	frame := 0
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
+		case <-usr1:
+			show.toggleCut(stdout, "SIGUSR1")
+		case <-toggle:
+			show.toggleCut(stdout, "Enter")
 		case <-tick.C:
-			renderTable(stdout, rt.Gateway, redraw)
+			show.step(stdout)
+			if frame++; frame%2 == 0 {
+				show.render(stdout)
+			}
 		}
 	}
+	stopSignals() // a second Ctrl-C ends the process at once
+
+	if redraw {
+		fmt.Fprintln(stdout) // below the last frame, which ends without a newline
+	}
+	fmt.Fprintln(stdout, "stopping the devices; the buffer goes on sending what the cloud lacks")
+	sum, drained := show.finish(stdout)
+	if redraw {
+		fmt.Fprintln(stdout)
+	}
+	fmt.Fprintln(stdout, sum)
+	endRun()
 	if err := rt.Stop(); err != nil {
 		log.Error("shutdown", "err", err)
 		return exitFailure
 	}
 	c := rt.Gateway.Counters()
 	fmt.Fprintf(stdout, "edged demo stopped: %d samples read, %d messages published\n", c.Samples, c.Published)
+	if !drained {
+		where := "they stay in the buffer in " + filepath.Join(dir, "buffer", "cloud")
+		if *keep == "" {
+			where = "the temporary folder and its buffer are removed now (--dir keeps them)"
+		}
+		fmt.Fprintf(stdout, "edged demo: the cloud still lacks %d messages; %s\n", len(sum.Missing), where)
+		return exitFailure
+	}
 	return exitOK
+}
+
+// tomlEscape makes s fit between the quotes of a TOML basic string.
+func tomlEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s)
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// edgedCommand is how the user runs this binary again: the path of the
+// executable, or `go run ./cmd/edged` when it was built by go run.
+func edgedCommand() string {
+	exe, err := os.Executable()
+	if err != nil || strings.Contains(exe, "go-build") {
+		return "go run ./cmd/edged"
+	}
+	if p, err := os.Readlink("/proc/self/exe"); err == nil {
+		exe = p
+	}
+	return exe
+}
+
+// readEnter signals toggle for every line read (Enter); it needs no raw
+// terminal mode, so no terminal library.
+func readEnter(r io.Reader, toggle chan<- struct{}) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		select {
+		case toggle <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // writeDemoConfig copies the embedded demo files into dir, filling in the
@@ -138,135 +275,4 @@ func writeDemoConfig(dir string, vars map[string]string) (string, error) {
 		return os.WriteFile(dst, []byte(s), 0o644)
 	})
 	return filepath.Join(dir, "edged.toml"), err
-}
-
-// simulatePlant moves the simulators' registers like a small process.
-func simulatePlant(ctx context.Context, plc, meter *modbussim.Server) {
-	plc.SetHolding(10, stringWords("EDGED-DEMO-0001", 8)...)
-	start := time.Now()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var energy uint32 = 1234500 // 12345.00 kWh
-	for {
-		t := time.Since(start).Seconds()
-		count := uint32(t)
-		level := float32(50 + 40*math.Sin(2*math.Pi*t/60))
-		flow := float32(12.5 + 3*math.Sin(2*math.Pi*t/17))
-		temp := int16(215 + 80*math.Sin(2*math.Pi*t/45)) // 13.5 … 29.5 °C
-		status := uint16(0)
-		if level < 80 {
-			status |= 1 // pump running while not full
-		}
-		if int(t)%20 < 10 {
-			status |= 2 // valve cycles every 10 s
-		}
-		if level > 85 {
-			status |= 4
-		}
-		plc.SetHolding(0, uint16(count>>16), uint16(count))
-		plc.SetHolding(2, f32words(level)...)
-		plc.SetHolding(4, status)
-		fw := f32words(flow)
-		plc.SetHolding(6, fw[1], fw[0]) // word-swapped on the wire
-		plc.SetInput(0, uint16(temp))
-		plc.SetCoil(0, status&1 == 1)
-
-		volts := f32words(float32(230 + 2*math.Sin(2*math.Pi*t/7)))
-		energy += 1
-		meter.SetInput(0, volts[1], volts[0])
-		meter.SetInput(2, uint16(energy), uint16(energy>>16))
-
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-func f32words(f float32) []uint16 {
-	b := math.Float32bits(f)
-	return []uint16{uint16(b >> 16), uint16(b)}
-}
-
-func stringWords(s string, n int) []uint16 {
-	w := make([]uint16, n)
-	for i := 0; i < n && 2*i < len(s); i++ {
-		hi := uint16(s[2*i]) << 8
-		var lo uint16
-		if 2*i+1 < len(s) {
-			lo = uint16(s[2*i+1])
-		}
-		w[i] = hi | lo
-	}
-	return w
-}
-
-func renderTable(w io.Writer, gw *gateway.Gateway, redraw bool) {
-	var b strings.Builder
-	if redraw {
-		b.WriteString("\033[H\033[2J")
-	}
-	now := time.Now().UnixMilli()
-	c := gw.Counters()
-	fmt.Fprintf(&b, "%s  samples %d  published %d\n", time.Now().Format("15:04:05"), c.Samples, c.Published)
-	for _, d := range gw.Snapshot() {
-		state := d.State.String()
-		if d.Err != nil {
-			state += " (" + d.Err.Error() + ")"
-		}
-		fmt.Fprintf(&b, "\n%-10s %s, %d polls\n", d.Name, state, d.Polls)
-		for _, t := range d.Tags {
-			v := formatValue(t.Sample)
-			age := ""
-			if t.Sample.TimeMs > 0 {
-				age = fmt.Sprintf("%5.1fs ago", float64(now-t.Sample.TimeMs)/1000)
-			}
-			fmt.Fprintf(&b, "  %-18s %18s %-5s %-9s %s  %s\n", t.Name, v, t.Unit, t.Sample.Quality, age, t.Topic)
-		}
-	}
-	if !redraw {
-		b.WriteString("\n")
-	}
-	io.WriteString(w, b.String())
-}
-
-func formatValue(s mapping.Sample) string {
-	v := s.Value
-	switch v.Kind {
-	case mapping.KindBool:
-		return fmt.Sprint(v.Bool)
-	case mapping.KindInt:
-		return fmt.Sprint(v.Int)
-	case mapping.KindUint:
-		return fmt.Sprint(v.Uint)
-	case mapping.KindFloat:
-		return fmt.Sprintf("%.3f", v.Float)
-	case mapping.KindString:
-		return fmt.Sprintf("%q", v.Str)
-	}
-	return "—"
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-func hostOf(addr string) string {
-	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
-		return strings.Trim(addr[:i], "[]")
-	}
-	return addr
-}
-
-func portOf(addr string) string {
-	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
-		return addr[i+1:]
-	}
-	return "1883"
 }

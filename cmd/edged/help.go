@@ -31,7 +31,7 @@ func usage() string {
 	b.WriteString("edged — industrial edge gateway (Modbus TCP/RTU, OPC UA → MQTT)\n\n")
 	b.WriteString("Usage: edged COMMAND [ARGUMENTS]\n\nCommands:\n")
 	tw := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
-	for _, c := range commands {
+	for _, c := range allCommands() {
 		_, desc := splitSummary(c.summary)
 		fmt.Fprintf(tw, "  edged %s\t%s\n", c.name, desc)
 	}

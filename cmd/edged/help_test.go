@@ -12,10 +12,10 @@ import (
 // package's "Usage of …" on stderr with exit 2, and `ports --help` did not
 // say what ports does.
 func TestCommandHelp(t *testing.T) {
-	if len(commands) < 9 {
-		t.Fatalf("%d commands registered, want at least 9", len(commands))
+	if n := len(allCommands()); n < 9 {
+		t.Fatalf("%d commands registered, want at least 9", n)
 	}
-	for _, c := range commands {
+	for _, c := range allCommands() {
 		for _, flag := range []string{"--help", "-h", "-help"} {
 			code, out, errOut := runCLI(c.name, flag)
 			_, desc := splitSummary(c.summary)
@@ -41,7 +41,7 @@ func TestUsageColumnsAlign(t *testing.T) {
 		t.Fatalf("help: exit %d", code)
 	}
 	col := -1
-	for _, c := range commands {
+	for _, c := range allCommands() {
 		_, desc := splitSummary(c.summary)
 		var line string
 		for _, l := range strings.Split(out, "\n") {

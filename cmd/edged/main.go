@@ -68,6 +68,11 @@ func init() {
 	}})
 }
 
+// allCommands are edged's own commands and the protocols'.
+func allCommands() []command {
+	return append(commands[:len(commands):len(commands)], protocolCommands()...)
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage())
@@ -81,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage())
 		return exitOK
 	}
-	for _, c := range commands {
+	for _, c := range allCommands() {
 		if c.name == name {
 			if wantsHelp(rest) { // see help.go
 				return commandHelp(c, stdout)

@@ -1,6 +1,7 @@
-// Package app wires edged together: the driver registry and a runtime made
-// of the embedded broker and the gateway, shared by the CLI and the bench
-// programs so that what is measured is what ships.
+// Package app wires edged together: the config registry over the drivers
+// registered with southbound, and a runtime made of the embedded broker,
+// the gateway and the metrics endpoint, shared by the CLI and the bench
+// programs so that what is measured is what ships. It knows no protocol.
 package app
 
 import (
@@ -21,30 +22,18 @@ import (
 	"github.com/edged-gw/edged/internal/metrics"
 	"github.com/edged-gw/edged/northbound"
 	"github.com/edged-gw/edged/southbound"
-	"github.com/edged-gw/edged/southbound/modbus"
-	"github.com/edged-gw/edged/southbound/opcua"
+	"github.com/edged-gw/edged/southbound/host"
 )
 
-var (
-	registerOnce sync.Once
-	driverLogger atomic.Pointer[slog.Logger]
-)
+// registry makes drivers from the drivers registered with southbound
+// (cmd/edged imports southbound/all) and gives each the logger.
+type registry struct{ log *slog.Logger }
 
-// registerDrivers registers every driver edged ships. Adding a protocol
-// means one line here and one folder under southbound/.
-func registerDrivers() {
-	registerOnce.Do(func() {
-		// One line per driver.
-		southbound.Register("modbus-tcp", func() southbound.Driver { d := modbus.NewTCP(); d.Logger = driverLogger.Load(); return d })
-		southbound.Register("modbus-rtu", func() southbound.Driver { d := modbus.NewRTU(); d.Logger = driverLogger.Load(); return d })
-		southbound.Register("opcua", func() southbound.Driver { d := opcua.New(); d.Logger = driverLogger.Load(); return d })
-	})
-}
-
-type registry struct{}
-
-func (registry) New(name string) (configs.Settings, bool) {
+func (r registry) New(name string) (configs.Settings, bool) {
 	d, ok := southbound.New(name)
+	if ok {
+		host.Provision(d, host.Env{Log: r.log})
+	}
 	return d, ok
 }
 
@@ -53,12 +42,10 @@ func (registry) Names() []string { return southbound.Names() }
 // Drivers returns the registry the config loader makes drivers from; the
 // drivers it makes log to log.
 func Drivers(log *slog.Logger) configs.Drivers {
-	registerDrivers()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	driverLogger.Store(log)
-	return registry{}
+	return registry{log: log}
 }
 
 // Runtime is a started broker, gateway and metrics server.
@@ -127,14 +114,10 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	listen := cfg.Broker.Listen
-	if cfg.Broker.Disabled {
-		listen = ""
-	}
 	if err := Check(cfg); err != nil {
 		return nil, err
 	}
-	broker := northbound.NewBroker(northbound.BrokerOptions{Listen: listen, Logger: log})
+	broker := northbound.NewBroker(brokerOptions(cfg, log))
 	gw, err := gateway.New(cfg, broker, log)
 	if err != nil {
 		return nil, err
@@ -179,9 +162,11 @@ func (r *Runtime) startMetrics(mc configs.Metrics) {
 		listen = metrics.DefaultListen
 	}
 	m := metrics.NewServer(listen, r.readiness, r.log)
-	m.Registry.MustRegister(metrics.GatewayCollector{GW: r.Gateway, Broker: r.Broker})
+	m.Registry.MustRegister(metrics.GatewayCollector{GW: r.Gateway, Broker: r.Broker}, metrics.BrokerCollector{Broker: r.Broker})
 	m.Registry.MustRegister(metrics.UplinkCollector{Uplinks: r.Uplinks})
-	m.Registry.MustRegister(metrics.BusCollector{})
+	for _, c := range host.Collectors(r.Gateway.Lanes()) {
+		m.Registry.MustRegister(c) // the drivers' own: serial buses, learned plans
+	}
 	m.Registry.MustRegister(r.Control.Door.Collector())
 	r.console.mount(m)
 	if err := m.Start(); err != nil {
@@ -225,7 +210,8 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 		return nil, gateway.ReloadReport{}, err
 	}
 	if running != nil {
-		if cfg.Broker.Listen != running.Broker.Listen || cfg.Broker.Disabled != running.Broker.Disabled {
+		if cfg.Broker.Listen != running.Broker.Listen || cfg.Broker.Disabled != running.Broker.Disabled ||
+			cfg.Broker.TLS.Listen != running.Broker.TLS.Listen || cfg.Broker.WebSocket.Listen != running.Broker.WebSocket.Listen {
 			r.log.Warn("broker settings changed: restart edged to apply them", "listen", cfg.Broker.Listen)
 		}
 		if cfg.Metrics != running.Metrics {
@@ -246,6 +232,11 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 	r.log.Info("upstreams reloaded", "started", up.Started, "restarted", up.Restarted, "unchanged", up.Unchanged,
 		"stopped", up.Stopped, "failed", up.Failed)
 	r.lastUplinkReload.Store(&up)
+	// The broker's users, ACLs and TLS files apply at once; its listeners
+	// need a restart.
+	if err := r.Broker.Reload(brokerAccess(cfg)); err != nil {
+		r.log.Warn("broker reload incomplete", "err", err)
+	}
 	return cfg, rep, nil
 }
 
@@ -263,7 +254,7 @@ func Check(cfg *configs.Config) error {
 			drivers = append(drivers, drv)
 		}
 	}
-	return modbus.CheckBuses(drivers)
+	return host.Check(drivers)
 }
 
 type discard struct{}

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,8 +30,7 @@ import (
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
 	"github.com/edged-gw/edged/southbound/door"
-	"github.com/edged-gw/edged/southbound/modbus"
-	"github.com/edged-gw/edged/southbound/opcua"
+	"github.com/edged-gw/edged/southbound/host"
 )
 
 // Version is edged's version as the console shows it (cmd/edged sets it
@@ -61,7 +61,7 @@ type consoleView struct {
 
 // newConsole prepares the console for cfg; nil when [console] is off.
 func newConsole(rt *Runtime, cfg *configs.Config) *consoleView {
-	if !cfg.Console.On(cfg.Metrics.Listen) || cfg.Metrics.Disabled {
+	if !cfg.ConsoleOn() || cfg.Metrics.Disabled {
 		return nil
 	}
 	v := &consoleView{rt: rt, started: time.Now()}
@@ -78,14 +78,6 @@ func (v *consoleView) setConfig(cfg *configs.Config) {
 	v.mu.Lock()
 	v.cfg, v.fp, v.loadedAt = cfg, fp, time.Now()
 	v.mu.Unlock()
-}
-
-func userHashes(c configs.Console) map[string]string {
-	m := map[string]string{}
-	for _, u := range c.Users {
-		m[u.Name] = u.PasswordHash
-	}
-	return m
 }
 
 // mount adds the console to the metrics server m (before its Start).
@@ -106,8 +98,8 @@ func (v *consoleView) mount(m *metrics.Server) {
 	}
 	off := !configs.LoopbackOnly(cfg.Metrics.Listen)
 	o := console.Options{Source: v, OffLoopback: off, Logger: log, SampleEvery: ConsoleEvery.Sample, LiveEvery: ConsoleEvery.Live}
-	if len(cc.Users) > 0 {
-		v.users = console.NewBcryptUsers(userHashes(cc))
+	if logins := cfg.ConsoleLogins(); len(logins) > 0 {
+		v.users = console.NewBcryptUsers(logins)
 		o.Auth = v.users
 	}
 	if cc.Writes && o.Auth != nil {
@@ -158,7 +150,7 @@ func (v *consoleView) reloaded(path string, next *configs.Config, dev gateway.Re
 	if next != nil {
 		v.setConfig(next)
 		if v.users != nil {
-			v.users.Set(userHashes(next.Console))
+			v.users.Set(next.ConsoleLogins())
 		}
 	}
 	v.mu.Lock()
@@ -265,79 +257,22 @@ func (v *consoleView) Device(name string) (console.DeviceDetail, bool) {
 		return console.DeviceDetail{}, false
 	}
 	var dd console.DeviceDetail
-	kv := func(k, val string) { dd.Settings = append(dd.Settings, console.KeyValue{Key: k, Value: val}) }
-	var md *modbus.Device
-	switch d := drv.(type) {
-	case *modbus.TCP:
-		md = &d.Device
-		kv("address", d.Address)
-	case *modbus.RTU:
-		md = &d.Device
-		kv("port", d.Port)
-	case *opcua.Device:
-		kv("endpoint", endpointHost(d.Endpoint))
-		kv("security", d.SecurityPolicy+" "+d.SecurityMode)
-		kv("mode", d.Mode)
-		var tags []opcua.Tag
-		if m, ok := d.MapTarget().(*opcua.DeviceMap); ok {
-			tags = append(tags, m.Tags...)
+	if d, ok := drv.(southbound.Describer); ok {
+		desc := d.Describe()
+		for _, kv := range desc.Settings {
+			dd.Settings = append(dd.Settings, console.KeyValue(kv))
 		}
-		tags = append(tags, d.Tag...)
-		for _, t := range tags {
-			where := t.Node
-			if where == "" {
-				where = "browse " + t.BrowsePath
-			}
-			dd.Tags = append(dd.Tags, tagInfo(&t.Spec, where))
+		for _, tp := range desc.Tags {
+			dd.Tags = append(dd.Tags, tagInfo(tp.Spec, tp.Where))
+		}
+		for _, pr := range desc.Plan {
+			dd.Plan = append(dd.Plan, console.PlanRead(pr))
+		}
+		for _, kv := range desc.Learned {
+			dd.Learned = append(dd.Learned, console.KeyValue(kv))
 		}
 	}
-	if md != nil {
-		kv("unit_id", strconv.Itoa(md.UnitID))
-		kv("poll_interval", md.PollInterval.D().String())
-		tags := md.TagList()
-		for i := range tags {
-			t := &tags[i]
-			where := fmt.Sprintf("%s %d", t.Area, t.Address)
-			dd.Tags = append(dd.Tags, tagInfo(&t.Spec, where))
-		}
-		ln := md.Learned()
-		for _, rq := range ln.Plan {
-			pr := console.PlanRead{Area: rq.Area.String(), Start: rq.Start, Count: rq.Count}
-			for _, k := range rq.Tags {
-				if k >= 0 && k < len(tags) {
-					pr.Tags = append(pr.Tags, tags[k].Name)
-				}
-			}
-			dd.Plan = append(dd.Plan, pr)
-		}
-		lkv := func(k, val string) { dd.Learned = append(dd.Learned, console.KeyValue{Key: k, Value: val}) }
-		lkv("reads per poll", strconv.Itoa(len(ln.Plan)))
-		lkv("max registers per read", strconv.Itoa(ln.MaxRegisters))
-		lkv("max bits per read", strconv.Itoa(ln.MaxBits))
-		lkv("things learned", strconv.FormatUint(ln.Changes, 10))
-		for _, h := range ln.Unreadable {
-			lkv("unreadable "+h.Tag, fmt.Sprintf("%s %d: %s", h.Area, h.Address, h.Reason))
-		}
-		for _, c := range ln.Cuts {
-			lkv("no read crosses", fmt.Sprintf("%s %d", c.Area, c.Address))
-		}
-		if ln.Loaded != "" {
-			lkv("started from", ln.Loaded)
-		}
-	}
-	for _, b := range modbus.BusStats() {
-		for _, bd := range b.Devices {
-			if bd.Name != name {
-				continue
-			}
-			bus := &console.Bus{Port: b.Port, Mode: b.Mode, Utilisation: b.Utilisation, Overruns: b.Overruns}
-			for _, o := range b.Devices {
-				bus.Devices = append(bus.Devices, console.KeyValue{Key: o.Name,
-					Value: fmt.Sprintf("unit %d · cycle %s of %s · %d overruns", o.UnitID, o.LastCycle.Round(time.Millisecond), o.Interval, o.Overruns)})
-			}
-			dd.Bus = bus
-		}
-	}
+	dd.Bus = laneBus(v.rt.Gateway.Lanes(), name)
 	return dd, true
 }
 
@@ -367,6 +302,28 @@ func tagInfo(s *mapping.Spec, where string) console.TagInfo {
 		ti.Limits = lo + " to " + hi
 	}
 	return ti
+}
+
+// laneBus is the shared medium (a serial line) of the device's lane, when
+// its driver says what it is; nil for a device that has its medium alone.
+func laneBus(h *host.Host, device string) *console.Bus {
+	for _, l := range h.Lanes() {
+		mi, ok := l.Medium.(host.MediumInfo)
+		if !ok || !slices.ContainsFunc(l.Members, func(m host.MemberStat) bool { return m.Name == device }) {
+			continue
+		}
+		port, mode, busy := mi.MediumInfo()
+		bus := &console.Bus{Port: port, Mode: mode, Overruns: l.Overruns}
+		if l.Uptime > 0 {
+			bus.Utilisation = float64(busy) / float64(l.Uptime)
+		}
+		for _, o := range l.Members {
+			bus.Devices = append(bus.Devices, console.KeyValue{Key: o.Name,
+				Value: fmt.Sprintf("cycle %s of %s · %d overruns", o.LastCycle.Round(time.Millisecond), o.Interval, o.Overruns)})
+		}
+		return bus
+	}
+	return nil
 }
 
 // endpointHost drops anything secret a URL may carry (user, password,

@@ -450,3 +450,31 @@ timeout = "100ms"
 		}
 	}
 }
+
+// TestConsoleLogsInTheBrokersUsers: the console takes the same hashed
+// users as the local broker; off loopback, a [[broker.user]] logs in with
+// its password, and nobody else does.
+func TestConsoleLogsInTheBrokersUsers(t *testing.T) {
+	sim := startSim(t)
+	sim.SetFloat32(modbussim.Holding, 0, 21.5, mapping.OrderABCD)
+	hash, err := bcrypt.GenerateFromPassword([]byte("hmi-pass-3"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "0.0.0.0:0", console: fmt.Sprintf(`
+  [[broker.user]]
+  name = "hmi"
+  password_hash = %q
+`, hash)})
+	rt, _ := startFromFile(t, path)
+	base := consoleURL(t, rt, "http")
+	c := &http.Client{Timeout: 10 * time.Second}
+	for _, cred := range [][2]string{{"", ""}, {"hmi", "wrong"}, {"other", "hmi-pass-3"}} {
+		if r := do(t, c, "GET", base+"/console/", cred[0], cred[1], nil); r.code != http.StatusUnauthorized {
+			t.Errorf("GET /console/ as %q/%q: %d, want 401", cred[0], cred[1], r.code)
+		}
+	}
+	waitUntil(t, 10*time.Second, "the broker's user sees the device", func() bool {
+		return strings.Contains(do(t, c, "GET", base+"/console/device/boiler", "hmi", "hmi-pass-3", nil).body, "21.5")
+	})
+}

@@ -220,3 +220,57 @@ func (u *uaServer) get(key string) any {
 	defer u.mu.RUnlock()
 	return u.ns.Data[key]
 }
+
+// TestOPCUADeviceMetrics: OPC UA devices, subscribing and polling, export
+// the same per-device request, error, poll-duration and overrun series as
+// Modbus devices do (the host counts them for every driver).
+func TestOPCUADeviceMetrics(t *testing.T) {
+	log.SetOutput(io.Discard)
+	t.Cleanup(func() { log.SetOutput(os.Stderr) })
+	port := freeTCPPort(t)
+	srv := &uaServer{port: port, data: map[string]any{"speed": 12.5, "profile": []int32{1, 2, 3}, "setpoint": 10.0}}
+	srv.start(t)
+	t.Cleanup(srv.stop)
+	dir := t.TempDir()
+	endpoint := fmt.Sprintf("opc.tcp://127.0.0.1:%d", port)
+	cfgText := strings.NewReplacer("{{DIR}}", dir, "{{ENDPOINT}}", endpoint).Replace(opcuaConfig) + fmt.Sprintf(`
+[[device]]
+name = "poller"
+driver = "opcua"
+endpoint = %q
+security_policy = "None"
+mode = "poll"
+poll_interval = "20ms"
+timeout = "2s"
+
+  [[device.tag]]
+  name = "speed"
+  node = "ns=1;s=speed"
+`, endpoint)
+	path := writeConfig(t, dir, cfgText)
+	withMetrics(t, path)
+	rt, _ := startFromFile(t, path)
+	base := "http://" + rt.Metrics.Addr()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, body := get(t, base+"/metrics")
+		if strings.Contains(body, `edged_device_up{device="press",driver="opcua"} 1`) &&
+			strings.Contains(body, `edged_device_up{device="poller",driver="opcua"} 1`) &&
+			metric(t, body, `edged_device_requests_total{device="press"}`) >= 2 && // subscribe, monitor, keepalives
+			metric(t, body, `edged_device_requests_total{device="poller"}`) >= 3 &&
+			metric(t, body, `edged_device_poll_duration_seconds{device="poller"}`) > 0 &&
+			metric(t, body, `edged_device_poll_duration_seconds{device="press"}`) > 0 {
+			for _, dev := range []string{"press", "poller"} {
+				for _, kind := range []string{"timeout", "exception", "other"} {
+					metric(t, body, fmt.Sprintf(`edged_device_errors_total{device=%q,kind=%q}`, dev, kind))
+				}
+				metric(t, body, fmt.Sprintf(`edged_device_overruns_total{device=%q}`, dev))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("OPC UA device metrics missing:\n%s", grepLines(body, "edged_device_"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -46,12 +46,19 @@ func startUplinks(cfg *configs.Config, broker *northbound.Broker, log *slog.Logg
 	}
 	for i, uc := range cfg.Upstreams {
 		u, err := newUplink(cfg, uc, log, openBuffer(uc, log), ctl)
+		if errors.Is(err, buffer.ErrCannotOpen) {
+			// A buffer that cannot be opened (a read-only SD card) stops
+			// this upstream, not the gateway: /readyz lists it.
+			log.Error("upstream not started: its buffer cannot be opened", "upstream", uc.Name, "err", err)
+			slots = append(slots, uplinkSlot{cfg: uc, fp: uplinkFingerprint(cfg, uc), subID: uplinkSubscriptionBase + i, err: err})
+			continue
+		}
 		if err != nil {
 			return fail(fmt.Errorf("upstream %q: %w", uc.Name, err))
 		}
 		slot := uplinkSlot{cfg: uc, fp: uplinkFingerprint(cfg, uc), subID: uplinkSubscriptionBase + i, u: u}
 		slots = append(slots, slot)
-		if err := u.Attach(broker.Subscribe, slot.subID); err != nil {
+		if err := errors.Join(u.Attach(broker.Subscribe, slot.subID), u.AttachForward(broker.SubscribeClients, slot.subID)); err != nil {
 			return fail(fmt.Errorf("upstream %q: subscribe to the local broker: %w", uc.Name, err))
 		}
 		u.Start()
@@ -165,7 +172,7 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 		return nil, err
 	}
 	return northbound.NewUplink(northbound.UplinkOptions{
-		Name: uc.Name, Publisher: pub, Queue: q, Filters: uc.Topics,
+		Name: uc.Name, Publisher: pub, Queue: q, Filters: uc.Topics, Forward: uc.Forward,
 		LocalPrefix: localPrefix, RemotePrefix: remotePrefix,
 		StatusTopic: pc.WillTopic, Skip: []string{localStatus},
 		ReplayRate: float64(uc.ReplayRate), ReplayOrder: northbound.ReplayOrder(uc.ReplayOrder), Logger: base,
@@ -286,7 +293,7 @@ func (r *Runtime) reloadUplinks(ctx context.Context, cfg *configs.Config) Uplink
 			_ = handed.Close() // not taken: un-acknowledged messages stay on disk
 		}
 		if ns.err == nil {
-			ns.err = ns.u.Attach(r.Broker.Subscribe, ns.subID)
+			ns.err = errors.Join(ns.u.Attach(r.Broker.Subscribe, ns.subID), ns.u.AttachForward(r.Broker.SubscribeClients, ns.subID))
 			if ns.err != nil {
 				ns.err = fmt.Errorf("subscribe to the local broker: %w", ns.err)
 				r.detach(ns)

@@ -1,9 +1,8 @@
-// Package gateway is the host around drivers: it starts and stops the
-// configured devices, takes their samples, applies report-by-exception
-// (deadband, heartbeat), renders topics and JSON payloads through mapping and
-// hands them to the northbound publisher, and publishes gateway and device
-// status. Cross-cutting work lives here once so that drivers stay
-// protocol-only.
+// Package gateway starts and stops the configured devices (provisioning
+// each with the data dir and the lanes of southbound/host, which runs
+// them), takes their samples, applies report-by-exception (deadband,
+// heartbeat), renders topics and JSON payloads through mapping, hands them
+// to the northbound publisher, and publishes gateway and device status.
 package gateway
 
 import (
@@ -20,6 +19,7 @@ import (
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
+	"github.com/edged-gw/edged/southbound/host"
 )
 
 // Publisher takes rendered messages; the embedded broker implements it.
@@ -31,8 +31,9 @@ type Publisher interface {
 // Gateway runs the devices of one config and can swap in another config
 // (Reload) restarting only the devices that changed.
 type Gateway struct {
-	pub Publisher
-	log *slog.Logger
+	pub   Publisher
+	log   *slog.Logger
+	lanes *host.Host // the lanes every device runs in, across reloads
 
 	tbl atomic.Pointer[table] // the devices running now; replaced whole on reload
 
@@ -105,7 +106,7 @@ func New(cfg *configs.Config, pub Publisher, log *slog.Logger) (*Gateway, error)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{pub: pub, log: log}
+	g := &Gateway{pub: pub, log: log, lanes: host.New()}
 	t, err := g.build(cfg, nil)
 	if err != nil {
 		return nil, err
@@ -176,9 +177,7 @@ func (g *Gateway) build(cfg *configs.Config, old *table) (*table, error) {
 			if !ok {
 				return nil, fmt.Errorf("device %q: driver %q does not implement southbound.Driver", dc.Name, dc.Driver)
 			}
-			if u, ok := drv.(southbound.DataDirUser); ok {
-				u.SetDataDir(cfg.Gateway.DataDir)
-			}
+			host.Provision(drv, host.Env{DataDir: cfg.Gateway.DataDir, Host: g.lanes})
 			d = &device{
 				g: g, name: dc.Name, driver: dc.Driver, fingerprint: dc.Fingerprint, drv: drv,
 				statusTo: lay.prefix + "/" + lay.id + "/" + dc.Name + "/_status",
@@ -216,6 +215,9 @@ func (g *Gateway) build(cfg *configs.Config, old *table) (*table, error) {
 	}
 	return t, nil
 }
+
+// Lanes is the host the devices run in (for the drivers' own metrics).
+func (g *Gateway) Lanes() *host.Host { return g.lanes }
 
 // Start announces the gateway online and starts every device. A device that
 // fails to start is logged and reported offline; the others run.

@@ -158,7 +158,8 @@ var (
 	descTags        = prometheus.NewDesc("edged_device_tags", "Tags configured on the device.", []string{"device"}, nil)
 	descRequests    = prometheus.NewDesc("edged_device_requests_total", "Requests sent to the device.", []string{"device"}, nil)
 	descErrors      = prometheus.NewDesc("edged_device_errors_total", "Failed requests by kind.", []string{"device", "kind"}, nil)
-	descPollSeconds = prometheus.NewDesc("edged_device_poll_duration_seconds", "How long the last complete poll cycle took.", []string{"device"}, nil)
+	descPollSeconds = prometheus.NewDesc("edged_device_poll_duration_seconds", "How long the last complete poll cycle took (a subscribing device: its last keepalive request).", []string{"device"}, nil)
+	descOverruns    = prometheus.NewDesc("edged_device_overruns_total", "Polls that started a whole poll interval late: the device (or its lane) cannot carry the configured interval.", []string{"device"}, nil)
 	descSamples     = prometheus.NewDesc("edged_samples_total", "Samples received from all devices.", nil, nil)
 	descPublished   = prometheus.NewDesc("edged_published_messages_total", "Value messages published to the local broker.", nil, nil)
 	descPubErrors   = prometheus.NewDesc("edged_publish_errors_total", "Value messages the local broker refused.", nil, nil)
@@ -173,8 +174,8 @@ var states = []southbound.State{southbound.StateConnecting, southbound.StateOnli
 
 // Describe implements prometheus.Collector.
 func (c GatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPlanRequests, descPlanChanges, descUnreadable, descMaxRegisters, descUp, descState, descPolls, descBad, descLastGood, descTags, descRequests, descErrors,
-		descPollSeconds, descSamples, descPublished, descPubErrors, descClients, descSent, descDropped, descRetained, descSubs} {
+	for _, d := range []*prometheus.Desc{descUp, descState, descPolls, descBad, descLastGood, descTags, descRequests, descErrors,
+		descPollSeconds, descOverruns, descSamples, descPublished, descPubErrors, descClients, descSent, descDropped, descRetained, descSubs} {
 		ch <- d
 	}
 }
@@ -199,9 +200,6 @@ func (c GatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBad, counter, float64(d.BadSamples), d.Name)
 		ch <- prometheus.MustNewConstMetric(descLastGood, gauge, float64(d.LastGoodMs)/1000, d.Name)
 		ch <- prometheus.MustNewConstMetric(descTags, gauge, float64(len(d.Tags)), d.Name)
-		if l, ok := d.Source.(learner); ok {
-			collectLearned(ch, d.Name, l)
-		}
 		if sr, ok := d.Source.(southbound.StatsReporter); ok {
 			st := sr.Stats()
 			ch <- prometheus.MustNewConstMetric(descRequests, counter, float64(st.Requests), d.Name)
@@ -210,6 +208,7 @@ func (c GatewayCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descErrors, counter, float64(st.Exceptions), d.Name, "exception")
 			ch <- prometheus.MustNewConstMetric(descErrors, counter, float64(other), d.Name, "other")
 			ch <- prometheus.MustNewConstMetric(descPollSeconds, gauge, st.LastPoll, d.Name)
+			ch <- prometheus.MustNewConstMetric(descOverruns, counter, float64(st.Overruns), d.Name)
 		}
 	}
 	cn := c.GW.Counters()

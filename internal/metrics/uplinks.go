@@ -42,6 +42,7 @@ var (
 	descBufAtCap      = prometheus.NewDesc("edged_uplink_buffer_at_cap", "1 while buffer writes are paused because the store reached max_bytes on disk (compactions behind a flood).", upLabel, nil)
 	descBufDisk       = prometheus.NewDesc("edged_uplink_buffer_disk_bytes", "Disk space the buffer's store takes (at most max_bytes).", upLabel, nil)
 	descBufWriteErrs  = prometheus.NewDesc("edged_uplink_buffer_write_errors_total", "Failed buffer writes (retried).", upLabel, nil)
+	descBufLost       = prometheus.NewDesc("edged_uplink_buffer_lost_total", "Messages lost unsent and not dropped by a cap: reason damaged (the store's files were damaged; a store moved aside counts what it held), unstored (accepted but not yet written when edged died, counted at the next start).", []string{"upstream", "reason"}, nil)
 	descBufRecovered  = prometheus.NewDesc("edged_uplink_buffer_recovered", "1 if the buffer could not be opened and was moved aside for a fresh one (an alarm).", upLabel, nil)
 )
 
@@ -52,7 +53,7 @@ func (c UplinkCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUplinkUp, descUplinkState, descUplinkErr, descUplinkConns, descUplinkTries,
 		descUplinkSent, descUplinkReplay, descUplinkAcked, descUplinkBacklog,
 		descUplinkReadErr, descUplinkAckTO, descUplinkDelay, descUplinkRefused, descUplinkLost, descBufDepth, descBufBytes, descBufAge,
-		descBufAppended, descBufWritten, descBufDropped, descBufDiskFull, descBufAtCap, descBufDisk, descBufWriteErrs, descBufRecovered} {
+		descBufAppended, descBufWritten, descBufDropped, descBufDiskFull, descBufAtCap, descBufDisk, descBufWriteErrs, descBufLost, descBufRecovered} {
 		ch <- d
 	}
 }
@@ -100,6 +101,8 @@ func (c UplinkCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBufAtCap, gauge, flag(b.AtCap), n)
 		ch <- prometheus.MustNewConstMetric(descBufDisk, gauge, float64(b.DiskBytes), n)
 		ch <- prometheus.MustNewConstMetric(descBufWriteErrs, counter, float64(b.WriteErrors), n)
+		ch <- prometheus.MustNewConstMetric(descBufLost, counter, float64(b.LostDamaged), n, "damaged")
+		ch <- prometheus.MustNewConstMetric(descBufLost, counter, float64(b.LostUnstored), n, "unstored")
 		ch <- prometheus.MustNewConstMetric(descBufRecovered, gauge, flag(b.Recovered), n)
 	}
 }

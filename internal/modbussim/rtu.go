@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +33,7 @@ type RTUOptions struct {
 type RTUResponder struct {
 	s    *Server
 	opts RTUOptions
-	port serial.Port
+	port rtuPort
 
 	mu    sync.Mutex // guards units
 	units map[byte]bool
@@ -40,6 +42,15 @@ type RTUResponder struct {
 	damaged  atomic.Uint64 // frames with a bad CRC, and bytes thrown away resynchronising
 	done     chan struct{}
 	closed   chan struct{}
+}
+
+// rtuPort is what a responder reads frames from: a serial port, or a TCP
+// connection carrying raw RTU frames.
+type rtuPort interface {
+	Read(p []byte) (int, error)
+	Write(p []byte) (int, error)
+	Close() error
+	SetReadTimeout(t time.Duration) error
 }
 
 // ServeRTU answers Modbus RTU requests on the serial port at path (one end
@@ -132,7 +143,7 @@ func (r *RTUResponder) serve() {
 		n, err := r.port.Read(buf)
 		if err != nil {
 			var pe *serial.PortError
-			if errors.As(err, &pe) || r.isClosed() {
+			if errors.As(err, &pe) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || r.isClosed() {
 				return
 			}
 			select {

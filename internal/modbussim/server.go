@@ -30,6 +30,7 @@ type Server struct {
 	writes   atomic.Uint64
 	faults   faults // see Inject
 	faulted  atomic.Uint64
+	accepted atomic.Uint64 // TCP connections accepted
 
 	lmu   sync.Mutex // guards ln, conns, done
 	ln    net.Listener
@@ -95,6 +96,10 @@ func (s *Server) WriteLog() []WriteRecord {
 	return append([]WriteRecord(nil), s.wlog...)
 }
 
+// Accepted counts the TCP connections accepted since New (Modbus TCP and
+// RTU over TCP).
+func (s *Server) Accepted() uint64 { return s.accepted.Load() }
+
 // Close stops listening, closes every connection and waits until all of
 // the server's goroutines have ended. It is safe to call more than once.
 func (s *Server) Close() error {
@@ -132,6 +137,7 @@ func (s *Server) accept(ln net.Listener, done chan struct{}) {
 			return
 		}
 		s.conns[c] = struct{}{}
+		s.accepted.Add(1)
 		s.wg.Add(1)
 		s.lmu.Unlock()
 		go func() {

@@ -72,6 +72,10 @@ func (e *FunctionMismatch) Error() string {
 	return fmt.Sprintf("reply to function code %02X has function code %02X: not an answer to this request", e.Request, e.Reply)
 }
 
+// Refused implements host.Refusal: the device answered (an exception is
+// counted as one, whatever its code).
+func (e *Exception) Refused() bool { return true }
+
 // unreachable reports whether the exception comes from a gateway that
 // cannot reach the device (codes 0A, 0B): the device is offline, not
 // refusing one request.
@@ -97,9 +101,15 @@ type libClient struct {
 // newTCPClient makes a client that connects on first use. Cancelling ctx
 // closes the connection and makes every later call fail.
 func newTCPClient(ctx context.Context, address string, unit byte, timeout time.Duration) *tcpClient {
-	h := modbus.NewTCPClientHandler(address) // packager only; its transport is never used
+	return newTCPClientOn(ctx, &tcpLink{address: address}, unit, timeout)
+}
+
+// newTCPClientOn makes a client for one unit ID on a connection that other
+// units (behind the same gateway) may share.
+func newTCPClientOn(ctx context.Context, link *tcpLink, unit byte, timeout time.Duration) *tcpClient {
+	h := modbus.NewTCPClientHandler(link.address) // packager only; its transport is never used
 	h.SlaveId = unit
-	tr := &tcpTransport{ctx: ctx, address: address, timeout: timeout}
+	tr := &tcpTransport{ctx: ctx, link: link, timeout: timeout}
 	context.AfterFunc(ctx, func() { tr.Close() })
 	return &libClient{mb: modbus.NewClient2(h, tr), tr: tr}
 }
@@ -180,18 +190,38 @@ func (c *libClient) check(fc byte, b []byte, want int, err error) ([]byte, error
 	return nil, err
 }
 
-// tcpTransport sends one MBAP frame and reads the answer; it implements
-// goburrow's Transporter. Close may be called at any time, from any
-// goroutine, and fails a Send in flight.
-type tcpTransport struct {
-	ctx     context.Context
+// tcpLink is one TCP connection to a Modbus TCP device or gateway, shared
+// by every configured unit ID at its address: their lane sends one request
+// at a time on it. Close drops the connection; the next request dials.
+type tcpLink struct {
 	address string
-	timeout time.Duration
 
 	mu   sync.Mutex // guards conn
 	conn net.Conn
 
-	buf [260]byte // the last response; only Send touches it
+	buf [260]byte // the last response; only Send touches it (one at a time)
+}
+
+// Close drops the connection, failing a Send in flight.
+func (l *tcpLink) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return nil
+	}
+	err := l.conn.Close()
+	l.conn = nil
+	return err
+}
+
+// tcpTransport is one unit's view of a link: it sends one MBAP frame with
+// the unit's timeout and reads the answer; it implements goburrow's
+// Transporter. Close may be called at any time, from any goroutine, and
+// fails a Send in flight.
+type tcpTransport struct {
+	ctx     context.Context
+	link    *tcpLink
+	timeout time.Duration
 }
 
 const mbapLen = 7
@@ -208,23 +238,25 @@ func (t *tcpTransport) Send(req []byte) ([]byte, error) {
 	if _, err := conn.Write(req); err != nil {
 		return nil, err
 	}
-	if _, err := io.ReadFull(conn, t.buf[:mbapLen]); err != nil {
+	buf := t.link.buf[:]
+	if _, err := io.ReadFull(conn, buf[:mbapLen]); err != nil {
 		return nil, err
 	}
-	n := int(binary.BigEndian.Uint16(t.buf[4:]))
-	if n < 2 || n > len(t.buf)-mbapLen+1 {
-		return nil, fmt.Errorf("response length %d in MBAP header, want 2..%d", n, len(t.buf)-mbapLen+1)
+	n := int(binary.BigEndian.Uint16(buf[4:]))
+	if n < 2 || n > len(buf)-mbapLen+1 {
+		return nil, fmt.Errorf("response length %d in MBAP header, want 2..%d", n, len(buf)-mbapLen+1)
 	}
-	if _, err := io.ReadFull(conn, t.buf[mbapLen:mbapLen-1+n]); err != nil {
+	if _, err := io.ReadFull(conn, buf[mbapLen:mbapLen-1+n]); err != nil {
 		return nil, err
 	}
-	return t.buf[:mbapLen-1+n], nil
+	return buf[:mbapLen-1+n], nil
 }
 
 func (t *tcpTransport) connect() (net.Conn, error) {
-	t.mu.Lock()
-	c := t.conn
-	t.mu.Unlock()
+	l := t.link
+	l.mu.Lock()
+	c := l.conn
+	l.mu.Unlock()
 	if c != nil {
 		return c, nil
 	}
@@ -232,7 +264,7 @@ func (t *tcpTransport) connect() (net.Conn, error) {
 		return nil, err
 	}
 	d := net.Dialer{Timeout: t.timeout}
-	c, err := d.DialContext(t.ctx, "tcp", t.address)
+	c, err := d.DialContext(t.ctx, "tcp", l.address)
 	if err != nil {
 		return nil, err
 	}
@@ -241,26 +273,17 @@ func (t *tcpTransport) connect() (net.Conn, error) {
 		// and connect to itself (TCP simultaneous open), blocking the
 		// device's server from binding it again.
 		c.Close()
-		return nil, fmt.Errorf("dial %s: connected to itself: nothing listens there", t.address)
+		return nil, fmt.Errorf("dial %s: connected to itself: nothing listens there", l.address)
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if err := t.ctx.Err(); err != nil { // closed while dialling
 		c.Close()
 		return nil, err
 	}
-	t.conn = c
+	l.conn = c
 	return c, nil
 }
 
-// Close implements client.Close.
-func (t *tcpTransport) Close() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.conn == nil {
-		return nil
-	}
-	err := t.conn.Close()
-	t.conn = nil
-	return err
-}
+// Close implements client.Close: it drops the shared connection.
+func (t *tcpTransport) Close() error { return t.link.Close() }

@@ -1,11 +1,14 @@
 package modbus
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/mapping"
-	"github.com/edged-gw/edged/southbound"
+	"github.com/edged-gw/edged/southbound/host"
 )
 
 // Device holds what a Modbus device is configured with and learns,
@@ -48,6 +51,44 @@ type Device struct {
 	plan   []Request // the configured plan, before anything was learned
 	inited bool
 	dev    core
+
+	// Owned by the lane while started: the client of the current Start.
+	cli    client
+	cliCtx context.Context
+}
+
+// connect makes the device's client, once per Start (ctx is the Start's;
+// host.Poller.Connect).
+func (d *Device) connect(ctx context.Context, r *host.Runner, mk func() client) {
+	if d.cli == nil || d.cliCtx != ctx {
+		d.cli, d.cliCtx = mk(), ctx
+		d.dev.start(r.Log(), d.cli, r.Counter())
+	}
+}
+
+// Poll implements host.Poller: one cycle of the (learning) read plan; a
+// probe of an offline device gets no retries.
+func (d *Device) Poll(ctx context.Context, probe bool) ([]mapping.Sample, error) {
+	return d.dev.poll(ctx, d.Retries, probe)
+}
+
+// Close implements host.Poller. The connection or line is shared by the
+// devices of the lane, and the client drops a connection itself after a
+// failure that may leave a late answer behind; a unit merely missing
+// behind a gateway (exceptions 0A, 0B) leaves it up.
+func (d *Device) Close() error { return nil }
+
+// share is host.Config.Share for a medium of type *T, made by mk for the
+// lane's first device; where names the medium in errors.
+func share[T any](medium any, members []string, where string, mk func() *T) (*T, error) {
+	if medium == nil {
+		return mk(), nil
+	}
+	m, ok := medium.(*T)
+	if !ok {
+		return nil, fmt.Errorf("%s is in use by device(s) %s of another driver", where, strings.Join(members, ", "))
+	}
+	return m, nil
 }
 
 // newDevice returns the shared settings with their defaults.
@@ -115,6 +156,3 @@ func (d *Device) Requests() []Request { return d.plan }
 // Learned is what the device taught the planner so far (safe to call while
 // polling).
 func (d *Device) Learned() Learned { return d.dev.learned() }
-
-// Stats implements southbound.StatsReporter.
-func (d *Device) Stats() southbound.Stats { return d.dev.stats() }

@@ -6,16 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
-	"os"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/edged-gw/edged/mapping"
-	"github.com/edged-gw/edged/southbound"
-	"github.com/edged-gw/edged/southbound/serial"
+	"github.com/edged-gw/edged/southbound/host"
 )
 
 // defaultHoleRetry is how many polls pass between re-reads of tags the
@@ -101,36 +97,14 @@ type core struct {
 	lmu  sync.Mutex // guards snap
 	snap Learned
 
-	wmu       sync.Mutex // guards lastWrite
-	lastWrite []time.Time
-
-	// Counters for metrics, read from any goroutine.
-	nReq, nErr, nTimeout, nExc atomic.Uint64
-	lastPollNs                 atomic.Int64
+	// counter counts requests for the metrics (the host's, from any goroutine).
+	counter *host.Counter
 }
 
 // count records the outcome of one request for the metrics.
 func (c *core) count(err error) {
-	c.nReq.Add(1)
-	if err == nil {
-		return
-	}
-	c.nErr.Add(1)
-	var ex *Exception
-	var ne net.Error
-	switch {
-	case errors.As(err, &ex):
-		c.nExc.Add(1)
-	case errors.Is(err, serial.ErrTimeout), errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		c.nTimeout.Add(1)
-	}
-}
-
-// stats returns the counters (southbound.StatsReporter).
-func (c *core) stats() southbound.Stats {
-	return southbound.Stats{
-		Requests: c.nReq.Load(), Errors: c.nErr.Load(), Timeouts: c.nTimeout.Load(), Exceptions: c.nExc.Load(),
-		LastPoll: time.Duration(c.lastPollNs.Load()).Seconds(),
+	if c.counter != nil {
+		c.counter.Count(err)
 	}
 }
 
@@ -150,7 +124,6 @@ func (c *core) init(name string, tags []Tag, lim Limits, retries int) {
 		c.specs[i] = &tags[i].Spec
 		c.byName[tags[i].Name] = i
 	}
-	c.lastWrite = make([]time.Time, len(tags))
 	c.holes = map[int]error{}
 	c.cut = cuts{}
 	c.suspect = map[reqKey]*finding{}
@@ -163,8 +136,8 @@ func (c *core) init(name string, tags []Tag, lim Limits, retries int) {
 }
 
 // start prepares what the running goroutine owns.
-func (c *core) start(log *slog.Logger, cli client) {
-	c.log, c.cli = log, cli
+func (c *core) start(log *slog.Logger, cli client, counter *host.Counter) {
+	c.log, c.cli, c.counter = log, cli, counter
 	c.samples = make([]mapping.Sample, len(c.tags))
 	for i := range c.samples {
 		c.samples[i].Tag = c.specs[i]
@@ -221,8 +194,6 @@ func (c *core) learned() Learned {
 // the retries) ends the cycle with an error. retries is how many more
 // attempts a request gets after a failure that is not an answer.
 func (c *core) cycle(ctx context.Context, retries int) error {
-	began := time.Now()
-	defer func() { c.lastPollNs.Store(int64(time.Since(began))) }()
 	c.polls++
 	c.pollOK = 0
 	// What a poll learned counts even when a later read of the same poll
@@ -299,6 +270,18 @@ func (c *core) cycle(ctx context.Context, retries int) error {
 		}
 	}
 	return nil
+}
+
+// poll runs one cycle and returns the samples; a probe (the device is
+// offline) gets no retries: the host's backoff paces them.
+func (c *core) poll(ctx context.Context, retries int, probe bool) ([]mapping.Sample, error) {
+	if probe {
+		retries = 0
+	}
+	if err := c.cycle(ctx, retries); err != nil {
+		return nil, err
+	}
+	return c.samples, nil
 }
 
 // read sends one read, trying again up to retries times after a failure
@@ -504,13 +487,5 @@ func (c *core) decode(r *Request, raw []byte, now int64) {
 			continue
 		}
 		s.Value, s.Quality, s.Err = v, mapping.Good, nil
-	}
-}
-
-// allBad marks every tag bad because of err.
-func (c *core) allBad(err error) {
-	now := time.Now().UnixMilli()
-	for i := range c.samples {
-		c.samples[i] = mapping.Sample{Tag: c.specs[i], Quality: mapping.Bad, TimeMs: now, Err: err}
 	}
 }

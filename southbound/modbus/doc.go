@@ -1,8 +1,11 @@
-// Package modbus is edged's Modbus driver: the device settings and tag
-// layout of a Modbus device (areas, addresses), the planning of merged read
-// requests, and the poll loop with its retries, reconnects and device
-// state. It turns register and bit reads into mapping.Samples and hands
-// them to a southbound.Sink.
+// Package modbus is edged's Modbus driver (modbus-tcp, modbus-rtu,
+// modbus-rtu-tcp): the device settings and tag layout of a Modbus device
+// (areas, addresses), the planning of merged read requests that learns
+// from refusals, the transports (TCP, a serial line, RTU frames over a
+// socket) and the edged plan and probe commands. One poll of the plan is
+// its host.Poller; scheduling, backoff, state and write policy are the
+// host's (southbound/host). It turns register and bit reads into
+// mapping.Samples.
 //
 // It must not know about MQTT, topics, payloads or the buffer, and it
 // leaves type decoding, scaling and deadbands to package mapping. The

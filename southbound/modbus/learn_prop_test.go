@@ -85,7 +85,7 @@ func TestSavedPlanAlwaysLoads(t *testing.T) {
 		d.setDataDir(dir, kindTCP)
 		c := &d.dev
 		c.store = d.dev.store
-		c.start(slog.New(slog.DiscardHandler), cli)
+		c.start(slog.New(slog.DiscardHandler), cli, nil)
 		for range 3 {
 			if err := c.cycle(context.Background(), 0); err != nil {
 				t.Fatalf("cycle: %v", err)

@@ -507,14 +507,16 @@ func BenchmarkPollCycle(b *testing.B) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	d.prepare(ctx, newSink())
-	defer d.cli.Close()
-	if err := d.cycle(ctx); err != nil {
+	if err := d.Connect(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := d.Poll(ctx, false); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := d.cycle(ctx); err != nil {
+		if _, err := d.Poll(ctx, false); err != nil {
 			b.Fatal(err)
 		}
 	}

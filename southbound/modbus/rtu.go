@@ -5,9 +5,8 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"log/slog"
+	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/goburrow/modbus"
@@ -15,6 +14,7 @@ import (
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
+	"github.com/edged-gw/edged/southbound/host"
 	"github.com/edged-gw/edged/southbound/serial"
 )
 
@@ -48,16 +48,12 @@ type RTU struct {
 
 	mode serial.Mode // the line settings with defaults, after Init
 
+	// The host runs the device in the lane of its port.
+	host.Runner
+
 	minBackoff, maxBackoff time.Duration // tests shorten them
 
-	runMu sync.Mutex // guards m
-	m     *member
-
-	guard southbound.SinkGuard // the sink, never called after Stop
-
-	// Owned by the bus goroutine while started.
-	log   *slog.Logger
-	state southbound.State
+	bus *rtuBus // the line of the port's lane, while started
 }
 
 var (
@@ -76,7 +72,9 @@ const (
 
 // NewRTU returns a device with the defaults set, ready to decode into.
 func NewRTU() *RTU {
-	return &RTU{Device: newDevice(DefaultRTUMaxGap)}
+	r := &RTU{Device: newDevice(DefaultRTUMaxGap)}
+	r.Bind(r)
+	return r
 }
 
 // LineMode is the serial line setting, valid after Init.
@@ -88,30 +86,30 @@ func (r *RTU) LineMode() serial.Mode { return r.mode }
 func (r *RTU) Init() error {
 	r.fillDefaults()
 	if r.minBackoff == 0 {
-		r.minBackoff, r.maxBackoff = backoffMin, rtuBackoffMax
+		r.minBackoff, r.maxBackoff = host.DefaultBackoff.Min, rtuBackoffMax
 	}
 	var errs []error
 	r.Port = strings.TrimSpace(r.Port)
 	if r.Port == "" {
-		errs = append(errs, settingErr("port", `port is missing: the serial device, e.g. port = "/dev/ttyUSB0" or a stable "/dev/serial/by-id/…" link (edged ports lists them)`))
+		errs = append(errs, configs.Errorf("port", `port is missing: the serial device, e.g. port = "/dev/ttyUSB0" or a stable "/dev/serial/by-id/…" link (edged ports lists them)`))
 	}
 	r.mode = serial.Mode{Baud: r.Baud, DataBits: r.DataBits, Parity: r.Parity, StopBits: r.StopBits}.WithDefaults()
 	r.Baud, r.DataBits, r.Parity, r.StopBits = r.mode.Baud, r.mode.DataBits, r.mode.Parity, r.mode.StopBits
 	errs = append(errs, lineModeErrs(r.mode)...)
 	if r.UnitID < 1 || r.UnitID > 247 {
-		errs = append(errs, settingErr("unit_id", "unit_id = %d: allowed are 1..247 (the slave address set on the device; 0 is broadcast and gets no answers)", r.UnitID))
+		errs = append(errs, configs.Errorf("unit_id", "unit_id = %d: allowed are 1..247 (the slave address set on the device; 0 is broadcast and gets no answers)", r.UnitID))
 	}
 	for _, d := range []struct {
 		key string
 		v   configs.Duration
 	}{{"poll_interval", r.PollInterval}, {"timeout", r.Timeout}, {"turnaround", r.Turnaround}} {
 		if d.v.D() < 0 {
-			errs = append(errs, settingErr(d.key, "poll_interval, timeout and turnaround must not be negative"))
+			errs = append(errs, configs.Errorf(d.key, "poll_interval, timeout and turnaround must not be negative"))
 			break
 		}
 	}
 	if r.Turnaround.D() > 10*time.Second {
-		errs = append(errs, settingErr("turnaround", "turnaround = %v: allowed are 0..10s (a pause after each answer of this slave)", r.Turnaround.D()))
+		errs = append(errs, configs.Errorf("turnaround", "turnaround = %v: allowed are 0..10s (a pause after each answer of this slave)", r.Turnaround.D()))
 	}
 	errs = append(errs, checkLimits(r.Retries, r.MaxRegisters, r.MaxBits, r.MaxGap, DefaultRTUMaxGap)...)
 	if len(errs) > 0 {
@@ -137,7 +135,7 @@ func lineModeErrs(m serial.Mode) []error {
 		one := ok
 		f.set(&one)
 		if err := one.Validate(); err != nil {
-			errs = append(errs, settingErr(f.key, "%v", err))
+			errs = append(errs, configs.Errorf(f.key, "%v", err))
 		}
 	}
 	if len(errs) == 0 {
@@ -148,81 +146,46 @@ func lineModeErrs(m serial.Mode) []error {
 	return errs
 }
 
-// Start joins the bus of the device's port (opening it in the background
-// if this is its first device) and begins polling. It fails when another
-// started device uses the port with other line settings.
-func (r *RTU) Start(ctx context.Context, sink southbound.Sink) error {
+// HostConfig implements host.Driver: the device runs in the lane of its
+// port, which it shares with every device on that port (one transaction
+// at a time); Start fails when a started device uses the port with other
+// line settings.
+func (r *RTU) HostConfig() (host.Config, error) {
 	if !r.inited {
-		return fmt.Errorf("modbus device %q: Start before a successful Init", r.Name)
+		return host.Config{}, fmt.Errorf("modbus device %q: Start before a successful Init", r.Name)
 	}
-	r.runMu.Lock()
-	defer r.runMu.Unlock()
-	if r.m != nil {
-		return fmt.Errorf("modbus device %q: already started", r.Name)
-	}
-	r.guard.Open(r.Name, sink)
-	r.log = r.Logger
-	if r.log == nil {
-		r.log = slog.New(slog.DiscardHandler)
-	}
-	r.log = r.log.With("device", r.Name)
-	m, err := join(r)
-	if err != nil {
-		return fmt.Errorf("modbus device %q: %w", r.Name, err)
-	}
-	r.m = m
+	key := filepath.Clean(r.Port)
+	return host.Config{Name: r.Name, Log: r.Logger, Attrs: []any{"port", key, "unit_id", r.UnitID},
+		Interval: r.PollInterval.D(), Backoff: host.Backoff{Min: r.minBackoff, Max: r.maxBackoff},
+		Lane: "serial:" + key, Share: r.share}, nil
+}
+
+// Connect implements host.Poller: the line opens itself on first use.
+func (r *RTU) Connect(ctx context.Context) error {
+	r.connect(ctx, &r.Runner, func() client { return newRTUClient(r.bus.line, byte(r.UnitID), r.Timeout.D(), r.Turnaround.D()) })
 	return nil
 }
 
-// Stop leaves the bus. It waits for a transaction with this device in
-// flight (at most its timeout), or for ctx; the last device to leave
-// closes the port. The sink is never called after Stop returns. Safe
-// without Start and more than once.
-func (r *RTU) Stop(ctx context.Context) error {
-	r.runMu.Lock()
-	m := r.m
-	r.runMu.Unlock()
-	if m == nil {
-		return nil
+// Poll implements host.Poller. A port that disappeared (a USB adapter
+// unplugged) is tried again within portBackoffMax.
+func (r *RTU) Poll(ctx context.Context, probe bool) ([]mapping.Sample, error) {
+	s, err := r.Device.Poll(ctx, probe)
+	if errors.Is(err, serial.ErrPort) {
+		err = host.CapBackoff(err, portBackoffMax)
 	}
-	if err := m.leave(ctx); err != nil {
-		r.guard.Close()
-		return fmt.Errorf("stop modbus device %q: %w", r.Name, err)
-	}
-	if !r.guard.Final(southbound.StateStopped, nil) {
-		r.log.Info("device stopped")
-	}
-	return nil
+	return s, err
 }
 
-// Write writes v to the tag: the tag's write policy first (a refusal wraps
-// mapping.ErrWriteRefused and sends nothing), then the bus sends it
-// before the next poll of any device on the port.
-func (r *RTU) Write(ctx context.Context, tag string, v mapping.Value) error {
-	op, err := r.dev.prepareWrite(tag, v, time.Now())
-	if err != nil {
-		return err
-	}
-	r.runMu.Lock()
-	m := r.m
-	r.runMu.Unlock()
-	if m == nil {
-		return fmt.Errorf("device %q: %w", r.Name, errNotRunning)
-	}
-	return m.bus.submit(ctx, m, func() error { return r.dev.write(op) })
-}
-
-func (r *RTU) deliver() { r.guard.Samples(r.dev.samples) }
-
-func (r *RTU) setState(s southbound.State, err error) {
-	r.state = s
-	r.guard.State(s, err)
+// transactor sends one RTU frame and returns the whole answer: a serial
+// line, or a socket to a transparent serial-to-Ethernet converter.
+type transactor interface {
+	Transact(req []byte, timeout time.Duration) ([]byte, error)
 }
 
 // rtuTransport is one device's view of the shared line: goburrow's
 // Transporter with the device's timeout and turnaround.
 type rtuTransport struct {
-	line       *serial.Line
+	line       transactor
 	timeout    time.Duration
 	turnaround time.Duration
 }
@@ -242,10 +205,15 @@ type nopCloser struct{}
 
 func (nopCloser) Close() error { return nil }
 
-func newRTUClient(line *serial.Line, unit byte, timeout, turnaround time.Duration) *libClient {
-	h := modbus.NewRTUClientHandler(line.Path()) // packager only: framing and CRC
+func newRTUClient(line transactor, unit byte, timeout, turnaround time.Duration) *libClient {
+	h := modbus.NewRTUClientHandler("") // packager only: framing and CRC
 	h.SlaveId = unit
 	return &libClient{mb: modbus.NewClient2(h, &rtuTransport{line, timeout, turnaround}), tr: nopCloser{}}
 }
 
-var _ southbound.StatsReporter = (*RTU)(nil)
+var (
+	_ southbound.StatsReporter = (*RTU)(nil)
+	_ host.Poller              = (*RTU)(nil)
+	_ host.WritePreparer       = (*RTU)(nil)
+	_ host.LaneChecker         = (*RTU)(nil)
+)

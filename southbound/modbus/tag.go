@@ -232,24 +232,21 @@ func (t *Tag) checkWrite() (key string, err error) {
 }
 
 // settingErr is a problem with the device setting key.
-func settingErr(key, format string, args ...any) *configs.Error {
-	return &configs.Error{Key: key, Msg: fmt.Sprintf(format, args...)}
-}
 
 // checkLimits checks the request settings TCP and RTU devices share.
 func checkLimits(retries, maxRegisters, maxBits, maxGap, defaultGap int) []error {
 	var errs []error
 	if retries < 0 || retries > 10 {
-		errs = append(errs, settingErr("retries", "retries = %d: allowed are 0..10 extra attempts per request (default %d)", retries, DefaultRetries))
+		errs = append(errs, configs.Errorf("retries", "retries = %d: allowed are 0..10 extra attempts per request (default %d)", retries, DefaultRetries))
 	}
 	if maxRegisters < 1 || maxRegisters > 125 {
-		errs = append(errs, settingErr("max_registers", "max_registers = %d: allowed are 1..125 registers per read (Modbus allows at most 125)", maxRegisters))
+		errs = append(errs, configs.Errorf("max_registers", "max_registers = %d: allowed are 1..125 registers per read (Modbus allows at most 125)", maxRegisters))
 	}
 	if maxBits < 1 || maxBits > 2000 {
-		errs = append(errs, settingErr("max_bits", "max_bits = %d: allowed are 1..2000 coils or discrete inputs per read (Modbus allows at most 2000)", maxBits))
+		errs = append(errs, configs.Errorf("max_bits", "max_bits = %d: allowed are 1..2000 coils or discrete inputs per read (Modbus allows at most 2000)", maxBits))
 	}
 	if maxGap < 0 || maxGap > 125 {
-		errs = append(errs, settingErr("max_gap", "max_gap = %d: allowed are 0..125 unused registers a merged read may span (default %d)", maxGap, defaultGap))
+		errs = append(errs, configs.Errorf("max_gap", "max_gap = %d: allowed are 0..125 unused registers a merged read may span (default %d)", maxGap, defaultGap))
 	}
 	return errs
 }

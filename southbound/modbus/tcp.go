@@ -1,10 +1,10 @@
 package modbus
 
 import (
+	"context"
 	_ "embed"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/southbound"
+	"github.com/edged-gw/edged/southbound/host"
 )
 
 // Defaults of a TCP device; see sample.toml.
@@ -24,14 +25,6 @@ const (
 	DefaultMaxGap       = 16
 	DefaultMaxRegisters = 125
 	DefaultMaxBits      = 2000
-)
-
-// Reconnect backoff: the first retry after a failure waits 125–250 ms, each
-// further one twice as long, up to 15–30 s (equal jitter, so that devices
-// that failed together do not reconnect in lockstep).
-const (
-	backoffMin = 250 * time.Millisecond
-	backoffMax = 30 * time.Second
 )
 
 //go:embed sample.toml
@@ -52,17 +45,12 @@ type TCP struct {
 	// ignore it. The timeout bounds connecting too.
 	Address string `toml:"address"`
 
+	// The host runs the device: Start, Stop, Write, Stats come from it.
+	host.Runner
+
 	minBackoff, maxBackoff time.Duration // tests shorten them
 
-	loop southbound.Loop
-	jobs chan job // writes, run by the poll goroutine between polls (made by NewTCP)
-
-	guard southbound.SinkGuard // the sink, never called after Stop
-
-	// Owned by the poll goroutine.
-	log   *slog.Logger
-	cli   client
-	state southbound.State
+	link *tcpLink // the connection of the address's lane, while started
 }
 
 var (
@@ -74,7 +62,9 @@ var (
 // NewTCP returns a device with the defaults set, ready to decode into.
 // (A zero TCP also works but has unit_id 0, retries 0 and max_gap 0.)
 func NewTCP() *TCP {
-	return &TCP{Device: newDevice(DefaultMaxGap), jobs: make(chan job)}
+	t := &TCP{Device: newDevice(DefaultMaxGap)}
+	t.Bind(t)
+	return t
 }
 
 // Init fills defaults and checks the settings and every tag. It does no
@@ -84,16 +74,16 @@ func NewTCP() *TCP {
 func (t *TCP) Init() error {
 	t.fillDefaults()
 	if t.minBackoff == 0 {
-		t.minBackoff, t.maxBackoff = backoffMin, backoffMax
+		t.minBackoff, t.maxBackoff = host.DefaultBackoff.Min, host.DefaultBackoff.Max
 	}
 	var errs []error
 	addr, err := normalizeAddress(t.Address)
 	if err != nil {
-		errs = append(errs, settingErr("address", "%v", err))
+		errs = append(errs, configs.Errorf("address", "%v", err))
 	}
 	t.Address = addr
 	if t.UnitID < 0 || t.UnitID > 255 {
-		errs = append(errs, settingErr("unit_id", "unit_id = %d: allowed are 0..255 (default %d)", t.UnitID, DefaultUnitID))
+		errs = append(errs, configs.Errorf("unit_id", "unit_id = %d: allowed are 0..255 (default %d)", t.UnitID, DefaultUnitID))
 	}
 	errs = append(errs, checkLimits(t.Retries, t.MaxRegisters, t.MaxBits, t.MaxGap, DefaultMaxGap)...)
 	if len(errs) > 0 {
@@ -142,4 +132,40 @@ func checkIPv4(address, host string) error {
 	return fmt.Errorf("address = %q: %s is not an IPv4 address: write four numbers 0..255 separated by dots, e.g. \"192.168.10.32:502\"", address, host)
 }
 
-var _ southbound.StatsReporter = (*TCP)(nil)
+var (
+	_ southbound.StatsReporter = (*TCP)(nil)
+	_ host.Poller              = (*TCP)(nil)
+	_ host.WritePreparer       = (*TCP)(nil)
+)
+
+// HostConfig implements host.Driver: every device at one address (the unit
+// IDs behind one Modbus TCP gateway) shares one lane and one connection,
+// so the gateway gets one request at a time; each is polled every
+// poll_interval.
+func (t *TCP) HostConfig() (host.Config, error) {
+	if !t.inited {
+		return host.Config{}, fmt.Errorf("modbus device %q: Start before a successful Init", t.Name)
+	}
+	return host.Config{Name: t.Name, Log: t.Logger, Attrs: []any{"address", t.Address}, Interval: t.PollInterval.D(),
+		Backoff: host.Backoff{Min: t.minBackoff, Max: t.maxBackoff}, Lane: "tcp:" + t.Address, Share: t.share}, nil
+}
+
+// share joins the connection of the device's address (host.Config.Share).
+func (t *TCP) share(medium any, members []string) (any, error) {
+	l, err := share(medium, members, "address "+t.Address, func() *tcpLink { return &tcpLink{address: t.Address} })
+	if err == nil {
+		t.link = l
+	}
+	return l, err
+}
+
+// Connect implements host.Poller. The connection is dialled by the first
+// request, and closed when ctx ends (Stop), which fails a request in
+// flight.
+func (t *TCP) Connect(ctx context.Context) error {
+	if t.link == nil { // polled outside a lane (a benchmark): a connection of its own
+		t.link = &tcpLink{address: t.Address}
+	}
+	t.connect(ctx, &t.Runner, func() client { return newTCPClientOn(ctx, t.link, byte(t.UnitID), t.Timeout.D()) })
+	return nil
+}

@@ -1,9 +1,9 @@
 package modbus
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
-	"time"
 
 	"github.com/edged-gw/edged/mapping"
 )
@@ -17,20 +17,22 @@ type writeOp struct {
 	on   bool   // coils and bit tags
 }
 
-// prepareWrite applies the tag's write policy and encodes v. It does no
-// I/O: a refused or unencodable write never reaches the wire. A write that
-// passes reserves the tag's write_interval slot.
-func (c *core) prepareWrite(name string, v mapping.Value, now time.Time) (writeOp, error) {
-	k, ok := c.byName[name]
-	if !ok {
-		return writeOp{}, fmt.Errorf("device %q: write %q: no such tag", c.name, name)
+// PrepareWrite implements host.WritePreparer: the host has applied the
+// tag's write policy; this encodes v for the wire without I/O, so an
+// unencodable write never reaches the device, and returns the write for
+// the lane to run between polls.
+func (d *Device) PrepareWrite(k int, v mapping.Value) (func(context.Context) error, error) {
+	op, err := d.dev.encodeWrite(k, v)
+	if err != nil {
+		return nil, err
 	}
+	return func(context.Context) error { return d.dev.write(op) }, nil
+}
+
+// encodeWrite encodes v for tag k.
+func (c *core) encodeWrite(k int, v mapping.Value) (writeOp, error) {
 	t := &c.tags[k]
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := t.CheckWrite(v, c.lastWrite[k], now); err != nil {
-		return writeOp{}, fmt.Errorf("device %q: %w", c.name, err)
-	}
+	name := t.Name
 	op := writeOp{tag: k, fc: t.writeFunction()}
 	enc, err := t.Encode(v, nil)
 	if err != nil {
@@ -49,7 +51,6 @@ func (c *core) prepareWrite(name string, v mapping.Value, now time.Time) (writeO
 	default:
 		op.raw = enc
 	}
-	c.lastWrite[k] = now
 	return op, nil
 }
 

@@ -101,15 +101,10 @@ func fill(s *mapping.Sample, dv *ua.DataValue, now int64) {
 	s.Value = v
 }
 
-func scaled(t *mapping.Spec) bool {
-	return t != nil && (t.Scale != 0 && t.Scale != 1 || t.Offset != 0)
-}
+func scaled(t *mapping.Spec) bool { return t != nil && t.Scaled() }
 
 func scale(t *mapping.Spec, f float64) mapping.Value {
-	if t.Scale != 0 {
-		f *= t.Scale
-	}
-	return mapping.Value{Kind: mapping.KindFloat, Float: f + t.Offset}
+	return mapping.Value{Kind: mapping.KindFloat, Float: t.ToEngineering(f)}
 }
 
 // toValue converts a decoded Variant value. Numbers and booleans do not
@@ -242,11 +237,7 @@ func fromValue(v mapping.Value, t *mapping.Spec, typ ua.TypeID) (*ua.Variant, er
 	raw := v
 	if scaled(t) && v.Kind != mapping.KindBool && v.Kind != mapping.KindString {
 		f, _ := v.Float64()
-		f -= t.Offset
-		if t.Scale != 0 {
-			f /= t.Scale
-		}
-		raw = mapping.Value{Kind: mapping.KindFloat, Float: f}
+		raw = mapping.Value{Kind: mapping.KindFloat, Float: t.ToRaw(f)}
 	}
 	f, numeric := raw.Float64()
 	intIn := func(lo, hi float64) (int64, error) {

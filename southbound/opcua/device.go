@@ -1,6 +1,7 @@
 package opcua
 
 import (
+	"context"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
+	"github.com/edged-gw/edged/southbound/host"
 )
 
 // Defaults of an OPC UA device; see sample.toml.
@@ -30,11 +32,7 @@ const (
 	DefaultMaxNodesPerRequest = 1000
 )
 
-// Reconnect backoff, as for Modbus: 125–250 ms after the first failure,
-// doubling up to 15–30 s, the second half random.
 const (
-	backoffMin = 250 * time.Millisecond
-	backoffMax = 30 * time.Second
 	// LoginRetry is the wait after the server refused the login (a wrong
 	// password, a user certificate it does not accept): many servers lock
 	// an account after a few failed logins, which a 30 s retry would
@@ -139,27 +137,32 @@ type Device struct {
 	minBackoff, maxBackoff time.Duration // tests shorten them
 	loginRetry             time.Duration // after a refused login; tests shorten it
 
-	loop southbound.Loop
-
-	guard southbound.SinkGuard // the sink, never called after Stop
+	// The host runs the device: Start, Stop, Write, Stats come from it.
+	host.Runner
 
 	cliMu sync.Mutex
 	cli   *conn // the live session, for Write; nil while offline
 
-	writeMu   sync.Mutex
-	lastWrite []time.Time
-
 	statsMu sync.Mutex
 	stats   Stats
 
-	// Owned by the run goroutine.
-	log          *slog.Logger
-	samples      []mapping.Sample
-	batch        []mapping.Sample
-	state        southbound.State
-	guided       map[string]bool // thumbprints the installer was already told about
-	warnNone     bool            // a password over security_policy = "None"
-	translateErr error           // set once the server refused TranslateBrowsePathsToNodeIDs
+	// Owned by the device goroutine (the host's).
+	started       context.Context // the Start prepare ran for
+	log           *slog.Logger
+	sess          *host.Session // the subscription session; nil in poll mode
+	samples       []mapping.Sample
+	batch         []mapping.Sample
+	guided        map[string]bool // thumbprints the installer was already told about
+	refusedBefore bool            // the last attempt's login was refused
+	// Poll mode: the session and what was resolved when connecting.
+	pollConn     *conn
+	pollStart    time.Time
+	pollOnline   bool
+	pollIDs      []*ua.ReadValueID
+	pollWhich    []int // pollIDs[j] reads tag pollWhich[j]
+	pollErrs     []error
+	warnNone     bool  // a password over security_policy = "None"
+	translateErr error // set once the server refused TranslateBrowsePathsToNodeIDs
 }
 
 // DeviceMap is what a device map file (maps/NAME.toml) decodes into.
@@ -171,6 +174,7 @@ var (
 	_ southbound.Driver      = (*Device)(nil)
 	_ southbound.Writer      = (*Device)(nil)
 	_ southbound.DataDirUser = (*Device)(nil)
+	_ host.WritePreparer     = (*Device)(nil)
 	_ configs.Mapped         = (*Device)(nil)
 )
 
@@ -178,7 +182,7 @@ var (
 // (security_mode is filled by Init: None with policy None, else
 // SignAndEncrypt).
 func New() *Device {
-	return &Device{
+	d := &Device{
 		SecurityPolicy:     DefaultSecurityPolicy,
 		Auth:               "anonymous",
 		Mode:               "subscribe",
@@ -190,6 +194,8 @@ func New() *Device {
 		Keepalive:          configs.Duration(DefaultKeepalive),
 		MaxNodesPerRequest: DefaultMaxNodesPerRequest,
 	}
+	d.Bind(d)
+	return d
 }
 
 // MapTarget is what the device's map file decodes into.
@@ -225,10 +231,6 @@ func (d *Device) count(f func(s *Stats)) {
 	d.statsMu.Lock()
 	f(&d.stats)
 	d.statsMu.Unlock()
-}
-
-func keyErr(key, format string, args ...any) *configs.Error {
-	return &configs.Error{Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // Init fills defaults and checks the settings and every tag. No I/O: the
@@ -268,14 +270,14 @@ func (d *Device) Init() error {
 		d.MaxNodesPerRequest = DefaultMaxNodesPerRequest
 	}
 	if d.minBackoff == 0 {
-		d.minBackoff, d.maxBackoff = backoffMin, backoffMax
+		d.minBackoff, d.maxBackoff = host.DefaultBackoff.Min, host.DefaultBackoff.Max
 	}
 	if d.loginRetry == 0 {
 		d.loginRetry = LoginRetry
 	}
 
 	var errs []error
-	add := func(key, format string, args ...any) { errs = append(errs, keyErr(key, format, args...)) }
+	add := func(key, format string, args ...any) { errs = append(errs, configs.Errorf(key, format, args...)) }
 	if u, err := url.Parse(d.Endpoint); d.Endpoint == "" {
 		add("endpoint", `required: the server's URL, e.g. endpoint = "opc.tcp://192.168.1.20:4840"`)
 	} else if err != nil || u.Scheme != "opc.tcp" || u.Host == "" {
@@ -366,7 +368,6 @@ func (d *Device) Init() error {
 		d.specs[i] = &tags[i].Spec
 		d.byName[tags[i].Name] = i
 	}
-	d.lastWrite = make([]time.Time, len(tags))
 	d.inited = true
 	return nil
 }

@@ -225,3 +225,42 @@ func TestConvert(t *testing.T) {
 		t.Errorf("string write: %v %v", v, err)
 	}
 }
+
+// TestCommonTagChecksAreMappings: what every tag has (scale, deadband,
+// the write policy) is checked by mapping.Spec.Check, once:
+// an OPC UA tag gets exactly the message a Modbus tag gets.
+func TestCommonTagChecksAreMappings(t *testing.T) {
+	lo, hi := 5.0, 1.0
+	for _, tc := range []struct {
+		toml string
+		spec mapping.Spec
+	}{
+		{"deadband = -1.0", mapping.Spec{Deadband: -1}},
+		{"writable = true\nmin = 5.0\nmax = 1.0", mapping.Spec{Writable: true, Min: &lo, Max: &hi}},
+		{"scale = nan", mapping.Spec{Scale: math.NaN()}},
+		{`type = "bool"` + "\noffset = 2.0", mapping.Spec{Type: mapping.TypeBool, Offset: 2}},
+	} {
+		d := New()
+		doc := "name = \"plc\"\nendpoint = \"opc.tcp://10.0.0.1:4840\"\n[[tag]]\nname = \"a\"\nnode = \"i=5\"\n" + tc.toml + "\n"
+		if _, err := toml.Decode(doc, d); err != nil {
+			t.Fatalf("decode %q: %v", tc.toml, err)
+		}
+		err := d.Init()
+		tc.spec.Name = "a"
+		want := tc.spec.Check(false)
+		var ke *mapping.KeyError
+		if want == nil || !errors.As(want, &ke) {
+			t.Fatalf("%s: mapping accepts it: %v", tc.toml, want)
+		}
+		found := false
+		for _, e := range leaves(err) {
+			var ce *configs.Error
+			if errors.As(e, &ce) && ce.Key == "tag[0]."+ke.Key && ce.Msg == ke.Msg {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s: Init = %v\nwant tag[0].%s: %s", tc.toml, err, ke.Key, ke.Msg)
+		}
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/gopcua/opcua"
@@ -13,32 +12,41 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/edged-gw/edged/mapping"
-	"github.com/edged-gw/edged/southbound"
+	"github.com/edged-gw/edged/southbound/host"
 )
 
-// Start checks that Init ran and connects in the background; it returns at
-// once. ctx only carries values: the device runs until Stop.
-func (d *Device) Start(ctx context.Context, sink southbound.Sink) error {
+// HostConfig implements host.Driver: the host runs the device in a lane of
+// its own, as a Poller (mode = "poll": a Read every poll_interval) or a
+// Subscriber (mode = "subscribe": one session at a time, restarted with
+// backoff).
+func (d *Device) HostConfig() (host.Config, error) {
 	if !d.inited {
-		return fmt.Errorf("opcua device %q: Start before a successful Init", d.Name)
+		return host.Config{}, fmt.Errorf("opcua device %q: Start before a successful Init", d.Name)
 	}
-	return d.loop.Go(ctx, d.Name, func(context.Context) { d.prepare(sink) }, d.run)
+	cfg := host.Config{Name: d.Name, Log: d.Logger, Interval: d.PollInterval.D(),
+		Attrs:   []any{"endpoint", d.Endpoint, "security_policy", d.SecurityPolicy, "security_mode", d.SecurityMode, "mode", d.Mode},
+		Backoff: host.Backoff{Min: d.minBackoff, Max: d.maxBackoff}, Work: (*subscriber)(d)}
+	if d.Mode == "poll" {
+		cfg.Work = (*poller)(d)
+	}
+	return cfg, nil
 }
 
-// prepare sets up what the device goroutine owns.
-func (d *Device) prepare(sink southbound.Sink) {
-	d.guard.Open(d.Name, sink)
-	d.log = d.Logger
-	if d.log == nil {
-		d.log = discard
+// prepare sets up what the device goroutine owns, once per Start (ctx is
+// the Start's).
+func (d *Device) prepare(ctx context.Context) {
+	if d.started == ctx {
+		return
 	}
-	d.log = d.log.With("device", d.Name)
+	d.started = ctx
+	d.log = d.Runner.Log()
 	d.samples = make([]mapping.Sample, len(d.tags))
 	for i := range d.samples {
 		d.samples[i].Tag = d.specs[i]
 	}
 	d.batch = make([]mapping.Sample, 0, len(d.tags))
 	d.guided = map[string]bool{}
+	d.refusedBefore = false
 	if d.warnNone {
 		d.log.Warn("the password is sent over a channel without encryption (security_policy = \"None\"); use Basic256Sha256 with SignAndEncrypt")
 	}
@@ -47,93 +55,172 @@ func (d *Device) prepare(sink southbound.Sink) {
 	}
 }
 
-// Stop ends the session and waits for the device goroutine, or for ctx.
-// The sink is never called after Stop returns. Safe without Start and more
-// than once.
-func (d *Device) Stop(ctx context.Context) error {
-	err := d.loop.Stop(ctx)
-	d.guard.Close()
+// subscriber is the device in mode "subscribe" (host.Subscriber).
+type subscriber Device
+
+// Run implements host.Subscriber: one session, until it fails.
+func (w *subscriber) Run(ctx context.Context, s *host.Session) error {
+	d := (*Device)(w)
+	d.prepare(ctx)
+	d.sess = s
+	return d.failure(d.session(ctx))
+}
+
+// poller is the device in mode "poll" (host.Poller).
+type poller Device
+
+// Connect implements host.Poller: a session with every node resolved.
+func (w *poller) Connect(ctx context.Context) error {
+	d := (*Device)(w)
+	d.prepare(ctx)
+	d.sess = nil
+	start := time.Now()
+	cn, nodes, nodeErrs, err := d.open(ctx)
 	if err != nil {
-		return fmt.Errorf("stop opcua device %q: %w", d.Name, err)
+		return d.failure(err)
+	}
+	d.pollConn, d.pollStart, d.pollOnline = cn, start, false
+	d.pollIDs, d.pollWhich = d.pollIDs[:0], d.pollWhich[:0]
+	for i, n := range nodes {
+		if n != nil {
+			d.pollIDs = append(d.pollIDs, &ua.ReadValueID{NodeID: n, AttributeID: ua.AttributeIDValue})
+			d.pollWhich = append(d.pollWhich, i)
+		}
+	}
+	d.pollErrs = nodeErrs
+	d.markBad(nodeErrs)
+	return nil
+}
+
+// Poll implements host.Poller: every tag in Reads of at most maxRead
+// nodes. A transport or service failure ends the session.
+func (w *poller) Poll(ctx context.Context, _ bool) ([]mapping.Sample, error) {
+	d := (*Device)(w)
+	cn := d.pollConn
+	for {
+		select {
+		case st := <-cn.states:
+			if st == opcua.Closed || st == opcua.Disconnected {
+				return nil, d.failure(fmt.Errorf("connection lost (%s)", st))
+			}
+			continue
+		default:
+		}
+		break
+	}
+	t0 := time.Now()
+	ids, which := d.pollIDs, d.pollWhich
+	for s := 0; s < len(ids); s += cn.maxRead {
+		e := min(s+cn.maxRead, len(ids))
+		rctx, cancel := context.WithTimeout(ctx, cn.timeout)
+		res, err := cn.c.Read(rctx, &ua.ReadRequest{NodesToRead: ids[s:e], TimestampsToReturn: ua.TimestampsToReturnBoth})
+		cancel()
+		d.count(func(st *Stats) { st.ReadRequests++ })
+		d.request(err)
+		if err == nil && len(res.Results) != e-s {
+			err = fmt.Errorf("the server answered %d results for %d nodes", len(res.Results), e-s)
+		}
+		if err != nil {
+			return nil, d.failure(fmt.Errorf("read %d nodes: %w", e-s, err))
+		}
+		now := time.Now().UnixMilli()
+		for j, dv := range res.Results {
+			fill(&d.samples[which[s+j]], dv, now)
+		}
+	}
+	if !d.pollOnline {
+		d.pollOnline = true
+		d.count(func(s *Stats) { s.Connects++; s.LastConnectTook = time.Since(d.pollStart) })
+	}
+	for i, err := range d.pollErrs {
+		if err != nil {
+			d.samples[i].TimeMs = t0.UnixMilli()
+		}
+	}
+	d.count(func(st *Stats) { st.Values += uint64(len(ids)) })
+	if d.log.Enabled(ctx, slog.LevelDebug) {
+		d.log.Debug("poll done", "nodes", len(ids), "reads", (len(ids)+cn.maxRead-1)/max(cn.maxRead, 1), "took", time.Since(t0))
+	}
+	return d.samples, nil
+}
+
+// Close implements host.Poller.
+func (w *poller) Close() error {
+	d := (*Device)(w)
+	if d.pollConn != nil {
+		d.setLive(nil)
+		d.pollConn.close()
+		d.pollConn = nil
 	}
 	return nil
 }
 
-// run connects, serves the session until it fails, and reconnects with
-// backoff, until Stop.
-func (d *Device) run(ctx context.Context) {
-	d.setState(southbound.StateConnecting, nil)
-	attempt := 0
-	refusedBefore := false // the last attempt's login was refused
-	for ctx.Err() == nil {
-		wasOnline, err := d.session(ctx)
-		if ctx.Err() != nil {
-			break
-		}
-		if wasOnline {
-			attempt = 0
-		}
-		d.count(func(s *Stats) { s.Failures++; s.LastError = err })
-		var ue *UntrustedError
-		if errors.As(err, &ue) && !d.guided[ue.SHA1] {
-			d.guided[ue.SHA1] = true
-			d.log.Error("refused the server's certificate: it is not trusted yet",
-				"endpoint", d.Endpoint, "server_cert", ue.Subject, "sha1", ue.SHA1, "sha256", ue.SHA256, "saved_to", ue.SavedTo,
-				"to_trust", fmt.Sprintf("move %s into %s (edged picks it up at the next attempt, no restart), or add trusted_thumbprints = [\"%s\"] to device %q",
-					ue.SavedTo, NewPKI(d.dataDir).path(trustedDir), ue.SHA256, d.Name),
-				"edged_cert", ue.ClientCert, "edged_sha1", ue.ClientSHA1,
-				"server_side", "the server must trust edged's certificate too: copy edged_cert into the server's trusted certificates")
-		}
-		if d.state != southbound.StateOffline {
-			d.log.Warn("device offline", "endpoint", d.Endpoint, "err", err)
-			d.allBad(err)
-			d.setState(southbound.StateOffline, err)
+// failure counts a failed connect or lost session and tells the operator
+// what to do about the failures that need them: an untrusted server
+// certificate (once per certificate), a refused login (retried only after
+// loginRetry: servers lock accounts after a few failed logins).
+func (d *Device) failure(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return err
+	}
+	d.count(func(s *Stats) { s.Failures++; s.LastError = err })
+	var ue *UntrustedError
+	if errors.As(err, &ue) && !d.guided[ue.SHA1] {
+		d.guided[ue.SHA1] = true
+		d.log.Error("refused the server's certificate: it is not trusted yet",
+			"endpoint", d.Endpoint, "server_cert", ue.Subject, "sha1", ue.SHA1, "sha256", ue.SHA256, "saved_to", ue.SavedTo,
+			"to_trust", fmt.Sprintf("move %s into %s (edged picks it up at the next attempt, no restart), or add trusted_thumbprints = [\"%s\"] to device %q",
+				ue.SavedTo, NewPKI(d.dataDir).path(trustedDir), ue.SHA256, d.Name),
+			"edged_cert", ue.ClientCert, "edged_sha1", ue.ClientSHA1,
+			"server_side", "the server must trust edged's certificate too: copy edged_cert into the server's trusted certificates")
+	}
+	refused := loginRefused(err)
+	defer func() { d.refusedBefore = refused }()
+	if !refused {
+		return err
+	}
+	if !d.refusedBefore {
+		d.log.Error("the server refused the login: next attempt in "+d.loginRetry.String()+" (servers often lock an account after a few failed logins); correct the config and reload to retry at once",
+			"endpoint", d.Endpoint, "err", err)
+	}
+	return host.RetryAfter(err, d.loginRetry)
+}
+
+// request counts one request for the metrics: a bad service result is the
+// server refusing it, BadTimeout a timeout.
+func (d *Device) request(err error) {
+	var sc ua.StatusCode
+	if errors.As(err, &sc) {
+		if sc == ua.StatusBadTimeout {
+			err = timeoutErr{err}
 		} else {
-			d.log.Debug("reconnect failed", "err", err)
-		}
-		wait := d.backoff(attempt)
-		if loginRefused(err) {
-			wait = d.loginRetry
-			if !refusedBefore {
-				d.log.Error("the server refused the login: next attempt in "+wait.String()+" (servers often lock an account after a few failed logins); correct the config and reload to retry at once",
-					"endpoint", d.Endpoint, "err", err)
-			}
-		}
-		refusedBefore = loginRefused(err)
-		timer := time.NewTimer(wait)
-		attempt++
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			timer.Stop()
+			err = refusal{err}
 		}
 	}
-	d.log.Info("device stopped")
-	d.setState(southbound.StateStopped, nil)
+	d.Runner.Counter().Count(err)
 }
 
-func (d *Device) backoff(n int) time.Duration {
-	b := d.maxBackoff
-	if n < 30 {
-		b = min(d.maxBackoff, d.minBackoff<<n)
-	}
-	return b/2 + rand.N(b/2+1)
+type refusal struct{ error }
+
+func (refusal) Refused() bool { return true }
+
+type timeoutErr struct{ error }
+
+func (timeoutErr) Timeout() bool { return true }
+
+// setLive publishes the session Write uses (nil: none).
+func (d *Device) setLive(cn *conn) {
+	d.cliMu.Lock()
+	d.cli = cn
+	d.cliMu.Unlock()
 }
 
-// session connects and serves one session until it fails or ctx ends.
-// wasOnline reports whether it got as far as delivering values.
-func (d *Device) session(ctx context.Context) (wasOnline bool, err error) {
-	start := time.Now()
+// open connects and resolves every tag's node.
+func (d *Device) open(ctx context.Context) (*conn, []*ua.NodeID, []error, error) {
 	cn, err := d.connect(ctx)
 	if err != nil {
-		return false, err
+		return nil, nil, nil, err
 	}
-	defer func() {
-		d.cliMu.Lock()
-		d.cli = nil
-		d.cliMu.Unlock()
-		cn.close()
-	}()
 	nodes, nodeErrs, err := d.resolve(ctx, cn)
 	if errors.Is(err, errFaulted) {
 		// gopcua treats a ServiceFault as a broken channel and stops the
@@ -141,20 +228,30 @@ func (d *Device) session(ctx context.Context) (wasOnline bool, err error) {
 		// skips the refused service from now on.
 		cn.close()
 		if cn, err = d.connect(ctx); err != nil {
-			return false, err
+			return nil, nil, nil, err
 		}
 		nodes, nodeErrs, err = d.resolve(ctx, cn)
 	}
 	if err != nil {
-		return false, err
+		cn.close()
+		return nil, nil, nil, err
 	}
-	d.cliMu.Lock()
-	d.cli = cn
-	d.cliMu.Unlock()
+	d.setLive(cn)
+	return cn, nodes, nodeErrs, nil
+}
 
-	if d.Mode == "poll" {
-		return d.poll(ctx, cn, nodes, nodeErrs, start)
+// session connects and serves one subscription session until it fails or
+// ctx ends.
+func (d *Device) session(ctx context.Context) error {
+	start := time.Now()
+	cn, nodes, nodeErrs, err := d.open(ctx)
+	if err != nil {
+		return err
 	}
+	defer func() {
+		d.setLive(nil)
+		cn.close()
+	}()
 	return d.subscribe(ctx, cn, nodes, nodeErrs, start)
 }
 
@@ -201,16 +298,15 @@ func (d *Device) resolve(ctx context.Context, cn *conn) ([]*ua.NodeID, []error, 
 	return nodes, errs, nil
 }
 
-// online marks the device online once per session.
+// online marks a subscription session online (its values flow).
 func (d *Device) online(start time.Time) {
 	d.count(func(s *Stats) { s.Connects++; s.LastConnectTook = time.Since(start) })
-	if d.state != southbound.StateOnline {
-		d.log.Info("device online", "endpoint", d.Endpoint, "security_policy", d.SecurityPolicy, "security_mode", d.SecurityMode, "mode", d.Mode)
-		d.setState(southbound.StateOnline, nil)
-	}
+	d.sess.Online()
 }
 
-// markBad delivers a bad sample for each tag whose node cannot be used.
+// markBad sets a bad sample for each tag whose node cannot be used and, in
+// a subscription session, delivers them (a poll delivers them with its
+// values).
 func (d *Device) markBad(errs []error) {
 	now := time.Now().UnixMilli()
 	d.batch = d.batch[:0]
@@ -220,68 +316,8 @@ func (d *Device) markBad(errs []error) {
 			d.batch = append(d.batch, d.samples[i])
 		}
 	}
-	if len(d.batch) > 0 {
+	if len(d.batch) > 0 && d.sess != nil {
 		d.deliver(d.batch)
-	}
-}
-
-// poll reads every tag each PollInterval, in Reads of at most maxRead
-// nodes. A transport or service failure ends the session.
-func (d *Device) poll(ctx context.Context, cn *conn, nodes []*ua.NodeID, nodeErrs []error, start time.Time) (bool, error) {
-	var ids []*ua.ReadValueID
-	var which []int // ids[j] reads tag which[j]
-	for i, n := range nodes {
-		if n != nil {
-			ids = append(ids, &ua.ReadValueID{NodeID: n, AttributeID: ua.AttributeIDValue})
-			which = append(which, i)
-		}
-	}
-	tick := time.NewTicker(d.PollInterval.D())
-	defer tick.Stop()
-	online := false
-	for {
-		t0 := time.Now()
-		for s := 0; s < len(ids); s += cn.maxRead {
-			e := min(s+cn.maxRead, len(ids))
-			rctx, cancel := context.WithTimeout(ctx, cn.timeout)
-			res, err := cn.c.Read(rctx, &ua.ReadRequest{NodesToRead: ids[s:e], TimestampsToReturn: ua.TimestampsToReturnBoth})
-			cancel()
-			d.count(func(st *Stats) { st.ReadRequests++ })
-			if err == nil && len(res.Results) != e-s {
-				err = fmt.Errorf("the server answered %d results for %d nodes", len(res.Results), e-s)
-			}
-			if err != nil {
-				return online, fmt.Errorf("read %d nodes: %w", e-s, err)
-			}
-			now := time.Now().UnixMilli()
-			for j, dv := range res.Results {
-				fill(&d.samples[which[s+j]], dv, now)
-			}
-		}
-		if !online {
-			online = true
-			d.online(start)
-			d.markBad(nodeErrs)
-		}
-		for i, err := range nodeErrs {
-			if err != nil {
-				d.samples[i].TimeMs = t0.UnixMilli()
-			}
-		}
-		d.count(func(st *Stats) { st.Values += uint64(len(ids)) })
-		d.deliver(d.samples)
-		if d.log.Enabled(ctx, slog.LevelDebug) {
-			d.log.Debug("poll done", "nodes", len(ids), "reads", (len(ids)+cn.maxRead-1)/max(cn.maxRead, 1), "took", time.Since(t0))
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return online, ctx.Err()
-		case st := <-cn.states:
-			if st == opcua.Closed || st == opcua.Disconnected {
-				return online, fmt.Errorf("connection lost (%s)", st)
-			}
-		}
 	}
 }
 
@@ -290,13 +326,14 @@ func (d *Device) poll(ctx context.Context, cn *conn, nodes []*ua.NodeID, nodeErr
 // item the server refuses marks its tag bad; the others run. A keepalive
 // Read every Keepalive notices a dead connection the publish loop would
 // not report.
-func (d *Device) subscribe(ctx context.Context, cn *conn, nodes []*ua.NodeID, nodeErrs []error, start time.Time) (bool, error) {
+func (d *Device) subscribe(ctx context.Context, cn *conn, nodes []*ua.NodeID, nodeErrs []error, start time.Time) error {
 	notes := make(chan *opcua.PublishNotificationData, 256)
 	sctx, cancel := context.WithTimeout(ctx, cn.timeout)
 	sub, err := cn.c.Subscribe(sctx, &opcua.SubscriptionParameters{Interval: d.PublishingInterval.D()}, notes)
 	cancel()
+	d.request(err)
 	if err != nil {
-		return false, fmt.Errorf("create subscription: %w", err)
+		return fmt.Errorf("create subscription: %w", err)
 	}
 	var reqs []*ua.MonitoredItemCreateRequest
 	var which []int
@@ -333,6 +370,7 @@ func (d *Device) subscribe(ctx context.Context, cn *conn, nodes []*ua.NodeID, no
 		res, err := sub.Monitor(mctx, ua.TimestampsToReturnBoth, reqs[s:e]...)
 		cancel()
 		d.count(func(st *Stats) { st.MonitorRequests++ })
+		d.request(err)
 		if err == nil && res.ResponseHeader != nil && res.ResponseHeader.ServiceResult != ua.StatusOK {
 			err = res.ResponseHeader.ServiceResult
 		}
@@ -340,7 +378,7 @@ func (d *Device) subscribe(ctx context.Context, cn *conn, nodes []*ua.NodeID, no
 			err = fmt.Errorf("the server answered %d results for %d items", len(res.Results), e-s)
 		}
 		if err != nil {
-			return false, fmt.Errorf("create %d monitored items: %w", e-s, err)
+			return fmt.Errorf("create %d monitored items: %w", e-s, err)
 		}
 		for j, r := range res.Results {
 			if r.StatusCode != ua.StatusOK {
@@ -356,19 +394,23 @@ func (d *Device) subscribe(ctx context.Context, cn *conn, nodes []*ua.NodeID, no
 	for {
 		select {
 		case <-ctx.Done():
-			return true, ctx.Err()
+			return ctx.Err()
 		case st := <-cn.states:
 			if st == opcua.Closed || st == opcua.Disconnected {
-				return true, fmt.Errorf("connection lost (%s)", st)
+				return fmt.Errorf("connection lost (%s)", st)
 			}
 		case n := <-notes:
 			if n.Error != nil {
-				return true, fmt.Errorf("subscription: %w", n.Error)
+				return fmt.Errorf("subscription: %w", n.Error)
 			}
 			d.notification(n.Value)
 		case <-keep.C:
-			if err := cn.alive(ctx); err != nil {
-				return true, fmt.Errorf("keepalive: %w", err)
+			t0 := time.Now()
+			err := cn.alive(ctx)
+			d.request(err)
+			d.Runner.Counter().Polled(time.Since(t0))
+			if err != nil {
+				return fmt.Errorf("keepalive: %w", err)
 			}
 		}
 	}
@@ -417,18 +459,4 @@ func (cn *conn) alive(ctx context.Context) error {
 	return nil
 }
 
-// allBad marks every tag bad because of err and delivers that.
-func (d *Device) allBad(err error) {
-	now := time.Now().UnixMilli()
-	for i := range d.samples {
-		d.samples[i] = mapping.Sample{Tag: d.specs[i], Quality: mapping.Bad, TimeMs: now, Err: err}
-	}
-	d.deliver(d.samples)
-}
-
-func (d *Device) deliver(samples []mapping.Sample) { d.guard.Samples(samples) }
-
-func (d *Device) setState(s southbound.State, err error) {
-	d.state = s
-	d.guard.State(s, err)
-}
+func (d *Device) deliver(samples []mapping.Sample) { d.sess.Samples(samples) }

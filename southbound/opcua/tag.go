@@ -57,15 +57,19 @@ func checkTags(tags []Tag, mapCount int) []error {
 			if sub != "" {
 				k += "." + sub
 			}
-			e := keyErr(k, format, args...)
+			e := configs.Errorf(k, format, args...)
 			e.InMap = i < mapCount
 			errs = append(errs, e)
 		}
 		if err := t.check(); err != nil {
-			var ke *keyedErr
-			if errors.As(err, &ke) {
-				add(ke.key, "%s", ke.msg)
-			} else {
+			var ce *configs.Error
+			var ke *mapping.KeyError
+			switch {
+			case errors.As(err, &ce):
+				add(ce.Key, "%s", ce.Msg)
+			case errors.As(err, &ke):
+				add(ke.Key, "%s", ke.Msg)
+			default:
 				add("", "%v", err)
 			}
 			continue
@@ -79,85 +83,56 @@ func checkTags(tags []Tag, mapCount int) []error {
 	return errs
 }
 
-type keyedErr struct{ key, msg string }
-
-func (e *keyedErr) Error() string { return e.key + ": " + e.msg }
-
-func kerr(key, format string, args ...any) error {
-	return &keyedErr{key: key, msg: fmt.Sprintf(format, args...)}
-}
-
 // check validates one tag and parses its address.
 func (t *Tag) check() error {
 	s := &t.Spec
-	if s.Name == "" {
-		return kerr("name", `required: every tag needs a unique name, e.g. name = "speed"`)
-	}
-	if strings.ContainsAny(s.Name, "/+#\x00") {
-		return kerr("name", "%q contains one of / + # or NUL, which are not allowed in an MQTT topic level", s.Name)
+	// What every tag has (name, type, scale, deadband, write policy) is
+	// checked once, in mapping; OPC UA values arrive typed, so a type is
+	// optional here.
+	if err := s.Check(false); err != nil {
+		return err
 	}
 	switch {
 	case t.Node == "" && t.BrowsePath == "":
-		return kerr("node", `required: the variable's NodeId, e.g. node = "ns=2;s=Line1.Speed" (or browse_path = "2:Line1/2:Speed"); "edged browse ENDPOINT --toml" lists them`)
+		return configs.Errorf("node", `required: the variable's NodeId, e.g. node = "ns=2;s=Line1.Speed" (or browse_path = "2:Line1/2:Speed"); "edged browse ENDPOINT --toml" lists them`)
 	case t.Node != "" && t.BrowsePath != "":
-		return kerr("browse_path", "set either node or browse_path, not both")
+		return configs.Errorf("browse_path", "set either node or browse_path, not both")
 	case t.Node != "":
 		id, err := ua.ParseNodeID(strings.TrimSpace(t.Node))
 		if err == nil && !nodeIDSyntax(strings.TrimSpace(t.Node)) {
 			err = errors.New("no identifier type")
 		}
 		if err != nil {
-			return kerr("node", "%q is not a NodeId: write ns=<index>;s=<string>, ns=<index>;i=<number>, ns=<index>;g=<GUID> or ns=<index>;b=<base64>, e.g. \"ns=2;s=Line1.Speed\"", t.Node)
+			return configs.Errorf("node", "%q is not a NodeId: write ns=<index>;s=<string>, ns=<index>;i=<number>, ns=<index>;g=<GUID> or ns=<index>;b=<base64>, e.g. \"ns=2;s=Line1.Speed\"", t.Node)
 		}
 		t.nodeID = id
 	default:
 		path, err := parseBrowsePath(t.BrowsePath)
 		if err != nil {
-			return kerr("browse_path", "%q: %v", t.BrowsePath, err)
+			return configs.Errorf("browse_path", "%q: %v", t.BrowsePath, err)
 		}
 		t.path = path
 	}
-	if s.Type > mapping.TypeString {
-		return kerr("type", "%s is unknown: allowed are %s", s.Type, mapping.TypeNames)
-	}
 	if s.Length != 0 || s.Bit != nil || s.Order != mapping.OrderABCD {
-		return kerr("length", "length, bit and order are Modbus register settings; OPC UA values arrive typed, remove them")
-	}
-	if math.IsNaN(s.Scale) || math.IsInf(s.Scale, 0) || math.IsNaN(s.Offset) || math.IsInf(s.Offset, 0) {
-		return kerr("scale", "scale = %v, offset = %v: both must be finite numbers (scale 0 or unset means 1)", s.Scale, s.Offset)
-	}
-	if (s.Scale != 0 && s.Scale != 1 || s.Offset != 0) && (s.Type == mapping.TypeBool || s.Type == mapping.TypeString) {
-		return kerr("scale", "scale and offset are only for numbers, this tag is %s", s.Type)
-	}
-	if s.Deadband < 0 || math.IsNaN(s.Deadband) || math.IsInf(s.Deadband, 0) {
-		return kerr("deadband", "%v: must be 0 (publish every change) or a positive finite number", s.Deadband)
-	}
-	if s.MaxSilence < 0 {
-		return kerr("max_silence", "%s: must be 0 (never republish) or positive", s.MaxSilence)
-	}
-	if !s.Writable && (s.Min != nil || s.Max != nil || s.WriteInterval != 0) {
-		return kerr("writable", "min, max and write_interval limit writes: set writable = true as well, or remove them")
-	}
-	if s.Min != nil && s.Max != nil && *s.Min > *s.Max {
-		return kerr("min", "min = %v is above max = %v", *s.Min, *s.Max)
+		return configs.Errorf("length", "length, bit and order are Modbus register settings; OPC UA values arrive typed, remove them")
 	}
 	if t.SamplingInterval < 0 {
-		return kerr("sampling_interval", "must be 0 (the device's) or positive")
+		return configs.Errorf("sampling_interval", "must be 0 (the device's) or positive")
 	}
 	if t.QueueSize < 0 || t.QueueSize > 10000 {
-		return kerr("queue_size", "%d: allowed are 1..10000 (0: the device's)", t.QueueSize)
+		return configs.Errorf("queue_size", "%d: allowed are 1..10000 (0: the device's)", t.QueueSize)
 	}
 	if t.ServerDeadband < 0 || math.IsNaN(t.ServerDeadband) || math.IsInf(t.ServerDeadband, 0) {
-		return kerr("server_deadband", "%v: must be 0 (every change) or a positive finite number", t.ServerDeadband)
+		return configs.Errorf("server_deadband", "%v: must be 0 (every change) or a positive finite number", t.ServerDeadband)
 	}
 	switch t.ServerDeadbandType {
 	case "", "absolute":
 	case "percent":
 		if t.ServerDeadband > 100 {
-			return kerr("server_deadband", "%v percent: allowed are 0..100", t.ServerDeadband)
+			return configs.Errorf("server_deadband", "%v percent: allowed are 0..100", t.ServerDeadband)
 		}
 	default:
-		return kerr("server_deadband_type", "%q: allowed are absolute (default) and percent (of the node's EURange)", t.ServerDeadbandType)
+		return configs.Errorf("server_deadband_type", "%q: allowed are absolute (default) and percent (of the node's EURange)", t.ServerDeadbandType)
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/gopcua/opcua/ua"
 
@@ -15,24 +14,19 @@ import (
 // ErrOffline is returned by Write while there is no session.
 var ErrOffline = southbound.ErrOffline
 
-// Write sets a tag's node through the Write service. The tag's write
-// policy (writable, min, max, write_interval; mapping.Spec.CheckWrite) is
-// applied first: a refusal wraps mapping.ErrWriteRefused and sends
-// nothing. The value is sent as the tag's configured type or, without one,
-// as the node's current type (read first), with scale and offset undone.
-// A status other than Good from the server is returned as *StatusError.
-func (d *Device) Write(ctx context.Context, tag string, v mapping.Value) error {
-	i, ok := d.byName[tag]
-	if !ok {
-		return fmt.Errorf("opcua device %q: no tag %q", d.Name, tag)
-	}
+// PrepareWrite implements host.WritePreparer: the host applied the tag's
+// write policy (writable, min, max, write_interval); the job sets the
+// tag's node through the Write service on the live session. The value is
+// sent as the tag's configured type or, without one, as the node's
+// current type (read first), with scale and offset undone. A status other
+// than Good from the server is returned as *StatusError.
+func (d *Device) PrepareWrite(i int, v mapping.Value) (func(context.Context) error, error) {
+	return func(ctx context.Context) error { return d.write(ctx, i, v) }, nil
+}
+
+func (d *Device) write(ctx context.Context, i int, v mapping.Value) error {
 	t := &d.tags[i]
-	d.writeMu.Lock()
-	defer d.writeMu.Unlock()
-	now := time.Now()
-	if err := t.CheckWrite(v, d.lastWrite[i], now); err != nil {
-		return fmt.Errorf("opcua device %q: %w", d.Name, err)
-	}
+	tag := t.Name
 	d.cliMu.Lock()
 	cn := d.cli
 	d.cliMu.Unlock()
@@ -72,10 +66,10 @@ func (d *Device) Write(ctx context.Context, tag string, v mapping.Value) error {
 		AttributeID: ua.AttributeIDValue,
 		Value:       &ua.DataValue{EncodingMask: ua.DataValueValue, Value: variant},
 	}}})
+	d.request(err)
 	if err != nil {
 		return fmt.Errorf("opcua device %q: write %s: %w", d.Name, tag, err)
 	}
-	d.lastWrite[i] = now
 	if len(res.Results) != 1 {
 		return fmt.Errorf("opcua device %q: write %s: the server answered %d results for 1 node", d.Name, tag, len(res.Results))
 	}

@@ -22,7 +22,7 @@ const (
 var (
 	// ErrTimeout: no complete answer within the timeout (the slave is
 	// silent, absent, or answered too slowly).
-	ErrTimeout = errors.New("no answer within the timeout")
+	ErrTimeout error = timeoutError("no answer within the timeout")
 	// ErrCRC: an answer arrived whose CRC does not match (noise on the
 	// line, wrong baud rate or parity, or two slaves with one unit ID).
 	ErrCRC = errors.New("CRC mismatch")
@@ -132,3 +132,12 @@ func CheckResponse(req, resp []byte) error {
 	}
 	return nil
 }
+
+// timeoutError is ErrTimeout's type: it says Timeout(), as net errors do,
+// so that the host counts it as a timeout.
+type timeoutError string
+
+func (e timeoutError) Error() string { return string(e) }
+
+// Timeout reports true.
+func (timeoutError) Timeout() bool { return true }

@@ -1,4 +1,4 @@
-package main
+package modbus
 
 import (
 	"context"
@@ -11,54 +11,36 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/edged-gw/edged/configs"
-	"github.com/edged-gw/edged/internal/app"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
-	"github.com/edged-gw/edged/southbound/modbus"
 )
 
-func init() {
-	register(command{"plan", "-c FILE [--live] [DEVICE]   show each Modbus device's read requests per poll (and wire time on RTU)", cmdPlan})
-}
+var planCommand = southbound.Command{Name: "plan", Summary: "-c FILE [--live] [DEVICE]   show each Modbus device's read requests per poll (and wire time on RTU)", Run: cmdPlan}
 
 // modbusDevice is what plan needs of a Modbus device, TCP or RTU.
 type modbusDevice interface {
 	southbound.Driver
-	Requests() []modbus.Request
-	TagList() []modbus.Tag
-	Learned() modbus.Learned
-	SavedPlan(dataDir string) modbus.SavedPlan
+	Requests() []Request
+	TagList() []Tag
+	Learned() Learned
+	SavedPlan(dataDir string) SavedPlan
 }
 
-func cmdPlan(args []string, stdout, stderr io.Writer) int {
-	stderr = &lockedWriter{w: stderr}
-	fs := newFlags("plan", stderr)
-	path := fs.String("c", defaultConfig, "config file")
+func cmdPlan(env southbound.CommandEnv, args []string, stdout, stderr io.Writer) int {
+	fs := southbound.NewFlags("plan", stderr)
+	path := fs.String("c", env.DefaultConfig, "config file")
 	live := fs.Bool("live", false, "connect, poll (up to 4 times while a refused read awaits confirmation) and show what the device taught the planner (split reads, unreadable tags)")
 	wait := fs.Duration("wait", 10*time.Second, "with --live: how long to wait for the first poll")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return southbound.ExitUsage
 	}
 	if fs.NArg() > 1 {
 		fmt.Fprintln(stderr, "edged plan: give at most one device name")
-		return exitUsage
+		return southbound.ExitUsage
 	}
-	logs := newLogging(stderr)
-	cfg, err := configs.Load(*path, app.Drivers(logs.logger))
-	if err != nil {
-		printConfigError(stderr, *path, err)
-		return exitConfig
-	}
-	var all []southbound.Driver
-	for _, d := range cfg.Devices {
-		if drv, ok := d.Settings.(southbound.Driver); ok {
-			all = append(all, drv)
-		}
-	}
-	if err := modbus.CheckBuses(all); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
-		return exitConfig
+	cfg, code := env.LoadConfig(*path)
+	if cfg == nil {
+		return code
 	}
 	shown := 0
 	for _, d := range cfg.Devices {
@@ -71,12 +53,12 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 		}
 		shown++
 		reqs := dev.Requests()
-		var learned *modbus.Learned
+		var learned *Learned
 		if *live {
 			l, err := pollOnce(dev, d.Name, *wait)
 			if err != nil {
 				fmt.Fprintf(stderr, "device %q: %v\n", d.Name, err)
-				return exitFailure
+				return southbound.ExitFailure
 			}
 			learned, reqs = &l, l.Plan
 		}
@@ -87,22 +69,26 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 	if shown == 0 {
 		if fs.NArg() == 1 {
 			fmt.Fprintf(stderr, "edged plan: no Modbus device %q in %s\n", fs.Arg(0), *path)
-			return exitUsage
+			return southbound.ExitUsage
 		}
 		fmt.Fprintf(stdout, "%s: no Modbus devices\n", *path)
 	}
-	return exitOK
+	return southbound.ExitOK
 }
 
-func printPlan(w io.Writer, name string, dev modbusDevice, reqs []modbus.Request, learned *modbus.Learned) {
+func printPlan(w io.Writer, name string, dev modbusDevice, reqs []Request, learned *Learned) {
 	tags := dev.TagList()
-	rtu, isRTU := dev.(*modbus.RTU)
+	rtu, isRTU := dev.(*RTU)
 	switch {
 	case isRTU:
 		fmt.Fprintf(w, "device %s (modbus-rtu %s %s, unit %d, every %v)\n", name, rtu.Port, rtu.LineMode(), rtu.UnitID, rtu.PollInterval.D())
 	default:
-		t := dev.(*modbus.TCP)
-		fmt.Fprintf(w, "device %s (modbus-tcp %s, unit %d, every %v)\n", name, t.Address, t.UnitID, t.PollInterval.D())
+		switch t := dev.(type) {
+		case *TCP:
+			fmt.Fprintf(w, "device %s (modbus-tcp %s, unit %d, every %v)\n", name, t.Address, t.UnitID, t.PollInterval.D())
+		case *RTUOverTCP:
+			fmt.Fprintf(w, "device %s (modbus-rtu-tcp %s, unit %d, every %v)\n", name, t.Address, t.UnitID, t.PollInterval.D())
+		}
 	}
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "  #\tfunction\tstart\tcount\ttags")
@@ -136,7 +122,7 @@ func printPlan(w io.Writer, name string, dev modbusDevice, reqs []modbus.Request
 
 // printSavedPlan says whether edged starts the device from a saved learned
 // plan (--live polls without it and leaves it alone).
-func printSavedPlan(w io.Writer, sp modbus.SavedPlan) {
+func printSavedPlan(w io.Writer, sp SavedPlan) {
 	switch {
 	case sp.Path == "":
 		fmt.Fprintf(w, "  saved learned plan: none (%v)\n", sp.Err)
@@ -152,10 +138,10 @@ func printSavedPlan(w io.Writer, sp modbus.SavedPlan) {
 
 // pollOnce starts the device, waits for its first completed poll and
 // returns what it learned.
-func pollOnce(dev modbusDevice, name string, wait time.Duration) (modbus.Learned, error) {
+func pollOnce(dev modbusDevice, name string, wait time.Duration) (Learned, error) {
 	s := &onceSink{polled: make(chan struct{}, 1)}
 	if err := dev.Start(context.Background(), s); err != nil {
-		return modbus.Learned{}, err
+		return Learned{}, err
 	}
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -170,11 +156,11 @@ func pollOnce(dev modbusDevice, name string, wait time.Duration) (modbus.Learned
 		select {
 		case <-s.polled:
 		case <-deadline:
-			return modbus.Learned{}, fmt.Errorf("no poll completed in %v (last error: %v)", wait, s.lastErr())
+			return Learned{}, fmt.Errorf("no poll completed in %v (last error: %v)", wait, s.lastErr())
 		}
 	}
 	if err := s.lastErr(); err != nil {
-		return modbus.Learned{}, err
+		return Learned{}, err
 	}
 	return dev.Learned(), nil
 }

@@ -1,4 +1,4 @@
-package main
+package modbus
 
 import (
 	"context"
@@ -10,16 +10,14 @@ import (
 	"time"
 
 	"github.com/edged-gw/edged/mapping"
-	"github.com/edged-gw/edged/southbound/modbus"
+	"github.com/edged-gw/edged/southbound"
 	"github.com/edged-gw/edged/southbound/serial"
 )
 
-func init() {
-	register(command{"probe", "--tcp HOST:PORT | --rtu PORT [--baud N] --unit U --addr A [--count N] [--area holding|input]   read raw registers and show them as every type and word order", cmdProbe})
-}
+var probeCommand = southbound.Command{Name: "probe", Summary: "--tcp HOST:PORT | --rtu PORT [--baud N] --unit U --addr A [--count N] [--area holding|input]   read raw registers and show them as every type and word order", Run: cmdProbe}
 
-func cmdProbe(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("probe", stderr)
+func cmdProbe(_ southbound.CommandEnv, args []string, stdout, stderr io.Writer) int {
+	fs := southbound.NewFlags("probe", stderr)
 	tcp := fs.String("tcp", "", "Modbus TCP device, host:port")
 	rtu := fs.String("rtu", "", "serial port of an RTU bus, e.g. /dev/ttyUSB0")
 	baud := fs.Int("baud", serial.DefaultBaud, "RTU baud rate")
@@ -31,36 +29,36 @@ func cmdProbe(args []string, stdout, stderr io.Writer) int {
 	areaName := fs.String("area", "holding", "holding or input")
 	timeout := fs.Duration("timeout", time.Second, "wait for the answer")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return southbound.ExitUsage
 	}
-	var area modbus.Area
+	var area Area
 	if err := area.UnmarshalText([]byte(*areaName)); err != nil || area.Bits() {
 		fmt.Fprintf(stderr, "edged probe: --area %q: allowed are holding and input\n", *areaName)
-		return exitUsage
+		return southbound.ExitUsage
 	}
 	if (*tcp == "") == (*rtu == "") {
 		fmt.Fprintln(stderr, "edged probe: give exactly one of --tcp HOST:PORT and --rtu PORT")
-		return exitUsage
+		return southbound.ExitUsage
 	}
-	tg := modbus.ProbeTarget{TCP: *tcp, RTU: *rtu, UnitID: *unit, Timeout: *timeout,
+	tg := ProbeTarget{TCP: *tcp, RTU: *rtu, UnitID: *unit, Timeout: *timeout,
 		Mode: serial.Mode{Baud: *baud, Parity: *parity, StopBits: *stop}}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout+5*time.Second)
 	defer cancel()
-	words, err := modbus.ReadRegisters(ctx, tg, area, *addr, *count)
+	words, err := ReadRegisters(ctx, tg, area, *addr, *count)
 	if err != nil {
 		fmt.Fprintf(stderr, "edged probe: %v\n", err)
-		return exitFailure
+		return southbound.ExitFailure
 	}
 	printProbe(stdout, area, *addr, words)
-	return exitOK
+	return southbound.ExitOK
 }
 
 // printProbe shows the registers with their address in every notation,
 // then the value at the first register decoded as every type in every
 // word order: the row that looks right names the tag's type and order.
-func printProbe(w io.Writer, area modbus.Area, addr int, words []uint16) {
+func printProbe(w io.Writer, area Area, addr int, words []uint16) {
 	base, digit := 40001, "4"
-	if area == modbus.InputRegister {
+	if area == InputRegister {
 		base, digit = 30001, "3"
 	}
 	fmt.Fprintf(w, "%s registers %d..%d (0-based, as on the wire and in edged's address = …)\n", area, addr, addr+len(words)-1)
@@ -98,7 +96,7 @@ func printProbe(w io.Writer, area modbus.Area, addr int, words []uint16) {
 				cells = append(cells, "?")
 				continue
 			}
-			cells = append(cells, formatProbeValue(v))
+			cells = append(cells, mapping.FormatValue(v))
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
@@ -111,16 +109,4 @@ func printable(b byte) string {
 		return string(rune(b))
 	}
 	return "."
-}
-
-func formatProbeValue(v mapping.Value) string {
-	switch v.Kind {
-	case mapping.KindInt:
-		return fmt.Sprint(v.Int)
-	case mapping.KindUint:
-		return fmt.Sprint(v.Uint)
-	case mapping.KindFloat:
-		return fmt.Sprintf("%.7g", v.Float)
-	}
-	return fmt.Sprint(v)
 }

@@ -1,15 +1,20 @@
-package metrics
+package modbus
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edged-gw/edged/southbound/modbus"
+	"github.com/edged-gw/edged/southbound/host"
 )
 
-// BusCollector exports the state of every Modbus RTU serial bus in use:
-// how busy the line is, whether the configured poll intervals fit it, and
-// what goes wrong on the wire.
-type BusCollector struct{}
+func init() {
+	host.RegisterCollector(func(h *host.Host) prometheus.Collector { return collector{h} })
+}
+
+// collector exports the state of every Modbus RTU serial bus in use (how
+// busy the line is, whether the configured poll intervals fit it, what
+// goes wrong on the wire) and what the adaptive planner learned about each
+// running Modbus device.
+type collector struct{ lanes *host.Host }
 
 var (
 	busLabels       = []string{"port"}
@@ -24,16 +29,24 @@ var (
 )
 
 // Describe implements prometheus.Collector.
-func (BusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBusUtil, descBusTx, descBusErrors, descBusOverruns, descBusOpens, descBusCycle, descBusInterval, descBusDevOver} {
+func (collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descBusUtil, descBusTx, descBusErrors, descBusOverruns, descBusOpens, descBusCycle, descBusInterval, descBusDevOver,
+		descPlanRequests, descPlanChanges, descUnreadable, descMaxRegisters} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
-func (BusCollector) Collect(ch chan<- prometheus.Metric) {
+func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
-	for _, b := range modbus.BusStats() {
+	for _, l := range c.lanes.Lanes() {
+		for _, m := range l.Members {
+			if d, ok := m.Driver.(learner); ok {
+				collectLearned(ch, m.Name, d)
+			}
+		}
+	}
+	for _, b := range BusStats(c.lanes) {
 		ch <- prometheus.MustNewConstMetric(descBusUtil, gauge, b.Utilisation, b.Port)
 		ch <- prometheus.MustNewConstMetric(descBusTx, counter, float64(b.Transactions), b.Port)
 		for kind, v := range map[string]uint64{"timeout": b.Timeouts, "crc": b.CRCErrors, "frame": b.FrameErrors, "exception": b.Exceptions, "port": b.PortErrors} {
@@ -51,7 +64,7 @@ func (BusCollector) Collect(ch chan<- prometheus.Metric) {
 
 // learner is implemented by Modbus devices (TCP and RTU): what the
 // adaptive planner learned about the device.
-type learner interface{ Learned() modbus.Learned }
+type learner interface{ Learned() Learned }
 
 var (
 	descPlanRequests = prometheus.NewDesc("edged_modbus_plan_requests", "Reads per poll in the plan in use (after learning).", []string{"device"}, nil)

@@ -1,4 +1,4 @@
-package main
+package opcua
 
 import (
 	"context"
@@ -12,19 +12,17 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/edged-gw/edged/configs"
-	"github.com/edged-gw/edged/southbound/opcua"
+	"github.com/edged-gw/edged/southbound"
 )
 
-func init() {
-	register(command{"browse", "ENDPOINT [--node ID] [--depth N] [--toml] [--policy P --mode M] [--user U]  show an OPC UA server's address space", cmdBrowse})
-}
+var browseCommand = southbound.Command{Name: "browse", Summary: "ENDPOINT [--node ID] [--depth N] [--toml] [--policy P --mode M] [--user U]  show an OPC UA server's address space", Run: cmdBrowse}
 
 // cmdBrowse prints an OPC UA server's address space as a tree, or with
 // --toml the [[device.tag]] tables of its variables. It trusts server
 // certificates like the driver does (data dir pki/), so the first browse of
 // a secure server explains how to trust it.
-func cmdBrowse(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("browse", stderr)
+func cmdBrowse(env southbound.CommandEnv, args []string, stdout, stderr io.Writer) int {
+	fs := southbound.NewFlags("browse", stderr)
 	node := fs.String("node", "i=85", "start node (default the Objects folder)")
 	depth := fs.Int("depth", 3, "levels to descend")
 	asTOML := fs.Bool("toml", false, "print [[device.tag]] tables for the variables found")
@@ -43,15 +41,15 @@ func cmdBrowse(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return southbound.ExitUsage
 	}
 	if endpoint == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "usage: edged browse opc.tcp://HOST:PORT [--node ID] [--depth N] [--toml]")
-		return exitUsage
+		return southbound.ExitUsage
 	}
-	opts := opcua.BrowseOptions{
+	opts := BrowseOptions{
 		Endpoint: endpoint, SecurityPolicy: *policy, SecurityMode: *mode, DataDir: *dataDir,
-		Node: *node, Depth: *depth, Logger: newLogging(stderr).logger,
+		Node: *node, Depth: *depth, Logger: env.Logger,
 	}
 	if *user != "" {
 		opts.Auth, opts.Username, opts.Password = "username", *user, os.Getenv("EDGED_OPCUA_PASSWORD")
@@ -63,7 +61,7 @@ func cmdBrowse(args []string, stdout, stderr io.Writer) int {
 	if *asTOML {
 		fmt.Fprintf(stdout, "# variables under %s on %s (edged browse --toml); paste into a [[device]] with driver = \"opcua\"\n", *node, endpoint)
 	}
-	err := opcua.Browse(ctx, opts, func(n opcua.BrowseNode) {
+	err := Browse(ctx, opts, func(n BrowseNode) {
 		if *asTOML {
 			if n.Class == ua.NodeClassVariable {
 				fmt.Fprintf(stdout, "\n%s", n.TOMLTag())
@@ -80,9 +78,9 @@ func cmdBrowse(args []string, stdout, stderr io.Writer) int {
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "edged browse: %v\n", err)
-		return exitFailure
+		return southbound.ExitFailure
 	}
-	return exitOK
+	return southbound.ExitOK
 }
 
 func isBoolFlag(a string) bool {
