@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -299,6 +300,78 @@ func TestLocalSetSwitches(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(control.AuditDir(filepath.Join(dir2, "data")), door.AuditFile)); err == nil {
 		t.Fatalf("commands = false: the door saw the command: %+v", commandAudit(t, dir2))
+	}
+}
+
+// TestLocalSetOnRTUBus: a /set reaches an RTU slave on a pty bus (socat)
+// through the bus lane, with the read back in the reply; a refusal sends
+// no frame.
+func TestLocalSetOnRTUBus(t *testing.T) {
+	pty, err := modbussim.StartPtyPair(t.TempDir())
+	if errors.Is(err, modbussim.ErrNoSocat) {
+		t.Fatalf("%v: run `make test-deps`", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pty.Close() })
+	sim := modbussim.New()
+	resp, err := sim.ServeRTU(pty.B, modbussim.RTUOptions{Units: []byte{1}, Baud: 19200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = resp.Close() })
+	dir := t.TempDir()
+	path := writeConfig(t, dir, fmt.Sprintf(`[gateway]
+id = "gw"
+data_dir = %q
+writes = true
+
+[broker]
+listen = "127.0.0.1:0"
+commands = true
+
+[[broker.user]]
+name = "op"
+password_hash = %q
+publish = ["edged/gw/+/+/set"]
+
+[[device]]
+name = "rtu"
+driver = "modbus-rtu"
+port = %q
+baud = 19200
+unit_id = 1
+poll_interval = "100ms"
+timeout = "2s"
+  [[device.tag]]
+  name = "level"
+  area = "holding"
+  address = 10
+  type = "uint16"
+  writable = true
+  max = 500
+`, filepath.Join(dir, "data"), bcryptHash(t, "op-pw", bcrypt.MinCost), pty.A))
+	rt, _ := startFromFile(t, path)
+	addr := rt.Broker.Addr()
+	waitUntil(t, 20*time.Second, "the RTU device polled", func() bool { return pollsOf(rt, "rtu") > 1 })
+	replies := startReplySub(t, addr, "replies/#")
+	time.Sleep(300 * time.Millisecond)
+	set := func(payload, corr string) control.Reply {
+		t.Helper()
+		pub(t, addr, "-V", "5", "-i", "hmi", "-t", "edged/gw/rtu/level/set", "-m", payload,
+			"-D", "publish", "response-topic", "replies/rtu", "-D", "publish", "correlation-data", corr)
+		return replies.wait(t, "replies/rtu", corr)
+	}
+	if r := set("123", "r1"); !r.OK || string(r.ReadBack) != "123" || sim.Holding(10, 1)[0] != 123 {
+		t.Fatalf("RTU set: %+v, register %d", r, sim.Holding(10, 1)[0])
+	}
+	writes := len(sim.WriteLog())
+	if r := set("900", "r2"); r.Reason != door.OutOfRange {
+		t.Fatalf("RTU set above max: %+v", r)
+	}
+	if got := len(sim.WriteLog()); got != writes {
+		t.Fatalf("the refusal reached the bus: %d writes, %d before", got, writes)
 	}
 }
 
