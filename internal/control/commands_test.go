@@ -3,7 +3,6 @@ package control
 import (
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,7 +18,6 @@ type sentReply struct {
 }
 
 type replies struct {
-	mu  sync.Mutex
 	got chan sentReply
 }
 
