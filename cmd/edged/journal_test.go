@@ -45,7 +45,7 @@ data_dir = "data"
 listen = "127.0.0.1:0"
 [metrics]
 disabled = true
-`+deadDevice+``)
+`+deadDevice)
 	w, r, own := journalPair(t)
 	if stream == "" {
 		stream = own

@@ -248,7 +248,7 @@ func TestRunStopsGracefullyOnSIGTERM(t *testing.T) {
 id = "gw-term"
 [broker]
 listen = "127.0.0.1:0"
-` + deadDevice + ``
+` + deadDevice
 	path := writeConfig(t, dir, cfg)
 	cmd, out := startRun(t, path)
 	m := out.wait(t, 15*time.Second, regexp.MustCompile(`local broker listening.*address=(127\.0\.0\.1:\d+)`))

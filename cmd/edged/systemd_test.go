@@ -72,7 +72,7 @@ data_dir = "` + filepath.Join(dir, "state") + `"
 listen = "` + brokerAddr + `"
 [metrics]
 disabled = true
-` + deadDevice + ``
+` + deadDevice
 	path := writeConfig(t, dir, cfg)
 	// 400ms watchdog: a keep-alive every 200ms.
 	cmd, out := startRun(t, path, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000")
