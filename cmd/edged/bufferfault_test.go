@@ -81,18 +81,7 @@ data_dir = %q
 listen = %q
 [metrics]
 listen = %q
-[[device]]
-name = "dead"
-driver = "modbus-tcp"
-address = "127.0.0.1:1"
-poll_interval = "100ms"
-timeout = "100ms"
-  [[device.tag]]
-  name = "x"
-  area = "holding_register"
-  address = 0
-  type = "uint16"
-[[upstream]]
+`+deadDevice+`[[upstream]]
 name = "cloud"
 url = "mqtt://%s"
 insecure_plaintext = true
@@ -189,18 +178,7 @@ data_dir = %q
 listen = %q
 [metrics]
 listen = %q
-[[device]]
-name = "dead"
-driver = "modbus-tcp"
-address = "127.0.0.1:1"
-poll_interval = "100ms"
-timeout = "100ms"
-  [[device.tag]]
-  name = "x"
-  area = "holding_register"
-  address = 0
-  type = "uint16"
-[[upstream]]
+`+deadDevice+`[[upstream]]
 name = "cloud"
 url = "mqtt://127.0.0.1:1"
 insecure_plaintext = true

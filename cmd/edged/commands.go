@@ -5,7 +5,6 @@ import (
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/app"
-	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
 )
 
@@ -35,6 +34,3 @@ func protocolCommands() []command {
 	}
 	return out
 }
-
-// formatProbeValue shows a decoded number as an operator reads it.
-func formatProbeValue(v mapping.Value) string { return mapping.FormatValue(v) }

@@ -35,7 +35,6 @@ type demoShow struct {
 	onlineSince time.Time // the uplink's current session began (as seen here)
 	outageDone  bool      // the --outage has been played
 	outageEnd   time.Time // when the running --outage ends (zero: none)
-	lines       int       // lines of the previous frame (redraw)
 }
 
 func (s *demoShow) uplink() (northbound.UplinkStats, bool) {

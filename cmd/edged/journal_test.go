@@ -45,18 +45,7 @@ data_dir = "data"
 listen = "127.0.0.1:0"
 [metrics]
 disabled = true
-[[device]]
-name = "dead"
-driver = "modbus-tcp"
-address = "127.0.0.1:1"
-poll_interval = "100ms"
-timeout = "100ms"
-  [[device.tag]]
-  name = "x"
-  area = "holding_register"
-  address = 0
-  type = "uint16"
-`)
+`+deadDevice)
 	w, r, own := journalPair(t)
 	if stream == "" {
 		stream = own

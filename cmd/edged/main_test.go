@@ -225,15 +225,9 @@ func TestDemoPublishesLiveValuesToAnIndependentSubscriber(t *testing.T) {
 	out.wait(t, 15*time.Second, regexp.MustCompile(`edged demo stopped: \d+ samples read, \d+ messages published`))
 }
 
-func TestRunStopsGracefullyOnSIGTERM(t *testing.T) {
-	dir := t.TempDir()
-	// The device points at a closed port: edged must still start, report the
-	// device offline, and stop cleanly.
-	cfg := `[gateway]
-id = "gw-term"
-[broker]
-listen = "127.0.0.1:0"
-[[device]]
+// deadDevice is a [[device]] at a closed port: edged starts, reports it
+// offline and keeps running, for tests of everything around the devices.
+const deadDevice = `[[device]]
 name = "dead"
 driver = "modbus-tcp"
 address = "127.0.0.1:1"
@@ -245,6 +239,16 @@ timeout = "100ms"
   address = 0
   type = "uint16"
 `
+
+func TestRunStopsGracefullyOnSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	// The device points at a closed port: edged must still start, report the
+	// device offline, and stop cleanly.
+	cfg := `[gateway]
+id = "gw-term"
+[broker]
+listen = "127.0.0.1:0"
+` + deadDevice
 	path := writeConfig(t, dir, cfg)
 	cmd, out := startRun(t, path)
 	m := out.wait(t, 15*time.Second, regexp.MustCompile(`local broker listening.*address=(127\.0\.0\.1:\d+)`))

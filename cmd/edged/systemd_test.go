@@ -72,18 +72,7 @@ data_dir = "` + filepath.Join(dir, "state") + `"
 listen = "` + brokerAddr + `"
 [metrics]
 disabled = true
-[[device]]
-name = "dead"
-driver = "modbus-tcp"
-address = "127.0.0.1:1"
-poll_interval = "100ms"
-timeout = "100ms"
-  [[device.tag]]
-  name = "x"
-  area = "holding_register"
-  address = 0
-  type = "uint16"
-`
+` + deadDevice
 	path := writeConfig(t, dir, cfg)
 	// 400ms watchdog: a keep-alive every 200ms.
 	cmd, out := startRun(t, path, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000")

@@ -115,12 +115,6 @@ func (r *recorder) State(dev string, s southbound.State, _ error) {
 	r.mu.Unlock()
 }
 
-func (r *recorder) count(dev string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.samples[dev]
-}
-
 var dbg = func() string { return "" }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
