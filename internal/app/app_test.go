@@ -161,10 +161,15 @@ func TestEndToEndModbusToMQTT(t *testing.T) {
 		"edged/it/boiler/flame_lost":  {V: true, Q: "good"},
 		"edged/it/meter/energy":       {V: 305419896.0, Q: "good", Unit: "kWh"},
 	}
-	sub.WaitFor(10*time.Second, "a value on every tag topic", func(ms []mqtttest.Message) bool {
+	// The tag values and the gateway status are all retained: they arrive
+	// as one burst after the SUBACK, in no fixed order, so wait for all.
+	sub.WaitFor(10*time.Second, "a value on every tag topic and the gateway status", func(ms []mqtttest.Message) bool {
 		seen := map[string]bool{}
 		for _, m := range ms {
 			seen[m.Topic] = true
+		}
+		if !seen["edged/it/status"] {
+			return false
 		}
 		for topic := range want {
 			if !seen[topic] {
