@@ -189,7 +189,12 @@ buffer_dir = %q
 	go func() { exited <- cmd.Wait() }()
 	local := waitSubscribe(t, brokerAddr, exited, out, "edged/gw-ro/dead/#")
 	local.WaitTopic(10*time.Second, "edged/gw-ro/dead/x", func([]byte) bool { return true })
+	// The metrics listener starts after the gateway: wait until it answers.
 	code, body := httpGet(t, "http://"+metricsAddr+"/readyz")
+	for deadline := time.Now().Add(10 * time.Second); code == 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		code, body = httpGet(t, "http://"+metricsAddr+"/readyz")
+	}
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "upstream cloud: not running") {
 		t.Fatalf("/readyz %d %q: want the upstream named as not running", code, body)
 	}
