@@ -59,7 +59,7 @@ func TestValuePayloadOfOtherMessages(t *testing.T) {
 		{`{"state":"online","ts":1}`, `{"state":"online","ts":1}`, true}, // device status, as it is
 		{`online`, `online`, true},
 		{``, ``, true},
-		{`{"v":`, `{"v":`, true},                                 // not AppendJSON's: as it is
+		{`{"v":`, `{"v":`, true},                                         // not AppendJSON's: as it is
 		{`{"v":"unterminated,"ts":1`, `{"v":"unterminated,"ts":1`, true}, // as it is
 		{`{"v":1,"ts":1,"q":"weird"}`, `{"v":1,"ts":1,"q":"weird"}`, true},
 		{`{"v":"\ud83d\ude00 \u00e9","ts":1,"q":"good"}`, "😀 é", true},
