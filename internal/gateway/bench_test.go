@@ -25,7 +25,8 @@ func BenchmarkSamples(b *testing.B) {
 	for _, bc := range []struct {
 		name    string
 		publish string
-	}{{"tags", "tags"}, {"device", "device"}} {
+		format  string
+	}{{"tags", "tags", ""}, {"device", "device", ""}, {"value", "tags", "value"}, {"meta", "tags", ""}} {
 		b.Run(bc.name, func(b *testing.B) {
 			drv := &scripted{}
 			for i := range 100 {
@@ -36,8 +37,15 @@ func BenchmarkSamples(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			cfg := &configs.Config{Gateway: configs.Gateway{ID: "gw1", TopicPrefix: "edged", Publish: bc.publish},
+			cfg := &configs.Config{Gateway: configs.Gateway{ID: "gw1", TopicPrefix: "edged", Publish: bc.publish, Format: bc.format},
 				Devices: []*configs.Device{{Name: "dev", Driver: "scripted", Settings: drv}}}
+			if bc.name == "meta" { // an ISA-95 path from device and tag meta
+				cfg.Gateway.TopicTemplate = "acme/{meta.site}/{meta.area}/{meta.line}/{meta.cell}/{device}/{tag}"
+				cfg.Devices[0].Meta = map[string]string{"site": "lyon", "area": "packaging", "line": "3"}
+				for _, s := range drv.tags {
+					s.Meta = map[string]string{"cell": "c1"}
+				}
+			}
 			pub := &countingPub{}
 			g, err := New(cfg, pub, nil)
 			if err != nil {
