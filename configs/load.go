@@ -98,6 +98,7 @@ type loader struct {
 
 	tmpl, devTmpl *topic.Template // [gateway] topic templates, nil if they did not parse
 	topicDevs     []topicDevice   // devices with a known driver, for checkTopics
+	tagTopics     []string        // the tags' topics checkTopics rendered
 }
 
 // mapFile is a map file read once for all devices that name it.
@@ -220,6 +221,7 @@ func (l *loader) load(file, dir string) (*Config, error) {
 	}
 
 	l.checkTopics(src, cfg)
+	l.warnUnbridged(src, cfg)
 	l.unknownKeys(src)
 	if len(l.errs) > 0 {
 		return nil, l.errs.sorted()

@@ -202,7 +202,7 @@ func (l *loader) checkTopics(src *source, cfg *Config) {
 	g := &cfg.Gateway
 	owners := map[string]topicOwner{}
 	clean := true
-	claim := func(t string, own topicOwner, file string, line int, key string) {
+	claim := func(t string, own topicOwner, file string, line int, key string, tag bool) {
 		if !clean {
 			return // its other errors first: a tag without a name renders wrong
 		}
@@ -211,6 +211,9 @@ func (l *loader) checkTopics(src *source, cfg *Config) {
 			return
 		}
 		owners[t] = own
+		if tag {
+			l.tagTopics = append(l.tagTopics, t)
+		}
 	}
 	statusTopic := g.TopicPrefix + "/" + g.ID + "/status"
 	owners[statusTopic] = topicOwner{what: "the gateway status", where: "built in: {prefix}/{gateway}/status"}
@@ -224,7 +227,7 @@ func (l *loader) checkTopics(src *source, cfg *Config) {
 		l.checkMeta(src.file, src.idx, devKey, d.Meta)
 
 		stat := g.TopicPrefix + "/" + g.ID + "/" + d.Name + "/_status"
-		claim(stat, topicOwner{what: fmt.Sprintf("the status of device %q", d.Name), where: where(src.file, devLine)}, src.file, devLine, devKey)
+		claim(stat, topicOwner{what: fmt.Sprintf("the status of device %q", d.Name), where: where(src.file, devLine)}, src.file, devLine, devKey, false)
 		if l.devTmpl != nil && g.Publish != PublishTags {
 			f := topic.Fields{Prefix: g.TopicPrefix, Gateway: g.ID, Device: d.Name, DeviceMeta: d.Meta}
 			if t, err := l.devTmpl.Expand(&f); err != nil {
@@ -232,7 +235,7 @@ func (l *loader) checkTopics(src *source, cfg *Config) {
 				l.add(src.file, src.idx.lineOfKey(devKey+".meta"), devKey+".meta", "device %q: device_topic_template %q%s uses {meta.%s}, but the device's meta has no key %q: add it, e.g. meta = { %s = \"…\" }",
 					d.Name, l.devTmpl, atLine(src, "gateway.device_topic_template"), k, k, k)
 			} else {
-				claim(t, topicOwner{what: fmt.Sprintf("the per-device messages of device %q", d.Name), where: where(src.file, devLine)}, src.file, devLine, devKey)
+				claim(t, topicOwner{what: fmt.Sprintf("the per-device messages of device %q", d.Name), where: where(src.file, devLine)}, src.file, devLine, devKey, false)
 			}
 		}
 		if g.Publish == PublishDevice {
@@ -309,13 +312,13 @@ func (l *loader) checkTopics(src *source, cfg *Config) {
 			what := fmt.Sprintf("tag %q of device %q", t.Name, d.Name)
 			if t.inMap {
 				o := topicOwner{what: what, where: fmt.Sprintf("%s, from map %s", where(src.file, devLine), where(t.file, t.line("")))}
-				claim(rendered, o, src.file, devLine, devKey)
+				claim(rendered, o, src.file, devLine, devKey, true)
 			} else {
 				line := t.line("topic")
 				if t.Topic == "" {
 					line = t.line("")
 				}
-				claim(rendered, topicOwner{what: what, where: where(t.file, t.line(""))}, t.file, line, t.keyOf(""))
+				claim(rendered, topicOwner{what: what, where: where(t.file, t.line(""))}, t.file, line, t.keyOf(""), true)
 			}
 		}
 		for _, m := range misses {
@@ -373,4 +376,52 @@ func missingKey(err error) string {
 		return me.Key
 	}
 	return ""
+}
+
+// warnUnbridged warns about an upstream whose topics match none of the
+// tags' topics: with a namespace of its own (acme/…) and the default
+// topics ({topic_prefix}/#), nothing but statuses would go up.
+func (l *loader) warnUnbridged(src *source, cfg *Config) {
+	if len(l.tagTopics) == 0 {
+		return
+	}
+	for i, u := range cfg.Upstreams {
+		matched := false
+		for _, t := range l.tagTopics {
+			for _, f := range u.Topics {
+				if matchFilter(f, t) {
+					matched = true
+					break
+				}
+			}
+			if matched {
+				break
+			}
+		}
+		if !matched {
+			p := keyPath{{key: "upstream", idx: []int{i}}, {key: "topics"}}
+			cfg.Warnings = append(cfg.Warnings, &Error{File: src.file, Line: src.idx.lineOf(p), Key: p.String(),
+				Msg: fmt.Sprintf("upstream %q: its topics %q match none of the %d tag topics (e.g. %q): only statuses go up; add a filter of your namespace, e.g. topics = [%q]",
+					u.Name, u.Topics, len(l.tagTopics), l.tagTopics[0], firstLevel(l.tagTopics[0])+"/#")})
+		}
+	}
+}
+
+func firstLevel(t string) string {
+	first, _, _ := strings.Cut(t, "/")
+	return first
+}
+
+// matchFilter reports whether the MQTT topic filter f matches topic t.
+func matchFilter(f, t string) bool {
+	fl, tl := strings.Split(f, "/"), strings.Split(t, "/")
+	for i, x := range fl {
+		if x == "#" {
+			return true
+		}
+		if i >= len(tl) || (x != "+" && x != tl[i]) {
+			return false
+		}
+	}
+	return len(fl) == len(tl)
 }
