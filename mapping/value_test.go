@@ -1,9 +1,11 @@
 package mapping
 
 import (
+	"bytes"
 	"errors"
 	"math"
 	"testing"
+	"unicode/utf8"
 
 	"pgregory.net/rapid"
 )
@@ -129,4 +131,35 @@ func TestValueDoesNotAllocate(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _, _ = ValuePayload(p) }); n != 0 {
 		t.Errorf("ValuePayload: %v allocs, want 0", n)
 	}
+}
+
+// FuzzValuePayload feeds arbitrary payloads to ValuePayload (what an
+// upstream with format = "value" does to every message edged publishes):
+// it never panics, returns the payload itself for what is not a per-tag
+// message, and a value it unquotes is valid UTF-8 when the payload was.
+func FuzzValuePayload(f *testing.F) {
+	for _, seed := range []string{
+		`{"v":24.7,"ts":1700000000123,"q":"good","unit":"°C"}`,
+		`{"v":"a\"b\\c\u2028\ud83d\ude00","ts":1,"q":"uncertain"}`,
+		`{"v":null,"ts":1,"q":"bad","err":"timeout"}`,
+		`{"v":{"x":["}",1]},"ts":1,"q":"good"}`,
+		`{"ts":1,"values":{"a":{"v":1,"ts":1,"q":"good"}}}`,
+		`{"state":"online","ts":1}`,
+		`{"v":"\ud83d","ts":1,"q":"good"}`,
+		`{"v":"\u12`, `{"v":`, `online`, ``,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		v, ok := ValuePayload(p)
+		if !ok {
+			return
+		}
+		if !bytes.HasPrefix(p, []byte(`{"v":`)) && !bytes.Equal(v, p) {
+			t.Fatalf("ValuePayload(%q) = %q: not a per-tag message, must be unchanged", p, v)
+		}
+		if utf8.Valid(p) && !utf8.Valid(v) {
+			t.Fatalf("ValuePayload(%q) = %q: invalid UTF-8 from a valid payload", p, v)
+		}
+	})
 }
