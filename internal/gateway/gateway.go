@@ -371,8 +371,12 @@ func (g *Gateway) Reload(ctx context.Context, cfg *configs.Config) (ReloadReport
 		}
 	}
 	stopErr := stopAll(ctx, stopping)
-	for _, name := range rep.Removed {
-		g.clearRetained(old.byName[name])
+	// What the stopped devices published where nothing will publish any
+	// more (a removed device; a topic that a template, meta or a tag's own
+	// topic moved) is cleared, so subscribers see no ghosts.
+	keep := next.topics()
+	for _, od := range stopping {
+		g.clearRetained(od, keep)
 	}
 	if next.statusTo != old.statusTo {
 		_ = g.pub.Publish(old.statusTo, []byte("offline"), true, 1)
@@ -390,17 +394,36 @@ func (g *Gateway) Reload(ctx context.Context, cfg *configs.Config) (ReloadReport
 	return rep, stopErr
 }
 
-// clearRetained removes a removed device's retained messages from the local
-// broker (an empty retained payload deletes them), so subscribers do not
-// see values of a device that no longer exists.
-func (g *Gateway) clearRetained(d *device) {
-	_ = g.pub.Publish(d.statusTo, nil, true, 0)
-	if d.topic != "" {
-		_ = g.pub.Publish(d.topic, nil, true, 0)
+// clearRetained removes a stopped device's retained messages from the
+// local broker (an empty retained payload deletes them) on the topics that
+// are not in keep, so subscribers do not see values of a device that no
+// longer exists, or on a topic that no longer carries them.
+func (g *Gateway) clearRetained(d *device, keep map[string]bool) {
+	clear := func(topic string) {
+		if topic != "" && !keep[topic] {
+			_ = g.pub.Publish(topic, nil, true, 0)
+		}
 	}
+	clear(d.statusTo)
+	clear(d.topic)
 	for _, t := range d.tags {
-		_ = g.pub.Publish(t.topic, nil, true, 0)
+		clear(t.topic)
 	}
+}
+
+// topics is every topic the table's devices publish on.
+func (t *table) topics() map[string]bool {
+	out := map[string]bool{}
+	for _, d := range t.devices {
+		out[d.statusTo] = true
+		if d.topic != "" {
+			out[d.topic] = true
+		}
+		for _, ts := range d.tags {
+			out[ts.topic] = true
+		}
+	}
+	return out
 }
 
 // DefaultDeviceTopicTemplate is where per-device messages go.
