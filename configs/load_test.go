@@ -664,6 +664,14 @@ func TestLoadErrors(t *testing.T) {
 			want: []wantErr{{line: 8, key: "device[0].tag[0]", msg: `is already the topic of the status of device "a"`}},
 		},
 		{
+			name: "meta key a per-device topic needs",
+			files: memFS{testMain: gw + lines(
+				`publish = "device"`, `device_topic_template = "{meta.area}/{device}"`, // 4
+				`[[device]]`, `name = "d"`, `driver = "fake"`, // 5
+			)},
+			want: []wantErr{{line: 5, key: "device[0].meta", msg: `device "d": device_topic_template "{meta.area}/{device}" (line 4) uses {meta.area}, but the device's meta has no key "area"`}},
+		},
+		{
 			name:  "unknown upstream format",
 			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "c"`, `url = "mqtts://x"`, `format = "xml"`)},
 			want:  []wantErr{{line: 6, key: "upstream[0].format", msg: `"xml" is not an upstream format; use "json", "value" (default: the [gateway] format, "json")`}},
