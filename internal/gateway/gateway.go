@@ -1,7 +1,8 @@
 // Package gateway starts and stops the configured devices (provisioning
 // each with the data dir and the lanes of southbound/host, which runs
 // them), takes their samples, applies report-by-exception (deadband,
-// heartbeat), renders topics and JSON payloads through mapping, hands them
+// heartbeat), renders topics (once per tag, when a config is built) and
+// payloads (JSON, or bare values with format = "value") through mapping, hands them
 // to the northbound publisher, and publishes gateway and device status.
 package gateway
 
