@@ -407,8 +407,8 @@ func (g *Gateway) clearRetained(d *device, keep map[string]bool) {
 	}
 	clear(d.statusTo)
 	clear(d.topic)
-	for _, t := range d.tags {
-		clear(t.topic)
+	for i := range d.tags {
+		clear(d.tags[i].topic)
 	}
 }
 
@@ -420,8 +420,8 @@ func (t *table) topics() map[string]bool {
 		if d.topic != "" {
 			out[d.topic] = true
 		}
-		for _, ts := range d.tags {
-			out[ts.topic] = true
+		for i := range d.tags {
+			out[d.tags[i].topic] = true // the immutable field only: unchanged devices are running
 		}
 	}
 	return out
