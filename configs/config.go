@@ -55,6 +55,11 @@ type Gateway struct {
 	// DeviceTopicTemplate renders the topic of per-device messages; default
 	// "{prefix}/{gateway}/{device}".
 	DeviceTopicTemplate string `toml:"device_topic_template"`
+	// Format is the payload of each tag's message on the local broker:
+	// "json" (default: {"v","ts","q",…}) or "value" (the bare value as
+	// text, for the simplest consumers; needs publish = "tags", and a
+	// sample of bad quality is not published). See topics.go.
+	Format string `toml:"format"`
 	// MemoryLimit is the Go runtime's soft memory limit: the garbage
 	// collector works harder as the heap nears it, keeping the resident
 	// size small on a 512 MB box. Default "32MiB"; "0" turns it off; the
@@ -88,6 +93,10 @@ type Device struct {
 	// Map names a device map, maps_dir/NAME.toml, decoded into the
 	// settings' MapTarget; only for drivers whose settings are Mapped.
 	Map string `toml:"map"`
+	// Meta are free keys (meta = { area = "packaging", line = "3" }) that
+	// topic templates use as {meta.area}; a tag's own meta wins over its
+	// device's. Keys: letters, digits, '-' and '_'; values: no / + # NUL.
+	Meta map[string]string `toml:"meta"`
 
 	// Settings is the driver's own struct (as returned by the factory),
 	// decoded from this table and, when Map is set, from the map file.

@@ -13,8 +13,10 @@ import (
 // takes a map, plain does not.
 
 type fakeTag struct {
-	Name    string `toml:"name"`
-	Address int    `toml:"address"`
+	Name    string            `toml:"name"`
+	Address int               `toml:"address"`
+	Topic   string            `toml:"topic"` // as in mapping.Spec
+	Meta    map[string]string `toml:"meta"`
 }
 
 // fakeCommon is embedded to check that flattened fields are decoded and

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/edged-gw/edged/mapping/topic"
 )
 
 // Defaults applied by Load.
@@ -94,6 +95,10 @@ type loader struct {
 	failed   map[string]bool     // key paths (main file) whose value did not decode
 	maps     map[string]*mapFile // by path
 	settings map[int]Settings    // device index → its driver's settings
+
+	tmpl, devTmpl *topic.Template // [gateway] topic templates, nil if they did not parse
+	topicDevs     []topicDevice   // devices with a known driver, for checkTopics
+	tagTopics     []string        // the tags' topics checkTopics rendered
 }
 
 // mapFile is a map file read once for all devices that name it.
@@ -102,6 +107,9 @@ type mapFile struct {
 	text    []byte // after ${ENV} substitution; nil if unusable
 	idx     *lineIndex
 	readErr error // as returned by readFile
+
+	tags     []topicTag // its [[tag]]s as checkTopics reads them
+	tagsRead bool
 }
 
 // fileSchema is the layout of the main file, for finding unknown keys; the
@@ -188,6 +196,7 @@ func (l *loader) load(file, dir string) (*Config, error) {
 		l.decode(src, keyPath{{key: "metrics"}}, prim, &cfg.Metrics)
 	}
 	l.checkGateway(src, cfg)
+	l.checkPayload(src, cfg)
 	l.checkBroker(src, cfg)
 	l.checkMetrics(src, cfg)
 	if prim, ok := pick(top, "console"); ok {
@@ -211,6 +220,8 @@ func (l *loader) load(file, dir string) (*Config, error) {
 		}
 	}
 
+	l.checkTopics(src, cfg)
+	l.warnUnbridged(src, cfg)
 	l.unknownKeys(src)
 	if len(l.errs) > 0 {
 		return nil, l.errs.sorted()
@@ -489,6 +500,9 @@ func (l *loader) device(src *source, cfg *Config, i int, prim toml.Primitive, na
 			l.errs = errs
 		}
 	}
+	// Templates and meta are checked for every device; topics are claimed
+	// (collisions) only for devices without other errors.
+	l.topicDevs = append(l.topicDevs, topicDevice{d: d, base: base, prim: prim, mf: mf, clean: len(l.errs) == errsBefore})
 	d.Fingerprint = fingerprint(src, prim, mf)
 	return d
 }

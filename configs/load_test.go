@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -110,10 +111,10 @@ func TestLoadValid(t *testing.T) {
 	if s.Host != "10.0.0.5" || s.PollInterval.D() != 500*time.Millisecond || s.Timeout.D() != 2*time.Second {
 		t.Errorf("settings = %+v", s)
 	}
-	if s.fromMap.Model != "PM5560" || len(s.fromMap.Tags) != 2 || s.fromMap.Tags[1] != (fakeTag{"current", 3002}) {
+	if s.fromMap.Model != "PM5560" || len(s.fromMap.Tags) != 2 || !reflect.DeepEqual(s.fromMap.Tags[1], fakeTag{Name: "current", Address: 3002}) {
 		t.Errorf("map = %+v", s.fromMap)
 	}
-	if len(s.Tags) != 1 || s.Tags[0] != (fakeTag{"local_temp", 7}) {
+	if len(s.Tags) != 1 || !reflect.DeepEqual(s.Tags[0], fakeTag{Name: "local_temp", Address: 7}) {
 		t.Errorf("tags = %+v", s.Tags)
 	}
 	if p := cfg.Devices[1]; p.Line != 22 || p.Settings.(*plainSettings).Port != 502 {
@@ -138,7 +139,7 @@ func TestLoadEnv(t *testing.T) {
 	main := lines(
 		`[gateway]`,
 		`id = "${GW_ID:-gw-default}"`,
-		`topic_template = "$${literal}/{tag}"`,
+		`data_dir = "/srv/$${literal}"`,
 		`# a comment may mention ${UNSET_IN_COMMENT}`,
 		`[[device]]`,
 		`name = "m"`,
@@ -153,8 +154,8 @@ func TestLoadEnv(t *testing.T) {
 	if cfg.Gateway.ID != "gw-default" {
 		t.Errorf("default: id = %q", cfg.Gateway.ID)
 	}
-	if cfg.Gateway.TopicTemplate != "${literal}/{tag}" {
-		t.Errorf("$${: template = %q", cfg.Gateway.TopicTemplate)
+	if cfg.Gateway.DataDir != "/srv/${literal}" {
+		t.Errorf("$${: data_dir = %q", cfg.Gateway.DataDir)
 	}
 	s := cfg.Devices[0].Settings.(*fakeSettings)
 	if s.Host != `a"b\c` || s.Retries != 3 {
@@ -195,8 +196,8 @@ func TestLoadErrors(t *testing.T) {
 				`adress = 4`, // 12
 			)},
 			want: []wantErr{
-				{line: 9, key: "device[1].pollinterval", msg: "did you mean poll_interval?; allowed here: name, driver, map, host, poll_interval, retries, tag, timeout"},
-				{line: 12, key: "device[1].tag[0].adress", msg: "did you mean address?; allowed here: name, address"},
+				{line: 9, key: "device[1].pollinterval", msg: "did you mean poll_interval?; allowed here: name, driver, map, meta, host, poll_interval, retries, tag, timeout"},
+				{line: 12, key: "device[1].tag[0].adress", msg: "did you mean address?; allowed here: name, address, topic, meta"},
 			},
 		},
 		{
@@ -211,7 +212,7 @@ func TestLoadErrors(t *testing.T) {
 				`driver = "fake"`,
 				`host = "10.0.0.2"`,
 			)},
-			want: []wantErr{{line: 6, key: "device[0].host", msg: "unknown key; allowed here: name, driver, map, port"}},
+			want: []wantErr{{line: 6, key: "device[0].host", msg: "unknown key; allowed here: name, driver, map, meta, port"}},
 		},
 		{
 			name: "unknown key in a map file",
@@ -531,6 +532,180 @@ func TestLoadErrors(t *testing.T) {
 			name:  "gateway without id",
 			files: memFS{testMain: lines(`[gateway]`, `log_level = "info"`)},
 			want:  []wantErr{{line: 1, key: "gateway.id", msg: `required: name this gateway, e.g. id = "plant1-line3"`}},
+		},
+		{
+			name:  "unknown placeholder in topic_template",
+			files: memFS{testMain: gw + lines(`topic_template = "{prefix}/{site}/{tag}"`)},
+			want:  []wantErr{{line: 3, key: "gateway.topic_template", msg: "unknown placeholder {site}: allowed are {prefix}, {gateway}, {device}, {tag}, {meta.KEY}"}},
+		},
+		{
+			name:  "{meta} without a key in device_topic_template",
+			files: memFS{testMain: gw + lines(`device_topic_template = "{prefix}/{meta}"`)},
+			want:  []wantErr{{line: 3, key: "gateway.device_topic_template", msg: "write {meta.KEY}"}},
+		},
+		{
+			name:  "unknown publish mode",
+			files: memFS{testMain: gw + lines(`publish = "tag"`)},
+			want:  []wantErr{{line: 3, key: "gateway.publish", msg: `"tag" is not a publish mode; use "tags"`}},
+		},
+		{
+			name:  "unknown format",
+			files: memFS{testMain: gw + lines(`format = "csv"`)},
+			want:  []wantErr{{line: 3, key: "gateway.format", msg: `"csv" is not a payload format; use "json" (default`}},
+		},
+		{
+			name:  "format value with per-device messages",
+			files: memFS{testMain: gw + lines(`publish = "both"`, `format = "value"`)},
+			want:  []wantErr{{line: 4, key: "gateway.format", msg: `a per-device message (publish = "both") has no bare-value form: set publish = "tags"`}},
+		},
+		{
+			name: "unknown placeholder in a tag's own topic",
+			files: memFS{testMain: gw + lines(
+				`[[device]]`, `name = "a"`, `driver = "fake"`,
+				`[[device.tag]]`, `name = "t"`, `topic = "plant/{area}/{tag}"`, // 8
+			)},
+			want: []wantErr{{line: 8, key: "device[0].tag[0].topic", msg: `tag "t": topic template "plant/{area}/{tag}": unknown placeholder {area}`}},
+		},
+		{
+			name: "unknown placeholder in a map tag's topic",
+			files: memFS{
+				testMain:             gw + lines(`[[device]]`, `name = "a"`, `driver = "fake"`, `map = "m1"`),
+				testMaps + "m1.toml": lines(`[[tag]]`, `name = "t"`, `topic = "x/{tag}+"`),
+			},
+			want: []wantErr{{file: testMaps + "m1.toml", line: 3, key: "tag[0].topic", msg: "contains +"}},
+		},
+		{
+			name: "meta key the device and none of its tags set: once, at the device",
+			files: memFS{testMain: gw + lines(
+				`topic_template = "acme/{meta.area}/{meta.line}/{device}/{tag}"`,
+				`[[device]]`, `name = "filler"`, `driver = "fake"`,
+				`meta = { area = "packaging" }`, // 7
+				`[[device.tag]]`, `name = "t1"`,
+				`[[device.tag]]`, `name = "t2"`,
+			)},
+			want: []wantErr{{line: 7, key: "device[0].meta", msg: `device "filler": topic_template "acme/{meta.area}/{meta.line}/{device}/{tag}" (line 3) uses {meta.line}, but neither the device nor any of its 2 tags sets meta key "line"`}},
+		},
+		{
+			name: "meta key one tag lacks: at that tag",
+			files: memFS{testMain: gw + lines(
+				`topic_template = "{meta.cell}/{tag}"`,
+				`[[device]]`, `name = "d"`, `driver = "fake"`, // 4
+				`[[device.tag]]`, `name = "t1"`, `meta = { cell = "c1" }`,
+				`[[device.tag]]`, `name = "t2"`, // 10
+			)},
+			want: []wantErr{{line: 10, key: "device[0].tag[1].meta", msg: `tag "t2" of device "d": topic_template "{meta.cell}/{tag}" uses {meta.cell}, but neither the tag's meta nor the device's (/etc/edged/edged.toml:4) has key "cell"`}},
+		},
+		{
+			name: "meta key a tag's own topic needs",
+			files: memFS{testMain: gw + lines(
+				`[[device]]`, `name = "d"`, `driver = "fake"`,
+				`[[device.tag]]`, `name = "t"`, `topic = "x/{meta.unit}"`, // 8
+			)},
+			want: []wantErr{{line: 8, key: "device[0].tag[0].meta", msg: `its topic "x/{meta.unit}" uses {meta.unit}`}},
+		},
+		{
+			name: "meta value with a / used in a topic",
+			files: memFS{testMain: gw + lines(
+				`topic_template = "{meta.area}/{tag}"`,
+				`[[device]]`, `name = "d"`, `driver = "fake"`,
+				`meta = { area = "a/b" }`, // 7
+				`[[device.tag]]`, `name = "t"`,
+			)},
+			want: []wantErr{{line: 7, key: "device[0].meta.area", msg: `device "d": meta area = "a/b" is used in its tags' topics, and / + # and NUL are not allowed`}},
+		},
+		{
+			name: "meta key that cannot be a placeholder",
+			files: memFS{testMain: gw + lines(
+				`[[device]]`, `name = "d"`, `driver = "fake"`,
+				`[[device.tag]]`, `name = "t"`,
+				`meta = { "line.no" = "3" }`, // 8
+			)},
+			want: []wantErr{{line: 8, key: `device[0].tag[0].meta."line.no"`, msg: `meta key "line.no" cannot be used as {meta.line.no}`}},
+		},
+		{
+			name: "two tags with the same topic: at the second, naming the first",
+			files: memFS{testMain: gw + lines(
+				`[[device]]`, `name = "d"`, `driver = "fake"`,
+				`[[device.tag]]`, // 6
+				`name = "t1"`, `topic = "plant/level"`,
+				`[[device.tag]]`,
+				`name = "t2"`, `topic = "plant/level"`, // 11: the second topic
+			)},
+			want: []wantErr{{line: 11, key: "device[0].tag[1]", msg: `topic "plant/level" of tag "t2" of device "d" is already the topic of tag "t1" of device "d" (/etc/edged/edged.toml:6)`}},
+		},
+		{
+			name: "a template without {device}: tags of two devices collide",
+			files: memFS{testMain: gw + lines(
+				`topic_template = "{prefix}/{tag}"`,
+				`[[device]]`, `name = "a"`, `driver = "fake"`,
+				`[[device.tag]]`, `name = "flow"`, // 7
+				`[[device]]`, `name = "b"`, `driver = "fake"`,
+				`[[device.tag]]`, `name = "flow"`, // 12
+			)},
+			want: []wantErr{{line: 12, key: "device[1].tag[0]", msg: `topic "edged/flow" of tag "flow" of device "b" is already the topic of tag "flow" of device "a" (/etc/edged/edged.toml:7)`}},
+		},
+		{
+			name: "a map's literal topic collides across its devices: at the second device",
+			files: memFS{
+				testMain: gw + lines(
+					`[[device]]`, `name = "a"`, `driver = "fake"`, `map = "m1"`,
+					`[[device]]`, `name = "b"`, `driver = "fake"`, `map = "m1"`, // 7
+				),
+				testMaps + "m1.toml": lines(`[[tag]]`, `name = "t"`, `topic = "meters/energy"`),
+			},
+			want: []wantErr{{line: 7, key: "device[1]", msg: `topic "meters/energy" of tag "t" of device "b" is already the topic of tag "t" of device "a" (/etc/edged/edged.toml:3, from map /etc/edged/maps/m1.toml:1)`}},
+		},
+		{
+			name: "a tag's topic is a device's status topic",
+			files: memFS{testMain: gw + lines(
+				`[[device]]`, `name = "a"`, `driver = "fake"`,
+				`[[device.tag]]`, `name = "t"`, `topic = "edged/gw/a/_status"`, // 8
+			)},
+			want: []wantErr{{line: 8, key: "device[0].tag[0]", msg: `is already the topic of the status of device "a"`}},
+		},
+		{
+			name: "meta key a per-device topic needs",
+			files: memFS{testMain: gw + lines(
+				`publish = "device"`, `device_topic_template = "{meta.area}/{device}"`, // 4
+				`[[device]]`, `name = "d"`, `driver = "fake"`, // 5
+			)},
+			want: []wantErr{{line: 5, key: "device[0].meta", msg: `device "d": device_topic_template "{meta.area}/{device}" (line 4) uses {meta.area}, but the device's meta has no key "area"`}},
+		},
+		{
+			name:  "unknown upstream format",
+			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "c"`, `url = "mqtts://x"`, `format = "xml"`)},
+			want:  []wantErr{{line: 6, key: "upstream[0].format", msg: `"xml" is not an upstream format; use "json", "value" (default: the [gateway] format, "json")`}},
+		},
+		{
+			name:  "json upstream of a value gateway",
+			files: memFS{testMain: gw + lines(`format = "value"`, `[[upstream]]`, `name = "c"`, `url = "mqtts://x"`, `format = "json"`)},
+			want:  []wantErr{{line: 7, key: "upstream[0].format", msg: `[gateway] format = "value" publishes bare values`}},
+		},
+		{
+			name:  "value upstream without per-tag messages",
+			files: memFS{testMain: gw + lines(`publish = "device"`, `[[upstream]]`, `name = "c"`, `url = "mqtts://x"`, `format = "value"`)},
+			want:  []wantErr{{line: 7, key: "upstream[0].format", msg: `[gateway] publish = "device" publishes no per-tag messages`}},
+		},
+		{
+			name: "one pass: template, meta and collision errors with the others",
+			files: memFS{testMain: gw + lines(
+				`topic_template = "{prefix}/{meta.area}/{device}/{tag}"`, // 3
+				`log_level = "loud"`,                          // 4
+				`[[device]]`, `name = "a"`, `driver = "fake"`, // 5
+				`poll_interval = "often"`,                            // 8: an error of device a: its topics are not claimed
+				`[[device.tag]]`, `name = "t"`, `topic = "x/{nope}"`, // 11
+				`[[device]]`, `name = "b"`, `driver = "fake"`, `meta = { area = "utilities" }`,
+				`[[device.tag]]`, `name = "t1"`, `topic = "same"`, // 16
+				`[[device.tag]]`, `name = "t2"`, `topic = "same"`, // 21
+				`[[device.tag]]`, `name = "t3"`, `metaa = 1`, // 24
+			)},
+			want: []wantErr{
+				{line: 4, key: "gateway.log_level", msg: `"loud" is not a log level`},
+				{line: 8, key: "device[0].poll_interval", msg: `invalid duration "often"`},
+				{line: 11, key: "device[0].tag[0].topic", msg: "unknown placeholder {nope}"},
+				{line: 21, key: "device[1].tag[1]", msg: `topic "same" of tag "t2" of device "b" is already the topic of tag "t1" of device "b" (/etc/edged/edged.toml:16)`},
+				{line: 24, key: "device[1].tag[2].metaa", msg: "did you mean meta?"},
+			},
 		},
 		{
 			name:  "missing file",

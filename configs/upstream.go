@@ -82,6 +82,11 @@ type Upstream struct {
 	// and hands what arrives to the write door as source "upstream NAME";
 	// [gateway] writes = true is needed too. MQTT 5 only.
 	Commands bool `toml:"commands"`
+	// Format is what this upstream receives: "json" (edged's JSON, as
+	// published locally) or "value" (each tag's bare value as text, as
+	// [gateway] format = "value" renders it; per-device messages are not
+	// sent). Default: the [gateway] format.
+	Format string `toml:"format"`
 	// Topics are the local topic filters that go up; default
 	// ["{gateway.topic_prefix}/#"].
 	Topics []string `toml:"topics"`
@@ -172,6 +177,7 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 	if u.Commands && u.Protocol != "5" {
 		l.at(src, key("commands"), `commands = true needs protocol = "5" (replies carry the request's correlation data); this upstream has protocol = %q`, u.Protocol)
 	}
+	l.checkUpstreamFormat(src, cfg, key("format"), u)
 	if u.ClientID == "" {
 		u.ClientID = "edged-" + cfg.Gateway.ID
 	}

@@ -107,3 +107,23 @@ func BenchmarkRender(b *testing.B) {
 		_ = t.Render("edged", "gw1", "pump-3", "flow_rate")
 	}
 }
+
+// BenchmarkValue: the bare value of format = "value", locally (AppendValue)
+// and on a value upstream, from edged's JSON message (ValuePayload).
+func BenchmarkValue(b *testing.B) {
+	s := &Sample{Tag: &Spec{Name: "t", Type: TypeFloat32, Unit: "bar"}, Value: floatV(f32(123.456)), TimeMs: 1700000000123}
+	b.Run("AppendValue", func(b *testing.B) {
+		dst := make([]byte, 0, 64)
+		b.ReportAllocs()
+		for b.Loop() {
+			dst, _ = AppendValue(dst[:0], s)
+		}
+	})
+	b.Run("ValuePayload", func(b *testing.B) {
+		p := AppendJSON(nil, s)
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = ValuePayload(p)
+		}
+	})
+}

@@ -263,6 +263,13 @@ type Spec struct {
 	Offset float64 `toml:"offset"` // added after scaling
 	Unit   string  `toml:"unit"`
 
+	// Topic is this tag's own topic template, instead of [gateway]
+	// topic_template (same placeholders; the config loader checks it).
+	Topic string `toml:"topic"`
+	// Meta are free keys for topic templates ({meta.KEY}); they win over
+	// the device's meta of the same key.
+	Meta map[string]string `toml:"meta"`
+
 	// Precision is how many decimal places a float value has in JSON
 	// payloads (0..15; trailing zeros are not written). Unset: the shortest
 	// form that reads back as the same number, except for a scaled integer,

@@ -37,6 +37,15 @@ type UplinkOptions struct {
 	// Skip lists local topics that never go up (the gateway's own status:
 	// the uplink publishes its own).
 	Skip []string
+	// Rewrite, when set, turns each message edged itself publishes (not
+	// the Forward ones) into what is buffered and sent: the payload, or
+	// false for nothing (format = "value": mapping.ValuePayload). It runs
+	// on the publisher's goroutine, concurrently; it must not keep payload.
+	Rewrite func(payload []byte) ([]byte, bool)
+	// PlainPayloads says that payloads are not edged's JSON objects (bare
+	// values): replayed messages are marked only by the MQTT 5 property,
+	// never with "hist":true in the payload.
+	PlainPayloads bool
 	// ReplayRate paces historical messages (messages/s); live messages are
 	// not paced. Default DefaultReplayRate.
 	ReplayRate float64
@@ -190,8 +199,12 @@ type SubscribeFunc func(filter string, id int, fn func(topic string, payload []b
 func (u *Uplink) Attach(subscribe SubscribeFunc, id int) error {
 	u.attaching.Store(true)
 	defer u.attaching.Store(false)
+	take := u.take
+	if u.o.Rewrite != nil {
+		take = u.takeRewritten
+	}
 	for _, f := range u.o.Filters {
-		if err := subscribe(f, id, u.take); err != nil {
+		if err := subscribe(f, id, take); err != nil {
 			return err
 		}
 	}
@@ -223,6 +236,13 @@ func (u *Uplink) take(topic string, payload []byte, _ bool) {
 		return
 	}
 	u.q.Append(topic, payload)
+}
+
+// takeRewritten is take of what Rewrite makes of the payload.
+func (u *Uplink) takeRewritten(topic string, payload []byte, retained bool) {
+	if p, ok := u.o.Rewrite(payload); ok {
+		u.take(topic, p, retained)
+	}
 }
 
 // Start runs the connection loop until Stop.
@@ -481,7 +501,7 @@ func (u *Uplink) session(ctx context.Context, boundary uint64) error {
 		for i := range es {
 			e := &es[i]
 			m.Topic, m.Payload, m.Historical = e.Topic, e.Payload, hist
-			if hist {
+			if hist && !u.o.PlainPayloads {
 				scratch = markHistorical(scratch[:0], e.Payload)
 				m.Payload = scratch
 			}

@@ -42,6 +42,7 @@ type uplinkSetup struct {
 	logger                             *slog.Logger
 	// publisher, when set, changes the publisher's config.
 	publisher func(*PublisherConfig)
+	plain     bool // UplinkOptions.PlainPayloads
 }
 
 func tlsPublisherConfig(t *testing.T, mq *mosquittotest.Broker, addr string, window int) PublisherConfig {
@@ -98,7 +99,7 @@ func startTestUplink(t *testing.T, mq *mosquittotest.Broker, s uplinkSetup) *tes
 		Name: "cloud", Publisher: newTestPublisher(s.protocol, pc), Queue: q,
 		Filters: []string{"edged/#"}, StatusTopic: "edged/gw/status", Skip: []string{"edged/gw/status"},
 		ReplayRate: s.replayRate, ReplayOrder: s.replayOrder, BackoffMin: s.backoffMin, BackoffMax: s.backoffMax,
-		AckTimeout: s.ackTimeout, Logger: s.logger,
+		AckTimeout: s.ackTimeout, Logger: s.logger, PlainPayloads: s.plain,
 	}
 	if s.wrapReader != nil {
 		o.newReader = func() entryReader { return s.wrapReader(q.NewReader()) }
@@ -601,5 +602,26 @@ func TestFirstConnectIsNotAnOutage(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPlainPayloadsAreReplayedUnchanged: an uplink of bare values (format
+// = "value") replays its backlog without writing "hist":true into a value
+// that happens to be a JSON object.
+func TestPlainPayloadsAreReplayedUnchanged(t *testing.T) {
+	mq := mosquittotest.Start(t, mosquittotest.Options{})
+	dir := filepath.Join(t.TempDir(), "buffer")
+	q, err := buffer.Open(buffer.Options{Dir: dir, MemTableSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Append("edged/gw/dev/obj", []byte(`{"x":1}`)) // left by a previous run: replayed
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sub := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/dev/#")
+	startTestUplink(t, mq, uplinkSetup{addr: mq.TLSAddr(), dir: dir, plain: true})
+	if m := sub.WaitTopic(10*time.Second, "edged/gw/dev/obj", nil); string(m.Payload) != `{"x":1}` {
+		t.Fatalf("replayed %s, want the value unchanged", m.Payload)
 	}
 }

@@ -79,6 +79,17 @@ func TestBrokenConfigsGiveSpecificErrors(t *testing.T) {
 		{"opcua map tag with an inline tag of the same index: in the map", opcuaHead + "map = \"plc\"\n\n  [[device.tag]]\n  name = \"a\"\n  node = \"ns=2;s=A\"\n",
 			map[string]string{"plc": "[[tag]]\nname = \"b\"\nnode = \"Line1.Speed\"\n"},
 			"maps/plc.toml", 3, "tag[0].node", []string{"is not a NodeId"}},
+		{"unknown placeholder in a tag's topic: at the topic", head + tag("a", "holding", 0, "uint16") + "  topic = \"plant/{area}/{tag}\"\n",
+			nil, "", 14, "device[0].tag[0].topic", []string{`tag "a"`, "unknown placeholder {area}", "{meta.KEY}"}},
+		{"two tags on one topic: at the second, naming the first's line", head + tag("a", "holding", 0, "uint16") + "  topic = \"x/level\"\n" + tag("b", "holding", 5, "uint16") + "  topic = \"x/level\"\n",
+			nil, "", 21, "device[0].tag[1]", []string{`topic "x/level" of tag "b" of device "m" is already the topic of tag "a" of device "m"`, "edged.toml:9)"}},
+		{"meta key the device lacks: at the device", strings.Replace(head, "\n\n", "\ntopic_template = \"acme/{meta.area}/{device}/{tag}\"\n", 1) + tag("a", "holding", 0, "uint16") + tag("b", "holding", 1, "uint16"),
+			nil, "", 4, "device[0].meta", []string{`device "m"`, "{meta.area}", `meta key "area"`, "(line 3)"}},
+		{"bad topic in a map tag: in the map", head + "map = \"pm\"\n",
+			map[string]string{"pm": mapTag("v", "holding", 0, "float32") + "topic = \"{tag}/#\"\n"},
+			"maps/pm.toml", 6, "tag[0].topic", []string{`tag "v"`, "contains #"}},
+		{"value format with per-device messages: at format", strings.Replace(head, "\n\n", "\npublish = \"device\"\nformat = \"value\"\n", 1) + tag("a", "holding", 0, "uint16"),
+			nil, "", 4, "gateway.format", []string{`format = "value"`, `set publish = "tags"`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

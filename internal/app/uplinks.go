@@ -12,6 +12,7 @@ import (
 	"github.com/edged-gw/edged/buffer"
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/control"
+	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/northbound"
 )
 
@@ -171,12 +172,19 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 	if err != nil {
 		return nil, err
 	}
+	// A value upstream of a JSON gateway turns each tag's message into its
+	// bare value, as [gateway] format = "value" renders it.
+	var rewrite func([]byte) ([]byte, bool)
+	if uc.Format == configs.FormatValue && cfg.Gateway.Format != configs.FormatValue {
+		rewrite = mapping.ValuePayload
+	}
 	return northbound.NewUplink(northbound.UplinkOptions{
 		Name: uc.Name, Publisher: pub, Queue: q, Filters: uc.Topics, Forward: uc.Forward,
 		LocalPrefix: localPrefix, RemotePrefix: remotePrefix,
 		StatusTopic: pc.WillTopic, Skip: []string{localStatus},
 		ReplayRate: float64(uc.ReplayRate), ReplayOrder: northbound.ReplayOrder(uc.ReplayOrder), Logger: base,
 		AckTimeout: uc.AckTimeout.D(), BackoffMax: uc.ReconnectMax.D(),
+		Rewrite: rewrite, PlainPayloads: uc.Format == configs.FormatValue,
 	}), nil
 }
 

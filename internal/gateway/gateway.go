@@ -1,7 +1,8 @@
 // Package gateway starts and stops the configured devices (provisioning
 // each with the data dir and the lanes of southbound/host, which runs
 // them), takes their samples, applies report-by-exception (deadband,
-// heartbeat), renders topics and JSON payloads through mapping, hands them
+// heartbeat), renders topics (once per tag, when a config is built) and
+// payloads (JSON, or bare values with format = "value") through mapping, hands them
 // to the northbound publisher, and publishes gateway and device status.
 package gateway
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/mapping"
+	"github.com/edged-gw/edged/mapping/topic"
 	"github.com/edged-gw/edged/southbound"
 	"github.com/edged-gw/edged/southbound/host"
 )
@@ -51,13 +53,14 @@ type layout struct {
 	tmplText, devTxt string
 	tmpl, devTmpl    *mapping.Template
 	perTag, perDev   bool
+	value            bool // format = "value": bare values on the tag topics
 	retain           bool
 	statusTo         string // gateway status topic
 }
 
 func (a layout) same(b layout) bool {
 	return a.prefix == b.prefix && a.id == b.id && a.tmplText == b.tmplText && a.devTxt == b.devTxt &&
-		a.perTag == b.perTag && a.perDev == b.perDev && a.retain == b.retain
+		a.perTag == b.perTag && a.perDev == b.perDev && a.retain == b.retain && a.value == b.value
 }
 
 // table is an immutable set of devices with the layout they were built for.
@@ -77,6 +80,7 @@ type device struct {
 	topic       string // per-device messages, when enabled
 	perTag      bool
 	perDev      bool
+	value       bool
 	retain      bool
 
 	mu      sync.Mutex // guards everything below; Samples for one device are serial, Snapshot reads concurrently
@@ -137,6 +141,16 @@ func newLayout(cfg *configs.Config) (layout, error) {
 	default:
 		return l, fmt.Errorf("gateway publish = %q: allowed are \"tags\" (one message per tag, default), \"device\" (one message per device per poll), \"both\"", cfg.Gateway.Publish)
 	}
+	switch cfg.Gateway.Format {
+	case "", configs.FormatJSON:
+	case configs.FormatValue:
+		if l.perDev {
+			return l, fmt.Errorf("gateway format = \"value\" has no per-device messages: set publish = \"tags\"")
+		}
+		l.value = true
+	default:
+		return l, fmt.Errorf("gateway format = %q: allowed are \"json\" (default) and \"value\"", cfg.Gateway.Format)
+	}
 	if l.devTxt == "" {
 		l.devTxt = DefaultDeviceTopicTemplate
 	}
@@ -165,6 +179,7 @@ func (g *Gateway) build(cfg *configs.Config, old *table) (*table, error) {
 		owner[topic] = what
 		return nil
 	}
+	own := map[string]*mapping.Template{} // tags' own topics, parsed once
 	for _, dc := range cfg.Devices {
 		var d *device
 		if old != nil && old.layout.same(lay) {
@@ -181,16 +196,35 @@ func (g *Gateway) build(cfg *configs.Config, old *table) (*table, error) {
 			d = &device{
 				g: g, name: dc.Name, driver: dc.Driver, fingerprint: dc.Fingerprint, drv: drv,
 				statusTo: lay.prefix + "/" + lay.id + "/" + dc.Name + "/_status",
-				perTag:   lay.perTag, perDev: lay.perDev, retain: lay.retain,
+				perTag:   lay.perTag, perDev: lay.perDev, value: lay.value, retain: lay.retain,
 				index: map[*mapping.Spec]int{},
 			}
 			if lay.perDev {
-				d.topic = lay.devTmpl.Render(lay.prefix, lay.id, dc.Name, "")
+				var err error
+				d.topic, err = lay.devTmpl.Expand(&topic.Fields{Prefix: lay.prefix, Gateway: lay.id, Device: dc.Name, DeviceMeta: dc.Meta})
+				if err != nil {
+					return nil, fmt.Errorf("device %q: device_topic_template: %w", dc.Name, err)
+				}
 			}
 			for _, spec := range drv.Tags() {
+				// Rendered here, once per tag and config: never per sample.
+				tmpl := lay.tmpl
+				if spec.Topic != "" {
+					if tmpl = own[spec.Topic]; tmpl == nil {
+						var err error
+						if tmpl, err = mapping.ParseTemplate(spec.Topic); err != nil {
+							return nil, fmt.Errorf("device %q: tag %q: %w", dc.Name, spec.Name, err)
+						}
+						own[spec.Topic] = tmpl
+					}
+				}
+				to, err := tmpl.Expand(&topic.Fields{Prefix: lay.prefix, Gateway: lay.id, Device: dc.Name, Tag: spec.Name, TagMeta: spec.Meta, DeviceMeta: dc.Meta})
+				if err != nil {
+					return nil, fmt.Errorf("device %q: tag %q: %w", dc.Name, spec.Name, err)
+				}
 				key, _ := json.Marshal(spec.Name)
 				d.index[spec] = len(d.tags)
-				d.tags = append(d.tags, tagState{spec: spec, topic: lay.tmpl.Render(lay.prefix, lay.id, dc.Name, spec.Name), key: append(key, ':')})
+				d.tags = append(d.tags, tagState{spec: spec, topic: to, key: append(key, ':')})
 			}
 		}
 		if err := claim(d.statusTo, fmt.Sprintf("the status of device %q", d.name)); err != nil {
@@ -338,8 +372,12 @@ func (g *Gateway) Reload(ctx context.Context, cfg *configs.Config) (ReloadReport
 		}
 	}
 	stopErr := stopAll(ctx, stopping)
-	for _, name := range rep.Removed {
-		g.clearRetained(old.byName[name])
+	// What the stopped devices published where nothing will publish any
+	// more (a removed device; a topic that a template, meta or a tag's own
+	// topic moved) is cleared, so subscribers see no ghosts.
+	keep := next.topics()
+	for _, od := range stopping {
+		g.clearRetained(od, keep)
 	}
 	if next.statusTo != old.statusTo {
 		_ = g.pub.Publish(old.statusTo, []byte("offline"), true, 1)
@@ -357,21 +395,40 @@ func (g *Gateway) Reload(ctx context.Context, cfg *configs.Config) (ReloadReport
 	return rep, stopErr
 }
 
-// clearRetained removes a removed device's retained messages from the local
-// broker (an empty retained payload deletes them), so subscribers do not
-// see values of a device that no longer exists.
-func (g *Gateway) clearRetained(d *device) {
-	_ = g.pub.Publish(d.statusTo, nil, true, 0)
-	if d.topic != "" {
-		_ = g.pub.Publish(d.topic, nil, true, 0)
+// clearRetained removes a stopped device's retained messages from the
+// local broker (an empty retained payload deletes them) on the topics that
+// are not in keep, so subscribers do not see values of a device that no
+// longer exists, or on a topic that no longer carries them.
+func (g *Gateway) clearRetained(d *device, keep map[string]bool) {
+	clear := func(topic string) {
+		if topic != "" && !keep[topic] {
+			_ = g.pub.Publish(topic, nil, true, 0)
+		}
 	}
-	for _, t := range d.tags {
-		_ = g.pub.Publish(t.topic, nil, true, 0)
+	clear(d.statusTo)
+	clear(d.topic)
+	for i := range d.tags {
+		clear(d.tags[i].topic)
 	}
 }
 
+// topics is every topic the table's devices publish on.
+func (t *table) topics() map[string]bool {
+	out := map[string]bool{}
+	for _, d := range t.devices {
+		out[d.statusTo] = true
+		if d.topic != "" {
+			out[d.topic] = true
+		}
+		for i := range d.tags {
+			out[d.tags[i].topic] = true // the immutable field only: unchanged devices are running
+		}
+	}
+	return out
+}
+
 // DefaultDeviceTopicTemplate is where per-device messages go.
-const DefaultDeviceTopicTemplate = "{prefix}/{gateway}/{device}"
+const DefaultDeviceTopicTemplate = configs.DefaultDeviceTopicTemplate
 
 // batchTime is the newest read time in a batch, the "ts" of a per-device
 // message (each value keeps its own ts too).
@@ -452,7 +509,14 @@ func (d *device) Samples(_ string, samples []mapping.Sample) {
 		if !d.perTag {
 			continue
 		}
-		d.buf = mapping.AppendJSON(d.buf[:0], s)
+		if d.value {
+			var ok bool
+			if d.buf, ok = mapping.AppendValue(d.buf[:0], s); !ok {
+				continue // bad quality: the last good value stays
+			}
+		} else {
+			d.buf = mapping.AppendJSON(d.buf[:0], s)
+		}
 		if err := g.pub.Publish(t.topic, d.buf, d.retain, 0); err != nil {
 			failed++
 			continue

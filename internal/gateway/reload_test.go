@@ -106,3 +106,35 @@ func TestReloadOfLayoutRestartsEveryDevice(t *testing.T) {
 		t.Fatalf("topic after reload %q", got)
 	}
 }
+
+// TestReloadClearsTopicsThatMoved: a reload that moves a tag's topic
+// (here: its device's meta) clears the retained value on the old topic,
+// and keeps the one on a topic still in use.
+func TestReloadClearsTopicsThatMoved(t *testing.T) {
+	x := &mapping.Spec{Name: "x", Type: mapping.TypeUint16}
+	y := &mapping.Spec{Name: "y", Type: mapping.TypeUint16, Topic: "fixed/{tag}"}
+	cfg := &configs.Config{Gateway: configs.Gateway{ID: "gw1", TopicTemplate: "{meta.line}/{tag}"}, Devices: []*configs.Device{dev("a", "fa", &scripted{tags: []*mapping.Spec{x, y}})}}
+	cfg.Devices[0].Meta = map[string]string{"line": "l1"}
+	g, b := startGateway(t, cfg)
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	g.Samples("a", []mapping.Sample{{Tag: x, Value: mapping.Value{Kind: mapping.KindUint, Uint: 1}, TimeMs: 1}, {Tag: y, Value: mapping.Value{Kind: mapping.KindUint, Uint: 2}, TimeMs: 1}})
+	if _, ok := b.Retained("l1/x"); !ok {
+		t.Fatal("no retained value on l1/x")
+	}
+	next := &configs.Config{Gateway: cfg.Gateway, Devices: []*configs.Device{dev("a", "fa-2", &scripted{tags: []*mapping.Spec{x, y}})}}
+	next.Devices[0].Meta = map[string]string{"line": "l2"}
+	if _, err := g.Reload(context.Background(), next); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.Snapshot()[0].Tags[0].Topic; got != "l2/x" {
+		t.Fatalf("topic after reload %q", got)
+	}
+	if p, ok := b.Retained("l1/x"); ok {
+		t.Errorf("the old topic still serves %s", p)
+	}
+	if _, ok := b.Retained("fixed/y"); !ok {
+		t.Error("the retained value of a topic still in use was cleared")
+	}
+}
