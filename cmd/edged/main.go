@@ -128,7 +128,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	logs := newLogging(stderr)
-	cfg, err := configs.Load(*path, app.Drivers(logs.logger))
+	cfg, err := app.LoadConfig(*path, logs.logger)
 	if err != nil {
 		printConfigError(stderr, *path, err)
 		return exitConfig
@@ -172,7 +172,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	logs := newLogging(stderr)
-	cfg, err := configs.Load(*path, app.Drivers(logs.logger))
+	cfg, err := app.LoadConfig(*path, logs.logger)
 	if err != nil {
 		printConfigError(stderr, *path, err)
 		return exitConfig

@@ -49,7 +49,7 @@ func cmdWrite(args []string, stdout, stderr io.Writer) int {
 	}
 	devName, tagName, text := fs.Arg(0), fs.Arg(1), fs.Arg(2)
 	logs := newLogging(stderr)
-	cfg, err := configs.Load(*path, app.Drivers(logs.logger))
+	cfg, err := app.LoadConfig(*path, logs.logger)
 	if err != nil {
 		printConfigError(stderr, *path, err)
 		return exitConfig

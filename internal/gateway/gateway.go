@@ -116,13 +116,29 @@ func New(cfg *configs.Config, pub Publisher, log *slog.Logger) (*Gateway, error)
 }
 
 func newLayout(cfg *configs.Config) (layout, error) {
+	l, errs := parseLayout(cfg)
+	if len(errs) > 0 {
+		return l, fmt.Errorf("gateway %s: %w", errs[0].key, errs[0].err)
+	}
+	return l, nil
+}
+
+// layoutError is a problem with one key of [gateway].
+type layoutError struct {
+	key string // in [gateway]
+	err error
+}
+
+// parseLayout makes the layout of cfg and returns every problem found.
+func parseLayout(cfg *configs.Config) (layout, []layoutError) {
 	l := layout{id: cfg.Gateway.ID, prefix: cfg.Gateway.TopicPrefix, tmplText: cfg.Gateway.TopicTemplate, devTxt: cfg.Gateway.DeviceTopicTemplate}
+	var errs []layoutError
 	if l.tmplText == "" {
 		l.tmplText = mapping.DefaultTopicTemplate
 	}
 	var err error
 	if l.tmpl, err = mapping.ParseTemplate(l.tmplText); err != nil {
-		return l, fmt.Errorf("gateway topic_template: %w", err)
+		errs = append(errs, layoutError{"topic_template", err})
 	}
 	if l.prefix == "" {
 		l.prefix = "edged"
@@ -135,17 +151,53 @@ func newLayout(cfg *configs.Config) (layout, error) {
 	case "both":
 		l.perDev = true
 	default:
-		return l, fmt.Errorf("gateway publish = %q: allowed are \"tags\" (one message per tag, default), \"device\" (one message per device per poll), \"both\"", cfg.Gateway.Publish)
+		errs = append(errs, layoutError{"publish", fmt.Errorf("%q is not a publish mode: allowed are \"tags\" (one message per tag, default), \"device\" (one message per device per poll), \"both\"", cfg.Gateway.Publish)})
 	}
 	if l.devTxt == "" {
 		l.devTxt = DefaultDeviceTopicTemplate
 	}
 	if l.devTmpl, err = mapping.ParseTemplate(l.devTxt); err != nil {
-		return l, fmt.Errorf("gateway device_topic_template: %w", err)
+		errs = append(errs, layoutError{"device_topic_template", err})
 	}
 	l.retain = cfg.Broker.Retain == nil || *cfg.Broker.Retain
 	l.statusTo = l.prefix + "/" + l.id + "/status"
-	return l, nil
+	return l, errs
+}
+
+// Check is the configs.Check of what New refuses: bad topic templates or
+// publish mode, and topics that two devices or tags would share. It
+// reports every problem, each at its key, and starts nothing.
+func Check(cfg *configs.Config, r *configs.Report) {
+	lay, errs := parseLayout(cfg)
+	for _, e := range errs {
+		r.Errorf("gateway."+e.key, "%v", e.err)
+	}
+	if len(errs) > 0 {
+		return
+	}
+	owner := map[string]string{lay.statusTo: "the gateway status"}
+	claim := func(device, topic, what string) {
+		if prev, dup := owner[topic]; dup {
+			r.Device(device, configs.Errorf("name", "topic %q is used by both %s and %s: change the topic_template or a name", topic, prev, what))
+			return
+		}
+		owner[topic] = what
+	}
+	for _, dc := range cfg.Devices {
+		drv, ok := dc.Settings.(southbound.Driver)
+		if !ok {
+			continue // New says so; a driver's bug, not the installer's
+		}
+		claim(dc.Name, lay.prefix+"/"+lay.id+"/"+dc.Name+"/_status", fmt.Sprintf("the status of device %q", dc.Name))
+		if lay.perDev {
+			claim(dc.Name, lay.devTmpl.Render(lay.prefix, lay.id, dc.Name, ""), fmt.Sprintf("the per-device messages of device %q", dc.Name))
+		}
+		if lay.perTag {
+			for _, spec := range drv.Tags() {
+				claim(dc.Name, lay.tmpl.Render(lay.prefix, lay.id, dc.Name, spec.Name), fmt.Sprintf("tag %q of device %q", spec.Name, dc.Name))
+			}
+		}
+	}
 }
 
 // build makes the device table for cfg. A device of old whose name, driver
