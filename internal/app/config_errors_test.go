@@ -89,6 +89,10 @@ func TestBrokenConfigsGiveSpecificErrors(t *testing.T) {
 		{"opcua map tag with an inline tag of the same index: in the map", opcuaHead + "map = \"plc\"\n\n  [[device.tag]]\n  name = \"a\"\n  node = \"ns=2;s=A\"\n",
 			map[string]string{"plc": "[[tag]]\nname = \"b\"\nnode = \"Line1.Speed\"\n"},
 			"maps/plc.toml", 3, "tag[0].node", []string{"is not a NodeId"}},
+		{"opcua duplicate tag name: names the first by its key", opcuaHead + "\n  [[device.tag]]\n  name = \"a\"\n  node = \"ns=2;s=A\"\n\n  [[device.tag]]\n  name = \"a\"\n  node = \"ns=2;s=B\"\n",
+			nil, "", 14, "device[0].tag[1].name", []string{`"a" is also the name of tag[0] of this device`}},
+		{"modbus tag without a name: named by its key, from 0", head + tag("a", "holding", 0, "uint16") + "\n  [[device.tag]]\n  area = \"holding\"\n  address = 1\n  type = \"uint16\"\n",
+			nil, "", 15, "device[0].tag[1].name", []string{"tag[1] (holding_register 1): name is empty"}},
 		// The checks that span devices and the topic layout, located.
 		{"rtu line settings differ on one port: at the baud", rtuDev("a", 1, "baud = 9600\n") + rtuDev("b", 2, "baud = 19200\n"),
 			nil, "", 21, "device[1].baud", []string{`port /dev/ttyUSB0 is 9600 8E1 for device "a" but 19200 8E1 here`, "same baud, data_bits, parity and stop_bits"}},
