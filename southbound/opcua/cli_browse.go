@@ -61,10 +61,11 @@ func cmdBrowse(env southbound.CommandEnv, args []string, stdout, stderr io.Write
 	if *asTOML {
 		fmt.Fprintf(stdout, "# variables under %s on %s (edged browse --toml); paste into a [[device]] with driver = \"opcua\"\n", *node, endpoint)
 	}
+	var names TagNames // a device's tag names are unique
 	err := Browse(ctx, opts, func(n BrowseNode) {
 		if *asTOML {
 			if n.Class == ua.NodeClassVariable {
-				fmt.Fprintf(stdout, "\n%s", n.TOMLTag())
+				fmt.Fprintf(stdout, "\n%s", n.TOMLTagNamed(names.Name(n)))
 			}
 			return
 		}
