@@ -21,3 +21,24 @@ func TestStringNeverShowsGoNames(t *testing.T) {
 		t.Errorf("Type(0) = %q", got)
 	}
 }
+
+// TestFormatValueEveryKind: values print as an operator reads them, not as
+// a Go struct.
+func TestFormatValueEveryKind(t *testing.T) {
+	for _, c := range []struct {
+		v    Value
+		want string
+	}{
+		{Value{Kind: KindBool, Bool: true}, "true"},
+		{Value{Kind: KindInt, Int: -3}, "-3"},
+		{Value{Kind: KindUint, Uint: 7}, "7"},
+		{Value{Kind: KindFloat, Float: 3.14159}, "3.14159"},
+		{Value{Kind: KindString, Str: "AUTO"}, `"AUTO"`},
+		{Value{Kind: KindJSON, Str: `[1,2]`}, `[1,2]`},
+		{Value{}, "(no value)"},
+	} {
+		if got := FormatValue(c.v); got != c.want {
+			t.Errorf("FormatValue(%+v) = %q, want %q", c.v, got, c.want)
+		}
+	}
+}

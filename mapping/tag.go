@@ -321,8 +321,8 @@ type Sample struct {
 	Err     error // why the quality is not good; nil when good
 }
 
-// FormatValue shows a number as an operator reads it (floats with 7
-// significant digits); other kinds as fmt does.
+// FormatValue shows a value as an operator reads it: floats with 7
+// significant digits, strings quoted, JSON as it is.
 func FormatValue(v Value) string {
 	switch v.Kind {
 	case KindInt:
@@ -331,6 +331,14 @@ func FormatValue(v Value) string {
 		return strconv.FormatUint(v.Uint, 10)
 	case KindFloat:
 		return fmt.Sprintf("%.7g", v.Float)
+	case KindBool:
+		return strconv.FormatBool(v.Bool)
+	case KindString:
+		return strconv.Quote(v.Str)
+	case KindJSON:
+		return v.Str
+	case KindNone:
+		return "(no value)"
 	}
 	return fmt.Sprint(v)
 }
