@@ -191,6 +191,15 @@ func TestOneRunListsEveryError(t *testing.T) {
 		{"a tag value that does not decode, nothing it causes",
 			gw + dev("m", "[[device.tag]]\nname = \"a\"\narea = \"holding\"\naddress = \"zero\"\ntype = \"uint16\"\n"),
 			[]want{{10, "device[0].tag[0].address", "expected an integer"}}},
+		{"a duplicate device name and the same device's unit_id",
+			gw + dev("m", "[[device.tag]]\nname = \"a\"\narea = \"holding\"\naddress = 0\ntype = \"uint16\"\n") +
+				dev("m", "unit_id = 300\n[[device.tag]]\nname = \"a\"\narea = \"holding\"\naddress = 0\ntype = \"uint16\"\n"),
+			[]want{{13, "device[1].name", `"m" is already the name of device[0] (line 3)`},
+				{16, "device[1].unit_id", "unit_id = 300"}}},
+		{"a map value that does not decode and an inline tag",
+			gw + dev("m", "map = \"meter\"\n[[device.tag]]\nname = \"a\"\narea = \"coil\"\naddress = 0\ntype = \"float32\"\n"),
+			[]want{{-3, "tag[0].address", "expected an integer"},
+				{12, "device[0].tag[0].type", `type = "float32" is not allowed in area coil`}}},
 		{"a device error, the port's line settings and the topic template",
 			"[gateway]\nid = \"g\"\ntopic_template = \"{prefix}/{nope}/{tag}\"\n" +
 				dev("m", "unit_id = 300\n[[device.tag]]\nname = \"a\"\narea = \"holding\"\naddress = 0\ntype = \"uint16\"\n") +
@@ -200,10 +209,20 @@ func TestOneRunListsEveryError(t *testing.T) {
 				{8, "device[0].unit_id", "unit_id = 300"},
 				{28, "device[2].baud", `port /dev/ttyS9 is 9600 8E1 for device "r1" but 19200 8E1 here`}}},
 	}
+	// A want with a negative line is in maps/meter.toml, at line -line.
+	const meter = "[[tag]]\nname = \"v\"\naddress = \"one\"\narea = \"input\"\ntype = \"uint16\"\n"
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "edged.toml")
+			dir := t.TempDir()
+			path := filepath.Join(dir, "edged.toml")
 			if err := os.WriteFile(path, []byte(tc.cfg), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(filepath.Join(dir, "maps"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			mapPath := filepath.Join(dir, "maps", "meter.toml")
+			if err := os.WriteFile(mapPath, []byte(meter), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			_, err := LoadConfig(path, nil)
@@ -220,7 +239,11 @@ func TestOneRunListsEveryError(t *testing.T) {
 					continue
 				}
 				e := errs[i]
-				if e.File != path || e.Line != w.line || e.Key != w.key || !strings.Contains(e.Msg, w.msg) {
+				file, line := path, w.line
+				if line < 0 {
+					file, line = mapPath, -line
+				}
+				if e.File != file || e.Line != line || e.Key != w.key || !strings.Contains(e.Msg, w.msg) {
 					t.Errorf("error %d is\n  %v\nwant line %d key %s with %q", i, e, w.line, w.key, w.msg)
 				}
 			}
