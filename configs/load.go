@@ -49,13 +49,16 @@ const (
 //     not hide the next (a value nested inside an array or table reports
 //     only its first problem);
 //   - reports every key no struct takes, with the keys allowed there;
-//   - checks and defaults the common settings: see Gateway, Broker, Device.
+//   - checks and defaults the common settings: see Gateway, Broker, Device;
+//   - runs the checks given, which span devices (see Check), over the
+//     devices that loaded without error, even when other problems were
+//     found: every problem is reported in one Load.
 //
 // After Load, Config.File is path as given, Config.Dir its folder as an
 // absolute path, Gateway.DataDir and Gateway.MapsDir are absolute paths
 // (relative ones resolved against Config.Dir), and Broker.Retain is never
 // nil.
-func Load(path string, drivers Drivers) (*Config, error) {
+func Load(path string, drivers Drivers, checks ...Check) (*Config, error) {
 	dir := filepath.Dir(path)
 	if abs, err := filepath.Abs(dir); err == nil {
 		dir = abs
@@ -65,6 +68,7 @@ func Load(path string, drivers Drivers) (*Config, error) {
 		readFile: os.ReadFile,
 		listMaps: listMapsDir,
 		drivers:  drivers,
+		checks:   checks,
 	}
 	return l.load(path, dir)
 }
@@ -90,6 +94,7 @@ type loader struct {
 	readFile func(path string) ([]byte, error)
 	listMaps func(dir string) ([]string, error)
 	drivers  Drivers
+	checks   []Check
 
 	errs     Errors
 	failed   map[string]bool     // key paths (main file) whose value did not decode
@@ -214,11 +219,17 @@ func (l *loader) load(file, dir string) (*Config, error) {
 		}
 	}
 	names := map[string]int{} // device name → index
+	var clean []*checkedDevice
 	for i, prim := range devices {
-		if d := l.device(src, cfg, i, prim, names); d != nil {
+		d, c := l.device(src, cfg, i, prim, names)
+		if d != nil {
 			cfg.Devices = append(cfg.Devices, d)
 		}
+		if c != nil {
+			clean = append(clean, c)
+		}
 	}
+	l.runChecks(src, cfg, clean, l.checks)
 
 	l.checkTopics(src, cfg)
 	l.warnUnbridged(src, cfg)
@@ -438,8 +449,16 @@ func deviceSchema(settings Settings) schema {
 }
 
 // device decodes and checks device i; it returns nil if the device's driver
-// is unknown.
-func (l *loader) device(src *source, cfg *Config, i int, prim toml.Primitive, names map[string]int) *Device {
+// is unknown, and the device as the cross-device checks see it if it
+// loaded without error.
+//
+// Init runs even when some keys did not decode, so that a bad value of one
+// key does not hide the problems of the others; what Init then says about
+// a key that did not decode (or about a key of the same name at the top of
+// the table: tag[3] when tag[1].type failed) is dropped, as are its
+// problems without a key, which may come from a value that is missing only
+// because it did not decode.
+func (l *loader) device(src *source, cfg *Config, i int, prim toml.Primitive, names map[string]int) (*Device, *checkedDevice) {
 	base := keyPath{{key: "device", idx: []int{i}}}
 	key := func(k string) keyPath { return base.with(k) }
 	errsBefore := len(l.errs)
@@ -464,10 +483,10 @@ func (l *loader) device(src *source, cfg *Config, i int, prim toml.Primitive, na
 	known := sortedNames(l.drivers.Names())
 	switch {
 	case l.failed[key("driver").String()]:
-		return nil
+		return nil, nil
 	case d.Driver == "":
 		l.at(src, key("driver"), "required: say which driver talks to this device; known drivers: %s", strings.Join(known, ", "))
-		return nil
+		return nil, nil
 	}
 	settings, ok := l.drivers.New(d.Driver)
 	if !ok || settings == nil {
@@ -476,35 +495,96 @@ func (l *loader) device(src *source, cfg *Config, i int, prim toml.Primitive, na
 			msg = fmt.Sprintf("unknown driver %q; did you mean %s? known drivers: %s", d.Driver, s, strings.Join(known, ", "))
 		}
 		l.at(src, key("driver"), "%s", msg)
-		return nil
+		return nil, nil
 	}
 	d.Settings = settings
 	l.settings[i] = settings
 	l.decode(src, base, prim, settings)
 
+	tableErrs := len(l.errs)
 	var mf *mapFile
 	if d.Map != "" && !l.failed[key("map").String()] {
 		mf = l.deviceMap(src, cfg, key("map"), d)
 	}
-	if len(l.errs) == errsBefore {
-		if err := settings.Init(); err != nil {
+	mapBad := len(l.errs) > tableErrs || (d.Map != "" && mf == nil)
+	bad := l.failedUnder(base) // top-level keys of the table that did not decode
+	if l.failed[base.String()] {
+		// The table did not decode as a whole: nothing to check.
+	} else if err := settings.Init(); err != nil {
+		if len(bad) > 0 || mapBad {
+			err = dropUnsure(err, bad, mapBad)
+		}
+		if err != nil {
 			l.initError(src, base, d, mf, err)
-		} else if w, ok := settings.(Warner); ok {
-			// Located as Init's errors are, then kept apart.
-			errs := l.errs
-			l.errs = nil
-			for _, e := range w.Warnings() {
-				l.initError(src, base, d, mf, e)
-			}
-			cfg.Warnings = append(cfg.Warnings, l.errs...)
-			l.errs = errs
 		}
 	}
 	// Templates and meta are checked for every device; topics are claimed
 	// (collisions) only for devices without other errors.
 	l.topicDevs = append(l.topicDevs, topicDevice{d: d, base: base, prim: prim, mf: mf, clean: len(l.errs) == errsBefore})
 	d.Fingerprint = fingerprint(src, prim, mf)
-	return d
+	if len(l.errs) > errsBefore {
+		return d, nil
+	}
+	if w, ok := settings.(Warner); ok {
+		l.locateWarnings(src, cfg, base, d, mf, w.Warnings())
+	}
+	return d, &checkedDevice{d: d, base: base, mf: mf}
+}
+
+// locateWarnings locates warnings as Init's errors are, and puts them in
+// cfg.Warnings.
+func (l *loader) locateWarnings(src *source, cfg *Config, base keyPath, d *Device, mf *mapFile, warnings []error) {
+	errs := l.errs
+	l.errs = nil
+	for _, e := range warnings {
+		l.initError(src, base, d, mf, e)
+	}
+	cfg.Warnings = append(cfg.Warnings, l.errs...)
+	l.errs = errs
+}
+
+// failedUnder returns the first keys below base (without indexes) of the
+// values that did not decode: "tag" for device[0].tag[1].type.
+func (l *loader) failedUnder(base keyPath) map[string]bool {
+	prefix := base.String() + "."
+	var bad map[string]bool
+	for k := range l.failed {
+		rest, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			continue
+		}
+		if i := strings.IndexAny(rest, ".["); i >= 0 {
+			rest = rest[:i]
+		}
+		if bad == nil {
+			bad = map[string]bool{}
+		}
+		bad[rest] = true
+	}
+	return bad
+}
+
+// dropUnsure removes from Init's err what may only be a consequence of
+// values that did not decode: problems of the keys bad (at the top of the
+// device table) or below them, problems without a key and, when the map
+// file had problems, every problem in the map.
+func dropUnsure(err error, bad map[string]bool, mapBad bool) error {
+	var kept []error
+	for _, e := range leafErrors(err) {
+		var ce *Error
+		if !errors.As(e, &ce) || ce.File != "" || ce.Key == "" || (ce.InMap && mapBad) {
+			continue
+		}
+		first := ce.Key
+		if i := strings.IndexAny(first, ".["); i >= 0 {
+			first = first[:i]
+		}
+		if !ce.InMap && bad[first] {
+			continue
+		}
+		kept = append(kept, e)
+	}
+	return errors.Join(kept...)
 }
 
 // fingerprint identifies what a device was configured from: its table as

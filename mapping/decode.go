@@ -49,7 +49,7 @@ func (s *Spec) checkIdentity(typeRequired bool) error {
 		return keyErr("type", "type is missing: allowed are %s", TypeNames)
 	}
 	if s.Type > TypeString {
-		return keyErr("type", "type %s is unknown: allowed are %s", s.Type, TypeNames)
+		return keyErr("type", "%s: allowed are %s", s.Type, TypeNames)
 	}
 	return nil
 }
@@ -57,7 +57,7 @@ func (s *Spec) checkIdentity(typeRequired bool) error {
 // checkLayout checks where a value sits in registers.
 func (s *Spec) checkLayout() error {
 	if s.Order > OrderDCBA {
-		return keyErr("order", "order %s is unknown: allowed are %s", s.Order, OrderNames)
+		return keyErr("order", "%s: allowed are %s", s.Order, OrderNames)
 	}
 	if s.Type == TypeString {
 		if s.Length <= 0 || s.Length > 125 {
@@ -102,7 +102,7 @@ func (s *Spec) checkValue() error {
 		}
 	}
 	if s.NaN > NaNDrop {
-		return keyErr("nan", "nan = %s is unknown: allowed are %s", s.NaN, NaNNames)
+		return keyErr("nan", "%s: allowed are %s", s.NaN, NaNNames)
 	}
 	if s.NaN != NaNString && (s.Type == TypeBool || s.Type == TypeString) {
 		return keyErr("nan", "nan is only for numbers (int16 … float64), this tag is %s", s.Type)

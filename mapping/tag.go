@@ -37,6 +37,16 @@ var typeNames = [...]string{
 	TypeFloat64: "float64", TypeString: "string",
 }
 
+// unknownName is what String says of a value that is not set (0, for the
+// types whose zero means so) or not one of the names: messages show
+// installers what they wrote, never a Go name like Type(0).
+func unknownName(what string, v uint8) string {
+	if v == 0 {
+		return "(no " + what + ")"
+	}
+	return fmt.Sprintf("(unknown %s %d)", what, v)
+}
+
 // TypeNames lists the allowed spellings, for error messages and docs.
 const TypeNames = "bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string"
 
@@ -44,7 +54,7 @@ func (t Type) String() string {
 	if int(t) < len(typeNames) && typeNames[t] != "" {
 		return typeNames[t]
 	}
-	return fmt.Sprintf("Type(%d)", uint8(t))
+	return unknownName("type", uint8(t))
 }
 
 // UnmarshalText implements encoding.TextUnmarshaler.
@@ -97,7 +107,7 @@ func (o Order) String() string {
 	if int(o) < len(orderNames) {
 		return orderNames[o]
 	}
-	return fmt.Sprintf("Order(%d)", uint8(o))
+	return unknownName("order", uint8(o))
 }
 
 // UnmarshalText implements encoding.TextUnmarshaler.
@@ -134,7 +144,7 @@ func (p NaNPolicy) String() string {
 	if int(p) < len(nanNames) {
 		return nanNames[p]
 	}
-	return fmt.Sprintf("NaNPolicy(%d)", uint8(p))
+	return unknownName("nan", uint8(p))
 }
 
 // UnmarshalText implements encoding.TextUnmarshaler.
@@ -195,7 +205,7 @@ func (k Kind) String() string {
 	if int(k) < len(kindNames) {
 		return kindNames[k]
 	}
-	return fmt.Sprintf("Kind(%d)", uint8(k))
+	return unknownName("kind", uint8(k))
 }
 
 // Value is one typed tag value. Only the field named by Kind is meaningful.
@@ -318,8 +328,8 @@ type Sample struct {
 	Err     error // why the quality is not good; nil when good
 }
 
-// FormatValue shows a number as an operator reads it (floats with 7
-// significant digits); other kinds as fmt does.
+// FormatValue shows a value as an operator reads it: floats with 7
+// significant digits, strings quoted, JSON as it is.
 func FormatValue(v Value) string {
 	switch v.Kind {
 	case KindInt:
@@ -328,6 +338,14 @@ func FormatValue(v Value) string {
 		return strconv.FormatUint(v.Uint, 10)
 	case KindFloat:
 		return fmt.Sprintf("%.7g", v.Float)
+	case KindBool:
+		return strconv.FormatBool(v.Bool)
+	case KindString:
+		return strconv.Quote(v.Str)
+	case KindJSON:
+		return v.Str
+	case KindNone:
+		return "(no value)"
 	}
 	return fmt.Sprint(v)
 }

@@ -18,7 +18,7 @@ func protocolCommands() []command {
 			logs := newLogging(stderr)
 			env := southbound.CommandEnv{Logger: logs.logger, DefaultConfig: defaultConfig,
 				LoadConfig: func(path string) (*configs.Config, int) {
-					cfg, err := configs.Load(path, app.Drivers(logs.logger))
+					cfg, err := app.LoadConfig(path, logs.logger)
 					if err != nil {
 						printConfigError(stderr, path, err)
 						return nil, exitConfig

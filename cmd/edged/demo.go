@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/app"
 )
 
@@ -110,7 +109,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		log.Error("write demo config", "err", err)
 		return exitFailure
 	}
-	cfg, err := configs.Load(cfgPath, app.Drivers(log))
+	cfg, err := app.LoadConfig(cfgPath, log)
 	if err != nil {
 		printConfigError(stderr, cfgPath, err)
 		return exitConfig

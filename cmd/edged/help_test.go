@@ -25,6 +25,23 @@ func TestCommandHelp(t *testing.T) {
 			}
 		}
 	}
+	// Each flag says its default once (the flag package adds
+	// "(default …)"), and a description never starts with arguments.
+	for _, c := range allCommands() {
+		_, out, _ := runCLI(c.name, "--help")
+		_, flags, _ := strings.Cut(out, "\nFlags:\n")
+		for _, entry := range strings.Split(flags, "\n  -") {
+			if n := strings.Count(entry, "default"); n > 1 {
+				t.Errorf("edged %s --help: the default is shown %d times: -%s", c.name, n, entry)
+			}
+		}
+		if _, desc := splitSummary(c.summary); strings.HasPrefix(desc, "[") || strings.HasPrefix(desc, "-") {
+			t.Errorf("edged %s: description %q starts with arguments (separate them by two spaces)", c.name, desc)
+		}
+	}
+	if _, out, _ := runCLI("passwd", "--help"); !strings.Contains(out, "Usage: edged passwd [-cost N]\n") {
+		t.Errorf("passwd --help usage:\n%s", out)
+	}
 	if _, out, _ := runCLI("ports", "--help"); !strings.Contains(out, "list serial ports") {
 		t.Errorf("ports --help does not describe the command:\n%s", out)
 	}

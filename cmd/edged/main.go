@@ -128,13 +128,15 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	logs := newLogging(stderr)
-	cfg, err := configs.Load(*path, app.Drivers(logs.logger))
+	cfg, err := app.LoadConfig(*path, logs.logger)
 	if err != nil {
 		printConfigError(stderr, *path, err)
 		return exitConfig
 	}
 	if err := app.Check(cfg); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
+		// LoadConfig ran the same checks, located: only a driver's own
+		// mistake gets here.
+		printConfigError(stderr, *path, err)
 		return exitConfig
 	}
 	tags := 0
@@ -162,7 +164,23 @@ func printConfigError(w io.Writer, path string, err error) {
 		}
 		return
 	}
-	fmt.Fprintf(w, "%s: %v\n", path, err)
+	leaves := leafErrors(err)
+	fmt.Fprintf(w, "%s: %d error(s):\n", path, len(leaves))
+	for _, e := range leaves {
+		fmt.Fprintf(w, "  %v\n", e)
+	}
+}
+
+// leafErrors flattens errors.Join.
+func leafErrors(err error) []error {
+	if u, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range u.Unwrap() {
+			out = append(out, leafErrors(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
@@ -172,7 +190,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	logs := newLogging(stderr)
-	cfg, err := configs.Load(*path, app.Drivers(logs.logger))
+	cfg, err := app.LoadConfig(*path, logs.logger)
 	if err != nil {
 		printConfigError(stderr, *path, err)
 		return exitConfig

@@ -286,10 +286,14 @@ func keys(m map[string]map[string]any) []string {
 	return out
 }
 
+// TestValidateRefusesMismatchedSerialBus: the port's line settings and
+// unit IDs are checked in the same run as everything else (here an
+// unknown key), under the error-count header, each at its file:line.
 func TestValidateRefusesMismatchedSerialBus(t *testing.T) {
 	dir := t.TempDir()
 	cfg := `[gateway]
 id = "gw"
+log_levle = "info"
 [[device]]
 name = "a"
 driver = "modbus-rtu"
@@ -313,8 +317,18 @@ baud = 19200
 `
 	path := writeConfig(t, dir, cfg)
 	code, _, errOut := runCLI("validate", "-c", path)
-	if code != exitConfig || !strings.Contains(errOut, "all devices on one port must have the same baud") || !strings.Contains(errOut, "unit_id 1 on port /dev/ttyUSB0 is already device") {
-		t.Fatalf("exit %d, stderr:\n%s", code, errOut)
+	if code != exitConfig {
+		t.Errorf("exit %d, want %d", code, exitConfig)
+	}
+	for _, w := range []string{
+		path + ": 3 error(s):\n",
+		path + ":3: gateway.log_levle: unknown key",
+		path + ":14: device[1].unit_id: device \"b\": unit_id 1 on port /dev/ttyUSB0 is already device \"a\"",
+		path + ":18: device[1].baud: device \"b\": port /dev/ttyUSB0 is 9600 8E1 for device \"a\" but 19200 8E1 here: all devices on one port must have the same baud",
+	} {
+		if !strings.Contains(errOut, w) {
+			t.Errorf("stderr lacks %q:\n%s", w, errOut)
+		}
 	}
 }
 

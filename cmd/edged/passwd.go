@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register(command{"passwd", "[-cost N] print a password hash for a [[broker.user]] (reads the password from the terminal or stdin)", cmdPasswd})
+	register(command{"passwd", "[-cost N]  print a password hash for a [[broker.user]] (reads the password from the terminal or stdin)", cmdPasswd})
 }
 
 // stdinFile is where passwd reads from (a variable for tests).

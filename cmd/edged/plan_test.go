@@ -235,3 +235,42 @@ poll_interval = %q
 		t.Errorf("after a restart the first poll sent %d requests, want the 3 learned reads", n)
 	}
 }
+
+// TestPlanLivePrintsValuesAndSavesThePlan: `edged plan --live` prints the
+// values it read (as `telegraf --test` does), saves what the device taught
+// the planner where `edged run` saves it, and starts from that plan the
+// next time: its first poll then sends only the learned reads.
+func TestPlanLivePrintsValuesAndSavesThePlan(t *testing.T) {
+	sim := startSim(t)
+	sim.Reject(modbussim.Holding, 5, 6) // b is a hole
+	sim.SetHolding(0, 42)
+	sim.SetHolding(10, 7)
+	sim.SetCoil(3, true)
+	path := writeDevices(t, fmt.Sprintf(`
+[[device]]
+name = "plc"
+driver = "modbus-tcp"
+address = %q
+poll_interval = "50ms"
+%s`, sim.Addr(), planTags))
+	saved := filepath.Join(filepath.Dir(path), "data", "modbus", "plc.plan.json")
+	code, out, errOut := runCLI("plan", "-c", path, "--live")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, re := range []string{
+		`values read \(last poll\):`, `\n    a += 42\n`, `\n    b +\(bad: .*exception 02`, `\n    c += 7\n`, `\n    run += true\n`,
+		`saved learned plan: ` + regexp.QuoteMeta(saved) + `, used at start: 3 request\(s\) per poll, 1 unreadable tag\(s\)`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("plan --live output lacks %s:\n%s", re, out)
+		}
+	}
+	before := sim.Requests()
+	if code, out, errOut := runCLI("plan", "-c", path, "--live"); code != exitOK || !strings.Contains(out, "a    = 42") {
+		t.Fatalf("second --live: exit %d: %s%s", code, out, errOut)
+	}
+	if n := sim.Requests() - before; n != 3 {
+		t.Errorf("the second --live sent %d requests, want the 3 learned reads of one poll", n)
+	}
+}

@@ -26,8 +26,9 @@ func init() {
 // control socket; only when no daemon answers there does it open the
 // device itself (and then waits for it to come online first). Exit codes:
 // 0 written and read back; 1 no answer (the daemon went away mid-write, a
-// socket or device problem) or written but not read back; 2 refused or
-// failed with a reason (and bad command lines); 3 invalid config.
+// socket problem) or written but not read back; 2 refused or failed with a
+// reason, whatever the reason (device_offline and timeout too), and bad
+// command lines; 3 invalid config.
 func cmdWrite(args []string, stdout, stderr io.Writer) int {
 	stderr = &lockedWriter{w: stderr}
 	fs := newFlags("write", stderr)
@@ -49,7 +50,7 @@ func cmdWrite(args []string, stdout, stderr io.Writer) int {
 	}
 	devName, tagName, text := fs.Arg(0), fs.Arg(1), fs.Arg(2)
 	logs := newLogging(stderr)
-	cfg, err := configs.Load(*path, app.Drivers(logs.logger))
+	cfg, err := app.LoadConfig(*path, logs.logger)
 	if err != nil {
 		printConfigError(stderr, *path, err)
 		return exitConfig

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -420,5 +421,67 @@ poll_interval = "50ms"
 	}
 	if l := auditLines(t, data); len(l) != 1 || l[0].Result != "failed" || l[0].Reason != door.DeviceRefused {
 		t.Fatalf("audit %+v", l)
+	}
+}
+
+// TestRefusedWriteExits2: a write refused or failed with a reason exits 2
+// whatever the reason (the README's exit codes), and says the reason.
+func TestRefusedWriteExits2(t *testing.T) {
+	sim := startSim(t)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close() // nothing answers there
+	cfg := func(writes, addr string) string {
+		return writeConfig(t, t.TempDir(), fmt.Sprintf(`[gateway]
+id = "gw"
+data_dir = %q
+%s
+[[device]]
+name = "plc"
+driver = "modbus-tcp"
+address = %q
+poll_interval = "50ms"
+timeout = "200ms"
+retries = 0
+  [[device.tag]]
+  name = "sp"
+  area = "holding"
+  address = 5
+  type = "uint16"
+  writable = true
+  max = 90
+  [[device.tag]]
+  name = "ro"
+  area = "holding"
+  address = 6
+  type = "uint16"
+`, shortDir(t), writes, addr))
+	}
+	for _, c := range []struct {
+		name         string
+		path         string
+		device, tag  string
+		value, wants string
+	}{
+		{"no such device", cfg("", sim.Addr()), "nope", "sp", "1", "not_writable"},
+		{"no such tag", cfg("", sim.Addr()), "plc", "nope", "1", "not_writable"},
+		{"not writable", cfg("", sim.Addr()), "plc", "ro", "1", "not_writable"},
+		{"not a number", cfg("", sim.Addr()), "plc", "sp", "high", "bad_payload"},
+		{"above max", cfg("", sim.Addr()), "plc", "sp", "91", "out_of_range"},
+		{"writes off", cfg("writes = false", sim.Addr()), "plc", "sp", "1", "denied"},
+		{"device offline", cfg("", deadAddr), "plc", "sp", "1", "device_offline"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, errOut := runCLI("write", "-timeout", "3s", "-c", c.path, c.device, c.tag, c.value)
+			if code != exitUsage || !strings.Contains(errOut, "("+c.wants+")") {
+				t.Errorf("exit %d, want %d with %s\nstdout: %s\nstderr: %s", code, exitUsage, c.wants, out, errOut)
+			}
+		})
+	}
+	if sim.Writes() != 0 {
+		t.Errorf("%d writes reached the device", sim.Writes())
 	}
 }

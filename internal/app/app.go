@@ -205,7 +205,7 @@ func (r *Runtime) Stop() error {
 // broker's listener, the metrics endpoint) are kept, with a warning.
 func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Config) (next *configs.Config, rep gateway.ReloadReport, err error) {
 	defer func() { r.console.reloaded(path, next, rep, err) }()
-	cfg, err := configs.Load(path, Drivers(r.log))
+	cfg, err := LoadConfig(path, r.log)
 	if err != nil {
 		return nil, gateway.ReloadReport{}, err
 	}
@@ -240,21 +240,42 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 	return cfg, rep, nil
 }
 
-// Check runs the checks that span devices, beyond what loading a config
-// does: topic collisions between devices, and serial ports whose devices
-// disagree on line settings or share a unit ID. edged validate and Start
-// both run it.
-func Check(cfg *configs.Config) error {
-	if _, err := gateway.New(cfg, discard{}, nil); err != nil {
-		return err
-	}
+// Checks are the checks that span devices (the topic layout is checked by
+// configs itself), run by
+// LoadConfig as part of loading (configs.Check): one `edged validate`
+// lists their problems with the others, each at its file:line.
+var Checks = []configs.Check{checkLanes}
+
+// LoadConfig loads the config at path with every driver and Checks.
+func LoadConfig(path string, log *slog.Logger) (*configs.Config, error) {
+	return configs.Load(path, Drivers(log), Checks...)
+}
+
+// checkLanes is host.Check as a configs.Check: serial ports whose devices
+// disagree on line settings or share a unit ID.
+func checkLanes(cfg *configs.Config, r *configs.Report) {
+	r.Add(host.Check(deviceDrivers(cfg)))
+}
+
+func deviceDrivers(cfg *configs.Config) []southbound.Driver {
 	drivers := make([]southbound.Driver, 0, len(cfg.Devices))
 	for _, d := range cfg.Devices {
 		if drv, ok := d.Settings.(southbound.Driver); ok {
 			drivers = append(drivers, drv)
 		}
 	}
-	return host.Check(drivers)
+	return drivers
+}
+
+// Check runs the checks that span devices, beyond what loading a config
+// does: topic collisions between devices, and serial ports whose devices
+// disagree on line settings or share a unit ID. edged validate and Start
+// both run it (LoadConfig runs the same checks as Checks, located).
+func Check(cfg *configs.Config) error {
+	if _, err := gateway.New(cfg, discard{}, nil); err != nil {
+		return err
+	}
+	return host.Check(deviceDrivers(cfg))
 }
 
 type discard struct{}

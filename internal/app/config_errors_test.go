@@ -25,6 +25,16 @@ func TestBrokenConfigsGiveSpecificErrors(t *testing.T) {
 	mapTag := func(name, area string, addr int, typ string) string {
 		return "[[tag]]\nname = \"" + name + "\"\narea = \"" + area + "\"\naddress = " + strconv.Itoa(addr) + "\ntype = \"" + typ + "\"\n"
 	}
+	// rtuDev is an RTU device on /dev/ttyUSB0: a [[device]] line and 4
+	// keys, extra (one line or none), a tag (6 lines); the first, "a",
+	// comes after a 3-line [gateway] and starts at line 4.
+	rtuDev := func(name string, unit int, extra string) string {
+		d := "[[device]]\nname = \"" + name + "\"\ndriver = \"modbus-rtu\"\nport = \"/dev/ttyUSB0\"\nunit_id = " + strconv.Itoa(unit) + "\n" + extra + tag("x", "holding", 0, "uint16")
+		if name == "a" {
+			return "[gateway]\nid = \"g\"\n\n" + d
+		}
+		return d
+	}
 	const opcuaHead = "[gateway]\nid = \"g\"\n\n[[device]]\nname = \"u\"\ndriver = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:4840\"\n"
 	cases := []struct {
 		name   string
@@ -90,6 +100,25 @@ func TestBrokenConfigsGiveSpecificErrors(t *testing.T) {
 			"maps/pm.toml", 6, "tag[0].topic", []string{`tag "v"`, "contains #"}},
 		{"value format with per-device messages: at format", strings.Replace(head, "\n\n", "\npublish = \"device\"\nformat = \"value\"\n", 1) + tag("a", "holding", 0, "uint16"),
 			nil, "", 4, "gateway.format", []string{`format = "value"`, `set publish = "tags"`}},
+		{"opcua duplicate tag name: names the first by its key", opcuaHead + "\n  [[device.tag]]\n  name = \"a\"\n  node = \"ns=2;s=A\"\n\n  [[device.tag]]\n  name = \"a\"\n  node = \"ns=2;s=B\"\n",
+			nil, "", 14, "device[0].tag[1].name", []string{`"a" is also the name of tag[0] of this device`}},
+		{"modbus tag without a name: named by its key, from 0", head + tag("a", "holding", 0, "uint16") + "\n  [[device.tag]]\n  area = \"holding\"\n  address = 1\n  type = \"uint16\"\n",
+			nil, "", 15, "device[0].tag[1].name", []string{"tag[1] (holding_register 1): name is empty"}},
+		// The checks that span devices and the topic layout, located.
+		{"rtu line settings differ on one port: at the baud", rtuDev("a", 1, "baud = 9600\n") + rtuDev("b", 2, "baud = 19200\n"),
+			nil, "", 21, "device[1].baud", []string{`port /dev/ttyUSB0 is 9600 8E1 for device "a" but 19200 8E1 here`, "same baud, data_bits, parity and stop_bits"}},
+		{"rtu parity differs, not written: at the device", rtuDev("a", 1, "parity = \"none\"\n") + rtuDev("b", 2, ""),
+			nil, "", 16, "device[1].parity", []string{"9600 8N1 for device \"a\" but 9600 8E1 here"}},
+		{"rtu unit_id shared on one port: at the unit_id", rtuDev("a", 7, "") + rtuDev("b", 7, ""),
+			nil, "", 19, "device[1].unit_id", []string{`unit_id 7 on port /dev/ttyUSB0 is already device "a"`}},
+		{"unknown placeholder in topic_template: at its line", "[gateway]\nid = \"g\"\ntopic_template = \"{prefix}/{dev}/{tag}\"\n" + head[len("[gateway]\nid = \"g\"\n"):] + tag("a", "holding", 0, "uint16"),
+			nil, "", 3, "gateway.topic_template", []string{"unknown placeholder {dev}", "{prefix}, {gateway}, {device}, {tag}"}},
+		{"unknown publish: at its line", "[gateway]\nid = \"g\"\npublish = \"all\"\n" + head[len("[gateway]\nid = \"g\"\n"):] + tag("a", "holding", 0, "uint16"),
+			nil, "", 3, "gateway.publish", []string{`"all" is not a publish mode`, `"tags"`, `"device"`, `"both"`}},
+		{"two devices on one topic: at the second device's name", "[gateway]\nid = \"g\"\ntopic_template = \"{prefix}/{gateway}/{tag}\"\n" +
+			"[[device]]\nname = \"m\"\ndriver = \"modbus-tcp\"\naddress = \"127.0.0.1\"\n" + tag("t", "holding", 0, "uint16") +
+			"[[device]]\nname = \"n\"\ndriver = \"modbus-tcp\"\naddress = \"127.0.0.1\"\n" + tag("t", "holding", 0, "uint16"),
+			nil, "", 19, "device[1].tag[0]", []string{`topic "edged/g/t" of tag "t" of device "n" is already the topic of tag "t" of device "m"`, "edged.toml:9)"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,7 +141,7 @@ func TestBrokenConfigsGiveSpecificErrors(t *testing.T) {
 			if tc.file != "" {
 				wantFile = filepath.Join(dir, tc.file)
 			}
-			_, err := configs.Load(path, Drivers(nil))
+			_, err := LoadConfig(path, nil)
 			var errs configs.Errors
 			if !errors.As(err, &errs) || len(errs) == 0 {
 				t.Fatalf("Load = %v, want configs.Errors", err)
@@ -129,6 +158,104 @@ func TestBrokenConfigsGiveSpecificErrors(t *testing.T) {
 			for _, w := range tc.wanted {
 				if !strings.Contains(strings.ToLower(e.Msg), strings.ToLower(w)) {
 					t.Errorf("message %q lacks %q", e.Msg, w)
+				}
+			}
+		})
+	}
+}
+
+// TestOneRunListsEveryError: one load reports every problem of a config,
+// each at its line: a value that does not decode hides neither the
+// device's other problems nor its tags', a device-level problem hides no
+// tag's, and the checks that span devices and the topic layout come in the
+// same run as the rest. What only follows from a value that did not decode
+// is not reported a second time.
+func TestOneRunListsEveryError(t *testing.T) {
+	type want struct {
+		line int
+		key  string
+		msg  string
+	}
+	const gw = "[gateway]\nid = \"g\"\n"
+	// dev is a modbus-tcp device at 127.0.0.1, 4 lines, then extra.
+	dev := func(name, extra string) string {
+		return "[[device]]\nname = \"" + name + "\"\ndriver = \"modbus-tcp\"\naddress = \"127.0.0.1\"\n" + extra
+	}
+	cases := []struct {
+		name string
+		cfg  string
+		want []want
+	}{
+		{"unit_id with a bad order and a bad duration",
+			gw + dev("m", "unit_id = 300\npoll_interval = \"fast\"\n[[device.tag]]\nname = \"a\"\narea = \"holding\"\naddress = 0\ntype = \"float32\"\norder = \"XYZW\"\n"),
+			[]want{{7, "device[0].unit_id", "unit_id = 300: allowed are 0..255"},
+				{8, "device[0].poll_interval", `invalid duration "fast"`},
+				{14, "device[0].tag[0].order", `unknown order "XYZW"`}}},
+		{"a unit_id that does not decode and a tag overlap",
+			gw + dev("m", "unit_id = \"one\"\n[[device.tag]]\nname = \"a\"\narea = \"holding\"\naddress = 0\ntype = \"float32\"\n[[device.tag]]\nname = \"b\"\narea = \"holding\"\naddress = 1\ntype = \"uint16\"\n"),
+			[]want{{7, "device[0].unit_id", "expected an integer"},
+				{16, "device[0].tag[1].address", `tag "b" (holding_register 1..1) overlaps tag "a"`}}},
+		{"a device setting and a tag",
+			gw + dev("m", "max_registers = 300\n[[device.tag]]\nname = \"a\"\narea = \"coil\"\naddress = 0\ntype = \"float32\"\n"),
+			[]want{{7, "device[0].max_registers", "max_registers = 300"},
+				{12, "device[0].tag[0].type", `type = "float32" is not allowed in area coil`}}},
+		{"a tag value that does not decode, nothing it causes",
+			gw + dev("m", "[[device.tag]]\nname = \"a\"\narea = \"holding\"\naddress = \"zero\"\ntype = \"uint16\"\n"),
+			[]want{{10, "device[0].tag[0].address", "expected an integer"}}},
+		{"a duplicate device name and the same device's unit_id",
+			gw + dev("m", "[[device.tag]]\nname = \"a\"\narea = \"holding\"\naddress = 0\ntype = \"uint16\"\n") +
+				dev("m", "unit_id = 300\n[[device.tag]]\nname = \"a\"\narea = \"holding\"\naddress = 0\ntype = \"uint16\"\n"),
+			[]want{{13, "device[1].name", `"m" is already the name of device[0] (line 3)`},
+				{16, "device[1].unit_id", "unit_id = 300"}}},
+		{"a map value that does not decode and an inline tag",
+			gw + dev("m", "map = \"meter\"\n[[device.tag]]\nname = \"a\"\narea = \"coil\"\naddress = 0\ntype = \"float32\"\n"),
+			[]want{{-3, "tag[0].address", "expected an integer"},
+				{12, "device[0].tag[0].type", `type = "float32" is not allowed in area coil`}}},
+		{"a device error, the port's line settings and the topic template",
+			"[gateway]\nid = \"g\"\ntopic_template = \"{prefix}/{nope}/{tag}\"\n" +
+				dev("m", "unit_id = 300\n[[device.tag]]\nname = \"a\"\narea = \"holding\"\naddress = 0\ntype = \"uint16\"\n") +
+				"[[device]]\nname = \"r1\"\ndriver = \"modbus-rtu\"\nport = \"/dev/ttyS9\"\nbaud = 9600\n[[device.tag]]\nname = \"x\"\narea = \"holding\"\naddress = 0\ntype = \"uint16\"\n" +
+				"[[device]]\nname = \"r2\"\ndriver = \"modbus-rtu\"\nport = \"/dev/ttyS9\"\nbaud = 19200\nunit_id = 2\n[[device.tag]]\nname = \"x\"\narea = \"holding\"\naddress = 0\ntype = \"uint16\"\n",
+			[]want{{3, "gateway.topic_template", "unknown placeholder {nope}"},
+				{8, "device[0].unit_id", "unit_id = 300"},
+				{28, "device[2].baud", `port /dev/ttyS9 is 9600 8E1 for device "r1" but 19200 8E1 here`}}},
+	}
+	// A want with a negative line is in maps/meter.toml, at line -line.
+	const meter = "[[tag]]\nname = \"v\"\naddress = \"one\"\narea = \"input\"\ntype = \"uint16\"\n"
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "edged.toml")
+			if err := os.WriteFile(path, []byte(tc.cfg), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(filepath.Join(dir, "maps"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			mapPath := filepath.Join(dir, "maps", "meter.toml")
+			if err := os.WriteFile(mapPath, []byte(meter), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfig(path, nil)
+			var errs configs.Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("Load = %v, want configs.Errors", err)
+			}
+			if len(errs) != len(tc.want) {
+				t.Errorf("%d errors, want %d:\n%v", len(errs), len(tc.want), err)
+			}
+			for i, w := range tc.want {
+				if i >= len(errs) {
+					t.Errorf("missing: line %d %s: %s", w.line, w.key, w.msg)
+					continue
+				}
+				e := errs[i]
+				file, line := path, w.line
+				if line < 0 {
+					file, line = mapPath, -line
+				}
+				if e.File != file || e.Line != line || e.Key != w.key || !strings.Contains(e.Msg, w.msg) {
+					t.Errorf("error %d is\n  %v\nwant line %d key %s with %q", i, e, w.line, w.key, w.msg)
 				}
 			}
 		})

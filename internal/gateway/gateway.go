@@ -120,13 +120,29 @@ func New(cfg *configs.Config, pub Publisher, log *slog.Logger) (*Gateway, error)
 }
 
 func newLayout(cfg *configs.Config) (layout, error) {
+	l, errs := parseLayout(cfg)
+	if len(errs) > 0 {
+		return l, fmt.Errorf("gateway %s: %w", errs[0].key, errs[0].err)
+	}
+	return l, nil
+}
+
+// layoutError is a problem with one key of [gateway].
+type layoutError struct {
+	key string // in [gateway]
+	err error
+}
+
+// parseLayout makes the layout of cfg and returns every problem found.
+func parseLayout(cfg *configs.Config) (layout, []layoutError) {
 	l := layout{id: cfg.Gateway.ID, prefix: cfg.Gateway.TopicPrefix, tmplText: cfg.Gateway.TopicTemplate, devTxt: cfg.Gateway.DeviceTopicTemplate}
+	var errs []layoutError
 	if l.tmplText == "" {
 		l.tmplText = mapping.DefaultTopicTemplate
 	}
 	var err error
 	if l.tmpl, err = mapping.ParseTemplate(l.tmplText); err != nil {
-		return l, fmt.Errorf("gateway topic_template: %w", err)
+		errs = append(errs, layoutError{"topic_template", err})
 	}
 	if l.prefix == "" {
 		l.prefix = "edged"
@@ -139,27 +155,27 @@ func newLayout(cfg *configs.Config) (layout, error) {
 	case "both":
 		l.perDev = true
 	default:
-		return l, fmt.Errorf("gateway publish = %q: allowed are \"tags\" (one message per tag, default), \"device\" (one message per device per poll), \"both\"", cfg.Gateway.Publish)
+		errs = append(errs, layoutError{"publish", fmt.Errorf("%q is not a publish mode: allowed are \"tags\" (one message per tag, default), \"device\" (one message per device per poll), \"both\"", cfg.Gateway.Publish)})
 	}
 	switch cfg.Gateway.Format {
 	case "", configs.FormatJSON:
 	case configs.FormatValue:
 		if l.perDev {
-			return l, fmt.Errorf("gateway format = \"value\" has no per-device messages: set publish = \"tags\"")
+			errs = append(errs, layoutError{"format", fmt.Errorf("format = \"value\" has no per-device messages: set publish = \"tags\"")})
 		}
 		l.value = true
 	default:
-		return l, fmt.Errorf("gateway format = %q: allowed are \"json\" (default) and \"value\"", cfg.Gateway.Format)
+		errs = append(errs, layoutError{"format", fmt.Errorf("format = %q is not allowed: use \"json\" (default) or \"value\"", cfg.Gateway.Format)})
 	}
 	if l.devTxt == "" {
 		l.devTxt = DefaultDeviceTopicTemplate
 	}
 	if l.devTmpl, err = mapping.ParseTemplate(l.devTxt); err != nil {
-		return l, fmt.Errorf("gateway device_topic_template: %w", err)
+		errs = append(errs, layoutError{"device_topic_template", err})
 	}
 	l.retain = cfg.Broker.Retain == nil || *cfg.Broker.Retain
 	l.statusTo = l.prefix + "/" + l.id + "/status"
-	return l, nil
+	return l, errs
 }
 
 // build makes the device table for cfg. A device of old whose name, driver

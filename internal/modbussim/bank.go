@@ -31,7 +31,10 @@ func (a Area) String() string {
 	case Holding:
 		return "holding"
 	}
-	return fmt.Sprintf("Area(%d)", uint8(a))
+	if a == 0 {
+		return "(no area)"
+	}
+	return fmt.Sprintf("(unknown area %d)", uint8(a))
 }
 
 // BankSize is the number of entries in each area.

@@ -33,7 +33,10 @@ func (a Area) String() string {
 	if a.valid() {
 		return areaNames[a].long
 	}
-	return fmt.Sprintf("Area(%d)", uint8(a))
+	if a == 0 {
+		return "(no area)"
+	}
+	return fmt.Sprintf("(unknown area %d)", uint8(a))
 }
 
 // short is the name used in messages about requests, e.g. "read holding 0+10".

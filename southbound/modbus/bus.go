@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/southbound"
 	"github.com/edged-gw/edged/southbound/host"
 	"github.com/edged-gw/edged/southbound/serial"
@@ -98,9 +99,23 @@ func BusStats(h *host.Host) []BusStat {
 // CheckLanes implements host.LaneChecker (see CheckBuses).
 func (r *RTU) CheckLanes(all []southbound.Driver) error { return CheckBuses(all) }
 
+// modeKey names the first line setting in which a and b differ.
+func modeKey(a, b serial.Mode) string {
+	switch {
+	case a.Baud != b.Baud:
+		return "baud"
+	case a.DataBits != b.DataBits:
+		return "data_bits"
+	case a.Parity != b.Parity:
+		return "parity"
+	}
+	return "stop_bits"
+}
+
 // CheckBuses checks that the RTU devices among drivers that share a port
 // agree on its line settings, and that no two of them share a unit ID on
-// one port. The host calls it after loading a config (edged validate,
+// one port; each problem is a *configs.DeviceError keyed to the setting.
+// The host calls it after loading a config (edged validate,
 // plan, run); Start refuses a mismatch too.
 func CheckBuses(drivers []southbound.Driver) error {
 	type seen struct {
@@ -122,12 +137,14 @@ func CheckBuses(drivers []southbound.Driver) error {
 			continue
 		}
 		if s.mode != r.mode {
-			errs = append(errs, fmt.Errorf("device %q: port %s is %s for device %q but %s here: "+
-				"all devices on one port must have the same baud, data_bits, parity and stop_bits", r.Name, key, s.mode, s.first, r.mode))
+			errs = append(errs, &configs.DeviceError{Device: r.Name, Err: configs.Errorf(modeKey(s.mode, r.mode),
+				"port %s is %s for device %q but %s here: "+
+					"all devices on one port must have the same baud, data_bits, parity and stop_bits", key, s.mode, s.first, r.mode)})
 		}
 		if other, dup := s.units[r.UnitID]; dup {
-			errs = append(errs, fmt.Errorf("device %q: unit_id %d on port %s is already device %q: "+
-				"each slave on a bus needs its own unit_id", r.Name, r.UnitID, key, other))
+			errs = append(errs, &configs.DeviceError{Device: r.Name, Err: configs.Errorf("unit_id",
+				"unit_id %d on port %s is already device %q: "+
+					"each slave on a bus needs its own unit_id", r.UnitID, key, other)})
 		} else {
 			s.units[r.UnitID] = r.Name
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -29,7 +30,7 @@ type modbusDevice interface {
 func cmdPlan(env southbound.CommandEnv, args []string, stdout, stderr io.Writer) int {
 	fs := southbound.NewFlags("plan", stderr)
 	path := fs.String("c", env.DefaultConfig, "config file")
-	live := fs.Bool("live", false, "connect, poll (up to 4 times while a refused read awaits confirmation) and show what the device taught the planner (split reads, unreadable tags)")
+	live := fs.Bool("live", false, "connect, poll (up to 4 times while a refused read awaits confirmation), print the values read and show what the device taught the planner (split reads, unreadable tags); starts from the saved learned plan and saves what it learned, as edged run does")
 	wait := fs.Duration("wait", 10*time.Second, "with --live: how long to wait for the first poll")
 	if err := fs.Parse(args); err != nil {
 		return southbound.ExitUsage
@@ -54,15 +55,19 @@ func cmdPlan(env southbound.CommandEnv, args []string, stdout, stderr io.Writer)
 		shown++
 		reqs := dev.Requests()
 		var learned *Learned
+		var values []mapping.Sample
 		if *live {
-			l, err := pollOnce(dev, d.Name, *wait)
+			l, samples, err := pollOnce(dev, *wait, cfg.Gateway.DataDir)
 			if err != nil {
 				fmt.Fprintf(stderr, "device %q: %v\n", d.Name, err)
 				return southbound.ExitFailure
 			}
-			learned, reqs = &l, l.Plan
+			learned, reqs, values = &l, l.Plan, samples
 		}
 		printPlan(stdout, d.Name, dev, reqs, learned)
+		if *live {
+			printValues(stdout, values)
+		}
 		printSavedPlan(stdout, dev.SavedPlan(cfg.Gateway.DataDir))
 		fmt.Fprintln(stdout)
 	}
@@ -121,7 +126,7 @@ func printPlan(w io.Writer, name string, dev modbusDevice, reqs []Request, learn
 }
 
 // printSavedPlan says whether edged starts the device from a saved learned
-// plan (--live polls without it and leaves it alone).
+// plan (--live starts from it too, and saves what it learned).
 func printSavedPlan(w io.Writer, sp SavedPlan) {
 	switch {
 	case sp.Path == "":
@@ -136,18 +141,49 @@ func printSavedPlan(w io.Writer, sp SavedPlan) {
 	}
 }
 
-// pollOnce starts the device, waits for its first completed poll and
-// returns what it learned.
-func pollOnce(dev modbusDevice, name string, wait time.Duration) (Learned, error) {
+// printValues prints the values of the last poll, one tag a line, as
+// `telegraf --test` does: what the gateway would publish.
+func printValues(w io.Writer, samples []mapping.Sample) {
+	fmt.Fprintf(w, "  values read (last poll):\n")
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	for _, smp := range samples {
+		name, unit := "?", ""
+		if smp.Tag != nil {
+			name, unit = smp.Tag.Name, smp.Tag.Unit
+		}
+		switch {
+		case smp.Quality == mapping.Good:
+			v := mapping.FormatValue(smp.Value)
+			if unit != "" {
+				v += " " + unit
+			}
+			fmt.Fprintf(tw, "    %s\t= %s\n", name, v)
+		case smp.Err != nil:
+			fmt.Fprintf(tw, "    %s\t(%s: %v)\n", name, smp.Quality, smp.Err)
+		default:
+			fmt.Fprintf(tw, "    %s\t= %s (%s)\n", name, mapping.FormatValue(smp.Value), smp.Quality)
+		}
+	}
+	tw.Flush()
+}
+
+// pollOnce starts the device as the daemon does, from the learned plan
+// saved under dataDir (saving there what it learns), waits for its first
+// completed poll (more while a refused read awaits confirmation) and
+// returns what it learned and the values of its last poll.
+func pollOnce(dev modbusDevice, wait time.Duration, dataDir string) (Learned, []mapping.Sample, error) {
+	if u, ok := dev.(southbound.DataDirUser); ok && dataDir != "" {
+		u.SetDataDir(dataDir)
+	}
 	s := &onceSink{polled: make(chan struct{}, 1)}
 	if err := dev.Start(context.Background(), s); err != nil {
-		return Learned{}, err
+		return Learned{}, nil, err
 	}
-	defer func() {
+	stop := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		dev.Stop(ctx)
-	}()
+	}
 	// A refused read is learned only when later polls refuse it the same
 	// way: poll until nothing is pending (at most 4 polls, see
 	// southbound/modbus/learn.go).
@@ -156,21 +192,26 @@ func pollOnce(dev modbusDevice, name string, wait time.Duration) (Learned, error
 		select {
 		case <-s.polled:
 		case <-deadline:
-			return Learned{}, fmt.Errorf("no poll completed in %v (last error: %v)", wait, s.lastErr())
+			stop()
+			return Learned{}, nil, fmt.Errorf("no poll completed in %v (last error: %v)", wait, s.lastErr())
 		}
 	}
+	// Stopped before reading what was learned: the poll in flight ends
+	// (and saves) first.
+	stop()
 	if err := s.lastErr(); err != nil {
-		return Learned{}, err
+		return Learned{}, nil, err
 	}
-	return dev.Learned(), nil
+	return dev.Learned(), s.last(), nil
 }
 
-// onceSink signals the first Samples call; a poll whose every tag is bad
-// (the device is unreachable) is kept as an error.
+// onceSink signals each Samples call and keeps the last one; a poll whose
+// every tag is bad (the device is unreachable) is kept as an error.
 type onceSink struct {
-	polled chan struct{}
-	mu     sync.Mutex
-	err    error
+	polled  chan struct{}
+	mu      sync.Mutex
+	err     error
+	samples []mapping.Sample
 }
 
 func (s *onceSink) Samples(_ string, samples []mapping.Sample) {
@@ -186,11 +227,18 @@ func (s *onceSink) Samples(_ string, samples []mapping.Sample) {
 	}
 	s.mu.Lock()
 	s.err = err
+	s.samples = append(s.samples[:0], samples...)
 	s.mu.Unlock()
 	select {
 	case s.polled <- struct{}{}:
 	default:
 	}
+}
+
+func (s *onceSink) last() []mapping.Sample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.samples)
 }
 
 func (s *onceSink) State(string, southbound.State, error) {}

@@ -135,6 +135,19 @@ func (d *Device) initTags() error {
 	return nil
 }
 
+// checkTagsOnly checks the tags of a device whose other settings have
+// problems (reported by Init), without initialising it; an out-of-range
+// max_registers is taken as the largest allowed, so that it is not
+// reported a second time through every tag.
+func (d *Device) checkTagsOnly() error {
+	maxRegisters := d.MaxRegisters
+	if maxRegisters < 1 || maxRegisters > 125 {
+		maxRegisters = 125
+	}
+	_, err := mergeTags(d.mapped.Tags, d.Tag, d.Map, maxRegisters)
+	return err
+}
+
 // MapTarget is what the device's map file decodes into.
 func (d *Device) MapTarget() any { return &d.mapped }
 

@@ -113,7 +113,8 @@ func (r *RTU) Init() error {
 	}
 	errs = append(errs, checkLimits(r.Retries, r.MaxRegisters, r.MaxBits, r.MaxGap, DefaultRTUMaxGap)...)
 	if len(errs) > 0 {
-		return errors.Join(errs...)
+		// The tags are checked too: one run lists every problem.
+		return errors.Join(append(errs, r.checkTagsOnly())...)
 	}
 	return r.initTags()
 }

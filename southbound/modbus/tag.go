@@ -45,13 +45,15 @@ type DeviceMap struct {
 	Tags []Tag `toml:"tag"`
 }
 
-// where names the tag in error messages: `tag "flow" (holding_register 100)`.
+// where names the tag in error messages: `tag "flow" (holding_register
+// 100)`, or, without a name, by its key as the error's key path counts it
+// from 0 (n: its index in the map file or the device table):
+// `tag[3] (holding_register 100)`.
 func (t *Tag) where(n int) string {
-	name := fmt.Sprintf("%q", t.Name)
 	if t.Name == "" {
-		name = fmt.Sprintf("#%d", n+1)
+		return fmt.Sprintf("tag[%d] (%s)", n, t.loc())
 	}
-	return fmt.Sprintf("tag %s (%s)", name, t.loc())
+	return fmt.Sprintf("tag %q (%s)", t.Name, t.loc())
 }
 
 // loc is where the tag lives: "holding_register 100".
@@ -110,6 +112,14 @@ func (t *Tag) check(maxRegisters int) (key string, err error) {
 // are the device's [[device.tag]] tables.
 type tagKeys struct{ mapCount int }
 
+// index is the index of tags[i] in its own list (the map's or the table's).
+func (k tagKeys) index(i int) int {
+	if i < k.mapCount {
+		return i
+	}
+	return i - k.mapCount
+}
+
 // err is a problem with key (or the whole tag, for "") of tags[i].
 func (k tagKeys) err(i int, key string, format string, args ...any) *configs.Error {
 	e := &configs.Error{Key: fmt.Sprintf("tag[%d]", i), Msg: fmt.Sprintf(format, args...), InMap: i < k.mapCount}
@@ -151,7 +161,7 @@ func checkTags(tags []Tag, mapCount int, mapName string, maxRegisters int) error
 			seen[t.Name] = i
 		}
 		if key, err := t.check(maxRegisters); err != nil {
-			errs = append(errs, keys.err(i, key, "%s: %v", t.where(i), err))
+			errs = append(errs, keys.err(i, key, "%s: %v", t.where(keys.index(i)), err))
 			continue
 		}
 		ok = append(ok, i)

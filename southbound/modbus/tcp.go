@@ -87,7 +87,8 @@ func (t *TCP) Init() error {
 	}
 	errs = append(errs, checkLimits(t.Retries, t.MaxRegisters, t.MaxBits, t.MaxGap, DefaultMaxGap)...)
 	if len(errs) > 0 {
-		return errors.Join(errs...)
+		// The tags are checked too: one run lists every problem.
+		return errors.Join(append(errs, t.checkTagsOnly())...)
 	}
 	return t.initTags()
 }

@@ -263,7 +263,7 @@ bit = 16`), []string{`tag "n"`, "allowed are 0 (least significant) to 15"}},
 address = 1
 type = "uint16"`), []string{`tag "n" (address 1)`, "area is missing", AreaNames}},
 		{"missing name", "tag[0].name", tag(`area = "holding"
-type = "uint16"`), []string{"tag #1 (holding_register 0)", "name is empty"}},
+type = "uint16"`), []string{"tag[0] (holding_register 0)", "name is empty"}},
 		{"string longer than max_registers", "tag[0]", "max_registers = 10\n" + tag(`name = "s"
 area = "holding"
 type = "string"

@@ -59,7 +59,7 @@ func (d *Device) Warnings() []error {
 		out = append(out, keys.err(first, "address",
 			"%s%s: address = %d looks like a 1-based register number (%sxxxx = %s); edged wants the 0-based address sent on the wire, "+
 				"probably address = %d (%d - %d). If the device's manual gives %d as the 0-based address, ignore this",
-			t.where(first), more, t.Address, r.digit, r.area, t.Address-r.first, t.Address, r.first, t.Address))
+			t.where(keys.index(first)), more, t.Address, r.digit, r.area, t.Address-r.first, t.Address, r.first, t.Address))
 	}
 	return out
 }

@@ -31,6 +31,9 @@ type BrowseNode struct {
 	Class       ua.NodeClass
 	DataType    string // variables only
 	Access      string // variables only: "read", "read/write", "write", "none"
+	// Parents are the display names (else browse names) of the nodes
+	// between the start node and this one, outermost first.
+	Parents []string
 }
 
 // Browse connects like a device would (same trust list and guidance) and
@@ -65,8 +68,8 @@ func Browse(ctx context.Context, opts BrowseOptions, visit func(BrowseNode)) err
 	defer cn.close()
 	depth := max(opts.Depth, 1)
 	seen := map[string]bool{}
-	var walk func(n *ua.NodeID, level int) error
-	walk = func(n *ua.NodeID, level int) error {
+	var walk func(n *ua.NodeID, level int, parents []string) error
+	walk = func(n *ua.NodeID, level int, parents []string) error {
 		refs, err := cn.c.Node(n).References(ctx, id.HierarchicalReferences, ua.BrowseDirectionForward, ua.NodeClassAll, true)
 		if err != nil {
 			return fmt.Errorf("browse %s: %w", n, err)
@@ -77,7 +80,7 @@ func Browse(ctx context.Context, opts BrowseOptions, visit func(BrowseNode)) err
 			}
 			child := r.NodeID.NodeID
 			seen[child.String()] = true
-			bn := BrowseNode{Depth: level, NodeID: child.String(), Class: r.NodeClass}
+			bn := BrowseNode{Depth: level, NodeID: child.String(), Class: r.NodeClass, Parents: parents}
 			if r.BrowseName != nil {
 				bn.BrowseName = fmt.Sprintf("%d:%s", r.BrowseName.NamespaceIndex, r.BrowseName.Name)
 			}
@@ -89,14 +92,63 @@ func Browse(ctx context.Context, opts BrowseOptions, visit func(BrowseNode)) err
 			}
 			visit(bn)
 			if level < depth {
-				if err := walk(child, level+1); err != nil {
+				if err := walk(child, level+1, append(parents[:len(parents):len(parents)], bn.label())); err != nil {
 					return err
 				}
 			}
 		}
 		return nil
 	}
-	return walk(d.tags[0].nodeID, 1)
+	return walk(d.tags[0].nodeID, 1, nil)
+}
+
+// label is the node's display name, else its browse name without the
+// namespace index.
+func (n BrowseNode) label() string {
+	if n.DisplayName != "" {
+		return n.DisplayName
+	}
+	_, name, _ := strings.Cut(n.BrowseName, ":")
+	return name
+}
+
+// tagName makes a tag name of s: the characters an MQTT topic level may not
+// hold (and spaces and quotes) become '_'.
+func tagName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == '+' || r == '#' || r == ' ' || r == '"' || r < 0x20 {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// TagNames gives the variables of one browse unique tag names, as a
+// device's tags need: a variable's own name when it is free, else
+// qualified by its parents ("ServerStatus.BuildInfo.ProductName"), else
+// numbered ("Speed_2").
+type TagNames struct{ used map[string]bool }
+
+// Name returns n's tag name and takes it.
+func (t *TagNames) Name(n BrowseNode) string {
+	if t.used == nil {
+		t.used = map[string]bool{}
+	}
+	name := tagName(n.label())
+	if name == "" {
+		name = "tag"
+	}
+	for i := len(n.Parents) - 1; t.used[name] && i >= 0; i-- {
+		name = tagName(n.Parents[i]) + "." + name
+	}
+	if t.used[name] {
+		base := name
+		for k := 2; t.used[name]; k++ {
+			name = fmt.Sprintf("%s_%d", base, k)
+		}
+	}
+	t.used[name] = true
+	return name
 }
 
 // describe reads a variable's data type and access level.
@@ -143,18 +195,15 @@ func (cn *conn) describe(ctx context.Context, n *ua.NodeID) (dataType, access st
 	return dataType, access
 }
 
-// TOMLTag renders a variable as a ready-to-edit [[device.tag]] table.
+// TOMLTag renders a variable as a ready-to-edit [[device.tag]] table
+// named by its own name (see TOMLTagNamed).
 func (n BrowseNode) TOMLTag() string {
-	name := n.DisplayName
-	if name == "" {
-		_, name, _ = strings.Cut(n.BrowseName, ":")
-	}
-	name = strings.Map(func(r rune) rune {
-		if r == '/' || r == '+' || r == '#' || r == ' ' || r == '"' || r < 0x20 {
-			return '_'
-		}
-		return r
-	}, name)
+	return n.TOMLTagNamed(tagName(n.label()))
+}
+
+// TOMLTagNamed renders a variable as a ready-to-edit [[device.tag]] table
+// with the tag name given (see TagNames).
+func (n BrowseNode) TOMLTagNamed(name string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[[device.tag]]\nname = %q\nnode = %q\n", name, n.NodeID)
 	fmt.Fprintf(&b, "# data type %s, access %s\n", n.DataType, n.Access)

@@ -23,7 +23,7 @@ var browseCommand = southbound.Command{Name: "browse", Summary: "ENDPOINT [--nod
 // a secure server explains how to trust it.
 func cmdBrowse(env southbound.CommandEnv, args []string, stdout, stderr io.Writer) int {
 	fs := southbound.NewFlags("browse", stderr)
-	node := fs.String("node", "i=85", "start node (default the Objects folder)")
+	node := fs.String("node", "i=85", "start node (i=85: the Objects folder)")
 	depth := fs.Int("depth", 3, "levels to descend")
 	asTOML := fs.Bool("toml", false, "print [[device.tag]] tables for the variables found")
 	policy := fs.String("policy", "None", "security policy: None, Basic256Sha256, Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss")
@@ -61,10 +61,11 @@ func cmdBrowse(env southbound.CommandEnv, args []string, stdout, stderr io.Write
 	if *asTOML {
 		fmt.Fprintf(stdout, "# variables under %s on %s (edged browse --toml); paste into a [[device]] with driver = \"opcua\"\n", *node, endpoint)
 	}
+	var names TagNames // a device's tag names are unique
 	err := Browse(ctx, opts, func(n BrowseNode) {
 		if *asTOML {
 			if n.Class == ua.NodeClassVariable {
-				fmt.Fprintf(stdout, "\n%s", n.TOMLTag())
+				fmt.Fprintf(stdout, "\n%s", n.TOMLTagNamed(names.Name(n)))
 			}
 			return
 		}

@@ -75,7 +75,11 @@ func checkTags(tags []Tag, mapCount int) []error {
 			continue
 		}
 		if j, dup := seen[t.Name]; dup {
-			add("name", "%q is also the name of tag #%d of this device; tag names must be unique", t.Name, j+1)
+			other := fmt.Sprintf("tag[%d] of this device", j-mapCount)
+			if j < mapCount {
+				other = fmt.Sprintf("tag[%d] of its map", j)
+			}
+			add("name", "%q is also the name of %s; tag names must be unique", t.Name, other)
 			continue
 		}
 		seen[t.Name] = i
