@@ -121,7 +121,7 @@ poll_interval = "20ms"
 	if v := metric(t, body, `edged_device_errors_total{device="tank",kind="timeout"}`); v < 1 {
 		t.Errorf("timeouts %v, want the failed polls while the plant was down", v)
 	}
-	if v := metric(t, body, `edged_device_poll_duration_seconds{device="tank"}`); v <= 0 {
+	if v := metric(t, body, `edged_device_poll_duration_seconds_sum{device="tank"}`); v <= 0 {
 		t.Errorf("poll duration %v", v)
 	}
 	metric(t, body, `edged_device_overruns_total{device="tank"}`)

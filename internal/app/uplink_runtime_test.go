@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -163,7 +164,7 @@ func TestUplinkMetricsAndReadiness(t *testing.T) {
 	})
 	waitUntil(t, 10*time.Second, "a last error series and the age of the oldest message", func() bool {
 		_, m := get(t, base+"/metrics")
-		return strings.Contains(m, `edged_uplink_last_error_info{error="`) &&
+		return strings.Contains(m, `edged_uplink_last_error_info{reason="`) &&
 			metric(t, m, `edged_uplink_buffer_oldest_age_seconds{upstream="cloud"}`) > 0 &&
 			metric(t, m, `edged_uplink_buffer_bytes{upstream="cloud"}`) > 0 &&
 			metric(t, m, `edged_uplink_buffer_disk_bytes{upstream="cloud"}`) > 0 &&
@@ -171,6 +172,13 @@ func TestUplinkMetricsAndReadiness(t *testing.T) {
 			metric(t, m, `edged_uplink_reconnect_delay_seconds{upstream="cloud"}`) > 0 &&
 			metric(t, m, `edged_uplink_connect_attempts_total{upstream="cloud"}`) >= 2
 	})
+
+	// The error is a bounded reason, its text only in /readyz and the log.
+	_, m = get(t, base+"/metrics")
+	boundedLabels(t, m)
+	if reason := regexp.MustCompile(`edged_uplink_last_error_info\{reason="([^"]*)",upstream="cloud"\} 1`).FindStringSubmatch(m); reason == nil || !slices.Contains(northbound.ErrorReasons, reason[1]) {
+		t.Errorf("edged_uplink_last_error_info during the outage:\n%s", grepLines(m, "edged_uplink_last_error_info"))
+	}
 
 	// Recovery: the backlog drains.
 	proxy.Restore()
