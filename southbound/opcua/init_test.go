@@ -189,7 +189,7 @@ func TestConvert(t *testing.T) {
 	}{
 		{int16(-5), spec, mapping.Value{Kind: mapping.KindInt, Int: -5}},
 		{uint64(math.MaxUint64), spec, mapping.Value{Kind: mapping.KindUint, Uint: math.MaxUint64}},
-		{float32(0.5), spec, mapping.Value{Kind: mapping.KindFloat, Float: 0.5}},
+		{float32(0.5), spec, mapping.Value{Kind: mapping.KindFloat, Float: 0.5, Float32: true}},
 		{int32(100), scaled, mapping.Value{Kind: mapping.KindFloat, Float: 11}},
 		{time.Date(2024, 1, 2, 3, 4, 5, 6e6, time.FixedZone("x", 3600)), spec, mapping.Value{Kind: mapping.KindString, Str: "2024-01-02T02:04:05.006Z"}},
 		{[]byte("hi"), spec, mapping.Value{Kind: mapping.KindString, Str: "aGk="}},

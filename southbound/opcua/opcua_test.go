@@ -2,8 +2,10 @@ package opcua
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -306,4 +308,70 @@ func TestStopLifecycle(t *testing.T) {
 	if err := d.Write(context.Background(), "a", f64(1)); err == nil {
 		t.Error("write while stopped succeeded")
 	}
+}
+
+// An OPC UA Float (float32) is published with the shortest digits that
+// read back as that float32, exactly as the same float32 read from Modbus
+// registers: 3.14159, not 3.141590118408203; a float32 array likewise.
+func TestFloat32PrintsLikeModbus(t *testing.T) {
+	ts := startServer(t, map[string]any{"pi": float32(3.14159), "pis": []float32{3.14159, 0.1}, "wide": 3.14159})
+	d := newDevice(t, ts.URL(), nil, tag("pi", "ns=2;s=pi"), tag("pis", "ns=2;s=pis"), tag("wide", "ns=2;s=wide"))
+	s := start(t, d)
+	s.waitFor(t, 20*time.Second, "pi, pis and wide good", func() bool {
+		for _, n := range []string{"pi", "pis", "wide"} {
+			if x, ok := s.sample(n); !ok || x.Quality != mapping.Good {
+				return false
+			}
+		}
+		return true
+	})
+	value := func(x mapping.Sample) string {
+		b := mapping.AppendJSON(nil, &x)
+		v, _, _ := strings.Cut(strings.TrimPrefix(string(b), `{"v":`), `,"ts":`)
+		return v
+	}
+	// The same float32 as a Modbus tag decodes it from two registers.
+	raw := binary.BigEndian.AppendUint32(nil, math.Float32bits(3.14159))
+	mb := &mapping.Spec{Name: "pi", Type: mapping.TypeFloat32}
+	if err := mb.Init(); err != nil {
+		t.Fatal(err)
+	}
+	mv, err := mb.Decode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modbus := value(mapping.Sample{Tag: mb, Value: mv})
+
+	pi, _ := s.sample("pi")
+	pis, _ := s.sample("pis")
+	wide, _ := s.sample("wide")
+	for _, c := range []struct{ name, got, want string }{
+		{"pi (Float)", value(pi), "3.14159"},
+		{"pi from Modbus", modbus, "3.14159"},
+		{"pis (Float array)", value(pis), "[3.14159,0.1]"},
+		{"wide (Double)", value(wide), "3.14159"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s published as %s, want %s", c.name, c.got, c.want)
+		}
+	}
+}
+
+// An OPC UA value's ts is its source timestamp when the server sends one
+// (as the README says), the time it was received when it does not.
+func TestTimestampIsTheSourceTimestamp(t *testing.T) {
+	ts := startServer(t, map[string]any{"speed": 1.5})
+	d := newDevice(t, ts.URL(), func(d *Device) { d.Mode = "poll"; d.PollInterval = 50 * 1e6 }, tag("speed", "ns=2;s=speed"))
+	s := start(t, d)
+	before := time.Now().Add(-time.Second).UnixMilli()
+	s.waitValue(t, "speed", f64(1.5))
+	if x, _ := s.sample("speed"); x.TimeMs < before || x.TimeMs > time.Now().Add(time.Second).UnixMilli() {
+		t.Errorf("no source timestamp: ts %d, want the time of the read", x.TimeMs)
+	}
+	src := time.Date(2024, 5, 1, 12, 0, 0, 123e6, time.UTC)
+	ts.sourceTime.Store(&src)
+	s.waitFor(t, 20*time.Second, "ts = the source timestamp", func() bool {
+		x, _ := s.sample("speed")
+		return x.TimeMs == src.UnixMilli()
+	})
 }

@@ -43,6 +43,9 @@ type testServer struct {
 	ns      *lockedNS
 	reads   atomic.Int64 // Read requests of more than 2 nodes (the limits probe reads 2)
 	maxRead atomic.Int64 // most nodes in one Read
+	// sourceTime, when set, is the SourceTimestamp of every value the Read
+	// handler returns (gopcua's map namespace sends none).
+	sourceTime atomic.Pointer[time.Time]
 }
 
 const serverMaxNodesPerRead = 32
@@ -115,6 +118,12 @@ func (ts *testServer) start() error {
 				continue
 			}
 			results[i] = nsp.Attribute(rv.NodeID, rv.AttributeID)
+			if st := ts.sourceTime.Load(); st != nil && results[i] != nil && results[i].Value != nil {
+				dv := *results[i]
+				dv.EncodingMask |= ua.DataValueSourceTimestamp
+				dv.SourceTimestamp = *st
+				results[i] = &dv
+			}
 		}
 		return &ua.ReadResponse{
 			ResponseHeader: &ua.ResponseHeader{Timestamp: time.Now(), RequestHandle: req.RequestHeader.RequestHandle,
