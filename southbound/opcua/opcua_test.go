@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -188,6 +189,7 @@ func TestWrites(t *testing.T) {
 // trust decision up to the secure channel: after the move, attempts get
 // past the trust check and fail later, at the channel.
 func TestUntrustedServerCertificate(t *testing.T) {
+	var logs lockedBuffer
 	sid := testServerIdentity(t)
 	ts := startServer(t, map[string]any{"speed": 7.0},
 		server.PrivateKey(sid.key), server.Certificate(sid.cert),
@@ -202,6 +204,7 @@ func TestUntrustedServerCertificate(t *testing.T) {
 	d := newDevice(t, ts.URL(), func(d *Device) {
 		d.SecurityPolicy, d.SecurityMode = "Basic256Sha256", "SignAndEncrypt"
 		d.Auth, d.Username, d.PasswordFile = "username", "edged", pwFile
+		d.Logger = slogTo(&logs)
 	}, tag("speed", "ns=2;s=speed"))
 	s := start(t, d)
 	s.waitState(t, southbound.StateOffline)
@@ -209,6 +212,10 @@ func TestUntrustedServerCertificate(t *testing.T) {
 	var ue *UntrustedError
 	if !errors.As(err, &ue) {
 		t.Fatalf("offline because of %v, want an UntrustedError", err)
+	}
+	// The saved file's name can be pasted into a shell as it is.
+	if name := filepath.Base(ue.SavedTo); !regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*\.der$`).MatchString(name) {
+		t.Errorf("rejected file name %q needs quoting in a shell", name)
 	}
 	sha1hex, sha256hex := Thumbprints(sid.cert)
 	msg := err.Error()
@@ -236,6 +243,31 @@ func TestUntrustedServerCertificate(t *testing.T) {
 	s.waitFor(t, 20*time.Second, "an attempt past the trust check", func() bool {
 		c := d.Counters()
 		return c.Failures > before+1 && !errors.As(c.LastError, &ue)
+	})
+	// What is left is shown where the operator looks: the state's error
+	// (the _status message and /readyz show it) and a warn line, no
+	// longer the advice to move the file.
+	s.waitFor(t, 20*time.Second, "the device's error saying the certificate is trusted now", func() bool {
+		_, err := s.state()
+		var tn *TrustedNowError
+		return errors.As(err, &tn)
+	})
+	_, err = s.state()
+	for _, want := range []string{"is trusted now", "the server must trust edged's certificate", filepath.Join("pki", "own", "cert.der")} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error after the move %q does not mention %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "to trust it, move") {
+		t.Errorf("error after the move still says to move the file: %q", err)
+	}
+	s.waitFor(t, 10*time.Second, "a warn line with the new reason", func() bool {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "level=WARN") && strings.Contains(l, "still offline") && strings.Contains(l, "is trusted now") {
+				return true
+			}
+		}
+		return false
 	})
 	if _, err := os.Stat(filepath.Join(filepath.Dir(ue.SavedTo), filepath.Base(ue.SavedTo))); err == nil {
 		t.Error("the certificate was rejected again after it was trusted")
