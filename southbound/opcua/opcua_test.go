@@ -407,3 +407,48 @@ func TestTimestampIsTheSourceTimestamp(t *testing.T) {
 		return x.TimeMs == src.UnixMilli()
 	})
 }
+
+// Node ids by namespace URI (nsu=URI;s=…) are resolved against the
+// server's namespace array at every connect: after a restart that moved
+// the namespace to another index, the nsu= tag still reads its node while
+// a tag bound to the old index reads whatever is there now. A URI the
+// server does not have marks that tag bad with a clear error; the others
+// keep flowing.
+func TestNamespaceURINodeIDs(t *testing.T) {
+	ts := startServer(t, map[string]any{"speed": 12.5, "count": int32(7)})
+	d := newDevice(t, ts.URL(), nil,
+		tag("speed", "nsu="+testNamespaceURI+";s=speed"), tag("count", "nsu=urn%3Aedged-test%3Adata;s=count"),
+		tag("by_index", "ns=2;s=speed"), tag("ghost", "nsu=urn:no-such-namespace;s=speed"))
+	s := start(t, d)
+	s.waitState(t, southbound.StateOnline)
+	s.waitValue(t, "speed", f64(12.5))
+	s.waitValue(t, "count", i64(7))
+	s.waitValue(t, "by_index", f64(12.5))
+	s.waitFor(t, 10*time.Second, "ghost bad", func() bool { x, ok := s.sample("ghost"); return ok && x.Quality == mapping.Bad })
+	ghost, _ := s.sample("ghost")
+	for _, want := range []string{`namespace "urn:no-such-namespace" is not on the server`, strconvQuote(testNamespaceURI)} {
+		if ghost.Err == nil || !strings.Contains(ghost.Err.Error(), want) {
+			t.Errorf("ghost err = %v, want it to say %s", ghost.Err, want)
+		}
+	}
+
+	// The server comes back with two namespaces ahead of the test's: its
+	// index moves from 2 to 4, and ns=2 is now another namespace's node.
+	ts.before = []string{"urn:other:a", "urn:other:b"}
+	connects := d.Counters().Connects
+	ts.stop()
+	s.waitState(t, southbound.StateOffline)
+	ts.restart()
+	s.waitFor(t, 20*time.Second, "a new session", func() bool { return d.Counters().Connects > connects })
+	s.waitState(t, southbound.StateOnline)
+	s.waitValue(t, "by_index", f64(-1)) // the index-bound tag reads the wrong node now
+	s.waitValue(t, "speed", f64(12.5))
+	ts.set("speed", 20.0)
+	s.waitValue(t, "speed", f64(20))
+	s.waitValue(t, "count", i64(7))
+	if st, _ := s.state(); st != southbound.StateOnline {
+		t.Errorf("state %v, want online (an unknown namespace is a bad tag, not a dead device)", st)
+	}
+}
+
+func strconvQuote(s string) string { return `"` + s + `"` }

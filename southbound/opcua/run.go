@@ -273,8 +273,14 @@ func (d *Device) resolve(ctx context.Context, cn *conn) ([]*ua.NodeID, []error, 
 	var idx []int
 	var paths [][]*ua.QualifiedName
 	for i := range d.tags {
-		if d.tags[i].nodeID != nil {
-			nodes[i] = d.tags[i].nodeID
+		if d.tags[i].nsURI != "" && cn.namespaces == nil {
+			// Indices may differ from the last session's: read them anew.
+			if err := cn.loadNamespaces(ctx); err != nil {
+				return nil, nil, err
+			}
+		}
+		if d.tags[i].nodeID != nil || d.tags[i].nsURI != "" {
+			nodes[i], errs[i] = cn.nodeFor(&d.tags[i])
 			continue
 		}
 		idx = append(idx, i)
