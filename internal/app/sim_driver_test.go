@@ -12,6 +12,7 @@ import (
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/mqtttest"
 	"github.com/edged-gw/edged/internal/simdriver" // the one line a new protocol costs (a blank import in southbound/all)
+	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
 )
@@ -189,7 +190,7 @@ poll_interval = "20ms"
 
 	plant.SetFault(errors.New("sim: certificate not trusted: move it to trusted/"))
 	sub.WaitTopic(10*time.Second, "edged/it/tank/_status", func(p []byte) bool { return strings.Contains(string(p), "move it to trusted/") })
-	waitUntil(t, 10*time.Second, "/readyz with the first reason", func() bool {
+	testwait.For(t, 10*time.Second, "/readyz with the first reason", func() bool {
 		_, body := get(t, base+"/readyz")
 		return strings.Contains(body, "move it to trusted/")
 	})
@@ -199,7 +200,7 @@ poll_interval = "20ms"
 		return strings.Contains(string(p), `"offline"`) && strings.Contains(string(p), "does not trust edged")
 	})
 	sub.WaitTopic(10*time.Second, "edged/it/tank/level", func(p []byte) bool { return strings.Contains(string(p), "does not trust edged") })
-	waitUntil(t, 10*time.Second, "/readyz with the new reason", func() bool {
+	testwait.For(t, 10*time.Second, "/readyz with the new reason", func() bool {
 		code, body := get(t, base+"/readyz")
 		return code == 503 && strings.Contains(body, "does not trust edged") && !strings.Contains(body, "move it to trusted/")
 	})
@@ -215,7 +216,7 @@ poll_interval = "20ms"
 		return 0
 	}
 	mark := errs()
-	waitUntil(t, 20*time.Second, "two more failed polls", func() bool { return errs() >= mark+2 })
+	testwait.For(t, 20*time.Second, "two more failed polls", func() bool { return errs() >= mark+2 })
 	out := logs.String()
 	if n := strings.Count(out, `level=WARN msg="device offline" device=tank`); n != 1 {
 		t.Errorf("%d \"device offline\" lines, want 1:\n%s", n, out)
