@@ -281,6 +281,9 @@ func (d *Device) resolve(ctx context.Context, cn *conn) ([]*ua.NodeID, []error, 
 		}
 		if d.tags[i].nodeID != nil || d.tags[i].nsURI != "" {
 			nodes[i], errs[i] = cn.nodeFor(&d.tags[i])
+			if errs[i] != nil && d.log != nil {
+				d.log.Warn("tag's namespace is not on the server: the tag is bad", "tag", d.tags[i].Name, "node", d.tags[i].Node, "err", errs[i])
+			}
 			continue
 		}
 		idx = append(idx, i)
