@@ -57,6 +57,9 @@ func appendValue(dst []byte, v Value, tag *Spec) []byte {
 		return strconv.AppendUint(dst, v.Uint, 10)
 	case KindFloat:
 		bits := 64
+		if v.Float32 {
+			bits = 32
+		}
 		if tag != nil {
 			if math.IsNaN(v.Float) || math.IsInf(v.Float, 0) {
 				if tag.NaN != NaNString {

@@ -212,12 +212,16 @@ func (k Kind) String() string {
 // It is a plain struct so that a poll cycle can fill a slice of samples
 // without allocating.
 type Value struct {
-	Kind  Kind
-	Bool  bool
-	Int   int64
-	Uint  uint64
-	Float float64
-	Str   string
+	Kind Kind
+	Bool bool
+	// Float32 says Float holds a float32 read as such (an OPC UA Float):
+	// payloads write the shortest digits that read back as that float32
+	// (3.14159, not 3.141590118408203), as they do for a Modbus float32.
+	Float32 bool
+	Int     int64
+	Uint    uint64
+	Float   float64
+	Str     string
 }
 
 // Float64 returns the value as a float64, for deadband comparison; false

@@ -184,7 +184,7 @@ func (p *mqtt311) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 				err = afterHandshake(c, fmt.Errorf("read CONNACK: %w", err))
 			}
 		default:
-			err = fmt.Errorf("broker refused the connection: %w", err)
+			err = fmt.Errorf("%w: %w", ErrBrokerRefused, err)
 		}
 		return err
 	}

@@ -94,7 +94,7 @@ func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 	}
 	if ca.ReasonCode != packets.ConnackSuccess {
 		conn.Close()
-		return fmt.Errorf("broker refused the connection: %s (reason 0x%02x)", ca.Reason(), ca.ReasonCode)
+		return fmt.Errorf("%w: %s (reason 0x%02x)", ErrBrokerRefused, ca.Reason(), ca.ReasonCode)
 	}
 	if p.cfg.CommandFilter != "" {
 		if err := subscribeCommands(conn, p.cfg.CommandFilter); err != nil {

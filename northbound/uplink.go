@@ -136,6 +136,8 @@ type Uplink struct {
 	inflight map[uint64]int // seq → size, for Ack
 	state    string
 	lastErr  error
+	// lastReason is lastErr as one of ErrorReasons, for metrics.
+	lastReason string
 	// busySince is when the in-flight set last became non-empty and
 	// lastAck when the last PUBACK came: the ack timeout runs from the
 	// later of them.
@@ -341,6 +343,7 @@ func (u *Uplink) setState(s string, err error) {
 	u.state = s
 	if err != nil || s == "online" {
 		u.lastErr = err // kept while reconnecting: it says why the uplink is not online
+		u.lastReason = ErrorReason(err)
 	}
 	u.mu.Unlock()
 	if !changed {
@@ -735,6 +738,8 @@ type UplinkStats struct {
 	Name    string
 	State   string // connecting, online, offline, stopped
 	LastErr string
+	// LastErrReason is LastErr as one of ErrorReasons (a label value).
+	LastErrReason string
 	// Connects counts sessions established; ConnectAttempts every dial,
 	// failed ones included.
 	Connects        uint64
@@ -765,7 +770,7 @@ func (u *Uplink) Stats() UplinkStats {
 	u.mu.Lock()
 	s := UplinkStats{Name: u.o.Name, State: u.state}
 	if u.lastErr != nil {
-		s.LastErr = u.lastErr.Error()
+		s.LastErr, s.LastErrReason = u.lastErr.Error(), u.lastReason
 	}
 	s.Refused, s.Lost = maps.Clone(u.refusals.refused), maps.Clone(u.refusals.lost)
 	u.mu.Unlock()

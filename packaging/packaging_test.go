@@ -450,7 +450,7 @@ func TestDebPackages(t *testing.T) {
 			}
 
 			desc := run(t, nil, "dpkg-deb", "-f", p, "Description")
-			for _, proto := range []string{"Modbus TCP", "Modbus RTU", "OPC UA", "MQTT 5", "3.1.1", "TLS", "WebSocket"} {
+			for _, proto := range []string{"Modbus TCP", "Modbus RTU", "OPC UA", "MQTT 5", "3.1.1", "TLS", "WebSocket", "Prometheus", "HTTP"} {
 				if !strings.Contains(strings.Join(strings.Fields(desc), " "), proto) {
 					t.Errorf("the description does not name %s:\n%s", proto, desc)
 				}

@@ -1,31 +1,53 @@
 package southbound
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/edged-gw/edged/mapping"
 )
 
+// countingSink counts calls; with hold set, the first Samples call says
+// it entered and waits for release (a call in progress, for as long as the
+// test wants, without sleeping).
 type countingSink struct {
 	samples, states atomic.Int32
-	slow            time.Duration
+	hold            bool
+	entered         chan struct{}
+	release         chan struct{}
 }
 
-func (c *countingSink) Samples(string, []mapping.Sample) { time.Sleep(c.slow); c.samples.Add(1) }
-func (c *countingSink) State(string, State, error)       { c.states.Add(1) }
+func (c *countingSink) Samples(string, []mapping.Sample) {
+	if c.hold {
+		c.hold = false
+		close(c.entered)
+		<-c.release
+	}
+	c.samples.Add(1)
+}
+func (c *countingSink) State(string, State, error) { c.states.Add(1) }
 
 func TestSinkGuardNeverForwardsAfterClose(t *testing.T) {
-	sink := &countingSink{slow: 20 * time.Millisecond}
+	sink := &countingSink{hold: true, entered: make(chan struct{}), release: make(chan struct{})}
 	var g SinkGuard
 	g.Samples(nil) // before Open: dropped, no panic
 	g.Open("d", sink)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); g.Samples(nil) }() // in progress while Close runs
-	time.Sleep(5 * time.Millisecond)
+	<-sink.entered
+	// The call is let go only once Close has been called: a Close that did
+	// not wait would return before the call counted.
+	var closing atomic.Bool
+	go func() {
+		for !closing.Load() {
+			runtime.Gosched()
+		}
+		close(sink.release)
+	}()
+	closing.Store(true)
 	if g.Close() {
 		t.Fatal("first Close reported already closed")
 	}

@@ -56,6 +56,21 @@ type Stats struct {
 	LastPoll   float64 // seconds the last complete poll cycle took
 	Polls      uint64  // polls that succeeded
 	Overruns   uint64  // polls that started a whole interval late
+	// PollTimes is the distribution of every timed poll since Start.
+	PollTimes PollHistogram
+}
+
+// PollBuckets are the upper bounds, in seconds, of the poll-duration
+// histogram: from a fast TCP device (a few ms) to a long RS-485 bus cycle.
+var PollBuckets = [...]float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+// PollHistogram is a snapshot of poll durations: Counts[i] polls took at
+// most PollBuckets[i] seconds (cumulative, as Prometheus wants them);
+// Count and Sum cover every poll, those beyond the last bucket included.
+type PollHistogram struct {
+	Counts []uint64
+	Count  uint64
+	Sum    float64
 }
 
 // StatsReporter is implemented by drivers that count their requests.

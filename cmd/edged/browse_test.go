@@ -50,8 +50,16 @@ func TestBrowse(t *testing.T) {
 	if code := run([]string{"browse", "--toml", "--node", "ns=1;i=85", endpoint, "--data-dir", t.TempDir()}, &out, &errOut); code != exitOK {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	if !strings.Contains(out.String(), "[[device.tag]]\nname = \"Speed\"\nnode = \"ns=1;s=Speed\"") {
+	// Node ids outside namespace 0 by namespace URI: indices may change.
+	if !strings.Contains(out.String(), "[[device.tag]]\nname = \"Speed\"\nnode = \"nsu=plant;s=Speed\"") {
 		t.Errorf("--toml output:\n%s", out.String())
+	}
+	out.Reset()
+	if code := run([]string{"browse", endpoint, "--node", "nsu=plant;i=85", "--data-dir", t.TempDir()}, &out, &errOut); code != exitOK {
+		t.Fatalf("--node by namespace URI: exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "1:Speed  ns=1;s=Speed") {
+		t.Errorf("tree from nsu=plant;i=85 lacks Speed:\n%s", out.String())
 	}
 	if code := run([]string{"browse"}, &out, &errOut); code != exitUsage {
 		t.Errorf("no endpoint: exit %d", code)

@@ -203,7 +203,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		logs.logger.Warn("config warning", "warning", w.Error())
 	}
 	app.ApplyMemoryLimit(cfg)
-	app.Version = version // the console shows it
+	app.Version, app.Commit = version, commit // the console and edged_build_info show them
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rt, err := app.Start(ctx, cfg, logs.logger)

@@ -151,6 +151,26 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 	return rt, nil
 }
 
+// Commit is the commit edged was built from (cmd/edged sets it from its
+// build flags); empty: the module's VCS build info.
+var Commit string
+
+// buildVersion is the version and commit for edged_build_info.
+func buildVersion() (version, commit string) {
+	version, commit = Version, Commit
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if version == "" && bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if commit == "" && s.Key == "vcs.revision" {
+				commit = s.Value
+			}
+		}
+	}
+	return version, commit
+}
+
 // startMetrics serves /metrics, /healthz and /readyz. A busy port is
 // logged as an error but does not stop the gateway: data keeps flowing.
 func (r *Runtime) startMetrics(mc configs.Metrics) {
@@ -164,6 +184,7 @@ func (r *Runtime) startMetrics(mc configs.Metrics) {
 	m := metrics.NewServer(listen, r.readiness, r.log)
 	m.Registry.MustRegister(metrics.GatewayCollector{GW: r.Gateway, Broker: r.Broker}, metrics.BrokerCollector{Broker: r.Broker})
 	m.Registry.MustRegister(metrics.UplinkCollector{Uplinks: r.Uplinks})
+	m.Registry.MustRegister(metrics.BuildInfo(buildVersion()))
 	for _, c := range host.Collectors(r.Gateway.Lanes()) {
 		m.Registry.MustRegister(c) // the drivers' own: serial buses, learned plans
 	}

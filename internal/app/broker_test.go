@@ -16,6 +16,7 @@ import (
 
 	"github.com/edged-gw/edged/internal/mosquittotest"
 	"github.com/edged-gw/edged/internal/mqtttest"
+	"github.com/edged-gw/edged/internal/testwait"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -147,7 +148,7 @@ password_hash = "`+bcryptHash(t, "the-right-one", bcrypt.DefaultCost)+`"`)
 	withMetrics(t, path)
 	rt, _ := startFromFile(t, path)
 	addr := rt.Broker.Addr()
-	waitUntil(t, 15*time.Second, "the boiler polling", func() bool { return pollsOf(rt, "boiler") >= 5 })
+	testwait.For(t, 15*time.Second, "the boiler polling", func() bool { return pollsOf(rt, "boiler") >= 5 })
 
 	window := func(run func()) (polls uint64, d time.Duration) {
 		p0, t0 := pollsOf(rt, "boiler"), time.Now()

@@ -24,6 +24,7 @@ import (
 	"github.com/edged-gw/edged/internal/modbussim"
 	"github.com/edged-gw/edged/internal/mosquittotest"
 	"github.com/edged-gw/edged/internal/mqtttest"
+	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/southbound/door"
 )
 
@@ -184,7 +185,7 @@ func TestLocalSetCommands(t *testing.T) {
 	path := commandsConfig(t, dir, sim.Addr(), "writes = true", "commands = true")
 	rt, _ := startFromFile(t, path)
 	addr := rt.Broker.Addr()
-	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
+	testwait.For(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
 	replies := startReplySub(t, addr, "replies/#", "edged/gw/+/+/set/reply")
 	time.Sleep(300 * time.Millisecond) // mosquitto_sub subscribed (a reply before would be missed: the next wait fails loudly)
 
@@ -266,7 +267,7 @@ func TestLocalSetSwitches(t *testing.T) {
 	path := commandsConfig(t, dir, sim.Addr(), "writes = false", "commands = true")
 	rt, _ := startFromFile(t, path)
 	addr := rt.Broker.Addr()
-	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
+	testwait.For(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
 	replies := startReplySub(t, addr, "replies/#")
 	time.Sleep(300 * time.Millisecond)
 	pub(t, addr, "-V", "5", "-i", "hmi", "-t", "edged/gw/plc/sp/set", "-m", "5", "-D", "publish", "response-topic", "replies/x", "-D", "publish", "correlation-data", "c")
@@ -286,7 +287,7 @@ func TestLocalSetSwitches(t *testing.T) {
 	dir2 := t.TempDir()
 	rt2, _ := startFromFile(t, commandsConfig(t, dir2, sim2.Addr(), "writes = true", "commands = false"))
 	addr2 := rt2.Broker.Addr()
-	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt2, "plc") > 1 })
+	testwait.For(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt2, "plc") > 1 })
 	host, port, _ := net.SplitHostPort(addr2)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -354,7 +355,7 @@ timeout = "2s"
 `, filepath.Join(dir, "data"), bcryptHash(t, "op-pw", bcrypt.MinCost), pty.A))
 	rt, _ := startFromFile(t, path)
 	addr := rt.Broker.Addr()
-	waitUntil(t, 20*time.Second, "the RTU device polled", func() bool { return pollsOf(rt, "rtu") > 1 })
+	testwait.For(t, 20*time.Second, "the RTU device polled", func() bool { return pollsOf(rt, "rtu") > 1 })
 	replies := startReplySub(t, addr, "replies/#")
 	time.Sleep(300 * time.Millisecond)
 	set := func(payload, corr string) control.Reply {
@@ -400,7 +401,7 @@ func TestCloudSetCommands(t *testing.T) {
 	// replay it at every connect.
 	cloudPub("-r", "-t", "edged/gw/plc/sp2/set", "-m", "9")
 	rt, _ := startFromFile(t, path)
-	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
+	testwait.For(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
 	cloud := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/status")
 	cloud.WaitTopic(20*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "online" })
 	replies := startReplySubAs(t, mq.PlainAddr(), nil, "cloud/replies/#", "edged/gw/+/+/set/reply")
@@ -440,7 +441,7 @@ func TestCloudSetSourceNotEnabled(t *testing.T) {
 	path := commandsConfig(t, dir, sim.Addr(), "writes = true", "")
 	appendFile(t, path, upstreamTOML(mq, mq.TLSAddr(), "cloud", ""))
 	rt, _ := startFromFile(t, path)
-	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
+	testwait.For(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
 	cloud := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/status", "edged/gw/plc/sp/set/reply")
 	cloud.WaitTopic(20*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "online" })
 	host, port, _ := net.SplitHostPort(mq.PlainAddr())

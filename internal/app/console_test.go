@@ -27,6 +27,7 @@ import (
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/modbussim"
+	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/mapping"
 )
 
@@ -194,7 +195,7 @@ password_file = %q
 		t.Errorf("POST write without login: %d, want 401", r.code)
 	}
 
-	waitUntil(t, 10*time.Second, "a first poll", func() bool {
+	testwait.For(t, 10*time.Second, "a first poll", func() bool {
 		return strings.Contains(do(t, c, "GET", base+"/console/device/boiler", "installer", "ladder-7", nil).body, "21.5")
 	})
 	for _, p := range []string{"/console/", "/console/device/boiler", "/console/uplinks", "/console/config"} {
@@ -440,7 +441,7 @@ timeout = "100ms"
 	base := consoleURL(t, rt, "http")
 	c := &http.Client{Timeout: 10 * time.Second}
 	var body string
-	waitUntil(t, 10*time.Second, "the first value on the page", func() bool {
+	testwait.For(t, 10*time.Second, "the first value on the page", func() bool {
 		body = do(t, c, "GET", base+"/console/device/meter", "", "", nil).body
 		return strings.Contains(body, `data-k="t:meter:v:v">7<`)
 	})
@@ -474,7 +475,7 @@ func TestConsoleLogsInTheBrokersUsers(t *testing.T) {
 			t.Errorf("GET /console/ as %q/%q: %d, want 401", cred[0], cred[1], r.code)
 		}
 	}
-	waitUntil(t, 10*time.Second, "the broker's user sees the device", func() bool {
+	testwait.For(t, 10*time.Second, "the broker's user sees the device", func() bool {
 		return strings.Contains(do(t, c, "GET", base+"/console/device/boiler", "hmi", "hmi-pass-3", nil).body, "21.5")
 	})
 }

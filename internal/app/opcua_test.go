@@ -258,8 +258,8 @@ timeout = "2s"
 			strings.Contains(body, `edged_device_up{device="poller",driver="opcua"} 1`) &&
 			metric(t, body, `edged_device_requests_total{device="press"}`) >= 2 && // subscribe, monitor, keepalives
 			metric(t, body, `edged_device_requests_total{device="poller"}`) >= 3 &&
-			metric(t, body, `edged_device_poll_duration_seconds{device="poller"}`) > 0 &&
-			metric(t, body, `edged_device_poll_duration_seconds{device="press"}`) > 0 {
+			metric(t, body, `edged_device_poll_duration_seconds_sum{device="poller"}`) > 0 &&
+			metric(t, body, `edged_device_poll_duration_seconds_sum{device="press"}`) > 0 {
 			for _, dev := range []string{"press", "poller"} {
 				for _, kind := range []string{"timeout", "exception", "other"} {
 					metric(t, body, fmt.Sprintf(`edged_device_errors_total{device=%q,kind=%q}`, dev, kind))

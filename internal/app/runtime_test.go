@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -125,9 +126,22 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 	if metric(t, m, `edged_device_errors_total{device="meter",kind="timeout"}`) != 0 {
 		t.Fatal("the healthy meter shows timeouts")
 	}
-	if d := metric(t, m, `edged_device_poll_duration_seconds{device="meter"}`); d <= 0 || d > 5 {
-		t.Fatalf("meter poll duration %v s", d)
+	// Poll durations are a histogram of every poll, not the last one.
+	count := metric(t, m, `edged_device_poll_duration_seconds_count{device="meter"}`)
+	sum := metric(t, m, `edged_device_poll_duration_seconds_sum{device="meter"}`)
+	if count < 1 || sum <= 0 || sum/count > 5 {
+		t.Fatalf("meter poll durations: count %v sum %v s:\n%s", count, sum, grepLines(m, "edged_device_poll_duration_seconds"))
 	}
+	if inf := metric(t, m, `edged_device_poll_duration_seconds_bucket{device="meter",le="+Inf"}`); inf != count {
+		t.Fatalf("+Inf bucket %v, count %v", inf, count)
+	}
+	if le30 := metric(t, m, `edged_device_poll_duration_seconds_bucket{device="meter",le="30"}`); le30 != count {
+		t.Fatalf("%v polls within 30 s of %v: a loopback poll takes milliseconds", le30, count)
+	}
+	if !regexp.MustCompile(`(?m)^edged_build_info\{commit="[^"]+",goversion="` + regexp.QuoteMeta(runtime.Version()) + `",version="[^"]+"\} 1$`).MatchString(m) {
+		t.Fatalf("edged_build_info:\n%s", grepLines(m, "edged_build_info"))
+	}
+	boundedLabels(t, m)
 	c := rt.Gateway.Counters()
 	if got := metric(t, m, "edged_published_messages_total"); got < 1 || got > float64(c.Published) {
 		t.Fatalf("edged_published_messages_total %v, gateway counted %d", got, c.Published)
@@ -137,6 +151,29 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 	}
 	if !strings.Contains(m, "go_goroutines ") || !strings.Contains(m, "process_resident_memory_bytes ") {
 		t.Fatal("Go and process collectors missing")
+	}
+}
+
+// boundedLabels fails the test if a label value of any series looks like
+// free text (an error message: spaces, a colon followed by more): label
+// values must come from small fixed sets or from the config's names, or
+// every new error text would make a new series.
+func boundedLabels(t *testing.T, body string) {
+	t.Helper()
+	lv := regexp.MustCompile(`([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"`)
+	for _, l := range strings.Split(body, "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		open, closing := strings.IndexByte(l, '{'), strings.LastIndexByte(l, '}')
+		if open < 0 || closing < open {
+			continue
+		}
+		for _, m := range lv.FindAllStringSubmatch(l[open+1:closing], -1) {
+			if strings.ContainsAny(m[2], " \t") || strings.Contains(m[2], ": ") {
+				t.Errorf("label %s has free text %q: %s", m[1], m[2], l)
+			}
+		}
 	}
 }
 

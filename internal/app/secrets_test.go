@@ -15,6 +15,7 @@ import (
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/mosquittotest"
 	"github.com/edged-gw/edged/internal/mqtttest"
+	"github.com/edged-gw/edged/internal/testwait"
 )
 
 // lockedLog collects every log line of a runtime.
@@ -107,8 +108,8 @@ max_bytes = "16MiB"
 		}
 	})
 	ups := rt.Uplinks()
-	waitUntil(t, 10*time.Second, "the uplink with the right password online", func() bool { return ups[0].Stats().State == "online" })
-	waitUntil(t, 10*time.Second, "the one with the wrong password refused", func() bool {
+	testwait.For(t, 10*time.Second, "the uplink with the right password online", func() bool { return ups[0].Stats().State == "online" })
+	testwait.For(t, 10*time.Second, "the one with the wrong password refused", func() bool {
 		return ups[1].Stats().ConnectAttempts >= 2 && ups[1].Stats().LastErr != ""
 	})
 	errs = append(errs, ups[1].Stats().LastErr)
@@ -118,10 +119,10 @@ max_bytes = "16MiB"
 	// An outage and the reconnect.
 	before := ups[0].Stats().Connects
 	proxy.Cut()
-	waitUntil(t, 10*time.Second, "offline", func() bool { return ups[0].Stats().State != "online" })
+	testwait.For(t, 10*time.Second, "offline", func() bool { return ups[0].Stats().State != "online" })
 	publishSeq(t, rt, "edged/it/seq/a", 50, 100)
 	proxy.Restore()
-	waitUntil(t, 20*time.Second, "online again", func() bool { return ups[0].Stats().Connects > before })
+	testwait.For(t, 20*time.Second, "online again", func() bool { return ups[0].Stats().Connects > before })
 	cloud.WaitFor(20*time.Second, "the backlog", func(ms []mqtttest.Message) bool { return allSeqs(seqsOn(ms, "edged/it/seq/a"), 100) })
 
 	// A reload that restarts the uplink (keepalive changed).
@@ -131,7 +132,7 @@ max_bytes = "16MiB"
 	if _, _, err := rt.Reload(context.Background(), path, cfg); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "online after the reload", func() bool {
+	testwait.For(t, 10*time.Second, "online after the reload", func() bool {
 		u := rt.Uplinks()
 		return len(u) == 2 && u[0].Stats().State == "online"
 	})

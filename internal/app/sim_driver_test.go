@@ -12,6 +12,7 @@ import (
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/mqtttest"
 	"github.com/edged-gw/edged/internal/simdriver" // the one line a new protocol costs (a blank import in southbound/all)
+	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
 )
@@ -121,7 +122,7 @@ poll_interval = "20ms"
 	if v := metric(t, body, `edged_device_errors_total{device="tank",kind="timeout"}`); v < 1 {
 		t.Errorf("timeouts %v, want the failed polls while the plant was down", v)
 	}
-	if v := metric(t, body, `edged_device_poll_duration_seconds{device="tank"}`); v <= 0 {
+	if v := metric(t, body, `edged_device_poll_duration_seconds_sum{device="tank"}`); v <= 0 {
 		t.Errorf("poll duration %v", v)
 	}
 	metric(t, body, `edged_device_overruns_total{device="tank"}`)
@@ -145,4 +146,82 @@ func (l *logBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestNewReasonWhileOfflineIsShown: a device that stays offline for a new
+// reason (an OPC UA server whose certificate the operator just trusted,
+// now refusing edged's) shows the new reason where the operator looks —
+// a warn line, the retained _status, /readyz — while more failures for
+// the same reason stay at debug.
+func TestNewReasonWhileOfflineIsShown(t *testing.T) {
+	plant := simdriver.PlantNamed(t.Name())
+	plant.Set("level", mapping.Value{Kind: mapping.KindFloat, Float: 1.5})
+	dir := t.TempDir()
+	path := writeConfig(t, dir, `[gateway]
+id = "it"
+data_dir = "`+dir+`"
+[broker]
+listen = "127.0.0.1:0"
+[metrics]
+listen = "127.0.0.1:0"
+[[device]]
+name = "tank"
+driver = "sim"
+plant = "`+t.Name()+`"
+poll_interval = "20ms"
+  [[device.tag]]
+  name = "level"
+  type = "float64"
+`)
+	var logs logBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	cfg, err := configs.Load(path, Drivers(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := Start(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Stop() })
+	base := "http://" + rt.Metrics.Addr()
+	sub := mqtttest.Subscribe(t, rt.Broker.Addr(), "edged/it/#")
+	sub.WaitTopic(10*time.Second, "edged/it/tank/_status", func(p []byte) bool { return strings.Contains(string(p), `"online"`) })
+
+	plant.SetFault(errors.New("sim: certificate not trusted: move it to trusted/"))
+	sub.WaitTopic(10*time.Second, "edged/it/tank/_status", func(p []byte) bool { return strings.Contains(string(p), "move it to trusted/") })
+	testwait.For(t, 10*time.Second, "/readyz with the first reason", func() bool {
+		_, body := get(t, base+"/readyz")
+		return strings.Contains(body, "move it to trusted/")
+	})
+
+	plant.SetFault(errors.New("sim: the plant does not trust edged's certificate"))
+	sub.WaitTopic(10*time.Second, "edged/it/tank/_status", func(p []byte) bool {
+		return strings.Contains(string(p), `"offline"`) && strings.Contains(string(p), "does not trust edged")
+	})
+	sub.WaitTopic(10*time.Second, "edged/it/tank/level", func(p []byte) bool { return strings.Contains(string(p), "does not trust edged") })
+	testwait.For(t, 10*time.Second, "/readyz with the new reason", func() bool {
+		code, body := get(t, base+"/readyz")
+		return code == 503 && strings.Contains(body, "does not trust edged") && !strings.Contains(body, "move it to trusted/")
+	})
+	// More failures for the same reason (backoff 250 ms, doubling): still
+	// one line per reason.
+	errs := func() uint64 {
+		for _, d := range rt.Gateway.Snapshot() {
+			if sr, ok := d.Source.(southbound.StatsReporter); ok {
+				return sr.Stats().Errors
+			}
+		}
+		t.Fatal("no stats")
+		return 0
+	}
+	mark := errs()
+	testwait.For(t, 20*time.Second, "two more failed polls", func() bool { return errs() >= mark+2 })
+	out := logs.String()
+	if n := strings.Count(out, `level=WARN msg="device offline" device=tank`); n != 1 {
+		t.Errorf("%d \"device offline\" lines, want 1:\n%s", n, out)
+	}
+	if n := strings.Count(out, `level=WARN msg="device still offline, for another reason" device=tank`); n != 1 || !strings.Contains(out, "does not trust edged") {
+		t.Errorf("%d warn lines for the new reason, want 1:\n%s", n, out)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/edged-gw/edged/internal/mosquittotest"
 	"github.com/edged-gw/edged/internal/mqtttest"
+	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/northbound"
 )
 
@@ -41,18 +43,6 @@ func appendFile(t *testing.T, path, text string) {
 	}
 	if err := os.WriteFile(path, append(b, text...), 0o644); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// waitUntil polls cond until it holds or fails the test after timeout.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -112,13 +102,13 @@ func TestUplinkMetricsAndReadiness(t *testing.T) {
 	mqtttest.Subscribe(t, rt.Broker.Addr(), "edged/it/#") // counts in edged_broker_subscriptions
 	const topic = "edged/it/seq/a"
 
-	waitUntil(t, 10*time.Second, "uplink up", func() bool { return scrape(`edged_uplink_up{upstream="cloud"}`) == 1 })
-	waitUntil(t, 10*time.Second, "/readyz 200", func() bool { code, _ := get(t, base+"/readyz"); return code == 200 })
+	testwait.For(t, 10*time.Second, "uplink up", func() bool { return scrape(`edged_uplink_up{upstream="cloud"}`) == 1 })
+	testwait.For(t, 10*time.Second, "/readyz 200", func() bool { code, _ := get(t, base+"/readyz"); return code == 200 })
 
 	const n = 200
 	publishSeq(t, rt, topic, 0, n)
 	cloud.WaitFor(10*time.Second, "the first messages", func(ms []mqtttest.Message) bool { return allSeqs(seqsOn(ms, topic), n) })
-	waitUntil(t, 10*time.Second, "acked ≥ n and an empty buffer", func() bool {
+	testwait.For(t, 10*time.Second, "acked ≥ n and an empty buffer", func() bool {
 		return scrape(`edged_uplink_acked_total{upstream="cloud"}`) >= n && scrape(`edged_uplink_buffer_messages{upstream="cloud"}`) == 0
 	})
 	_, m := get(t, base+"/metrics")
@@ -151,19 +141,19 @@ func TestUplinkMetricsAndReadiness(t *testing.T) {
 
 	// Outage: the path to the cloud breaks.
 	proxy.Cut()
-	waitUntil(t, 10*time.Second, "uplink down", func() bool { return scrape(`edged_uplink_up{upstream="cloud"}`) == 0 })
+	testwait.For(t, 10*time.Second, "uplink down", func() bool { return scrape(`edged_uplink_up{upstream="cloud"}`) == 0 })
 	const outage = 150
 	publishSeq(t, rt, topic, n, n+outage)
-	waitUntil(t, 10*time.Second, "the outage's messages in the buffer", func() bool {
+	testwait.For(t, 10*time.Second, "the outage's messages in the buffer", func() bool {
 		return scrape(`edged_uplink_buffer_messages{upstream="cloud"}`) == outage
 	})
-	waitUntil(t, 10*time.Second, "/readyz listing the uplink with its error", func() bool {
+	testwait.For(t, 10*time.Second, "/readyz listing the uplink with its error", func() bool {
 		code, body := get(t, base+"/readyz")
 		return code == 503 && strings.Contains(body, "upstream cloud: ") && strings.Contains(body, "(") && !strings.Contains(body, "device ")
 	})
-	waitUntil(t, 10*time.Second, "a last error series and the age of the oldest message", func() bool {
+	testwait.For(t, 10*time.Second, "a last error series and the age of the oldest message", func() bool {
 		_, m := get(t, base+"/metrics")
-		return strings.Contains(m, `edged_uplink_last_error_info{error="`) &&
+		return strings.Contains(m, `edged_uplink_last_error_info{reason="`) &&
 			metric(t, m, `edged_uplink_buffer_oldest_age_seconds{upstream="cloud"}`) > 0 &&
 			metric(t, m, `edged_uplink_buffer_bytes{upstream="cloud"}`) > 0 &&
 			metric(t, m, `edged_uplink_buffer_disk_bytes{upstream="cloud"}`) > 0 &&
@@ -172,12 +162,19 @@ func TestUplinkMetricsAndReadiness(t *testing.T) {
 			metric(t, m, `edged_uplink_connect_attempts_total{upstream="cloud"}`) >= 2
 	})
 
+	// The error is a bounded reason, its text only in /readyz and the log.
+	_, m = get(t, base+"/metrics")
+	boundedLabels(t, m)
+	if reason := regexp.MustCompile(`edged_uplink_last_error_info\{reason="([^"]*)",upstream="cloud"\} 1`).FindStringSubmatch(m); reason == nil || !slices.Contains(northbound.ErrorReasons, reason[1]) {
+		t.Errorf("edged_uplink_last_error_info during the outage:\n%s", grepLines(m, "edged_uplink_last_error_info"))
+	}
+
 	// Recovery: the backlog drains.
 	proxy.Restore()
 	cloud.WaitFor(30*time.Second, "every message after the outage", func(ms []mqtttest.Message) bool {
 		return allSeqs(seqsOn(ms, topic), n+outage)
 	})
-	waitUntil(t, 10*time.Second, "an empty buffer after the outage", func() bool {
+	testwait.For(t, 10*time.Second, "an empty buffer after the outage", func() bool {
 		_, m := get(t, base+"/metrics")
 		return metric(t, m, `edged_uplink_buffer_messages{upstream="cloud"}`) == 0 &&
 			metric(t, m, `edged_uplink_up{upstream="cloud"}`) == 1 &&
@@ -220,7 +217,7 @@ func TestReloadUplinks(t *testing.T) {
 	}
 	oldCloud, oldArchive := ups[0], ups[1]
 	online := func(u *northbound.Uplink) bool { return u.Stats().State == "online" }
-	waitUntil(t, 10*time.Second, "every uplink online", func() bool {
+	testwait.For(t, 10*time.Second, "every uplink online", func() bool {
 		return online(ups[0]) && online(ups[1]) && online(ups[2])
 	})
 
@@ -246,7 +243,7 @@ func TestReloadUplinks(t *testing.T) {
 		}
 	}()
 	sentNow := func() int { mu.Lock(); defer mu.Unlock(); return sent }
-	waitUntil(t, 10*time.Second, "the archive acknowledging the stream", func() bool { return oldArchive.Stats().Acked >= 100 })
+	testwait.For(t, 10*time.Second, "the archive acknowledging the stream", func() bool { return oldArchive.Stats().Acked >= 100 })
 	archiveAcked := oldArchive.Stats().Acked
 
 	if err := os.WriteFile(path, append(slices.Clip(e2e), after...), 0o644); err != nil {
@@ -265,9 +262,9 @@ func TestReloadUplinks(t *testing.T) {
 		t.Fatalf("after the reload: %d uplinks, archive kept %v, cloud replaced %v", len(ups), ups[1] == oldArchive, ups[0] != oldCloud)
 	}
 	newCloud := ups[0]
-	waitUntil(t, 10*time.Second, "the new cloud uplink online", func() bool { return online(newCloud) })
+	testwait.For(t, 10*time.Second, "the new cloud uplink online", func() bool { return online(newCloud) })
 	mark := sentNow()
-	waitUntil(t, 10*time.Second, "the stream continuing after the reload", func() bool { return sentNow() > mark+100 })
+	testwait.For(t, 10*time.Second, "the stream continuing after the reload", func() bool { return sentNow() > mark+100 })
 	close(stop)
 	<-done
 	total := sentNow()
@@ -291,7 +288,7 @@ func TestReloadUplinks(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(filepath.Dir(path), "buffer", "spare")); err != nil {
 		t.Errorf("the removed uplink's buffer folder: %v", err)
 	}
-	waitUntil(t, 10*time.Second, "the restarted cloud uplink's buffer drained", func() bool {
+	testwait.For(t, 10*time.Second, "the restarted cloud uplink's buffer drained", func() bool {
 		return newCloud.Stats().Buffer.Depth == 0
 	})
 	t.Logf("%d messages streamed; the restarted uplink replayed %d buffered across the switch", total, newCloud.Stats().Replayed)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edged-gw/edged/internal/testwait"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -42,17 +43,6 @@ func (s *countingSource) Config() ConfigInfo                 { return ConfigInfo
 
 func (s *countingSource) set(v string) { s.mu.Lock(); s.value = v; s.mu.Unlock() }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestNoWorkWhileNobodyLooks: with no browser connected the console reads
 // the gateway once per plot sample only; an event stream makes it read
 // every LiveEvery and send only what changed; when the browser leaves, the
@@ -63,7 +53,7 @@ func TestNoWorkWhileNobodyLooks(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c.Start(ctx)
-	waitFor(t, "the first plot sample", func() bool { return src.calls.Load() == 1 })
+	testwait.For(t, testwait.Timeout, "the first plot sample", func() bool { return src.calls.Load() == 1 })
 	time.Sleep(200 * time.Millisecond) // twenty live intervals with nobody connected
 	if n := src.calls.Load(); n != 1 {
 		t.Fatalf("%d reads of the gateway with no browser connected, want 1 (the plot sample)", n)
@@ -113,7 +103,7 @@ func TestNoWorkWhileNobodyLooks(t *testing.T) {
 
 	rcancel()
 	resp.Body.Close()
-	waitFor(t, "the stream to unsubscribe", func() bool { return !c.rec.connected() })
+	testwait.For(t, testwait.Timeout, "the stream to unsubscribe", func() bool { return !c.rec.connected() })
 	after := src.calls.Load()
 	time.Sleep(200 * time.Millisecond)
 	if n := src.calls.Load(); n > after+1 {

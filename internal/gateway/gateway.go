@@ -87,13 +87,17 @@ type device struct {
 	running bool
 	state   southbound.State
 	err     error
-	polls   uint64
-	lastOK  int64 // unix ms of the last sample batch with a good value
-	bad     uint64
-	tags    []tagState
-	index   map[*mapping.Spec]int
-	buf     []byte
-	dbuf    []byte // the per-device message being built
+	// announced is whether a status was published; the gateway and the
+	// device host both report connecting at start and stopped at stop,
+	// and a status equal to the last one is published only once.
+	announced bool
+	polls     uint64
+	lastOK    int64 // unix ms of the last sample batch with a good value
+	bad       uint64
+	tags      []tagState
+	index     map[*mapping.Spec]int
+	buf       []byte
+	dbuf      []byte // the per-device message being built
 }
 
 type tagState struct {
@@ -561,14 +565,15 @@ func (d *device) Samples(_ string, samples []mapping.Sample) {
 func (d *device) State(_ string, state southbound.State, err error) {
 	g := d.g
 	d.mu.Lock()
-	changed := d.state != state || (err != nil) != (d.err != nil)
-	d.state, d.err = state, err
+	changed := !d.announced || d.state != state || errText(err) != errText(d.err)
+	d.state, d.err, d.announced = state, err, true
 	d.mu.Unlock()
-	if changed {
-		// Drivers log their own transitions at info/warn with what the
-		// operator needs (address, port, endpoint); here only for debugging.
-		g.log.Debug("device state", "device", d.name, "state", state.String(), "err", err)
+	if !changed {
+		return // the retained status says so already
 	}
+	// Drivers log their own transitions at info/warn with what the
+	// operator needs (address, port, endpoint); here only for debugging.
+	g.log.Debug("device state", "device", d.name, "state", state.String(), "err", err)
 	payload := appendStatus(nil, state, err, time.Now().UnixMilli())
 	if perr := g.pub.Publish(d.statusTo, payload, true, 1); perr != nil {
 		g.log.Warn("publish device status failed", "device", d.name, "err", perr)
@@ -588,6 +593,13 @@ func (g *Gateway) State(name string, state southbound.State, err error) {
 	if d := g.tbl.Load().byName[name]; d != nil {
 		d.State(name, state, err)
 	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // appendStatus renders {"state":"online","ts":…} plus "err" when there is one.

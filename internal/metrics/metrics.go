@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"time"
 
@@ -143,6 +144,36 @@ func Readiness(gw *gateway.Gateway) []string {
 	return out
 }
 
+// pollBounds are southbound.PollBuckets as a slice, for the histogram.
+var pollBounds = southbound.PollBuckets[:]
+
+func pollHistogram(h southbound.PollHistogram, device string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(pollBounds))
+	for i, le := range pollBounds {
+		if i < len(h.Counts) {
+			buckets[le] = h.Counts[i]
+		}
+	}
+	return prometheus.MustNewConstHistogram(descPollSeconds, h.Count, h.Sum, buckets, device)
+}
+
+// BuildInfo is the edged_build_info gauge (always 1): the version and
+// commit edged was built from and the Go version that built it, so a fleet
+// dashboard can tell which build each box runs.
+func BuildInfo(version, commit string) prometheus.Collector {
+	if version == "" {
+		version = "dev"
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "edged_build_info",
+		Help:        "The build of edged running (always 1): version, commit and the Go version that built it.",
+		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "goversion": runtime.Version()},
+	}, func() float64 { return 1 })
+}
+
 // GatewayCollector exports per-device and gateway-wide series.
 type GatewayCollector struct {
 	GW     *gateway.Gateway
@@ -158,7 +189,7 @@ var (
 	descTags        = prometheus.NewDesc("edged_device_tags", "Tags configured on the device.", []string{"device"}, nil)
 	descRequests    = prometheus.NewDesc("edged_device_requests_total", "Requests sent to the device.", []string{"device"}, nil)
 	descErrors      = prometheus.NewDesc("edged_device_errors_total", "Failed requests by kind.", []string{"device", "kind"}, nil)
-	descPollSeconds = prometheus.NewDesc("edged_device_poll_duration_seconds", "How long the last complete poll cycle took (a subscribing device: its last keepalive request).", []string{"device"}, nil)
+	descPollSeconds = prometheus.NewDesc("edged_device_poll_duration_seconds", "How long complete poll cycles took (a subscribing device: its keepalive requests).", []string{"device"}, nil)
 	descOverruns    = prometheus.NewDesc("edged_device_overruns_total", "Polls that started a whole poll interval late: the device (or its lane) cannot carry the configured interval.", []string{"device"}, nil)
 	descSamples     = prometheus.NewDesc("edged_samples_total", "Samples received from all devices.", nil, nil)
 	descPublished   = prometheus.NewDesc("edged_published_messages_total", "Value messages published to the local broker.", nil, nil)
@@ -207,7 +238,7 @@ func (c GatewayCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descErrors, counter, float64(st.Timeouts), d.Name, "timeout")
 			ch <- prometheus.MustNewConstMetric(descErrors, counter, float64(st.Exceptions), d.Name, "exception")
 			ch <- prometheus.MustNewConstMetric(descErrors, counter, float64(other), d.Name, "other")
-			ch <- prometheus.MustNewConstMetric(descPollSeconds, gauge, st.LastPoll, d.Name)
+			ch <- pollHistogram(st.PollTimes, d.Name)
 			ch <- prometheus.MustNewConstMetric(descOverruns, counter, float64(st.Overruns), d.Name)
 		}
 	}

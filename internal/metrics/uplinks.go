@@ -20,7 +20,7 @@ var (
 	upLabel           = []string{"upstream"}
 	descUplinkUp      = prometheus.NewDesc("edged_uplink_up", "1 if the uplink has a session with its cloud broker, else 0.", upLabel, nil)
 	descUplinkState   = prometheus.NewDesc("edged_uplink_state", "The uplink's state: 1 for the current one.", []string{"upstream", "state"}, nil)
-	descUplinkErr     = prometheus.NewDesc("edged_uplink_last_error_info", "The uplink's last connection error, while it is not connected (always 1).", []string{"upstream", "error"}, nil)
+	descUplinkErr     = prometheus.NewDesc("edged_uplink_last_error_info", "Why the uplink's last connection failed, while it is not connected (always 1): reason is one of dns, connection_refused, timeout, tls, broker_refused, connection_lost, other (the error's text is in the log and /readyz).", []string{"upstream", "reason"}, nil)
 	descUplinkConns   = prometheus.NewDesc("edged_uplink_connects_total", "Sessions established with the cloud broker.", upLabel, nil)
 	descUplinkTries   = prometheus.NewDesc("edged_uplink_connect_attempts_total", "Connection attempts, failed ones included.", upLabel, nil)
 	descUplinkSent    = prometheus.NewDesc("edged_uplink_published_total", "PUBLISH packets written to the cloud broker (live and replayed, resends included).", upLabel, nil)
@@ -74,8 +74,8 @@ func (c UplinkCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, st := range uplinkStates {
 			ch <- prometheus.MustNewConstMetric(descUplinkState, gauge, flag(s.State == st), n, st)
 		}
-		if s.LastErr != "" && s.State != "online" {
-			ch <- prometheus.MustNewConstMetric(descUplinkErr, gauge, 1, n, s.LastErr)
+		if s.LastErrReason != "" && s.State != "online" {
+			ch <- prometheus.MustNewConstMetric(descUplinkErr, gauge, 1, n, s.LastErrReason)
 		}
 		ch <- prometheus.MustNewConstMetric(descUplinkConns, counter, float64(s.Connects), n)
 		ch <- prometheus.MustNewConstMetric(descUplinkTries, counter, float64(s.ConnectAttempts), n)

@@ -102,6 +102,7 @@ type Plant struct {
 	mu       sync.Mutex
 	values   map[string]mapping.Value
 	down     bool
+	fault    error // answered to every request while set
 	writes   []string
 	inFlight int
 	overlaps int
@@ -145,6 +146,13 @@ func (p *Plant) SetDown(down bool) {
 	p.down = down
 }
 
+// SetFault makes every request fail with err (nil: answer again).
+func (p *Plant) SetFault(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fault = err
+}
+
 // Writes lists the writes that landed, as "tag=value".
 func (p *Plant) Writes() []string {
 	p.mu.Lock()
@@ -172,7 +180,7 @@ func (p *Plant) begin() error {
 	if p.down {
 		return errDown
 	}
-	return nil
+	return p.fault
 }
 
 func (p *Plant) end() {

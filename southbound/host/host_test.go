@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
 )
@@ -115,19 +116,6 @@ func (r *recorder) State(dev string, s southbound.State, _ error) {
 	r.mu.Unlock()
 }
 
-var dbg = func() string { return "" }
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what+dbg())
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // TestLaneSerialisesAndStops: two devices in one lane and writes from
 // several goroutines never overlap; a device that fails goes offline and
 // comes back; nothing reaches the sink after Stop returns.
@@ -164,7 +152,7 @@ func TestLaneSerialisesAndStops(t *testing.T) {
 	b.mu.Lock()
 	b.down = true
 	b.mu.Unlock()
-	waitUntil(t, "b offline", func() bool {
+	testwait.For(t, testwait.Timeout, "b offline", func() bool {
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
 		s := rec.states["b"]
@@ -173,16 +161,15 @@ func TestLaneSerialisesAndStops(t *testing.T) {
 	b.mu.Lock()
 	b.down = false
 	b.mu.Unlock()
-	dbg = func() string {
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
-		return fmt.Sprint(rec.states["b"], b.polls.Load(), a.polls.Load())
-	}
-	waitUntil(t, "b online again", func() bool {
+	testwait.For(t, testwait.Timeout, "b online again", func() bool {
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
 		s := rec.states["b"]
 		return len(s) == 4
+	}, func() string {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return fmt.Sprintf("; states of b %v, polls of b %d, of a %d", rec.states["b"], b.polls.Load(), a.polls.Load())
 	})
 	if n := a.overlap.Load() + b.overlap.Load(); n != 0 {
 		t.Errorf("%d requests overlapped in one lane", n)

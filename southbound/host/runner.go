@@ -236,6 +236,10 @@ type device struct {
 	// subscriber goroutine).
 	state southbound.State
 	bad   []mapping.Sample
+	// why is the reason of the last failure with its numbers blanked
+	// (errReason): while offline, a failure for another reason is
+	// reported again, one for the same reason only at debug.
+	why string
 }
 
 func (d *device) setState(s southbound.State, err error) {
@@ -255,13 +259,23 @@ func (d *device) online() {
 }
 
 // failed is a failed poll or session: the transition to offline (every
-// tag bad) the first time, a debug line after.
+// tag bad) the first time, a debug line after while the reason stays the
+// same. A new reason while offline (the operator trusted the server's
+// certificate and now the server refuses edged's) is shown like the
+// first: a warn line, the tags and the status with the new error, so no
+// one is left reading advice that no longer applies.
 func (d *device) failed(err error) {
-	if d.state == southbound.StateOffline {
+	why := errReason(err)
+	if d.state == southbound.StateOffline && why == d.why {
 		d.log.Debug("reconnect failed", "err", err)
 		return
 	}
-	d.log.Warn("device offline", append(d.attrs[:len(d.attrs):len(d.attrs)], "err", err)...)
+	msg := "device offline"
+	if d.state == southbound.StateOffline {
+		msg = "device still offline, for another reason"
+	}
+	d.why = why
+	d.log.Warn(msg, append(d.attrs[:len(d.attrs):len(d.attrs)], "err", err)...)
 	now := time.Now().UnixMilli()
 	if len(d.bad) != len(d.specs) {
 		d.bad = make([]mapping.Sample, len(d.specs))
@@ -322,3 +336,23 @@ func (s *Session) Counter() *Counter { return s.d.counter }
 
 // Log is the device's logger.
 func (s *Session) Log() *slog.Logger { return s.d.log }
+
+// errReason is err's text with every run of digits blanked, so that the
+// same failure with another local port, address or count compares equal.
+func errReason(err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	b := make([]byte, 0, len(msg))
+	for i := 0; i < len(msg); i++ {
+		if c := msg[i]; c >= '0' && c <= '9' {
+			if len(b) == 0 || b[len(b)-1] != '#' {
+				b = append(b, '#')
+			}
+			continue
+		}
+		b = append(b, msg[i])
+	}
+	return string(b)
+}

@@ -21,6 +21,10 @@ type Counter struct {
 	req, errs, timeouts, exceptions atomic.Uint64
 	lastPoll                        atomic.Int64
 	polls, overruns                 atomic.Uint64
+	// The poll-duration histogram: one count per bucket of
+	// southbound.PollBuckets plus one beyond the last, and the sum in ns.
+	pollBuckets [len(southbound.PollBuckets) + 1]atomic.Uint64
+	pollSumNs   atomic.Int64
 }
 
 // Refusal is implemented by errors that are the device answering with a
@@ -50,13 +54,38 @@ func (c *Counter) Count(err error) {
 
 // Polled records the duration of one complete poll (or, for a subscribing
 // driver, of the request that checks the session is alive).
-func (c *Counter) Polled(took time.Duration) { c.lastPoll.Store(int64(took)) }
+func (c *Counter) Polled(took time.Duration) {
+	c.lastPoll.Store(int64(took))
+	secs := took.Seconds()
+	i := 0
+	for i < len(southbound.PollBuckets) && secs > southbound.PollBuckets[i] {
+		i++
+	}
+	c.pollBuckets[i].Add(1)
+	c.pollSumNs.Add(int64(took))
+}
+
+// pollTimes is the histogram so far, cumulative per bucket.
+func (c *Counter) pollTimes() southbound.PollHistogram {
+	h := southbound.PollHistogram{Counts: make([]uint64, len(southbound.PollBuckets))}
+	var run uint64
+	for i := range c.pollBuckets {
+		run += c.pollBuckets[i].Load()
+		if i < len(h.Counts) {
+			h.Counts[i] = run
+		}
+	}
+	h.Count = run
+	h.Sum = time.Duration(c.pollSumNs.Load()).Seconds()
+	return h
+}
 
 // Stats are the totals so far.
 func (c *Counter) Stats() southbound.Stats {
 	return southbound.Stats{
 		Requests: c.req.Load(), Errors: c.errs.Load(), Timeouts: c.timeouts.Load(), Exceptions: c.exceptions.Load(),
 		LastPoll: time.Duration(c.lastPoll.Load()).Seconds(), Polls: c.polls.Load(), Overruns: c.overruns.Load(),
+		PollTimes: c.pollTimes(),
 	}
 }
 

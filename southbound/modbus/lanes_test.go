@@ -9,6 +9,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/edged-gw/edged/internal/modbussim"
+	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
 	"github.com/edged-gw/edged/southbound/host"
@@ -31,7 +32,7 @@ func TestTCPGatewayUnitsShareOneConnection(t *testing.T) {
 		d.Provision(host.Env{Host: lanes})
 		run(t, d, s)
 	}
-	waitFor(t, "units 1-3 polled, unit 4 offline", func() bool {
+	testwait.For(t, testwait.Timeout, "units 1-3 polled, unit 4 offline", func() bool {
 		st, _ := s.state("u4")
 		return s.pollCount("u1") >= 5 && s.pollCount("u2") >= 5 && s.pollCount("u3") >= 5 && st == southbound.StateOffline
 	})
@@ -95,7 +96,7 @@ func TestRTUOverTCP(t *testing.T) {
 		d.Provision(host.Env{Host: lanes})
 		run(t, d, s)
 	}
-	waitFor(t, "3 polls of each", func() bool { return s.pollCount("a") >= 3 && s.pollCount("b") >= 3 })
+	testwait.For(t, testwait.Timeout, "3 polls of each", func() bool { return s.pollCount("a") >= 3 && s.pollCount("b") >= 3 })
 	for _, smp := range s.samples("a") {
 		if smp.Quality != mapping.Good {
 			t.Errorf("%s: quality %v err %v", smp.Tag.Name, smp.Quality, smp.Err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/edged-gw/edged/internal/modbussim"
+	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
 )
@@ -92,7 +93,7 @@ func TestTransientExceptionsLearnNoHoles(t *testing.T) {
 			s := newSink()
 			w := watchPolls(d, s)
 			run(t, d, s)
-			waitFor(t, "40 polls with transient refusals", func() bool { _, _, n := w.get(); return n >= 40 })
+			testwait.For(t, testwait.Timeout, "40 polls with transient refusals", func() bool { _, _, n := w.get(); return n >= 40 })
 			if sim.Faulted() == 0 {
 				t.Fatal("no read was refused: the fault is not injected")
 			}
@@ -103,7 +104,7 @@ func TestTransientExceptionsLearnNoHoles(t *testing.T) {
 				t.Errorf("state %v (%v), want online", st, err)
 			}
 			sim.ClearFaults()
-			waitFor(t, "the configured plan and every tag good once the device stops refusing", func() bool {
+			testwait.For(t, testwait.Timeout, "the configured plan and every tag good once the device stops refusing", func() bool {
 				return len(d.Learned().Plan) == configured && allGood(s.samples("plc"))
 			})
 			_, maxPlan, _ := w.get()
@@ -126,9 +127,9 @@ func TestDeviceWideRefusalLearnsNothing(t *testing.T) {
 	s := newSink()
 	w := watchPolls(d, s)
 	run(t, d, s)
-	waitFor(t, "4 refused polls", func() bool { _, _, n := w.get(); return n >= 4 })
+	testwait.For(t, testwait.Timeout, "4 refused polls", func() bool { _, _, n := w.get(); return n >= 4 })
 	sim.ClearFaults()
-	waitFor(t, "every tag good", func() bool { return allGood(s.samples("plc")) })
+	testwait.For(t, testwait.Timeout, "every tag good", func() bool { return allGood(s.samples("plc")) })
 	if hole, _, _ := w.get(); hole != "" {
 		t.Errorf("a device-wide refusal became a hole: %s", hole)
 	}
@@ -154,7 +155,7 @@ func TestRefusalLearnedWhenRepeated(t *testing.T) {
 		mu.Unlock()
 	}
 	run(t, d, s)
-	waitFor(t, "3 polls", func() bool { return s.pollCount("plc") >= 3 })
+	testwait.For(t, testwait.Timeout, "3 polls", func() bool { return s.pollCount("plc") >= 3 })
 	mu.Lock()
 	first, second := changes[0], changes[1]
 	mu.Unlock()
@@ -182,9 +183,9 @@ func TestAnsweredReadUnlearns(t *testing.T) {
 	configured := len(d.Requests())
 	s := newSink()
 	run(t, d, s)
-	waitFor(t, "the split learned", func() bool { return len(d.Learned().Plan) > configured })
+	testwait.For(t, testwait.Timeout, "the split learned", func() bool { return len(d.Learned().Plan) > configured })
 	sim.Unreject()
-	waitFor(t, "the configured plan again", func() bool {
+	testwait.For(t, testwait.Timeout, "the configured plan again", func() bool {
 		l := d.Learned()
 		return len(l.Plan) == configured && len(l.Unreadable) == 0 && allGood(s.samples("plc"))
 	})
@@ -217,7 +218,7 @@ func TestWrongFunctionCode(t *testing.T) {
 			d := device(t, "plc", sim.Addr(), tags)
 			s := newSink()
 			run(t, d, s)
-			waitFor(t, "4 polls", func() bool { return s.pollCount("plc") >= 4 })
+			testwait.For(t, testwait.Timeout, "4 polls", func() bool { return s.pollCount("plc") >= 4 })
 			for _, smp := range s.samples("plc") {
 				switch smp.Tag.Name {
 				case "b":
@@ -261,7 +262,7 @@ func TestWrongFunctionCode(t *testing.T) {
 			}
 		}
 		run(t, d, s)
-		waitFor(t, "10 polls", func() bool { return s.pollCount("plc") >= 10 })
+		testwait.For(t, testwait.Timeout, "10 polls", func() bool { return s.pollCount("plc") >= 10 })
 		mu.Lock()
 		defer mu.Unlock()
 		if bad != 0 || sim.Faulted() == 0 {
@@ -294,7 +295,7 @@ func TestWholeReadRefusedForAWhile(t *testing.T) {
 			}
 		}
 		run(t, d, s)
-		waitFor(t, "6 polls", func() bool { _, _, n := w.get(); return n >= 6 })
+		testwait.For(t, testwait.Timeout, "6 polls", func() bool { _, _, n := w.get(); return n >= 6 })
 		if hole, _, _ := w.get(); hole != "" {
 			t.Errorf("a block refused for three polls became a hole: %s", hole)
 		}
@@ -315,7 +316,7 @@ func TestWholeReadRefusedForAWhile(t *testing.T) {
 			mu.Unlock()
 		}
 		run(t, d, s)
-		waitFor(t, "5 polls", func() bool { return s.pollCount("plc") >= 5 })
+		testwait.For(t, testwait.Timeout, "5 polls", func() bool { return s.pollCount("plc") >= 5 })
 		mu.Lock()
 		defer mu.Unlock()
 		if fmt.Sprint(unreadable[:4]) != "[0 0 0 3]" {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edged-gw/edged/internal/modbussim"
+	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
 )
@@ -78,7 +79,7 @@ func startOnce(t *testing.T, d southbound.Driver, dir string) firstPoll {
 	if err := d.Start(context.Background(), s); err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	waitFor(t, "2 polls", func() bool { return s.pollCount(name) >= 2 })
+	testwait.For(t, testwait.Timeout, "2 polls", func() bool { return s.pollCount(name) >= 2 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := d.Stop(ctx); err != nil {

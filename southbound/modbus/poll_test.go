@@ -14,6 +14,7 @@ import (
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/modbussim"
+	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
 )
@@ -79,18 +80,6 @@ func (s *sink) state(device string) (southbound.State, error) {
 		return southbound.StateStopped, nil
 	}
 	return st[len(st)-1], s.errs[device][len(st)-1]
-}
-
-// waitFor polls cond every few milliseconds until it holds or 10 s pass.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 func startSim(t testing.TB, addr string) *modbussim.Server {
@@ -178,7 +167,7 @@ func TestPollValues(t *testing.T) {
 		mu.Unlock()
 	}
 	run(t, d, s)
-	waitFor(t, "4 polls", func() bool { return s.pollCount("plc") >= 4 })
+	testwait.For(t, testwait.Timeout, "4 polls", func() bool { return s.pollCount("plc") >= 4 })
 
 	want := map[string]mapping.Value{
 		"f_abcd":       {Kind: mapping.KindFloat, Float: 21.5},
@@ -234,7 +223,7 @@ func TestValuesFollowTheDevice(t *testing.T) {
 	run(t, d, s)
 	for _, v := range []uint16{1, 2, 65535} {
 		sim.SetInput(100, v)
-		waitFor(t, fmt.Sprintf("level = %d", v), func() bool {
+		testwait.For(t, testwait.Timeout, fmt.Sprintf("level = %d", v), func() bool {
 			got := s.samples("plc")
 			return len(got) == 1 && got[0].Value.Uint == uint64(v)
 		})
@@ -276,7 +265,7 @@ func TestRejectedRequestMarksOnlyItsTags(t *testing.T) {
 		mu.Unlock()
 	}
 	run(t, d, s)
-	waitFor(t, "6 polls", func() bool { return s.pollCount("plc") >= 6 })
+	testwait.For(t, testwait.Timeout, "6 polls", func() bool { return s.pollCount("plc") >= 6 })
 	for _, smp := range s.samples("plc") {
 		switch smp.Tag.Name {
 		case "in_hole":
@@ -320,7 +309,7 @@ func TestGatewayWithoutDeviceIsOffline(t *testing.T) {
 	d := device(t, "plc", sim.Addr(), tagToml("x", "holding", 0, "uint16"))
 	s := newSink()
 	run(t, d, s)
-	waitFor(t, "offline", func() bool { st, _ := s.state("plc"); return st == southbound.StateOffline })
+	testwait.For(t, testwait.Timeout, "offline", func() bool { st, _ := s.state("plc"); return st == southbound.StateOffline })
 	_, err := s.state("plc")
 	if err == nil || !strings.Contains(err.Error(), "exception 0B (gateway target device failed to respond)") {
 		t.Errorf("offline because of %v", err)
@@ -336,10 +325,10 @@ func TestOfflineAndRecovery(t *testing.T) {
 	d.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	s := newSink()
 	run(t, d, s)
-	waitFor(t, "online", func() bool { st, _ := s.state("plc"); return st == southbound.StateOnline })
+	testwait.For(t, testwait.Timeout, "online", func() bool { st, _ := s.state("plc"); return st == southbound.StateOnline })
 
 	sim.Close()
-	waitFor(t, "offline", func() bool { st, _ := s.state("plc"); return st == southbound.StateOffline })
+	testwait.For(t, testwait.Timeout, "offline", func() bool { st, _ := s.state("plc"); return st == southbound.StateOffline })
 	if _, err := s.state("plc"); err == nil {
 		t.Error("offline without a reason")
 	}
@@ -360,9 +349,9 @@ func TestOfflineAndRecovery(t *testing.T) {
 	t.Cleanup(func() { sim2.Close() })
 	// The port may be busy for a moment (e.g. the driver's own dial using it
 	// as source port, which it detects and drops); retry until it binds.
-	waitFor(t, "listening again on "+addr, func() bool { return sim2.Listen(addr) == nil })
-	waitFor(t, "online again", func() bool { st, _ := s.state("plc"); return st == southbound.StateOnline })
-	waitFor(t, "good values", func() bool {
+	testwait.For(t, testwait.Timeout, "listening again on "+addr, func() bool { return sim2.Listen(addr) == nil })
+	testwait.For(t, testwait.Timeout, "online again", func() bool { st, _ := s.state("plc"); return st == southbound.StateOnline })
+	testwait.For(t, testwait.Timeout, "good values", func() bool {
 		got := s.samples("plc")
 		return len(got) == 2 && got[0].Quality == mapping.Good && got[0].Value.Uint == 43
 	})
@@ -408,17 +397,17 @@ func TestDeadDeviceDoesNotSlowOthers(t *testing.T) {
 	b.Timeout = configs.Duration(100 * time.Millisecond)
 	run(t, a, s)
 	run(t, b, s)
-	waitFor(t, "live polling", func() bool { return s.pollCount("live") >= 2 })
+	testwait.For(t, testwait.Timeout, "live polling", func() bool { return s.pollCount("live") >= 2 })
 
 	const window = time.Second
 	before, t0 := s.pollCount("live"), time.Now()
-	waitFor(t, "the window", func() bool { return time.Since(t0) >= window })
+	testwait.For(t, testwait.Timeout, "the window", func() bool { return time.Since(t0) >= window })
 	polls := s.pollCount("live") - before
 	expected := int(time.Since(t0) / a.PollInterval.D())
 	if polls < expected*8/10 {
 		t.Errorf("live device polled %d times in %v, want ≥ 80%% of %d", polls, time.Since(t0), expected)
 	}
-	waitFor(t, "dead device offline", func() bool { st, _ := s.state("dead"); return st == southbound.StateOffline })
+	testwait.For(t, testwait.Timeout, "dead device offline", func() bool { st, _ := s.state("dead"); return st == southbound.StateOffline })
 }
 
 func TestStopUnblocksAStuckRead(t *testing.T) {
@@ -430,7 +419,7 @@ func TestStopUnblocksAStuckRead(t *testing.T) {
 	if err := d.Start(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a request in flight", func() bool { return sim.Requests() >= 1 })
+	testwait.For(t, testwait.Timeout, "a request in flight", func() bool { return sim.Requests() >= 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	t0 := time.Now()
@@ -464,7 +453,7 @@ func TestStopWhileOfflineAndNoSinkCallsAfterStop(t *testing.T) {
 	if err := d.Start(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "offline", func() bool { st, _ := s.state("plc"); return st == southbound.StateOffline })
+	testwait.For(t, testwait.Timeout, "offline", func() bool { st, _ := s.state("plc"); return st == southbound.StateOffline })
 	if err := d.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -547,12 +536,12 @@ func TestLearningKeptWhenThePollFails(t *testing.T) {
 	}
 	s := newSink()
 	run(t, d, s)
-	waitFor(t, "the first poll to fail on the silent register", func() bool {
+	testwait.For(t, testwait.Timeout, "the first poll to fail on the silent register", func() bool {
 		st, _ := s.state("plc")
 		return st == southbound.StateOffline
 	})
 	sim.Unsilence()
-	waitFor(t, "polls again", func() bool { return s.pollCount("plc") >= 3 })
+	testwait.For(t, testwait.Timeout, "polls again", func() bool { return s.pollCount("plc") >= 3 })
 	l := d.Learned()
 	want := []span{{HoldingRegister, 0, 1}, {HoldingRegister, 2, 1}, {HoldingRegister, 100, 1}}
 	if fmt.Sprint(spans(l.Plan)) != fmt.Sprint(want) {
@@ -560,7 +549,7 @@ func TestLearningKeptWhenThePollFails(t *testing.T) {
 	}
 	before := d.Stats().Exceptions
 	n := s.pollCount("plc")
-	waitFor(t, "three more polls", func() bool { return s.pollCount("plc") >= n+3 })
+	testwait.For(t, testwait.Timeout, "three more polls", func() bool { return s.pollCount("plc") >= n+3 })
 	if ex := d.Stats().Exceptions - before; ex != 0 {
 		t.Errorf("%d refused reads in three polls after learning; want none", ex)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/edged-gw/edged/internal/modbussim"
+	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound"
 	"github.com/edged-gw/edged/southbound/host"
@@ -103,7 +104,7 @@ func TestRTUEndToEnd(t *testing.T) {
 	b := rtuDevice(t, "b", p.A, 2, "", tagToml("level", "input", 7, "uint32"))
 	run(t, a, s)
 	run(t, b, s)
-	waitFor(t, "5 polls of each", func() bool { return s.pollCount("a") >= 5 && s.pollCount("b") >= 5 })
+	testwait.For(t, testwait.Timeout, "5 polls of each", func() bool { return s.pollCount("a") >= 5 && s.pollCount("b") >= 5 })
 	for _, smp := range s.samples("a") {
 		if smp.Quality != mapping.Good {
 			t.Errorf("%s: quality %v err %v", smp.Tag.Name, smp.Quality, smp.Err)
@@ -160,7 +161,7 @@ func TestRTUPymodbus(t *testing.T) {
 			tagToml("c", "coil", 2, "bool", "writable = true"))
 	s := newSink()
 	run(t, d, s)
-	waitFor(t, "good values from pymodbus", func() bool {
+	testwait.For(t, testwait.Timeout, "good values from pymodbus", func() bool {
 		got := s.samples("py")
 		return len(got) == 4 && got[0].Quality == mapping.Good && got[0].Value.Float == 12.5
 	})
@@ -176,7 +177,7 @@ func TestRTUPymodbus(t *testing.T) {
 	if err := d.Write(ctx, "c", mapping.Value{Kind: mapping.KindBool, Bool: false}); err != nil {
 		t.Fatalf("write fc5 to pymodbus: %v", err)
 	}
-	waitFor(t, "written values read back", func() bool {
+	testwait.For(t, testwait.Timeout, "written values read back", func() bool {
 		got := s.samples("py")
 		return got[1].Value.Uint == 4242 && !got[3].Value.Bool && got[3].Quality == mapping.Good
 	})
@@ -217,11 +218,11 @@ func TestRTUDeadSlaveOthersKeepRate(t *testing.T) {
 	serveRTU(t, ctl, pc.B, modbussim.RTUOptions{Units: []byte{1}})
 	c := rtuDevice(t, "control", pc.A, 1, `poll_interval = "50ms"`+"\n"+`timeout = "100ms"`, tagToml("x", "holding", 0, "uint16"))
 	run(t, c, s)
-	waitFor(t, "u3 offline", func() bool { st, _ := s.state("u3"); return st == southbound.StateOffline })
-	waitFor(t, "control online", func() bool { st, _ := s.state("control"); return st == southbound.StateOnline })
+	testwait.For(t, testwait.Timeout, "u3 offline", func() bool { st, _ := s.state("u3"); return st == southbound.StateOffline })
+	testwait.For(t, testwait.Timeout, "control online", func() bool { st, _ := s.state("control"); return st == southbound.StateOnline })
 	const window = 3 * time.Second
 	b1, b2, bc, t0 := s.pollCount("u1"), s.pollCount("u2"), s.pollCount("control"), time.Now()
-	waitFor(t, "the window", func() bool { return time.Since(t0) >= window })
+	testwait.For(t, testwait.Timeout, "the window", func() bool { return time.Since(t0) >= window })
 	el := time.Since(t0)
 	n1, n2, nc := s.pollCount("u1")-b1, s.pollCount("u2")-b2, s.pollCount("control")-bc
 	expected := min(float64(el)/float64(50*time.Millisecond), float64(nc))
@@ -257,10 +258,10 @@ func TestRTUReconnect(t *testing.T) {
 	d := rtuDevice(t, "plc", p.A, 1, "", tagToml("x", "holding", 0, "uint16"))
 	s := newSink()
 	run(t, d, s)
-	waitFor(t, "online", func() bool { st, _ := s.state("plc"); return st == southbound.StateOnline })
+	testwait.For(t, testwait.Timeout, "online", func() bool { st, _ := s.state("plc"); return st == southbound.StateOnline })
 	resp.Close()
 	p.Close()
-	waitFor(t, "offline", func() bool { st, _ := s.state("plc"); return st == southbound.StateOffline })
+	testwait.For(t, testwait.Timeout, "offline", func() bool { st, _ := s.state("plc"); return st == southbound.StateOffline })
 	sim.SetHolding(0, 2)
 	p2, err := modbussim.StartPtyPair(dir)
 	if err != nil {
@@ -268,7 +269,7 @@ func TestRTUReconnect(t *testing.T) {
 	}
 	t.Cleanup(func() { p2.Close() })
 	serveRTU(t, sim, p2.B, modbussim.RTUOptions{})
-	waitFor(t, "online again with the new value", func() bool {
+	testwait.For(t, testwait.Timeout, "online again with the new value", func() bool {
 		st, _ := s.state("plc")
 		got := s.samples("plc")
 		return st == southbound.StateOnline && len(got) == 1 && got[0].Value.Uint == 2

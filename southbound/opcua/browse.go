@@ -24,13 +24,16 @@ type BrowseOptions struct {
 
 // BrowseNode is one node found by Browse.
 type BrowseNode struct {
-	Depth       int
-	NodeID      string
-	BrowseName  string // ns:Name
-	DisplayName string
-	Class       ua.NodeClass
-	DataType    string // variables only
-	Access      string // variables only: "read", "read/write", "write", "none"
+	Depth  int
+	NodeID string
+	// ConfigNodeID is the id to write in a config: NodeID for namespace
+	// 0, nsu=URI;… for the others (indices may change, URIs do not).
+	ConfigNodeID string
+	BrowseName   string // ns:Name
+	DisplayName  string
+	Class        ua.NodeClass
+	DataType     string // variables only
+	Access       string // variables only: "read", "read/write", "write", "none"
 	// Parents are the display names (else browse names) of the nodes
 	// between the start node and this one, outermost first.
 	Parents []string
@@ -66,6 +69,13 @@ func Browse(ctx context.Context, opts BrowseOptions, visit func(BrowseNode)) err
 		return err
 	}
 	defer cn.close()
+	if err := cn.loadNamespaces(ctx); err != nil {
+		return err
+	}
+	root, err := cn.nodeFor(&d.tags[0])
+	if err != nil {
+		return err
+	}
 	depth := max(opts.Depth, 1)
 	seen := map[string]bool{}
 	var walk func(n *ua.NodeID, level int, parents []string) error
@@ -80,7 +90,7 @@ func Browse(ctx context.Context, opts BrowseOptions, visit func(BrowseNode)) err
 			}
 			child := r.NodeID.NodeID
 			seen[child.String()] = true
-			bn := BrowseNode{Depth: level, NodeID: child.String(), Class: r.NodeClass, Parents: parents}
+			bn := BrowseNode{Depth: level, NodeID: child.String(), ConfigNodeID: byURI(child, cn.namespaces), Class: r.NodeClass, Parents: parents}
 			if r.BrowseName != nil {
 				bn.BrowseName = fmt.Sprintf("%d:%s", r.BrowseName.NamespaceIndex, r.BrowseName.Name)
 			}
@@ -99,7 +109,7 @@ func Browse(ctx context.Context, opts BrowseOptions, visit func(BrowseNode)) err
 		}
 		return nil
 	}
-	return walk(d.tags[0].nodeID, 1, nil)
+	return walk(root, 1, nil)
 }
 
 // label is the node's display name, else its browse name without the
@@ -149,6 +159,21 @@ func (t *TagNames) Name(n BrowseNode) string {
 	}
 	t.used[name] = true
 	return name
+}
+
+// byURI writes n with its namespace by URI (nsu=URI;s=…) when it is not
+// namespace 0 and the server's namespace array names it; else as is.
+func byURI(n *ua.NodeID, namespaces []string) string {
+	s := n.String()
+	ns := int(n.Namespace())
+	if ns == 0 || ns >= len(namespaces) || namespaces[ns] == "" {
+		return s
+	}
+	_, ident, ok := strings.Cut(s, ";")
+	if !ok {
+		return s
+	}
+	return "nsu=" + escapeNamespaceURI(namespaces[ns]) + ";" + ident
 }
 
 // describe reads a variable's data type and access level.
@@ -205,7 +230,11 @@ func (n BrowseNode) TOMLTag() string {
 // with the tag name given (see TagNames).
 func (n BrowseNode) TOMLTagNamed(name string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "[[device.tag]]\nname = %q\nnode = %q\n", name, n.NodeID)
+	node := n.ConfigNodeID
+	if node == "" {
+		node = n.NodeID
+	}
+	fmt.Fprintf(&b, "[[device.tag]]\nname = %q\nnode = %q\n", name, node)
 	fmt.Fprintf(&b, "# data type %s, access %s\n", n.DataType, n.Access)
 	if strings.Contains(n.Access, "write") {
 		b.WriteString("# writable = true\n")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +22,47 @@ type conn struct {
 	maxRead  int                  // nodes per Read
 	maxItems int                  // monitored items per CreateMonitoredItems
 	timeout  time.Duration
+	// namespaces is the server's namespace array, read at connect when a
+	// tag names its namespace by URI (nsu=…).
+	namespaces []string
+}
+
+// loadNamespaces reads the server's namespace array into cn.namespaces.
+func (cn *conn) loadNamespaces(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, cn.timeout)
+	defer cancel()
+	ns, err := cn.c.NamespaceArray(rctx)
+	if err != nil {
+		return fmt.Errorf("read the server's namespace array (for nsu= node ids): %w", err)
+	}
+	cn.namespaces = ns
+	return nil
+}
+
+// nodeFor is t's NodeId on this session: t's own, or for nsu=URI;ID the
+// URI's index in the server's namespace array now. A URI the server does
+// not have is an error naming the namespaces it has.
+func (cn *conn) nodeFor(t *Tag) (*ua.NodeID, error) {
+	if t.nsURI == "" {
+		return t.nodeID, nil
+	}
+	for i, u := range cn.namespaces {
+		if u == t.nsURI {
+			return ua.ParseNodeID(fmt.Sprintf("ns=%d;%s", i, t.nsID))
+		}
+	}
+	if cn.namespaces == nil {
+		return nil, fmt.Errorf("namespace %q: the server's namespace array was not read", t.nsURI)
+	}
+	return nil, fmt.Errorf("namespace %q is not on the server (its namespaces: %s): check the URI in node, or browse the server", t.nsURI, strings.Join(quoteAll(cn.namespaces), ", "))
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strconv.Quote(s)
+	}
+	return out
 }
 
 // loadIdentity makes sure edged's certificate exists (making it on first

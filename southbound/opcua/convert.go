@@ -133,7 +133,7 @@ func toValue(x any, t *mapping.Spec) (mapping.Value, error) {
 	case uint64:
 		v = mapping.Value{Kind: mapping.KindUint, Uint: x}
 	case float32:
-		v = mapping.Value{Kind: mapping.KindFloat, Float: float64(x)}
+		v = mapping.Value{Kind: mapping.KindFloat, Float: float64(x), Float32: true}
 	case float64:
 		v = mapping.Value{Kind: mapping.KindFloat, Float: x}
 	case string:
@@ -178,7 +178,11 @@ func jsonable(x any) any {
 	case []float32:
 		out := make([]any, len(x))
 		for i, f := range x {
-			out[i] = jsonFloat(float64(f))
+			if v := jsonFloat(float64(f)); v != float64(f) {
+				out[i] = v // NaN, ±Inf as strings
+			} else {
+				out[i] = f // encoding/json writes a float32's shortest form
+			}
 		}
 		return out
 	case []float64:

@@ -154,6 +154,9 @@ type Device struct {
 	batch         []mapping.Sample
 	guided        map[string]bool // thumbprints the installer was already told about
 	refusedBefore bool            // the last attempt's login was refused
+	// rejected is the server certificate refused since the device was last
+	// online: once it is trusted, the next failure says what is left.
+	rejected *UntrustedError
 	// Poll mode: the session and what was resolved when connecting.
 	pollConn     *conn
 	pollStart    time.Time

@@ -44,6 +44,9 @@ endpoint = "opc.tcp://10.0.0.1:4840"
 		{"no tags", base, "", "no tags"},
 		{"tag without node", base + "[[tag]]\nname = \"a\"\n", "tag[0].node", "ns=2;s=Line1.Speed"},
 		{"tag bad node", base + "[[tag]]\nname = \"a\"\nnode = \"Line1.Speed\"\n", "tag[0].node", "is not a NodeId"},
+		{"tag nsu without uri", base + "[[tag]]\nname = \"a\"\nnode = \"nsu=;s=Speed\"\n", "tag[0].node", "nsu=<namespace URI>;s=<string>"},
+		{"tag nsu without id", base + "[[tag]]\nname = \"a\"\nnode = \"nsu=urn:plc\"\n", "tag[0].node", "nsu=<namespace URI>;s=<string>"},
+		{"tag nsu bad id", base + "[[tag]]\nname = \"a\"\nnode = \"nsu=urn:plc;i=notanumber\"\n", "tag[0].node", "e.g. \"nsu=urn:example:plc;s=Line1.Speed\""},
 		{"tag node and path", base + "[[tag]]\nname = \"a\"\nnode = \"i=5\"\nbrowse_path = \"2:A\"\n", "tag[0].browse_path", "not both"},
 		{"tag bad path", base + "[[tag]]\nname = \"a\"\nbrowse_path = \"x:A\"\n", "tag[0].browse_path", "namespace index"},
 		{"tag duplicate", base + okTag + okTag, "tag[1].name", "unique"},
@@ -189,7 +192,7 @@ func TestConvert(t *testing.T) {
 	}{
 		{int16(-5), spec, mapping.Value{Kind: mapping.KindInt, Int: -5}},
 		{uint64(math.MaxUint64), spec, mapping.Value{Kind: mapping.KindUint, Uint: math.MaxUint64}},
-		{float32(0.5), spec, mapping.Value{Kind: mapping.KindFloat, Float: 0.5}},
+		{float32(0.5), spec, mapping.Value{Kind: mapping.KindFloat, Float: 0.5, Float32: true}},
 		{int32(100), scaled, mapping.Value{Kind: mapping.KindFloat, Float: 11}},
 		{time.Date(2024, 1, 2, 3, 4, 5, 6e6, time.FixedZone("x", 3600)), spec, mapping.Value{Kind: mapping.KindString, Str: "2024-01-02T02:04:05.006Z"}},
 		{[]byte("hi"), spec, mapping.Value{Kind: mapping.KindString, Str: "aGk="}},

@@ -2,10 +2,13 @@ package opcua
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -186,6 +189,7 @@ func TestWrites(t *testing.T) {
 // trust decision up to the secure channel: after the move, attempts get
 // past the trust check and fail later, at the channel.
 func TestUntrustedServerCertificate(t *testing.T) {
+	var logs lockedBuffer
 	sid := testServerIdentity(t)
 	ts := startServer(t, map[string]any{"speed": 7.0},
 		server.PrivateKey(sid.key), server.Certificate(sid.cert),
@@ -200,6 +204,7 @@ func TestUntrustedServerCertificate(t *testing.T) {
 	d := newDevice(t, ts.URL(), func(d *Device) {
 		d.SecurityPolicy, d.SecurityMode = "Basic256Sha256", "SignAndEncrypt"
 		d.Auth, d.Username, d.PasswordFile = "username", "edged", pwFile
+		d.Logger = slogTo(&logs)
 	}, tag("speed", "ns=2;s=speed"))
 	s := start(t, d)
 	s.waitState(t, southbound.StateOffline)
@@ -207,6 +212,10 @@ func TestUntrustedServerCertificate(t *testing.T) {
 	var ue *UntrustedError
 	if !errors.As(err, &ue) {
 		t.Fatalf("offline because of %v, want an UntrustedError", err)
+	}
+	// The saved file's name can be pasted into a shell as it is.
+	if name := filepath.Base(ue.SavedTo); !regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*\.der$`).MatchString(name) {
+		t.Errorf("rejected file name %q needs quoting in a shell", name)
 	}
 	sha1hex, sha256hex := Thumbprints(sid.cert)
 	msg := err.Error()
@@ -234,6 +243,31 @@ func TestUntrustedServerCertificate(t *testing.T) {
 	s.waitFor(t, 20*time.Second, "an attempt past the trust check", func() bool {
 		c := d.Counters()
 		return c.Failures > before+1 && !errors.As(c.LastError, &ue)
+	})
+	// What is left is shown where the operator looks: the state's error
+	// (the _status message and /readyz show it) and a warn line, no
+	// longer the advice to move the file.
+	s.waitFor(t, 20*time.Second, "the device's error saying the certificate is trusted now", func() bool {
+		_, err := s.state()
+		var tn *TrustedNowError
+		return errors.As(err, &tn)
+	})
+	_, err = s.state()
+	for _, want := range []string{"is trusted now", "the server must trust edged's certificate", filepath.Join("pki", "own", "cert.der")} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error after the move %q does not mention %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "to trust it, move") {
+		t.Errorf("error after the move still says to move the file: %q", err)
+	}
+	s.waitFor(t, 10*time.Second, "a warn line with the new reason", func() bool {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "level=WARN") && strings.Contains(l, "still offline") && strings.Contains(l, "is trusted now") {
+				return true
+			}
+		}
+		return false
 	})
 	if _, err := os.Stat(filepath.Join(filepath.Dir(ue.SavedTo), filepath.Base(ue.SavedTo))); err == nil {
 		t.Error("the certificate was rejected again after it was trusted")
@@ -307,3 +341,114 @@ func TestStopLifecycle(t *testing.T) {
 		t.Error("write while stopped succeeded")
 	}
 }
+
+// An OPC UA Float (float32) is published with the shortest digits that
+// read back as that float32, exactly as the same float32 read from Modbus
+// registers: 3.14159, not 3.141590118408203; a float32 array likewise.
+func TestFloat32PrintsLikeModbus(t *testing.T) {
+	ts := startServer(t, map[string]any{"pi": float32(3.14159), "pis": []float32{3.14159, 0.1}, "wide": 3.14159})
+	d := newDevice(t, ts.URL(), nil, tag("pi", "ns=2;s=pi"), tag("pis", "ns=2;s=pis"), tag("wide", "ns=2;s=wide"))
+	s := start(t, d)
+	s.waitFor(t, 20*time.Second, "pi, pis and wide good", func() bool {
+		for _, n := range []string{"pi", "pis", "wide"} {
+			if x, ok := s.sample(n); !ok || x.Quality != mapping.Good {
+				return false
+			}
+		}
+		return true
+	})
+	value := func(x mapping.Sample) string {
+		b := mapping.AppendJSON(nil, &x)
+		v, _, _ := strings.Cut(strings.TrimPrefix(string(b), `{"v":`), `,"ts":`)
+		return v
+	}
+	// The same float32 as a Modbus tag decodes it from two registers.
+	raw := binary.BigEndian.AppendUint32(nil, math.Float32bits(3.14159))
+	mb := &mapping.Spec{Name: "pi", Type: mapping.TypeFloat32}
+	if err := mb.Init(); err != nil {
+		t.Fatal(err)
+	}
+	mv, err := mb.Decode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modbus := value(mapping.Sample{Tag: mb, Value: mv})
+
+	pi, _ := s.sample("pi")
+	pis, _ := s.sample("pis")
+	wide, _ := s.sample("wide")
+	for _, c := range []struct{ name, got, want string }{
+		{"pi (Float)", value(pi), "3.14159"},
+		{"pi from Modbus", modbus, "3.14159"},
+		{"pis (Float array)", value(pis), "[3.14159,0.1]"},
+		{"wide (Double)", value(wide), "3.14159"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s published as %s, want %s", c.name, c.got, c.want)
+		}
+	}
+}
+
+// An OPC UA value's ts is its source timestamp when the server sends one
+// (as the README says), the time it was received when it does not.
+func TestTimestampIsTheSourceTimestamp(t *testing.T) {
+	ts := startServer(t, map[string]any{"speed": 1.5})
+	d := newDevice(t, ts.URL(), func(d *Device) { d.Mode = "poll"; d.PollInterval = 50 * 1e6 }, tag("speed", "ns=2;s=speed"))
+	s := start(t, d)
+	before := time.Now().Add(-time.Second).UnixMilli()
+	s.waitValue(t, "speed", f64(1.5))
+	if x, _ := s.sample("speed"); x.TimeMs < before || x.TimeMs > time.Now().Add(time.Second).UnixMilli() {
+		t.Errorf("no source timestamp: ts %d, want the time of the read", x.TimeMs)
+	}
+	src := time.Date(2024, 5, 1, 12, 0, 0, 123e6, time.UTC)
+	ts.sourceTime.Store(&src)
+	s.waitFor(t, 20*time.Second, "ts = the source timestamp", func() bool {
+		x, _ := s.sample("speed")
+		return x.TimeMs == src.UnixMilli()
+	})
+}
+
+// Node ids by namespace URI (nsu=URI;s=…) are resolved against the
+// server's namespace array at every connect: after a restart that moved
+// the namespace to another index, the nsu= tag still reads its node while
+// a tag bound to the old index reads whatever is there now. A URI the
+// server does not have marks that tag bad with a clear error; the others
+// keep flowing.
+func TestNamespaceURINodeIDs(t *testing.T) {
+	ts := startServer(t, map[string]any{"speed": 12.5, "count": int32(7)})
+	d := newDevice(t, ts.URL(), nil,
+		tag("speed", "nsu="+testNamespaceURI+";s=speed"), tag("count", "nsu=urn%3Aedged-test%3Adata;s=count"),
+		tag("by_index", "ns=2;s=speed"), tag("ghost", "nsu=urn:no-such-namespace;s=speed"))
+	s := start(t, d)
+	s.waitState(t, southbound.StateOnline)
+	s.waitValue(t, "speed", f64(12.5))
+	s.waitValue(t, "count", i64(7))
+	s.waitValue(t, "by_index", f64(12.5))
+	s.waitFor(t, 10*time.Second, "ghost bad", func() bool { x, ok := s.sample("ghost"); return ok && x.Quality == mapping.Bad })
+	ghost, _ := s.sample("ghost")
+	for _, want := range []string{`namespace "urn:no-such-namespace" is not on the server`, strconvQuote(testNamespaceURI)} {
+		if ghost.Err == nil || !strings.Contains(ghost.Err.Error(), want) {
+			t.Errorf("ghost err = %v, want it to say %s", ghost.Err, want)
+		}
+	}
+
+	// The server comes back with two namespaces ahead of the test's: its
+	// index moves from 2 to 4, and ns=2 is now another namespace's node.
+	ts.before = []string{"urn:other:a", "urn:other:b"}
+	connects := d.Counters().Connects
+	ts.stop()
+	s.waitState(t, southbound.StateOffline)
+	ts.restart()
+	s.waitFor(t, 20*time.Second, "a new session", func() bool { return d.Counters().Connects > connects })
+	s.waitState(t, southbound.StateOnline)
+	s.waitValue(t, "by_index", f64(-1)) // the index-bound tag reads the wrong node now
+	s.waitValue(t, "speed", f64(12.5))
+	ts.set("speed", 20.0)
+	s.waitValue(t, "speed", f64(20))
+	s.waitValue(t, "count", i64(7))
+	if st, _ := s.state(); st != southbound.StateOnline {
+		t.Errorf("state %v, want online (an unknown namespace is a bad tag, not a dead device)", st)
+	}
+}
+
+func strconvQuote(s string) string { return `"` + s + `"` }

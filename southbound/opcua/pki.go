@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -225,6 +226,39 @@ func (e *UntrustedError) Error() string {
 		e.Subject, e.SHA1, e.SavedTo, filepath.Join(filepath.Dir(filepath.Dir(e.SavedTo)), trustedDir), e.SHA256, e.ClientCert, e.ClientSHA1)
 }
 
+// TrustedNowError is a failed connect after the server's certificate,
+// refused before, was trusted (moved into trusted/ or pinned) while edged
+// ran: the trust check passes now and what is left is usually the other
+// side, the server not trusting edged's certificate yet. Its message says
+// so, instead of the advice to move a file that was moved already.
+type TrustedNowError struct {
+	Server *UntrustedError // the refusal that came before
+	Err    error
+}
+
+func (e *TrustedNowError) Error() string {
+	return fmt.Sprintf("%v: the server's certificate %q (SHA-1 %s) is trusted now, but the connection still fails: "+
+		"the server must trust edged's certificate %s (SHA-1 %s): copy it into the server's trusted certificates "+
+		"(many servers list it among their rejected ones, to approve)",
+		e.Err, e.Server.Subject, e.Server.SHA1, e.Server.ClientCert, e.Server.ClientSHA1)
+}
+
+func (e *TrustedNowError) Unwrap() error { return e.Err }
+
+// reachedServer reports whether a failed connect got as far as the
+// server: not refused at the TCP level nor lost in name resolution (then
+// the server's trust is not the question).
+func reachedServer(err error) bool {
+	var dns *net.DNSError
+	var op *net.OpError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.As(err, &dns), errors.As(err, &op) && op.Op == "dial":
+		return false
+	}
+	return true
+}
+
 // Check decides whether the server certificate (a DER chain) is trusted:
 // its leaf is in trusted/ (read at every call, so moving a file there takes
 // effect at the next connect) or its thumbprint is in pinned (normalised
@@ -259,7 +293,7 @@ func (p PKI) Check(chain []byte, pinned []string, own *identity) error {
 	}
 	x, _ := x509.ParseCertificate(cert)
 	subject := x.Subject.String()
-	name := safeName(x.Subject.CommonName) + " [" + s1 + "].der"
+	name := safeName(x.Subject.CommonName) + "_" + s1 + ".der"
 	saved := filepath.Join(p.path(rejectedDir), name)
 	if err := os.MkdirAll(p.path(rejectedDir), 0o755); err == nil {
 		_ = writeFileAtomic(saved, cert, 0o644)
@@ -272,19 +306,25 @@ func (p PKI) Check(chain []byte, pinned []string, own *identity) error {
 	return ue
 }
 
-// safeName keeps a certificate's common name usable as a file name.
+// safeName keeps a certificate's common name as a file name that needs
+// no quoting in a shell: letters, digits, '.', '-' and '_' (every other
+// run of characters becomes one '_'), at most 64 bytes.
 func safeName(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r == '/' || r == '\\' || r == 0 || r == '[' || r == ']' || r < 0x20 {
-			return '_'
+	b := make([]byte, 0, len(s))
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-':
+			b = append(b, byte(r))
+		case len(b) > 0 && b[len(b)-1] != '_':
+			b = append(b, '_')
 		}
-		return r
-	}, s)
-	if s == "" {
-		s = "server"
 	}
-	if len(s) > 64 {
-		s = s[:64]
+	out := strings.TrimLeft(strings.TrimRight(string(b), "_"), "-_.") // no leading "-": not an option
+	if len(out) > 64 {
+		out = out[:64]
 	}
-	return s
+	if out == "" {
+		out = "server"
+	}
+	return out
 }

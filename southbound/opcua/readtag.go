@@ -30,7 +30,10 @@ func (d *Device) ReadTag(ctx context.Context, tag string) (mapping.Sample, error
 	if cn == nil {
 		return mapping.Sample{}, fmt.Errorf("opcua device %q: read %s: %w", d.Name, tag, ErrOffline)
 	}
-	node := t.nodeID
+	node, err := cn.nodeFor(t)
+	if err != nil {
+		return mapping.Sample{}, fmt.Errorf("opcua device %q: read %s: %w", d.Name, tag, err)
+	}
 	if node == nil {
 		ids, errs, err := cn.resolvePaths(ctx, [][]*ua.QualifiedName{t.path})
 		var sc ua.StatusCode

@@ -46,7 +46,7 @@ func (d *Device) prepare(ctx context.Context) {
 	}
 	d.batch = make([]mapping.Sample, 0, len(d.tags))
 	d.guided = map[string]bool{}
-	d.refusedBefore = false
+	d.refusedBefore, d.rejected = false, nil
 	if d.warnNone {
 		d.log.Warn("the password is sent over a channel without encryption (security_policy = \"None\"); use Basic256Sha256 with SignAndEncrypt")
 	}
@@ -129,7 +129,7 @@ func (w *poller) Poll(ctx context.Context, _ bool) ([]mapping.Sample, error) {
 		}
 	}
 	if !d.pollOnline {
-		d.pollOnline = true
+		d.pollOnline, d.rejected = true, nil
 		d.count(func(s *Stats) { s.Connects++; s.LastConnectTook = time.Since(d.pollStart) })
 	}
 	for i, err := range d.pollErrs {
@@ -163,9 +163,15 @@ func (d *Device) failure(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return err
 	}
-	d.count(func(s *Stats) { s.Failures++; s.LastError = err })
 	var ue *UntrustedError
-	if errors.As(err, &ue) && !d.guided[ue.SHA1] {
+	switch {
+	case errors.As(err, &ue):
+		d.rejected = ue
+	case d.rejected != nil && reachedServer(err) && !loginRefused(err):
+		err = &TrustedNowError{Server: d.rejected, Err: err}
+	}
+	d.count(func(s *Stats) { s.Failures++; s.LastError = err })
+	if ue != nil && !d.guided[ue.SHA1] {
 		d.guided[ue.SHA1] = true
 		d.log.Error("refused the server's certificate: it is not trusted yet",
 			"endpoint", d.Endpoint, "server_cert", ue.Subject, "sha1", ue.SHA1, "sha256", ue.SHA256, "saved_to", ue.SavedTo,
@@ -267,8 +273,17 @@ func (d *Device) resolve(ctx context.Context, cn *conn) ([]*ua.NodeID, []error, 
 	var idx []int
 	var paths [][]*ua.QualifiedName
 	for i := range d.tags {
-		if d.tags[i].nodeID != nil {
-			nodes[i] = d.tags[i].nodeID
+		if d.tags[i].nsURI != "" && cn.namespaces == nil {
+			// Indices may differ from the last session's: read them anew.
+			if err := cn.loadNamespaces(ctx); err != nil {
+				return nil, nil, err
+			}
+		}
+		if d.tags[i].nodeID != nil || d.tags[i].nsURI != "" {
+			nodes[i], errs[i] = cn.nodeFor(&d.tags[i])
+			if errs[i] != nil && d.log != nil {
+				d.log.Warn("tag's namespace is not on the server: the tag is bad", "tag", d.tags[i].Name, "node", d.tags[i].Node, "err", errs[i])
+			}
 			continue
 		}
 		idx = append(idx, i)
@@ -301,6 +316,7 @@ func (d *Device) resolve(ctx context.Context, cn *conn) ([]*ua.NodeID, []error, 
 // online marks a subscription session online (its values flow).
 func (d *Device) online(start time.Time) {
 	d.count(func(s *Stats) { s.Connects++; s.LastConnectTook = time.Since(start) })
+	d.rejected = nil
 	d.sess.Online()
 }
 

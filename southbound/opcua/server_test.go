@@ -43,6 +43,13 @@ type testServer struct {
 	ns      *lockedNS
 	reads   atomic.Int64 // Read requests of more than 2 nodes (the limits probe reads 2)
 	maxRead atomic.Int64 // most nodes in one Read
+	// before names namespaces made ahead of the test's own at the next
+	// (re)start, each with a node "speed" = -1: they shift the indices of
+	// the test's namespaces, as a reconfigured server does.
+	before []string
+	// sourceTime, when set, is the SourceTimestamp of every value the Read
+	// handler returns (gopcua's map namespace sends none).
+	sourceTime atomic.Pointer[time.Time]
 }
 
 const serverMaxNodesPerRead = 32
@@ -84,8 +91,11 @@ func (ts *testServer) URL() string { return fmt.Sprintf("opc.tcp://127.0.0.1:%d"
 func (ts *testServer) start() error {
 	opts := append([]server.Option{server.EndPoint("127.0.0.1", ts.port)}, ts.opts...)
 	s := server.New(opts...)
+	for _, name := range ts.before {
+		server.NewMapNamespace(s, name).Data["speed"] = -1.0
+	}
 	ns := &lockedNS{MapNamespace: server.NewMapNamespace(s, "edged-test"), srv: s}
-	s.AddNamespace(ns) // index 2: the tests' nodes are ns=2;s=KEY
+	s.AddNamespace(ns) // index 2 (without before): the tests' nodes are ns=2;s=KEY, or nsu=urn:edged-test:data;s=KEY
 	for k, v := range ts.data {
 		ns.Data[k] = v
 	}
@@ -115,6 +125,12 @@ func (ts *testServer) start() error {
 				continue
 			}
 			results[i] = nsp.Attribute(rv.NodeID, rv.AttributeID)
+			if st := ts.sourceTime.Load(); st != nil && results[i] != nil && results[i].Value != nil {
+				dv := *results[i]
+				dv.EncodingMask |= ua.DataValueSourceTimestamp
+				dv.SourceTimestamp = *st
+				results[i] = &dv
+			}
 		}
 		return &ua.ReadResponse{
 			ResponseHeader: &ua.ResponseHeader{Timestamp: time.Now(), RequestHandle: req.RequestHeader.RequestHandle,
@@ -372,6 +388,12 @@ type lockedNS struct {
 	srv *server.Server
 	mu  sync.RWMutex
 }
+
+// testNamespaceURI is the URI of the tests' namespace in the server's
+// namespace array (the raw map below it is "edged-test").
+const testNamespaceURI = "urn:edged-test:data"
+
+func (n *lockedNS) Name() string { return testNamespaceURI }
 
 func (n *lockedNS) Attribute(id *ua.NodeID, a ua.AttributeID) *ua.DataValue {
 	n.mu.RLock()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -21,7 +22,10 @@ import (
 type Tag struct {
 	mapping.Spec
 	// Node is a NodeId: ns=2;s=Line1.Speed, ns=3;i=1002, ns=2;g=GUID,
-	// ns=2;b=BASE64 (ns=0 may be left out).
+	// ns=2;b=BASE64 (ns=0 may be left out), or with the namespace by URI,
+	// nsu=urn:example:plc;s=Line1.Speed, looked up in the server's
+	// namespace array at every connect (indices may change when a server
+	// restarts or is reconfigured; URIs do not).
 	Node string `toml:"node"`
 	// BrowsePath is the alternative to Node: steps from the Objects folder,
 	// "2:Line1/2:Speed", each [namespace index:]BrowseName, resolved at
@@ -36,8 +40,11 @@ type Tag struct {
 	ServerDeadband     float64 `toml:"server_deadband"`
 	ServerDeadbandType string  `toml:"server_deadband_type"`
 
-	nodeID *ua.NodeID // parsed Node; nil for a browse path
+	nodeID *ua.NodeID // parsed Node; nil for a browse path or a namespace URI
 	path   []*ua.QualifiedName
+	// nsURI and nsID are a Node written nsu=URI;ID: the namespace URI and
+	// the identifier part (s=…, i=…), made a NodeId at every connect.
+	nsURI, nsID string
 }
 
 // checkTags validates each tag and the set (unique names). mapCount tags
@@ -101,6 +108,16 @@ func (t *Tag) check() error {
 		return configs.Errorf("node", `required: the variable's NodeId, e.g. node = "ns=2;s=Line1.Speed" (or browse_path = "2:Line1/2:Speed"); "edged browse ENDPOINT --toml" lists them`)
 	case t.Node != "" && t.BrowsePath != "":
 		return configs.Errorf("browse_path", "set either node or browse_path, not both")
+	case t.Node != "" && strings.HasPrefix(strings.TrimSpace(t.Node), "nsu="):
+		uri, ident, ok := cutNamespaceURI(strings.TrimSpace(t.Node))
+		if ok {
+			_, err := ua.ParseNodeID("ns=1;" + ident)
+			ok = err == nil
+		}
+		if !ok {
+			return configs.Errorf("node", "%q is not a NodeId: write nsu=<namespace URI>;s=<string> (or ;i=<number>, ;g=<GUID>, ;b=<base64>), e.g. \"nsu=urn:example:plc;s=Line1.Speed\"", t.Node)
+		}
+		t.nsURI, t.nsID = uri, ident
 	case t.Node != "":
 		id, err := ua.ParseNodeID(strings.TrimSpace(t.Node))
 		if err == nil && !nodeIDSyntax(strings.TrimSpace(t.Node)) {
@@ -172,6 +189,30 @@ func parseBrowsePath(p string) ([]*ua.QualifiedName, error) {
 		out = append(out, qn)
 	}
 	return out, nil
+}
+
+// cutNamespaceURI splits "nsu=URI;s=ID" into the URI and "s=ID" (also i=,
+// g=, b=). The URI ends at the first ';' (OPC UA escapes a ';' in a URI
+// as %3B). ok is false without a URI or an identifier.
+func cutNamespaceURI(s string) (uri, ident string, ok bool) {
+	rest, found := strings.CutPrefix(s, "nsu=")
+	if !found {
+		return "", "", false
+	}
+	uri, ident, found = strings.Cut(rest, ";")
+	if strings.Contains(uri, "%") {
+		u, err := url.PathUnescape(uri)
+		if err != nil {
+			return "", "", false
+		}
+		uri = u
+	}
+	return uri, ident, found && uri != "" && nodeIDSyntax(ident)
+}
+
+// escapeNamespaceURI writes a URI for nsu=: '%' and ';' escaped.
+func escapeNamespaceURI(uri string) string {
+	return strings.NewReplacer("%", "%25", ";", "%3B").Replace(uri)
 }
 
 // nodeIDSyntax reports whether s is written [ns=N;]{i,s,g,b}=… (gopcua's

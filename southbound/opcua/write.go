@@ -33,7 +33,10 @@ func (d *Device) write(ctx context.Context, i int, v mapping.Value) error {
 	if cn == nil {
 		return fmt.Errorf("opcua device %q: write %s: %w", d.Name, tag, ErrOffline)
 	}
-	node := t.nodeID
+	node, err := cn.nodeFor(t)
+	if err != nil {
+		return fmt.Errorf("opcua device %q: write %s: %w", d.Name, tag, err)
+	}
 	if node == nil {
 		ids, errs, err := cn.resolvePaths(ctx, [][]*ua.QualifiedName{t.path})
 		var sc ua.StatusCode
