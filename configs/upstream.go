@@ -121,6 +121,12 @@ type Upstream struct {
 	// at most sync_interval; "0s" writes every message at once.
 	WriteDelay *Duration `toml:"write_delay"`
 
+	// Format is what goes up: "json" (default: the local broker's topics
+	// and payloads) or "sparkplug" (Sparkplug B edge node; see Sparkplug).
+	Format string `toml:"format"`
+	// Sparkplug are the Sparkplug B settings (format = "sparkplug").
+	Sparkplug
+
 	// Line is where the table starts, for later error messages.
 	Line int `toml:"-"`
 }
@@ -273,6 +279,7 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 	if u.SyncInterval == 0 {
 		u.SyncInterval = Duration(DefaultUpstreamSyncInterval)
 	}
+	l.checkSparkplug(src, cfg, base, u)
 }
 
 func (l *loader) checkUpstreamURL(src *source, p keyPath, u *Upstream) {
