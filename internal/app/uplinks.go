@@ -142,6 +142,9 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 	} else {
 		log.Warn("insecure_plaintext = true: data and password cross the network unencrypted", "url", pu.Redacted())
 	}
+	if uc.Format == configs.FormatSparkplug {
+		return newSparkplugUplink(cfg, uc, pc, base, open, ctl)
+	}
 	var pub northbound.Publisher
 	var replier replyPublisher // set once pub is made, before it connects
 	if uc.Commands {
