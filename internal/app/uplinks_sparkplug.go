@@ -34,7 +34,9 @@ func newSparkplugUplink(cfg *configs.Config, uc *configs.Upstream, pc northbound
 		return nil, err
 	}
 	so := &northbound.SparkplugOptions{Session: sess,
-		OnError: func(topic string, err error) { log.Warn("sparkplug command not understood", "topic", topic, "err", err) }}
+		OnError: func(topic string, err error) {
+			log.Warn("sparkplug command not understood", "topic", topic, "err", err)
+		}}
 	if uc.PrimaryHost != "" {
 		if so.PrimaryHost, err = sparkplug.NewPrimaryHost(uc.PrimaryHost); err != nil {
 			return nil, err

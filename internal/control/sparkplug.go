@@ -14,7 +14,6 @@ import (
 // refused (too_soon, audited).
 const sparkplugQueue = 64
 
-
 // sparkplugWrites applies DCMD writes in arrival order on one worker.
 type sparkplugWrites struct {
 	once  sync.Once
