@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"syscall"
 	"sync"
 	"testing"
 	"time"
@@ -98,13 +99,20 @@ primary_host = "host1"
 	_ = cmd.Wait()
 	host.WaitFor(30*time.Second, "the NDEATH of the killed edged", func(s sparkplughost.Snapshot) bool { return node(s).Deaths == 6 && !node(s).Online })
 	live := node(host.Snapshot()).LiveMetrics
-	startRun(t, path)
+	cmd, out = startRun(t, path)
 	host.WaitFor(30*time.Second, "births and live data after the restart", func(s sparkplughost.Snapshot) bool {
 		return node(s).Births == 7 && node(s).LiveMetrics > live
 	})
+	// A clean stop publishes the NDEATH itself, then disconnects (the
+	// broker then sends no will).
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	host.WaitFor(30*time.Second, "the NDEATH of the stopped edged", func(s sparkplughost.Snapshot) bool { return node(s).Deaths == 7 && !node(s).Online })
 	s := host.Snapshot()
 	for _, k := range []sparkplughost.EventKind{sparkplughost.Gap, sparkplughost.NotBorn, sparkplughost.UnknownAlias, sparkplughost.NamedData,
-		sparkplughost.Undecodable, sparkplughost.BadBirth, sparkplughost.StaleDeath, sparkplughost.RebirthSent} {
+		sparkplughost.Undecodable, sparkplughost.BadBirth, sparkplughost.StaleDeath, sparkplughost.DuplicateDeath, sparkplughost.RebirthSent} {
 		if n := s.Count(k); n != 0 {
 			t.Errorf("the host saw %d %s: %+v", n, k, s.Events)
 		}
