@@ -31,7 +31,7 @@ type uplinkSlot struct {
 // changes: its [[upstream]] table, its certificate files, and the gateway
 // settings that shape its topics.
 func uplinkFingerprint(cfg *configs.Config, uc *configs.Upstream) string {
-	return uc.Fingerprint() + "/" + cfg.Gateway.TopicPrefix + "/" + cfg.Gateway.ID
+	return uc.Fingerprint() + "/" + cfg.Gateway.TopicPrefix + "/" + cfg.Gateway.ID + sparkplugFingerprint(cfg, uc)
 }
 
 // startUplinks opens each upstream's buffer, attaches it to the local

@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -86,4 +87,18 @@ func (t sparkplugTap) TapState(device string, online bool) {
 			}
 		}
 	}
+}
+
+// sparkplugFingerprint is, for a Sparkplug upstream, the devices and tags
+// its session is made of (their births and aliases): a reload that changes
+// them restarts the uplink, which births the new set. "" otherwise.
+func sparkplugFingerprint(cfg *configs.Config, uc *configs.Upstream) string {
+	if uc.Format != configs.FormatSparkplug {
+		return ""
+	}
+	var b strings.Builder
+	for _, d := range cfg.Devices {
+		b.WriteString("/" + d.Name + "=" + d.Fingerprint)
+	}
+	return b.String()
 }
