@@ -3,8 +3,8 @@ package main
 import (
 	"fmt"
 	"strings"
-	"syscall"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,7 +79,7 @@ group_id = "plant"
 primary_host = "host1"
 `, dir+"/data", sim.Addr(), proxy.Addr(), mq.CAFile, mq.ClientCert, mq.ClientKey))
 	node := func(s sparkplughost.Snapshot) sparkplughost.Node { return s.Nodes["gw-sp"] }
-	cmd, out := startRun(t, path)
+	cmd, _ := startRun(t, path)
 	host.WaitFor(30*time.Second, "births and live data", func(s sparkplughost.Snapshot) bool {
 		return node(s).Births == 1 && node(s).LiveMetrics > 0
 	})
@@ -99,7 +99,7 @@ primary_host = "host1"
 	_ = cmd.Wait()
 	host.WaitFor(30*time.Second, "the NDEATH of the killed edged", func(s sparkplughost.Snapshot) bool { return node(s).Deaths == 6 && !node(s).Online })
 	live := node(host.Snapshot()).LiveMetrics
-	cmd, out = startRun(t, path)
+	cmd, out := startRun(t, path)
 	host.WaitFor(30*time.Second, "births and live data after the restart", func(s sparkplughost.Snapshot) bool {
 		return node(s).Births == 7 && node(s).LiveMetrics > live
 	})
