@@ -10,6 +10,7 @@ import (
 
 	"github.com/edged-gw/edged/internal/modbussim"
 	"github.com/edged-gw/edged/internal/mosquittotest"
+	"github.com/edged-gw/edged/internal/mqtttest"
 	"github.com/edged-gw/edged/northbound/sparkplughost"
 )
 
@@ -44,6 +45,7 @@ func TestSparkplugOutagesKillAndRestart(t *testing.T) {
 	}()
 	t.Cleanup(func() { close(stop); wg.Wait() })
 	host := sparkplughost.Start(t, mq.PlainAddr(), "host1", "plant")
+	wire := mqtttest.Subscribe(t, mq.PlainAddr(), "spBv1.0/plant/#")
 
 	dir := t.TempDir()
 	path := writeConfig(t, dir, fmt.Sprintf(`[gateway]
@@ -123,4 +125,7 @@ primary_host = "host1"
 		out.mu.Unlock()
 	}
 	t.Logf("host saw %+v", node(s).Messages)
+	// Everything edged sent, through Tahu's decoder and the host rules
+	// again: bdSeq, seq continuity, births before data, aliases, types.
+	sparkplughost.CheckWithTahu(t, wire.Messages(), map[string]string{"level": "UInt16", "temp": "Float"}, 7)
 }
