@@ -39,6 +39,11 @@ type SparkplugOptions struct {
 	OnWrites func(topic string, writes []sparkplug.Write, err error)
 	// OnError is told of NCMD/DCMD/STATE payloads that could not be read.
 	OnError func(topic string, err error)
+	// SaveBdSeq, when set, is given the bdSeq of every new connection
+	// before it is dialled, for the next start of edged to continue from
+	// (sparkplug.Config.BdSeq = saved + 1): a late will of the previous
+	// run then never matches the new NBIRTH.
+	SaveBdSeq func(bdSeq uint8)
 }
 
 // SparkplugFilters are the cloud topics a Sparkplug uplink subscribes to
@@ -200,6 +205,9 @@ type willSetter interface {
 // spConnect starts a new Sparkplug connection: the NDEATH becomes the will.
 func (u *Uplink) spConnect() {
 	death := u.sp.sess.Connect()
+	if u.sp.o.SaveBdSeq != nil {
+		u.sp.o.SaveBdSeq(u.sp.sess.BdSeq())
+	}
 	u.sp.take() // what the previous connection received is stale now
 	if ws, ok := u.pub.(willSetter); ok {
 		ws.SetWill(death.Topic, death.Payload, false)

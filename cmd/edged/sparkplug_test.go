@@ -105,6 +105,11 @@ primary_host = "host1"
 	host.WaitFor(30*time.Second, "births and live data after the restart", func(s sparkplughost.Snapshot) bool {
 		return node(s).Births == 7 && node(s).LiveMetrics > live
 	})
+	// bdSeq goes on from the killed run's (0 on the first connect, 5
+	// after the fifth outage), so its late will could never match.
+	if bd := node(host.Snapshot()).BdSeq; bd != 6 {
+		t.Errorf("bdSeq after the restart = %d, want 6", bd)
+	}
 	// A clean stop publishes the NDEATH itself, then disconnects (the
 	// broker then sends no will).
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

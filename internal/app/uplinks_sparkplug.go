@@ -3,6 +3,9 @@ package app
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -29,14 +32,24 @@ func newSparkplugUplink(cfg *configs.Config, uc *configs.Upstream, pc northbound
 		}
 		devs = append(devs, sparkplug.Device{Name: d.Name, Tags: drv.Tags()})
 	}
+	bdFile := filepath.Join(cfg.Gateway.DataDir, "sparkplug", uc.Name+".bdseq")
 	sess, err := sparkplug.New(sparkplug.Config{Group: uc.GroupID, Node: uc.EdgeNodeID, Devices: devs,
-		Now: func() int64 { return time.Now().UnixMilli() }})
+		BdSeq: nextBdSeq(bdFile), Now: func() int64 { return time.Now().UnixMilli() }})
 	if err != nil {
 		return nil, err
 	}
 	so := &northbound.SparkplugOptions{Session: sess,
 		OnError: func(topic string, err error) {
 			log.Warn("sparkplug command not understood", "topic", topic, "err", err)
+		},
+		SaveBdSeq: func(bd uint8) {
+			err := os.MkdirAll(filepath.Dir(bdFile), 0o700)
+			if err == nil {
+				err = os.WriteFile(bdFile, []byte(strconv.Itoa(int(bd))+"\n"), 0o600)
+			}
+			if err != nil {
+				log.Warn("sparkplug bdSeq not saved: the next start begins at 0", "upstream", uc.Name, "err", err)
+			}
 		}}
 	if uc.PrimaryHost != "" {
 		if so.PrimaryHost, err = sparkplug.NewPrimaryHost(uc.PrimaryHost); err != nil {
@@ -63,6 +76,19 @@ func newSparkplugUplink(cfg *configs.Config, uc *configs.Upstream, pc northbound
 		AckTimeout: uc.AckTimeout.D(), BackoffMax: uc.ReconnectMax.D(),
 	})
 	return u, nil
+}
+
+// nextBdSeq is the bdSeq after the one saved in path (0 when none).
+func nextBdSeq(path string) uint8 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n < 0 || n > 255 {
+		return 0
+	}
+	return uint8(n + 1) // 255 wraps to 0
 }
 
 // sparkplugTap hands the gateway's samples and device states to the
