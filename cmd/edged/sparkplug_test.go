@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -20,22 +21,25 @@ import (
 // host sees an NDEATH for every connection that ended, delivered by the
 // broker as the will with the bdSeq of that connection's NBIRTH, new
 // births after each, historical data replayed after the outages, and no
-// gap or unborn data it cannot explain.
+// gap or unborn data it cannot explain; a device outage gives a DDEATH
+// and, when the device answers again, a DBIRTH.
 func TestSparkplugOutagesKillAndRestart(t *testing.T) {
 	mq := mosquittotest.Start(t, mosquittotest.Options{})
 	proxy := mosquittotest.NewProxy(t, mq.TLSAddr())
-	sim := modbussim.New()
-	if err := sim.Listen("127.0.0.1:0"); err != nil {
+	var sim atomic.Pointer[modbussim.Server] // replaced by the device outage
+	sim.Store(modbussim.New())
+	if err := sim.Load().Listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { sim.Close() })
+	simAddr := sim.Load().Addr()
+	t.Cleanup(func() { sim.Load().Close() })
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { // the value changes: DDATA by exception all along
 		defer wg.Done()
 		for i := uint16(1); ; i++ {
-			sim.SetHolding(0, i)
+			sim.Load().SetHolding(0, i)
 			select {
 			case <-stop:
 				return
@@ -79,7 +83,7 @@ reconnect_max = "1s"
 format = "sparkplug"
 group_id = "plant"
 primary_host = "host1"
-`, dir+"/data", sim.Addr(), proxy.Addr(), mq.CAFile, mq.ClientCert, mq.ClientKey))
+`, dir+"/data", simAddr, proxy.Addr(), mq.CAFile, mq.ClientCert, mq.ClientKey))
 	node := func(s sparkplughost.Snapshot) sparkplughost.Node { return s.Nodes["gw-sp"] }
 	cmd, _ := startRun(t, path)
 	host.WaitFor(30*time.Second, "births and live data", func(s sparkplughost.Snapshot) bool {
@@ -95,6 +99,21 @@ primary_host = "host1"
 			return node(s).Births == i+2 && node(s).Historical > hist
 		})
 	}
+	// A device outage: DDEATH, then DBIRTH when it answers again.
+	if err := sim.Load().Close(); err != nil {
+		t.Fatal(err)
+	}
+	host.WaitFor(30*time.Second, "DDEATH", func(s sparkplughost.Snapshot) bool { return node(s).Messages["DDEATH"] == 1 })
+	back := modbussim.New()
+	if err := back.Listen(simAddr); err != nil {
+		t.Fatal(err)
+	}
+	sim.Store(back)
+	dbirths := node(host.Snapshot()).Messages["DBIRTH"]
+	host.WaitFor(30*time.Second, "DBIRTH after the device outage", func(s sparkplughost.Snapshot) bool { return node(s).Messages["DBIRTH"] == dbirths+1 })
+	reborn := node(host.Snapshot()).LiveMetrics
+	host.WaitFor(30*time.Second, "data after the DBIRTH", func(s sparkplughost.Snapshot) bool { return node(s).LiveMetrics > reborn })
+	killedBdSeq := node(host.Snapshot()).BdSeq
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -105,10 +124,10 @@ primary_host = "host1"
 	host.WaitFor(30*time.Second, "births and live data after the restart", func(s sparkplughost.Snapshot) bool {
 		return node(s).Births == 7 && node(s).LiveMetrics > live
 	})
-	// bdSeq goes on from the killed run's (0 on the first connect, 5
-	// after the fifth outage), so its late will could never match.
-	if bd := node(host.Snapshot()).BdSeq; bd != 6 {
-		t.Errorf("bdSeq after the restart = %d, want 6", bd)
+	// bdSeq goes on from the killed run's, so its late will could never
+	// match the new NBIRTH.
+	if bd := node(host.Snapshot()).BdSeq; bd != killedBdSeq+1 {
+		t.Errorf("bdSeq after the restart = %d, want %d (the killed run's + 1)", bd, killedBdSeq+1)
 	}
 	// A clean stop publishes the NDEATH itself, then disconnects (the
 	// broker then sends no will).

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/edged-gw/edged/internal/mqtttest"
@@ -69,7 +70,7 @@ func CheckWithTahu(t testing.TB, msgs []mqtttest.Message, wantType map[string]st
 	}
 	seq, bdSeq := -1, ""
 	aliases := map[string]string{}
-	born := false
+	born := map[string]bool{} // device → DBIRTH since the NBIRTH and no DDEATH since
 	counts := map[string]int{}
 	hist := 0
 	for i, m := range got {
@@ -91,7 +92,8 @@ func CheckWithTahu(t testing.TB, msgs []mqtttest.Message, wantType map[string]st
 			if bdSeq != "" && bd != bdSeq {
 				t.Errorf("message %d: NDEATH bdSeq %s, NBIRTH had %s", i, bd, bdSeq)
 			}
-			seq, born = -1, false
+			seq = -1
+			clear(born)
 			continue
 		}
 		if m.Payload.Seq == nil {
@@ -103,7 +105,8 @@ func CheckWithTahu(t testing.TB, msgs []mqtttest.Message, wantType map[string]st
 			if s != 0 {
 				t.Errorf("message %d: NBIRTH seq %d", i, s)
 			}
-			bdSeq, born = "", false
+			bdSeq = ""
+			clear(born)
 			for _, mt := range m.Payload.Metrics {
 				if mt.Name != nil && *mt.Name == "bdSeq" {
 					bdSeq = jsonText(mt.Value)
@@ -120,7 +123,7 @@ func CheckWithTahu(t testing.TB, msgs []mqtttest.Message, wantType map[string]st
 		seq = int(s)
 		switch typ {
 		case "DBIRTH":
-			born = true
+			born[sparkplugDevice(m.Topic)] = true
 			for _, mt := range m.Payload.Metrics {
 				if mt.Name == nil {
 					t.Fatalf("message %d: DBIRTH metric without a name", i)
@@ -130,8 +133,13 @@ func CheckWithTahu(t testing.TB, msgs []mqtttest.Message, wantType map[string]st
 					t.Errorf("message %d: %s born as %s, want %s", i, *mt.Name, mt.Type, w)
 				}
 			}
+		case "DDEATH":
+			if !born[sparkplugDevice(m.Topic)] {
+				t.Errorf("message %d: DDEATH of a device not born", i)
+			}
+			born[sparkplugDevice(m.Topic)] = false
 		case "DDATA":
-			if !born {
+			if !born[sparkplugDevice(m.Topic)] {
 				t.Errorf("message %d: DDATA before DBIRTH", i)
 			}
 			for _, mt := range m.Payload.Metrics {
@@ -166,6 +174,13 @@ func sparkplugType(topic string) string {
 		return ""
 	}
 	return levels[2]
+}
+
+func sparkplugDevice(topic string) string {
+	if parts := strings.Split(topic, "/"); len(parts) == 5 {
+		return parts[4]
+	}
+	return ""
 }
 
 func jsonText(v any) string {
