@@ -80,7 +80,9 @@ type Upstream struct {
 	// Commands subscribes this upstream's session to the gateway's command
 	// topics ({topic_prefix}/{gateway}/+/+/set, under its own topic_prefix)
 	// and hands what arrives to the write door as source "upstream NAME";
-	// [gateway] writes = true is needed too. MQTT 5 only.
+	// [gateway] writes = true is needed too. MQTT 5 only. With format =
+	// "sparkplug" it takes DCMD metric writes instead (source "sparkplug
+	// NAME"), through the same door.
 	Commands bool `toml:"commands"`
 	// Topics are the local topic filters that go up; default
 	// ["{gateway.topic_prefix}/#"].
