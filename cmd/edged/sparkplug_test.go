@@ -72,6 +72,23 @@ poll_interval = "50ms"
   area = "holding_register"
   address = 2
   type = "float32"
+  [[device.tag]]
+  name = "count"
+  area = "holding_register"
+  address = 4
+  type = "uint32"
+  [[device.tag]]
+  name = "total"
+  area = "holding_register"
+  address = 6
+  type = "int64"
+  [[device.tag]]
+  name = "scaled"
+  area = "holding_register"
+  address = 10
+  type = "int16"
+  scale = 0.1
+  unit = "bar"
 [[upstream]]
 name = "scada"
 url = "mqtts://%s"
@@ -151,5 +168,5 @@ primary_host = "host1"
 	t.Logf("host saw %+v", node(s).Messages)
 	// Everything edged sent, through Tahu's decoder and the host rules
 	// again: bdSeq, seq continuity, births before data, aliases, types.
-	sparkplughost.CheckWithTahu(t, wire.Messages(), map[string]string{"level": "UInt16", "temp": "Float"}, 7)
+	sparkplughost.CheckWithTahu(t, wire.Messages(), map[string]string{"level": "UInt16", "temp": "Float", "count": "UInt32", "total": "Int64", "scaled": "Double"}, 7)
 }

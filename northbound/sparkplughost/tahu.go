@@ -124,6 +124,17 @@ func CheckWithTahu(t testing.TB, msgs []mqtttest.Message, wantType map[string]st
 		switch typ {
 		case "DBIRTH":
 			born[sparkplugDevice(m.Topic)] = true
+			seen := map[string]bool{}
+			for _, mt := range m.Payload.Metrics {
+				if mt.Name != nil {
+					seen[*mt.Name] = true
+				}
+			}
+			for name := range wantType {
+				if !seen[name] {
+					t.Errorf("message %d: DBIRTH without tag %s", i, name)
+				}
+			}
 			for _, mt := range m.Payload.Metrics {
 				if mt.Name == nil {
 					t.Fatalf("message %d: DBIRTH metric without a name", i)
