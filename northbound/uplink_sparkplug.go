@@ -137,28 +137,34 @@ func (u *Uplink) SparkplugMessage(topic string, payload []byte, retained bool) {
 	}
 }
 
-// SparkplugSamples queues the samples of device that passed
-// report-by-exception as one pending DDATA (a device not yet online with
-// a good sample is born first). It runs on the device's poller and only
-// appends to the buffer.
-func (u *Uplink) SparkplugSamples(device string, samples []mapping.Sample) {
+// SparkplugSamples takes one poll of device: all its samples and those
+// that passed report-by-exception, queued as one pending DDATA. A device
+// not yet online in this session with a good sample is born first, with
+// the poll's values (a session made on a reload learns the devices that
+// were already running this way). It runs on the device's poller and
+// only appends to the buffer.
+func (u *Uplink) SparkplugSamples(device string, all, passed []mapping.Sample) {
 	s := u.sp
-	if s == nil || len(samples) == 0 {
+	if s == nil {
 		return
 	}
 	s.tapMu.Lock()
 	defer s.tapMu.Unlock()
 	if !s.online[device] {
-		for i := range samples {
-			if samples[i].Quality == mapping.Good {
+		for i := range all {
+			if all[i].Quality == mapping.Good {
+				s.sess.Remember(device, all)
 				s.setOnline(u.q, device, true)
 				break
 			}
 		}
 	}
-	topic, pending, err := s.sess.Data(device, samples, s.scratch[:0])
+	if len(passed) == 0 {
+		return
+	}
+	topic, pending, err := s.sess.Data(device, passed, s.scratch[:0])
 	if err != nil {
-		return // not a device of this session (a reload added it): rebuilt with the next config
+		return // not a device of this session: the uplink is rebuilt with the next config
 	}
 	s.scratch = pending
 	u.q.Append(topic, pending)

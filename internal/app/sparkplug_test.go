@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -144,5 +145,70 @@ func cloudPubFile(t *testing.T, mq *mosquittotest.Broker, topic string, p *sprot
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, "mosquitto_pub", "-h", host, "-p", port, "-q", "1", "-V", "5", "-t", topic, "-f", f).CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_pub %s: %v %s", topic, err, out)
+	}
+}
+
+// TestSparkplugReloadAddsDevice: a reload that adds a device restarts the
+// Sparkplug uplink (its births and aliases change): the host sees the old
+// session's NDEATH, then an NBIRTH and a DBIRTH for the new device and for
+// the one that kept running with values that do not change (no
+// report-by-exception message to learn it from), without a gap.
+func TestSparkplugReloadAddsDevice(t *testing.T) {
+	mq := mosquittotest.Start(t, mosquittotest.Options{})
+	sim := startSim(t)
+	dir := t.TempDir()
+	sim.SetHolding(5, 7) // and it stays so: on_change publishes it once
+	path := writeConfig(t, dir, fmt.Sprintf(`[gateway]
+id = "gw"
+data_dir = %q
+
+[[device]]
+name = "plc"
+driver = "modbus-tcp"
+address = %q
+poll_interval = "50ms"
+  [[device.tag]]
+  name = "sp"
+  area = "holding"
+  address = 5
+  type = "uint16"
+  on_change = true
+`, filepath.Join(dir, "data"), sim.Addr()))
+	appendFile(t, path, upstreamTOML(mq, mq.TLSAddr(), "scada", "format = \"sparkplug\"\ngroup_id = \"plant\""))
+	host := sparkplughost.Start(t, mq.PlainAddr(), "host1", "plant")
+	wire := mqtttest.Subscribe(t, mq.PlainAddr(), "spBv1.0/plant/#")
+	rt, running := startFromFile(t, path)
+	host.WaitFor(30*time.Second, "the first births", func(s sparkplughost.Snapshot) bool {
+		return len(s.Nodes["gw"].Devices["plc"]) > 0
+	})
+	appendFile(t, path, fmt.Sprintf(`
+[[device]]
+name = "plc2"
+driver = "modbus-tcp"
+address = %q
+poll_interval = "50ms"
+  [[device.tag]]
+  name = "level"
+  area = "holding"
+  address = 9
+  type = "uint16"
+`, sim.Addr()))
+	if _, _, err := rt.Reload(context.Background(), path, running); err != nil {
+		t.Fatal(err)
+	}
+	host.WaitFor(30*time.Second, "births of both devices after the reload", func(s sparkplughost.Snapshot) bool {
+		n := s.Nodes["gw"]
+		return n.Births == 2 && n.Deaths == 1 && len(n.Devices["plc"]) > 0 && len(n.Devices["plc2"]) > 0
+	})
+	s := host.Snapshot()
+	for _, k := range []sparkplughost.EventKind{sparkplughost.Gap, sparkplughost.NotBorn, sparkplughost.UnknownAlias, sparkplughost.StaleDeath, sparkplughost.BadBirth} {
+		if n := s.Count(k); n != 0 {
+			t.Errorf("the host saw %d %s: %+v", n, k, s.Events)
+		}
+	}
+	for _, m := range wire.Messages() {
+		if m.Topic == "spBv1.0/plant/DDEATH/gw/plc" {
+			t.Errorf("plc kept running but was declared dead")
+		}
 	}
 }

@@ -95,11 +95,11 @@ func nextBdSeq(path string) uint8 {
 // running Sparkplug uplinks.
 type sparkplugTap struct{ slots *atomic.Pointer[[]uplinkSlot] }
 
-func (t sparkplugTap) TapSamples(device string, passed []mapping.Sample) {
+func (t sparkplugTap) TapSamples(device string, all, passed []mapping.Sample) {
 	if p := t.slots.Load(); p != nil {
 		for _, s := range *p {
 			if s.u != nil && s.u.IsSparkplug() {
-				s.u.SparkplugSamples(device, passed)
+				s.u.SparkplugSamples(device, all, passed)
 			}
 		}
 	}

@@ -50,8 +50,9 @@ type Gateway struct {
 // than rendered messages (the Sparkplug uplinks). Its methods run on the
 // device's poller: they must not block, and must copy what they keep.
 type Tap interface {
-	// TapSamples: the samples of one poll that passed report-by-exception.
-	TapSamples(device string, passed []mapping.Sample)
+	// TapSamples: the samples of one poll (all) and those of them that
+	// passed report-by-exception (passed, possibly none), on every poll.
+	TapSamples(device string, all, passed []mapping.Sample)
 	// TapState: the device's state, on every report.
 	TapState(device string, online bool)
 }
@@ -486,8 +487,8 @@ func (d *device) Samples(_ string, samples []mapping.Sample) {
 	if good {
 		d.lastOK = batchTime(samples)
 	}
-	if tap != nil && len(d.passed) > 0 {
-		tap.TapSamples(d.name, d.passed)
+	if tap != nil {
+		tap.TapSamples(d.name, samples, d.passed)
 	}
 	if entries > 0 {
 		d.dbuf = append(d.dbuf, "}}"...)
