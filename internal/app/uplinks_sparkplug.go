@@ -105,6 +105,17 @@ func (t sparkplugTap) TapSamples(device string, all, passed []mapping.Sample) {
 	}
 }
 
+func (t sparkplugTap) Active() bool {
+	if p := t.slots.Load(); p != nil {
+		for _, s := range *p {
+			if s.u != nil && s.u.IsSparkplug() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (t sparkplugTap) TapState(device string, online bool) {
 	if p := t.slots.Load(); p != nil {
 		for _, s := range *p {

@@ -55,6 +55,9 @@ type Tap interface {
 	TapSamples(device string, all, passed []mapping.Sample)
 	// TapState: the device's state, on every report.
 	TapState(device string, online bool)
+	// Active says whether the tap wants samples now (checked every poll:
+	// without a taker the gateway copies nothing for it).
+	Active() bool
 }
 
 // SetTap installs t (before Start).
@@ -438,7 +441,7 @@ func (d *device) Samples(_ string, samples []mapping.Sample) {
 	var published, failed uint64
 	entries, good := 0, false
 	var tap Tap
-	if tp := g.tap.Load(); tp != nil {
+	if tp := g.tap.Load(); tp != nil && (*tp).Active() {
 		tap = *tp
 		d.passed = d.passed[:0]
 	}
