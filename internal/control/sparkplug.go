@@ -32,6 +32,12 @@ func (d *Daemon) SparkplugWrites(log *slog.Logger, name, topic string, writes []
 	if d == nil {
 		return
 	}
+	var refused []door.Request
+	defer func() { // outside the lock: the door audits them at once, as a full /set queue does
+		for _, req := range refused {
+			d.spWrite(log, req)
+		}
+	}()
 	d.cmu.Lock()
 	defer d.cmu.Unlock()
 	if d.spClosed {
@@ -57,7 +63,7 @@ func (d *Daemon) SparkplugWrites(log *slog.Logger, name, topic string, writes []
 		case w.queue <- req:
 		default:
 			req.Refused, req.RefusedMsg = door.TooSoon, "the Sparkplug write queue is full (more than 64 writes waiting)"
-			go d.spWrite(log, req)
+			refused = append(refused, req)
 		}
 	}
 }
