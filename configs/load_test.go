@@ -674,7 +674,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:  "unknown upstream format",
 			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "c"`, `url = "mqtts://x"`, `format = "xml"`)},
-			want:  []wantErr{{line: 6, key: "upstream[0].format", msg: `"xml" is not an upstream format; use "json", "value" (default: the [gateway] format, "json")`}},
+			want:  []wantErr{{line: 6, key: "upstream[0].format", msg: `"xml" is not an upstream format; use "json", "value", "sparkplug" (default: the [gateway] format, "json")`}},
 		},
 		{
 			name:  "json upstream of a value gateway",

@@ -25,7 +25,7 @@ const (
 
 // upstreamFormats are the formats an [[upstream]] may have, for checking
 // and for error messages.
-var upstreamFormats = []string{FormatJSON, FormatValue}
+var upstreamFormats = []string{FormatJSON, FormatValue, FormatSparkplug}
 
 // Publish modes ([gateway] publish).
 const (

@@ -80,12 +80,16 @@ type Upstream struct {
 	// Commands subscribes this upstream's session to the gateway's command
 	// topics ({topic_prefix}/{gateway}/+/+/set, under its own topic_prefix)
 	// and hands what arrives to the write door as source "upstream NAME";
-	// [gateway] writes = true is needed too. MQTT 5 only.
+	// [gateway] writes = true is needed too. MQTT 5 only. With format =
+	// "sparkplug" it takes DCMD metric writes instead (source "sparkplug
+	// NAME"), through the same door.
 	Commands bool `toml:"commands"`
 	// Format is what this upstream receives: "json" (edged's JSON, as
 	// published locally) or "value" (each tag's bare value as text, as
 	// [gateway] format = "value" renders it; per-device messages are not
-	// sent). Default: the [gateway] format.
+	// sent) or "sparkplug" (Sparkplug B edge node, fed by the gateway's
+	// samples, not by local topics; see Sparkplug). Default: the
+	// [gateway] format.
 	Format string `toml:"format"`
 	// Topics are the local topic filters that go up; default
 	// ["{gateway.topic_prefix}/#"].
@@ -125,6 +129,9 @@ type Upstream struct {
 	// a healthy uplink costs the SD card almost nothing. Default "500ms",
 	// at most sync_interval; "0s" writes every message at once.
 	WriteDelay *Duration `toml:"write_delay"`
+
+	// Sparkplug are the Sparkplug B settings (format = "sparkplug").
+	Sparkplug
 
 	// Line is where the table starts, for later error messages.
 	Line int `toml:"-"`
@@ -279,6 +286,7 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 	if u.SyncInterval == 0 {
 		u.SyncInterval = Duration(DefaultUpstreamSyncInterval)
 	}
+	l.checkSparkplug(src, cfg, base, u)
 }
 
 func (l *loader) checkUpstreamURL(src *source, p keyPath, u *Upstream) {

@@ -131,6 +131,38 @@ func TestUpstreamErrors(t *testing.T) {
 			},
 		},
 		{
+			name:  "sparkplug",
+			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "c"`, `url = "mqtts://b:8883"`, `format = "sparkplug"`, `group_id = "plant7"`, `primary_host = "scada"`)},
+		},
+		{
+			name: "sparkplug keys",
+			files: memFS{testMain: gw + lines(
+				`[[upstream]]`, // 3
+				`name = "c"`,
+				`url = "mqtts://b:8883"`,
+				`format = "sparkplug"`, // 6
+				`protocol = "3.1.1"`,
+				`edge_node_id = "a/b"`, // 8
+				`primary_host = "h+"`,
+				`[[upstream]]`, // 10
+				`name = "d"`,
+				`url = "mqtts://b:8883"`,
+				`group_id = "g"`, // 13
+				`[[upstream]]`,
+				`name = "e"`,
+				`url = "mqtts://b:8883"`,
+				`format = "protobuf"`, // 17
+			)},
+			want: []wantErr{
+				{line: 3, key: "upstream[0].group_id", msg: `required with format = "sparkplug"`},
+				{line: 7, key: "upstream[0].protocol", msg: `format = "sparkplug" needs protocol = "5"`},
+				{line: 8, key: "upstream[0].edge_node_id", msg: `"a/b" contains one of / + #`},
+				{line: 9, key: "upstream[0].primary_host", msg: `"h+" contains one of / + #`},
+				{line: 13, key: "upstream[1].group_id", msg: `group_id is a Sparkplug B key; it needs format = "sparkplug"`},
+				{line: 17, key: "upstream[2].format", msg: `"protobuf" is not an upstream format; use "json"`},
+			},
+		},
+		{
 			name: "credentials in the url",
 			files: memFS{testMain: gw + lines(
 				`[[upstream]]`,

@@ -77,6 +77,13 @@ type PublisherConfig struct {
 	// connect) and are dropped.
 	CommandFilter string
 	OnCommand     func(CloudCommand)
+	// Subscriptions are further filters subscribed to at QoS 1 after every
+	// connect (MQTT 5 only; a refusal fails the connect): everything the
+	// broker sends on them, retained messages included, goes to OnMessage,
+	// which runs on the connection's reader and must not block. A message
+	// goes to OnMessage instead of OnCommand when OnMessage is set.
+	Subscriptions []string
+	OnMessage     func(topic string, payload []byte, retained bool)
 	// OnSubscribeRefused is told when the broker refuses CommandFilter (a
 	// *SubscribeRefusedError): the session goes on without commands. Nil:
 	// the refusal fails the connect.

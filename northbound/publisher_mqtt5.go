@@ -34,6 +34,49 @@ type mqtt5 struct {
 	done      chan struct{}
 	err       error
 	hdr       []byte
+	will      *will // SetWill's, replacing cfg's will from the next Connect
+}
+
+type will struct {
+	topic   string
+	payload []byte
+	retain  bool
+}
+
+// SetWill sets the will of the next Connect (QoS 1), replacing the
+// config's: a Sparkplug NDEATH carries the bdSeq of its connection.
+func (p *mqtt5) SetWill(topic string, payload []byte, retain bool) {
+	p.mu.Lock()
+	p.will = &will{topic: topic, payload: append([]byte(nil), payload...), retain: retain}
+	p.mu.Unlock()
+}
+
+// subscribeFilters subscribes to filters at QoS 1 in one SUBSCRIBE and
+// waits for its SUBACK (within the connect deadline).
+func subscribeFilters(conn net.Conn, filters []string) error {
+	sub := &packets.Subscribe{PacketID: 2, Properties: &packets.Properties{}}
+	for _, f := range filters {
+		sub.Subscriptions = append(sub.Subscriptions, packets.SubOptions{Topic: f, QoS: 1})
+	}
+	if _, err := sub.WriteTo(conn); err != nil {
+		return fmt.Errorf("send SUBSCRIBE %v: %w", filters, err)
+	}
+	for {
+		cp, err := packets.ReadPacket(conn)
+		if err != nil {
+			return fmt.Errorf("read SUBACK of %v: %w", filters, err)
+		}
+		sa, ok := cp.Content.(*packets.Suback)
+		if !ok || sa.PacketID != 2 {
+			continue
+		}
+		for i, r := range sa.Reasons {
+			if r >= 0x80 {
+				return &SubscribeRefusedError{Filter: filters[min(i, len(filters)-1)], Reasons: sa.Reasons}
+			}
+		}
+		return nil
+	}
 }
 
 // NewMQTT5 returns a Publisher speaking MQTT 5.
@@ -61,7 +104,13 @@ func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 	if len(p.cfg.Password) > 0 {
 		c.PasswordFlag, c.Password = true, p.cfg.Password
 	}
-	if p.cfg.WillTopic != "" {
+	p.mu.Lock()
+	will := p.will
+	p.mu.Unlock()
+	if will != nil {
+		c.WillFlag, c.WillTopic, c.WillMessage, c.WillQOS, c.WillRetain = true, will.topic, will.payload, 1, will.retain
+		c.WillProperties = &packets.Properties{}
+	} else if p.cfg.WillTopic != "" {
 		c.WillFlag, c.WillTopic, c.WillMessage, c.WillQOS, c.WillRetain = true, p.cfg.WillTopic, p.cfg.WillPayload, 1, true
 		c.WillProperties = &packets.Properties{}
 	}
@@ -105,6 +154,12 @@ func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 			}
 			// Data goes up all the same; the session just takes no commands.
 			p.cfg.OnSubscribeRefused(err)
+		}
+	}
+	if len(p.cfg.Subscriptions) > 0 {
+		if err := subscribeFilters(conn, p.cfg.Subscriptions); err != nil {
+			conn.Close()
+			return err
 		}
 	}
 	_ = conn.SetDeadline(time.Time{})
@@ -185,7 +240,11 @@ func (p *mqtt5) readLoop(conn net.Conn, done chan struct{}, slots chan struct{})
 					return
 				}
 			}
-			if p.cfg.OnCommand != nil && !c.Retain && c.QoS < 2 {
+			if p.cfg.OnMessage != nil {
+				if c.QoS < 2 {
+					p.cfg.OnMessage(c.Topic, c.Payload, c.Retain)
+				}
+			} else if p.cfg.OnCommand != nil && !c.Retain && c.QoS < 2 {
 				cmd := CloudCommand{Topic: c.Topic, Payload: c.Payload, Received: time.Now()}
 				if pr := c.Properties; pr != nil {
 					cmd.ResponseTopic, cmd.CorrelationData = pr.ResponseTopic, pr.CorrelationData

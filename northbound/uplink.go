@@ -65,6 +65,9 @@ type UplinkOptions struct {
 	// Default DefaultAckTimeout; negative turns it off (keepalive only).
 	AckTimeout time.Duration
 	Logger     *slog.Logger
+	// Sparkplug, when set, makes the uplink a Sparkplug B edge node (see
+	// SparkplugOptions); StatusTopic is then not used.
+	Sparkplug *SparkplugOptions
 
 	// newReader replaces the buffer's reader (tests inject failing reads).
 	newReader func() entryReader
@@ -143,6 +146,7 @@ type Uplink struct {
 	// later of them.
 	busySince, lastAck time.Time
 	refusals           refusalState
+	sp                 *spState // nil unless Sparkplug
 
 	connects, attempts, sent, replayed, acked atomic.Uint64
 	readErrors, ackTimeouts                   atomic.Uint64
@@ -186,6 +190,9 @@ func NewUplink(o UplinkOptions) *Uplink {
 	u.refusals.init(o.BackoffMin, o.BackoffMax)
 	for _, s := range o.Skip {
 		u.skip[s] = true
+	}
+	if o.Sparkplug != nil {
+		u.sp, u.o.StatusTopic = newSpState(o.Sparkplug), ""
 	}
 	return u
 }
@@ -310,6 +317,9 @@ func (u *Uplink) disconnect(ctx context.Context) error {
 	select {
 	case <-u.pub.Done():
 	default:
+		if u.sp != nil {
+			u.spDeath(ctx)
+		}
 		m := Message{Topic: []byte(u.o.StatusTopic), Payload: []byte("offline"), QoS: 1, Retain: true}
 		if u.o.StatusTopic != "" && u.pub.Publish(ctx, &m, statusToken) == nil && u.pub.Flush() == nil {
 			u.waitInflight(ctx, 2*time.Second)
@@ -368,6 +378,9 @@ func (u *Uplink) run(ctx context.Context, startSeq uint64, started time.Time) {
 	for ctx.Err() == nil {
 		u.setState("connecting", nil)
 		u.attempts.Add(1)
+		if u.sp != nil {
+			u.spConnect()
+		}
 		err := u.pub.Connect(ctx, u.onAck)
 		if ctx.Err() != nil {
 			return
@@ -477,6 +490,17 @@ func (u *Uplink) session(ctx context.Context, boundary uint64) error {
 		}
 	}
 	done := u.pub.Done()
+	var spWake chan struct{} // nil unless Sparkplug
+	if u.sp != nil {
+		waited, err := u.spBegin(ctx)
+		if err != nil {
+			return err
+		}
+		if waited {
+			boundary = u.q.NextSeq() // what waited for the host is backlog
+		}
+		spWake = u.sp.wake
+	}
 	if u.o.AckTimeout > 0 {
 		stop := make(chan struct{})
 		defer close(stop)
@@ -504,7 +528,17 @@ func (u *Uplink) session(ctx context.Context, boundary uint64) error {
 		for i := range es {
 			e := &es[i]
 			m.Topic, m.Payload, m.Historical = e.Topic, e.Payload, hist
-			if hist && !u.o.PlainPayloads {
+			if u.sp != nil {
+				out, ok, err := u.spNext(scratch[:0], e, hist)
+				if err != nil {
+					return err
+				}
+				scratch = out
+				if !ok {
+					continue
+				}
+				m.Payload = out
+			} else if hist && !u.o.PlainPayloads {
 				scratch = markHistorical(scratch[:0], e.Payload)
 				m.Payload = scratch
 			}
@@ -555,6 +589,11 @@ func (u *Uplink) session(ctx context.Context, boundary uint64) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		default:
+		}
+		if u.sp != nil {
+			if err := u.spEvents(ctx, true); err != nil {
+				return err
+			}
 		}
 		// After a refusal that may pass (quota), nothing is sent for a
 		// while; then the refused messages go again, marked historical.
@@ -645,6 +684,7 @@ func (u *Uplink) session(ctx context.Context, boundary uint64) error {
 		case <-pace:
 		case <-gate:
 		case <-u.refusals.wake: // a refusal to wait out and send again
+		case <-spWake: // a Rebirth request or a STATE
 		case <-done:
 			return u.pub.Err()
 		case <-ctx.Done():

@@ -43,6 +43,7 @@ func main() {
 	publish := flag.String("publish", "tags", "gateway publish mode: tags | device | both")
 	upstream := flag.Bool("upstream", false, "also bridge everything at QoS 1 to a Debian mosquitto on loopback through the buffer")
 	inflight := flag.Int("inflight", 100, "upstream max_inflight")
+	format := flag.String("format", "json", "upstream format: json | sparkplug (with -upstream)")
 	consoleView := flag.String("console", "", "keep one web console client connected while measuring (curl on the simulator's CPU): overview | device (d00's 500 tags)")
 	flag.Parse()
 
@@ -50,7 +51,7 @@ func main() {
 		runSim(*devices, *tags)
 		return
 	}
-	if err := runEdged(*devices, *tags, *poll, *warmup, *duration, *subscriber, *simCPU, *cpuProfile, *publish, *upstream, *inflight, *consoleView); err != nil {
+	if err := runEdged(*devices, *tags, *poll, *warmup, *duration, *subscriber, *simCPU, *cpuProfile, *publish, *upstream, *inflight, *consoleView, *format); err != nil {
 		fmt.Fprintln(os.Stderr, "pipeline:", err)
 		os.Exit(1)
 	}
@@ -86,7 +87,7 @@ func runSim(devices, tags int) {
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // parent closes stdin to stop us
 }
 
-func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscriber, simCPU, cpuProfile, publish string, upstream bool, inflight int, consoleView string) error {
+func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscriber, simCPU, cpuProfile, publish string, upstream bool, inflight int, consoleView, format string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -134,7 +135,7 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 		defer stop()
 		upstreamAddr = addr
 	}
-	if err := writeConfig(dir, addrs, tags, poll, publish, upstreamAddr, inflight); err != nil {
+	if err := writeConfig(dir, addrs, tags, poll, publish, upstreamAddr, inflight, format); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -219,7 +220,11 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 		if published > 0 {
 			perMsg = points / published
 		}
-		fmt.Printf("  upstream QoS 1 acked %.0f msgs/s = %.0f points/s (mosquitto on loopback, window %d)\n", msgs/secs, msgs*perMsg/secs, inflight)
+		if format == "sparkplug" { // one DDATA per device poll, as publish = "device"
+			fmt.Printf("  upstream Sparkplug B DDATA acked %.0f msgs/s (mosquitto on loopback, window %d)\n", msgs/secs, inflight)
+		} else {
+			fmt.Printf("  upstream QoS 1 acked %.0f msgs/s = %.0f points/s (mosquitto on loopback, window %d)\n", msgs/secs, msgs*perMsg/secs, inflight)
+		}
 		for _, u := range rt.Uplinks() {
 			st := u.Stats()
 			fmt.Printf("  upstream backlog     %d messages, %d dropped, state %s\n", st.Buffer.Depth, st.Buffer.Dropped, st.State)
@@ -239,7 +244,7 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 	return nil
 }
 
-func writeConfig(dir string, addrs []string, tags int, poll time.Duration, publish, upstream string, inflight int) error {
+func writeConfig(dir string, addrs []string, tags int, poll time.Duration, publish, upstream string, inflight int, format string) error {
 	if err := os.MkdirAll(filepath.Join(dir, "maps"), 0o755); err != nil {
 		return err
 	}
@@ -257,6 +262,9 @@ func writeConfig(dir string, addrs []string, tags int, poll time.Duration, publi
 	}
 	if upstream != "" {
 		fmt.Fprintf(&c, "[[upstream]]\nname = \"cloud\"\nurl = \"mqtt://%s\"\ninsecure_plaintext = true\nmax_inflight = %d\n", upstream, inflight)
+		if format == "sparkplug" {
+			c.WriteString("format = \"sparkplug\"\ngroup_id = \"bench\"\n")
+		}
 	}
 	return os.WriteFile(filepath.Join(dir, "edged.toml"), []byte(c.String()), 0o644)
 }

@@ -134,14 +134,15 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 		_ = broker.Stop()
 		return nil, err
 	}
+	rt := &Runtime{Broker: broker, Gateway: gw, log: log, nextSubID: uplinkSubscriptionBase + len(slots)}
+	rt.uplinks.Store(&slots)
+	gw.SetTap(sparkplugTap{&rt.uplinks}) // before the first sample
 	if err := gw.Start(ctx); err != nil {
 		_ = stopUplinks(slots)
 		_ = ctl.Close()
 		_ = broker.Stop()
 		return nil, err
 	}
-	rt := &Runtime{Broker: broker, Gateway: gw, log: log, nextSubID: uplinkSubscriptionBase + len(slots)}
-	rt.uplinks.Store(&slots)
 	rt.Control = ctl
 	if err := rt.Control.AttachLocal(cfg, broker, log); err != nil {
 		log.Error("MQTT commands from local clients are not available", "err", err)

@@ -32,7 +32,7 @@ type uplinkSlot struct {
 // changes: its [[upstream]] table, its certificate files, and the gateway
 // settings that shape its topics.
 func uplinkFingerprint(cfg *configs.Config, uc *configs.Upstream) string {
-	return uc.Fingerprint() + "/" + cfg.Gateway.TopicPrefix + "/" + cfg.Gateway.ID
+	return uc.Fingerprint() + "/" + cfg.Gateway.TopicPrefix + "/" + cfg.Gateway.ID + sparkplugFingerprint(cfg, uc)
 }
 
 // startUplinks opens each upstream's buffer, attaches it to the local
@@ -142,6 +142,9 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 		}
 	} else {
 		log.Warn("insecure_plaintext = true: data and password cross the network unencrypted", "url", pu.Redacted())
+	}
+	if uc.Format == configs.FormatSparkplug {
+		return newSparkplugUplink(cfg, uc, pc, base, open, ctl)
 	}
 	var pub northbound.Publisher
 	var replier replyPublisher // set once pub is made, before it connects

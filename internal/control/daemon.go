@@ -33,7 +33,7 @@ func DoorOptions(cfg *configs.Config, log *slog.Logger) door.Options {
 			return consoleWrites && s.User != ""
 		case door.FromLocal:
 			return localCommands
-		case door.FromUpstream:
+		case door.FromUpstream, door.FromSparkplug: // a Sparkplug DCMD names its upstream
 			return upstreams[s.Name]
 		}
 		return false
@@ -52,6 +52,8 @@ type Daemon struct {
 	localBroker LocalBroker
 	localFilter string
 	gw          *gateway.Gateway
+	spw         sparkplugWrites // DCMD writes (sparkplug.go)
+	spClosed    bool            // guarded by cmu
 }
 
 // LocalBroker is what the daemon needs of the embedded broker for
@@ -151,6 +153,7 @@ func (d *Daemon) Close() error {
 		d.Commands.Close()
 	}
 	d.cmu.Unlock()
+	d.closeSparkplug()
 	if d.Server != nil {
 		err = d.Server.Close()
 	}

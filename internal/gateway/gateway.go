@@ -44,7 +44,26 @@ type Gateway struct {
 	pubErrors atomic.Uint64
 
 	life sync.Mutex // serialises Start, Reload and Stop
+
+	tap atomic.Pointer[Tap]
 }
+
+// Tap sees what the gateway publishes as samples and device states rather
+// than rendered messages (the Sparkplug uplinks). Its methods run on the
+// device's poller: they must not block, and must copy what they keep.
+type Tap interface {
+	// TapSamples: the samples of one poll (all) and those of them that
+	// passed report-by-exception (passed, possibly none), on every poll.
+	TapSamples(device string, all, passed []mapping.Sample)
+	// TapState: the device's state, on every report.
+	TapState(device string, online bool)
+	// Active says whether the tap wants samples now (checked every poll:
+	// without a taker the gateway copies nothing for it).
+	Active() bool
+}
+
+// SetTap installs t (before Start).
+func (g *Gateway) SetTap(t Tap) { g.tap.Store(&t) }
 
 // layout is what every topic depends on; a reload that changes it
 // restarts every device.
@@ -97,7 +116,8 @@ type device struct {
 	tags      []tagState
 	index     map[*mapping.Spec]int
 	buf       []byte
-	dbuf      []byte // the per-device message being built
+	dbuf      []byte           // the per-device message being built
+	passed    []mapping.Sample // this poll's samples that passed, for the tap
 }
 
 type tagState struct {
@@ -497,6 +517,11 @@ func (d *device) Samples(_ string, samples []mapping.Sample) {
 	d.polls++
 	var published, failed uint64
 	entries, good := 0, false
+	var tap Tap
+	if tp := g.tap.Load(); tp != nil && (*tp).Active() {
+		tap = *tp
+		d.passed = d.passed[:0]
+	}
 	if d.perDev {
 		d.dbuf = append(d.dbuf[:0], `{"ts":`...)
 		d.dbuf = strconv.AppendInt(d.dbuf, batchTime(samples), 10)
@@ -517,6 +542,9 @@ func (d *device) Samples(_ string, samples []mapping.Sample) {
 		t.last = *s
 		if !t.filter.Pass(s) {
 			continue
+		}
+		if tap != nil {
+			d.passed = append(d.passed, *s)
 		}
 		if d.perDev {
 			if entries > 0 {
@@ -546,6 +574,9 @@ func (d *device) Samples(_ string, samples []mapping.Sample) {
 	if good {
 		d.lastOK = batchTime(samples)
 	}
+	if tap != nil {
+		tap.TapSamples(d.name, samples, d.passed)
+	}
 	if entries > 0 {
 		d.dbuf = append(d.dbuf, "}}"...)
 		if err := g.pub.Publish(d.topic, d.dbuf, d.retain, 0); err != nil {
@@ -574,6 +605,9 @@ func (d *device) State(_ string, state southbound.State, err error) {
 	// Drivers log their own transitions at info/warn with what the
 	// operator needs (address, port, endpoint); here only for debugging.
 	g.log.Debug("device state", "device", d.name, "state", state.String(), "err", err)
+	if tp := g.tap.Load(); tp != nil {
+		(*tp).TapState(d.name, state == southbound.StateOnline)
+	}
 	payload := appendStatus(nil, state, err, time.Now().UnixMilli())
 	if perr := g.pub.Publish(d.statusTo, payload, true, 1); perr != nil {
 		g.log.Warn("publish device status failed", "device", d.name, "err", perr)

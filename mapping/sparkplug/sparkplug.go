@@ -355,6 +355,28 @@ func (s *Session) Data(dev string, samples []mapping.Sample, dst []byte) (topic 
 	return d.topics[DDATA], dst, nil
 }
 
+// Remember records samples of one device for its next birth without
+// making a message: the values a DBIRTH carries when report-by-exception
+// passed nothing since the session began (a session made on a reload).
+func (s *Session) Remember(dev string, samples []mapping.Sample) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.byName[dev]
+	if d == nil {
+		return
+	}
+	for i := range samples {
+		sm := &samples[i]
+		if sm.Tag == nil {
+			continue
+		}
+		if m := d.byName[sm.Tag.Name]; m != nil {
+			m.last = *sm
+			m.last.Err = nil
+		}
+	}
+}
+
 // DeviceBirth marks dev online and returns the pending DBIRTH to queue
 // (behind its earlier data); Next builds the birth when it is sent.
 func (s *Session) DeviceBirth(dev string) (topic string, pending []byte, err error) {
