@@ -16,6 +16,7 @@ import (
 
 	"github.com/edged-gw/edged/internal/mosquittotest"
 	"github.com/edged-gw/edged/internal/mqtttest"
+	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/mapping/sparkplug/sproto"
 	"github.com/edged-gw/edged/northbound/sparkplughost"
 	"github.com/edged-gw/edged/southbound/door"
@@ -40,7 +41,7 @@ primary_host = "host1"
 commands = true`))
 	wire := mqtttest.Subscribe(t, mq.PlainAddr(), "spBv1.0/plant/#")
 	rt, _ := startFromFile(t, path)
-	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
+	testwait.For(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
 	// No host yet: nothing is born.
 	time.Sleep(300 * time.Millisecond) // nothing to wait for: give a wrong birth the time it would need
 	for _, m := range wire.Messages() {
@@ -62,7 +63,7 @@ commands = true`))
 	host.WaitFor(30*time.Second, "NDEATH", func(s sparkplughost.Snapshot) bool { return s.Nodes["gw"].Deaths >= 1 })
 	for i := range 5 {
 		bump(uint16(100 + i))
-		waitUntil(t, 20*time.Second, "polls while the host is away", func() bool { return pollsOf(rt, "plc") > 0 })
+		testwait.For(t, 20*time.Second, "polls while the host is away", func() bool { return pollsOf(rt, "plc") > 0 })
 		time.Sleep(150 * time.Millisecond) // let a poll see each value (poll_interval 50ms)
 	}
 	host.SetState(true)
@@ -81,11 +82,11 @@ commands = true`))
 	// (ro is not writable) never reaches the wire.
 	cloudPubFile(t, mq, "spBv1.0/plant/DCMD/gw/plc", &sproto.Payload{Metrics: []*sproto.Payload_Metric{{
 		Name: proto.String("sp"), Datatype: proto.Uint32(6), Value: &sproto.Payload_Metric_IntValue{IntValue: 321}}}})
-	waitUntil(t, 20*time.Second, "the DCMD write on the register", func() bool { return sim.Holding(5, 1)[0] == 321 })
+	testwait.For(t, 20*time.Second, "the DCMD write on the register", func() bool { return sim.Holding(5, 1)[0] == 321 })
 	writes := len(sim.WriteLog())
 	cloudPubFile(t, mq, "spBv1.0/plant/DCMD/gw/plc", &sproto.Payload{Metrics: []*sproto.Payload_Metric{{
 		Name: proto.String("ro"), Datatype: proto.Uint32(6), Value: &sproto.Payload_Metric_IntValue{IntValue: 5}}}})
-	waitUntil(t, 20*time.Second, "the refused DCMD audited", func() bool {
+	testwait.For(t, 20*time.Second, "the refused DCMD audited", func() bool {
 		a := commandAuditIfAny(dir)
 		return len(a) == 2
 	})
@@ -100,7 +101,7 @@ commands = true`))
 
 	// Nothing stays in the buffer: replayed births and deaths, which the
 	// births at connect make redundant, are taken out unsent.
-	waitUntil(t, 20*time.Second, "the buffer drained", func() bool {
+	testwait.For(t, 20*time.Second, "the buffer drained", func() bool {
 		st := rt.Uplinks()[0].Stats()
 		return st.Buffer.Depth == 0 && st.Replayed > 0
 	})
