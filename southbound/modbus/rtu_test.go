@@ -220,7 +220,9 @@ func TestRTUDeadSlaveOthersKeepRate(t *testing.T) {
 	run(t, c, s)
 	testwait.For(t, testwait.Timeout, "u3 offline", func() bool { st, _ := s.state("u3"); return st == southbound.StateOffline })
 	testwait.For(t, testwait.Timeout, "control online", func() bool { st, _ := s.state("control"); return st == southbound.StateOnline })
-	const window = 3 * time.Second
+	// Long enough that the dead slave's backoff probes (100 ms each, at
+	// 1 s, 2 s, 4 s) cost the others a few polls of over a hundred.
+	const window = 6 * time.Second
 	b1, b2, bc, t0 := s.pollCount("u1"), s.pollCount("u2"), s.pollCount("control"), time.Now()
 	testwait.For(t, testwait.Timeout, "the window", func() bool { return time.Since(t0) >= window })
 	el := time.Since(t0)
