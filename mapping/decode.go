@@ -8,13 +8,15 @@ import (
 	"math"
 	"math/bits"
 	"strings"
+
+	"github.com/edged-gw/edged/configs"
 )
 
 // ErrShort is returned when fewer raw bytes are given than the tag needs.
 var ErrShort = errors.New("too few bytes for tag")
 
 // Init checks a spec of a register tag (Check, and the register layout:
-// order, length, bit). It does no I/O. A problem is a *KeyError naming the
+// order, length, bit). It does no I/O. A problem is a *configs.Error naming the
 // tag key at fault.
 func (s *Spec) Init() error {
 	if err := s.checkIdentity(true); err != nil {
@@ -30,7 +32,7 @@ func (s *Spec) Init() error {
 // type (when given; a protocol whose values arrive typed may leave it
 // out: typeRequired false), scale and offset, deadband, max_silence and
 // the write policy (writable, min, max, write_interval). A problem is a
-// *KeyError naming the tag key at fault.
+// *configs.Error naming the tag key at fault.
 func (s *Spec) Check(typeRequired bool) error {
 	if err := s.checkIdentity(typeRequired); err != nil {
 		return err
@@ -123,17 +125,11 @@ func (s *Spec) checkValue() error {
 	return nil
 }
 
-// KeyError is a problem with one key of a tag's table (name, type, …), so
-// that the config loader can point at its line.
-type KeyError struct {
-	Key string
-	Msg string
-}
-
-func (e *KeyError) Error() string { return e.Msg }
-
+// keyErr is a problem with one key of a tag's table (name, type, …): a
+// *configs.Error keyed relative to the tag, so that the config loader
+// points at that key's line.
 func keyErr(key, format string, args ...any) error {
-	return &KeyError{Key: key, Msg: fmt.Sprintf(format, args...)}
+	return configs.Errorf(key, format, args...)
 }
 
 // Words is the number of 16-bit registers the tag occupies: 1 for a bit of a

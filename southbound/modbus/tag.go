@@ -68,9 +68,9 @@ func (t *Tag) loc() string {
 // single key is at fault.
 func (t *Tag) check(maxRegisters int) (key string, err error) {
 	if err := t.Spec.Init(); err != nil {
-		var ke *mapping.KeyError
-		if errors.As(err, &ke) {
-			return ke.Key, err
+		var ce *configs.Error
+		if errors.As(err, &ce) {
+			return ce.Key, errors.New(ce.Msg) // the caller keys it to the tag
 		}
 		return "", err
 	}

@@ -62,14 +62,9 @@ func checkTags(tags []Tag, mapCount int) []error {
 			errs = append(errs, e)
 		}
 		if err := t.check(); err != nil {
-			var ce *configs.Error
-			var ke *mapping.KeyError
-			switch {
-			case errors.As(err, &ce):
+			if ce := (*configs.Error)(nil); errors.As(err, &ce) {
 				add(ce.Key, "%s", ce.Msg)
-			case errors.As(err, &ke):
-				add(ke.Key, "%s", ke.Msg)
-			default:
+			} else {
 				add("", "%v", err)
 			}
 			continue
