@@ -112,14 +112,7 @@ type tagKeys struct{ mapCount int }
 
 // err is a problem with key (or the whole tag, for "") of tags[i].
 func (k tagKeys) err(i int, key string, format string, args ...any) *configs.Error {
-	e := &configs.Error{Key: fmt.Sprintf("tag[%d]", i), Msg: fmt.Sprintf(format, args...), InMap: i < k.mapCount}
-	if !e.InMap {
-		e.Key = fmt.Sprintf("tag[%d]", i-k.mapCount)
-	}
-	if key != "" {
-		e.Key += "." + key
-	}
-	return e
+	return configs.TagErrorf(i, k.mapCount, key, format, args...)
 }
 
 // checkTags validates each tag and the set: unique names and no partial
