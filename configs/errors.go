@@ -39,6 +39,21 @@ func Errorf(key, format string, args ...any) *Error {
 	return &Error{Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
+// TagErrorf is a problem with key (or the whole tag, for "") of tag i of
+// a device whose first mapCount tags came from its map file: those are
+// keyed tag[i] of the map (InMap), the others tag[i-mapCount] of the
+// device table, as Error says.
+func TagErrorf(i, mapCount int, key, format string, args ...any) *Error {
+	e := Errorf(fmt.Sprintf("tag[%d]", i), format, args...)
+	if e.InMap = i < mapCount; !e.InMap {
+		e.Key = fmt.Sprintf("tag[%d]", i-mapCount)
+	}
+	if key != "" {
+		e.Key += "." + key
+	}
+	return e
+}
+
 // Error formats the problem as "FILE:LINE: KEY: MSG", leaving out the parts
 // that are not known.
 func (e *Error) Error() string {

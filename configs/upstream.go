@@ -10,28 +10,14 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/edged-gw/edged/buffer"
+	"github.com/edged-gw/edged/northbound/defaults"
 )
 
-// Defaults of an [[upstream]].
-const (
-	DefaultUpstreamProtocol     = "5"
-	DefaultUpstreamKeepAlive    = 30 * time.Second
-	DefaultUpstreamMaxInflight  = 100
-	DefaultUpstreamReplayRate   = 500
-	DefaultUpstreamReplayOrder  = "interleave"
-	DefaultUpstreamMaxBytes     = 256 << 20
-	DefaultUpstreamSync         = "interval"
-	DefaultUpstreamSyncInterval = time.Second
-	// DefaultUpstreamAckTimeout: no PUBACK for this long while messages
-	// are in flight ends the session (a blackholed link).
-	DefaultUpstreamAckTimeout = 10 * time.Second
-	// DefaultUpstreamReconnectMax caps the reconnect backoff: data
-	// arrives at most about this long after the cloud is reachable again.
-	DefaultUpstreamReconnectMax = 10 * time.Second
-	// MinUpstreamMaxBytes leaves room for the buffer's fixed overhead
-	// (buffer.MinMaxBytes).
-	MinUpstreamMaxBytes = 16 << 20
-)
+// The defaults of an [[upstream]] are its components': the uplink's and
+// the publisher's in northbound/defaults, the buffer's in package buffer.
+// Load fills them in, so that spelling out a default changes nothing.
 
 // Upstream is one [[upstream]] table: a cloud MQTT broker that the local
 // topics matching Topics are bridged to, through its own disk buffer.
@@ -176,7 +162,7 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 		l.checkUpstreamURL(src, key("url"), u)
 	}
 	if u.Protocol == "" {
-		u.Protocol = DefaultUpstreamProtocol
+		u.Protocol = defaults.Protocol
 	}
 	if ok("protocol") && u.Protocol != "5" && u.Protocol != "3.1.1" {
 		l.at(src, key("protocol"), `%q is not an MQTT version edged speaks upstream; use "5" (default) or "3.1.1" (e.g. Azure IoT Hub)`, u.Protocol)
@@ -211,19 +197,19 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 		}
 	}
 	if u.KeepAlive == 0 {
-		u.KeepAlive = Duration(DefaultUpstreamKeepAlive)
+		u.KeepAlive = Duration(defaults.KeepAlive)
 	}
 	if ok("keepalive") && (u.KeepAlive.D() < time.Second || u.KeepAlive.D() > 65535*time.Second) {
 		l.at(src, key("keepalive"), "%s is out of range; MQTT allows 1s to 18h12m15s (e.g. \"30s\")", u.KeepAlive)
 	}
 	if u.AckTimeout == 0 {
-		u.AckTimeout = Duration(DefaultUpstreamAckTimeout)
+		u.AckTimeout = Duration(defaults.AckTimeout)
 	}
 	if ok("ack_timeout") && (u.AckTimeout.D() < time.Second || u.AckTimeout.D() > time.Hour) {
 		l.at(src, key("ack_timeout"), "%s is out of range; use 1s to 1h (e.g. \"10s\": how long without any PUBACK, while messages are in flight, before the link counts as dead)", u.AckTimeout)
 	}
 	if u.ReconnectMax == 0 {
-		u.ReconnectMax = Duration(DefaultUpstreamReconnectMax)
+		u.ReconnectMax = Duration(defaults.BackoffMax)
 	}
 	if ok("reconnect_max") && (u.ReconnectMax.D() < time.Second || u.ReconnectMax.D() > 10*time.Minute) {
 		l.at(src, key("reconnect_max"), "%s is out of range; use 1s to 10m (e.g. \"10s\": the longest wait between reconnect attempts)", u.ReconnectMax)
@@ -251,19 +237,19 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 		}
 	}
 	if u.MaxInflight == 0 {
-		u.MaxInflight = DefaultUpstreamMaxInflight
+		u.MaxInflight = defaults.MaxInflight
 	}
 	if ok("max_inflight") && (u.MaxInflight < 1 || u.MaxInflight > 65535) {
 		l.at(src, key("max_inflight"), "%d is out of range; use 1 to 65535 (the broker's Receive Maximum lowers it)", u.MaxInflight)
 	}
 	if u.ReplayRate == 0 {
-		u.ReplayRate = DefaultUpstreamReplayRate
+		u.ReplayRate = defaults.ReplayRate
 	}
 	if ok("replay_rate") && (u.ReplayRate < 1 || u.ReplayRate > 1_000_000) {
 		l.at(src, key("replay_rate"), "%d is out of range; use 1 to 1000000 messages per second (stay below your cloud's per-connection limit)", u.ReplayRate)
 	}
 	if u.ReplayOrder == "" {
-		u.ReplayOrder = DefaultUpstreamReplayOrder
+		u.ReplayOrder = defaults.ReplayOrder
 	}
 	if ok("replay_order") && u.ReplayOrder != "interleave" && u.ReplayOrder != "strict" {
 		l.at(src, key("replay_order"), `%q is not a replay order; use "interleave" (default: live data goes out at once, historical values of a topic may arrive after newer live ones) or "strict" (every topic in the order it was published; live data waits for the backlog)`, u.ReplayOrder)
@@ -272,19 +258,19 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 		u.BufferDir = resolve(cfg.Gateway.DataDir, u.BufferDir, filepath.Join("buffer", u.Name))
 	}
 	if u.MaxBytes == 0 {
-		u.MaxBytes = DefaultUpstreamMaxBytes
+		u.MaxBytes = buffer.DefaultMaxBytes
 	}
-	if ok("max_bytes") && u.MaxBytes < MinUpstreamMaxBytes {
+	if ok("max_bytes") && u.MaxBytes < buffer.MinMaxBytes {
 		l.at(src, key("max_bytes"), "%d bytes is too small; use at least \"16MiB\" (the store has a fixed overhead of a few MiB)", int64(u.MaxBytes))
 	}
 	if u.Sync == "" {
-		u.Sync = DefaultUpstreamSync
+		u.Sync = "interval" // buffer.SyncInterval, the buffer's zero mode
 	}
 	if ok("sync") && u.Sync != "interval" && u.Sync != "always" {
 		l.at(src, key("sync"), `%q is not a sync mode; use "interval" (fsync every sync_interval; a power cut loses at most that) or "always" (fsync every group commit)`, u.Sync)
 	}
 	if u.SyncInterval == 0 {
-		u.SyncInterval = Duration(DefaultUpstreamSyncInterval)
+		u.SyncInterval = Duration(buffer.DefaultSyncInterval)
 	}
 	l.checkSparkplug(src, cfg, base, u)
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 )
 
@@ -31,14 +32,13 @@ func (u *Upstream) Fingerprint() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// SameBuffer reports whether u and o keep their messages the same way
-// (folder, caps and sync policy): an upstream whose other settings change
-// can hand its open buffer to its successor.
-func (u *Upstream) SameBuffer(o *Upstream) bool {
-	return u.BufferDir == o.BufferDir && u.MaxBytes == o.MaxBytes && u.MaxAge == o.MaxAge &&
-		u.Sync == o.Sync && u.SyncInterval == o.SyncInterval && sameDuration(u.WriteDelay, o.WriteDelay)
-}
-
-func sameDuration(a, b *Duration) bool {
-	return (a == nil) == (b == nil) && (a == nil || *a == *b)
+// BufferKey identifies how u keeps its messages (folder, caps and sync
+// policy): an upstream whose other settings change, and whose BufferKey
+// does not, can hand its open buffer to its successor.
+func (u *Upstream) BufferKey() string {
+	delay := "default"
+	if u.WriteDelay != nil {
+		delay = u.WriteDelay.D().String()
+	}
+	return fmt.Sprintf("%s\x00%d\x00%s\x00%s\x00%s\x00%s", u.BufferDir, int64(u.MaxBytes), u.MaxAge.D(), u.Sync, u.SyncInterval.D(), delay)
 }

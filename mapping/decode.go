@@ -8,13 +8,15 @@ import (
 	"math"
 	"math/bits"
 	"strings"
+
+	"github.com/edged-gw/edged/configs"
 )
 
 // ErrShort is returned when fewer raw bytes are given than the tag needs.
 var ErrShort = errors.New("too few bytes for tag")
 
 // Init checks a spec of a register tag (Check, and the register layout:
-// order, length, bit). It does no I/O. A problem is a *KeyError naming the
+// order, length, bit). It does no I/O. A problem is a *configs.Error naming the
 // tag key at fault.
 func (s *Spec) Init() error {
 	if err := s.checkIdentity(true); err != nil {
@@ -30,7 +32,7 @@ func (s *Spec) Init() error {
 // type (when given; a protocol whose values arrive typed may leave it
 // out: typeRequired false), scale and offset, deadband, max_silence and
 // the write policy (writable, min, max, write_interval). A problem is a
-// *KeyError naming the tag key at fault.
+// *configs.Error naming the tag key at fault.
 func (s *Spec) Check(typeRequired bool) error {
 	if err := s.checkIdentity(typeRequired); err != nil {
 		return err
@@ -40,16 +42,16 @@ func (s *Spec) Check(typeRequired bool) error {
 
 func (s *Spec) checkIdentity(typeRequired bool) error {
 	if s.Name == "" {
-		return keyErr("name", "name is empty: every tag needs a unique name, e.g. name = \"flow_rate\"")
+		return configs.Errorf("name", "name is empty: every tag needs a unique name, e.g. name = \"flow_rate\"")
 	}
 	if strings.ContainsAny(s.Name, "/+#\x00") {
-		return keyErr("name", "name %q contains one of / + # or NUL, which are not allowed in an MQTT topic level", s.Name)
+		return configs.Errorf("name", "name %q contains one of / + # or NUL, which are not allowed in an MQTT topic level", s.Name)
 	}
 	if s.Type == 0 && typeRequired {
-		return keyErr("type", "type is missing: allowed are %s", TypeNames)
+		return configs.Errorf("type", "type is missing: allowed are %s", TypeNames)
 	}
 	if s.Type > TypeString {
-		return keyErr("type", "%s: allowed are %s", s.Type, TypeNames)
+		return configs.Errorf("type", "type %s is unknown: allowed are %s", s.Type, TypeNames)
 	}
 	return nil
 }
@@ -57,21 +59,21 @@ func (s *Spec) checkIdentity(typeRequired bool) error {
 // checkLayout checks where a value sits in registers.
 func (s *Spec) checkLayout() error {
 	if s.Order > OrderDCBA {
-		return keyErr("order", "%s: allowed are %s", s.Order, OrderNames)
+		return configs.Errorf("order", "order %s is unknown: allowed are %s", s.Order, OrderNames)
 	}
 	if s.Type == TypeString {
 		if s.Length <= 0 || s.Length > 125 {
-			return keyErr("length", "length = %d: a string tag needs length = 1..125 (registers, 2 characters each)", s.Length)
+			return configs.Errorf("length", "length = %d: a string tag needs length = 1..125 (registers, 2 characters each)", s.Length)
 		}
 	} else if s.Length != 0 {
-		return keyErr("length", "length is only for type = \"string\", this tag is %s", s.Type)
+		return configs.Errorf("length", "length is only for type = \"string\", this tag is %s", s.Type)
 	}
 	if s.Bit != nil {
 		if s.Type != TypeBool {
-			return keyErr("bit", "bit is only for type = \"bool\" (one bit of a register), this tag is %s", s.Type)
+			return configs.Errorf("bit", "bit is only for type = \"bool\" (one bit of a register), this tag is %s", s.Type)
 		}
 		if *s.Bit < 0 || *s.Bit > 15 {
-			return keyErr("bit", "bit = %d: allowed are 0 (least significant) to 15", *s.Bit)
+			return configs.Errorf("bit", "bit = %d: allowed are 0 (least significant) to 15", *s.Bit)
 		}
 	}
 	return nil
@@ -84,56 +86,43 @@ func (s *Spec) checkValue() error {
 		if !math.IsNaN(s.Scale) && !math.IsInf(s.Scale, 0) {
 			key = "offset"
 		}
-		return keyErr(key, "scale = %v, offset = %v: both must be finite numbers (scale 0 or unset means 1)", s.Scale, s.Offset)
+		return configs.Errorf(key, "scale = %v, offset = %v: both must be finite numbers (scale 0 or unset means 1)", s.Scale, s.Offset)
 	}
 	if s.scaled() && (s.Type == TypeBool || s.Type == TypeString) {
 		key := "scale"
 		if s.Scale == 0 || s.Scale == 1 {
 			key = "offset"
 		}
-		return keyErr(key, "scale and offset are only for numeric types (int16 … float64), this tag is %s", s.Type)
+		return configs.Errorf(key, "scale and offset are only for numeric types (int16 … float64), this tag is %s", s.Type)
 	}
 	if s.Precision != nil {
 		if s.Type == TypeBool || s.Type == TypeString {
-			return keyErr("precision", "precision is only for numbers (int16 … float64), this tag is %s", s.Type)
+			return configs.Errorf("precision", "precision is only for numbers (int16 … float64), this tag is %s", s.Type)
 		}
 		if *s.Precision < 0 || *s.Precision > maxPrecision {
-			return keyErr("precision", "precision = %d: allowed are 0 (whole numbers) to %d decimal places", *s.Precision, maxPrecision)
+			return configs.Errorf("precision", "precision = %d: allowed are 0 (whole numbers) to %d decimal places", *s.Precision, maxPrecision)
 		}
 	}
 	if s.NaN > NaNDrop {
-		return keyErr("nan", "%s: allowed are %s", s.NaN, NaNNames)
+		return configs.Errorf("nan", "nan = %s is unknown: allowed are %s", s.NaN, NaNNames)
 	}
 	if s.NaN != NaNString && (s.Type == TypeBool || s.Type == TypeString) {
-		return keyErr("nan", "nan is only for numbers (int16 … float64), this tag is %s", s.Type)
+		return configs.Errorf("nan", "nan is only for numbers (int16 … float64), this tag is %s", s.Type)
 	}
 	s.decimals = s.defaultDecimals()
 	if s.Deadband < 0 || math.IsNaN(s.Deadband) || math.IsInf(s.Deadband, 0) {
-		return keyErr("deadband", "deadband = %v: must be 0 (publish every change) or a positive finite number", s.Deadband)
+		return configs.Errorf("deadband", "deadband = %v: must be 0 (publish every change) or a positive finite number", s.Deadband)
 	}
 	if s.MaxSilence < 0 {
-		return keyErr("max_silence", "max_silence = %s: must be 0 (never republish) or positive", s.MaxSilence)
+		return configs.Errorf("max_silence", "max_silence = %s: must be 0 (never republish) or positive", s.MaxSilence)
 	}
 	if !s.Writable && (s.Min != nil || s.Max != nil || s.WriteInterval != 0) {
-		return keyErr("writable", "min, max and write_interval limit writes: set writable = true as well, or remove them")
+		return configs.Errorf("writable", "min, max and write_interval limit writes: set writable = true as well, or remove them")
 	}
 	if s.Min != nil && s.Max != nil && *s.Min > *s.Max {
-		return keyErr("min", "min = %v is above max = %v", *s.Min, *s.Max)
+		return configs.Errorf("min", "min = %v is above max = %v", *s.Min, *s.Max)
 	}
 	return nil
-}
-
-// KeyError is a problem with one key of a tag's table (name, type, …), so
-// that the config loader can point at its line.
-type KeyError struct {
-	Key string
-	Msg string
-}
-
-func (e *KeyError) Error() string { return e.Msg }
-
-func keyErr(key, format string, args ...any) error {
-	return &KeyError{Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // Words is the number of 16-bit registers the tag occupies: 1 for a bit of a

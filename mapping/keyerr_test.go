@@ -3,6 +3,8 @@ package mapping
 import (
 	"errors"
 	"testing"
+
+	"github.com/edged-gw/edged/configs"
 )
 
 // TestInitErrorKeys: each of Spec.Init's checks names the key it is about,
@@ -39,9 +41,9 @@ func TestInitErrorKeys(t *testing.T) {
 	} {
 		s := tt.spec
 		err := s.Init()
-		var ke *KeyError
+		var ke *configs.Error
 		if !errors.As(err, &ke) {
-			t.Errorf("%+v: Spec.Init = %v, want a *KeyError", tt.spec, err)
+			t.Errorf("%+v: Spec.Init = %v, want a *configs.Error", tt.spec, err)
 			continue
 		}
 		if ke.Key != tt.key {

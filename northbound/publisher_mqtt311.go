@@ -12,6 +12,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	mqttpackets "github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/edged-gw/edged/northbound/defaults"
 )
 
 // mqtt311 is the MQTT 3.1.1 Publisher (for clouds that speak nothing
@@ -95,7 +97,7 @@ func (p *mqtt311) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 	}
 	ka := p.cfg.KeepAlive
 	if ka <= 0 {
-		ka = 30 * time.Second
+		ka = defaults.KeepAlive
 	}
 
 	var (

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edged-gw/edged/internal/mosquittotest"
 	"github.com/edged-gw/edged/internal/mqtttest"
+	"github.com/edged-gw/edged/northbound/defaults"
 )
 
 var (
@@ -53,7 +54,7 @@ func soakOutages(t *testing.T, kind string) {
 	sub := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/dev/#")
 	status := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/status")
 	tu := startTestUplink(t, mq, uplinkSetup{addr: proxy.Addr(), keepAlive: 30 * time.Second,
-		backoffMin: DefaultBackoffMin, backoffMax: DefaultBackoffMax, window: 100})
+		backoffMin: defaults.BackoffMin, backoffMax: defaults.BackoffMax, window: 100})
 	for tu.uplink.Stats().Connects < 1 {
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edged-gw/edged/buffer"
+	"github.com/edged-gw/edged/northbound/defaults"
 )
 
 // UplinkOptions configure one bridge to a cloud broker.
@@ -47,13 +48,13 @@ type UplinkOptions struct {
 	// never with "hist":true in the payload.
 	PlainPayloads bool
 	// ReplayRate paces historical messages (messages/s); live messages are
-	// not paced. Default DefaultReplayRate.
+	// not paced. Default defaults.ReplayRate.
 	ReplayRate float64
 	// ReplayOrder says whether live messages may overtake the backlog
 	// (ReplayInterleave, the default) or wait for it (ReplayStrict).
 	ReplayOrder ReplayOrder
 	// BackoffMin/Max bound the reconnect delay (exponential, with jitter;
-	// defaults DefaultBackoffMin, DefaultBackoffMax). The delay grows while
+	// defaults defaults.BackoffMin, defaults.BackoffMax). The delay grows while
 	// connects fail or sessions end early, and starts again from BackoffMin
 	// after a session that stayed up at least BackoffMax. The same bounds
 	// pace retries of buffer reads that fail and of messages the broker
@@ -62,7 +63,7 @@ type UplinkOptions struct {
 	// AckTimeout ends a session in which no PUBACK came for this long while
 	// messages were in flight (a link that carries TCP but nothing else):
 	// the uplink reconnects and sends them again, marked historical.
-	// Default DefaultAckTimeout; negative turns it off (keepalive only).
+	// Default defaults.AckTimeout; negative turns it off (keepalive only).
 	AckTimeout time.Duration
 	Logger     *slog.Logger
 	// Sparkplug, when set, makes the uplink a Sparkplug B edge node (see
@@ -73,24 +74,10 @@ type UplinkOptions struct {
 	newReader func() entryReader
 }
 
-// Defaults of UplinkOptions.
-const (
-	DefaultBackoffMin = 500 * time.Millisecond
-	// DefaultBackoffMax bounds how late data arrives after an outage ends:
-	// at most this (plus a connect) after the cloud is reachable again.
-	DefaultBackoffMax = 10 * time.Second
-	DefaultAckTimeout = 10 * time.Second
-)
-
 // entryReader reads the buffer (buffer.Reader).
 type entryReader interface {
 	Read(from, to uint64, max int) ([]buffer.Entry, uint64, error)
 }
-
-// DefaultReplayRate is below the per-connection publish limits of common
-// cloud brokers (AWS IoT Core: 100/s per connection by default is the
-// strictest; raise it where the broker allows).
-const DefaultReplayRate = 500
 
 // ReplayOrder is how a session orders the backlog it found at connect
 // against the messages appended while it runs.
@@ -166,20 +153,20 @@ func NewUplink(o UplinkOptions) *Uplink {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.ReplayRate <= 0 {
-		o.ReplayRate = DefaultReplayRate
+		o.ReplayRate = defaults.ReplayRate
 	}
 	if o.ReplayOrder == "" {
-		o.ReplayOrder = ReplayInterleave
+		o.ReplayOrder = ReplayOrder(defaults.ReplayOrder)
 	}
 	if o.BackoffMin <= 0 {
-		o.BackoffMin = DefaultBackoffMin
+		o.BackoffMin = defaults.BackoffMin
 	}
 	if o.BackoffMax <= 0 {
-		o.BackoffMax = DefaultBackoffMax
+		o.BackoffMax = defaults.BackoffMax
 	}
 	o.BackoffMax = max(o.BackoffMax, o.BackoffMin)
 	if o.AckTimeout == 0 {
-		o.AckTimeout = DefaultAckTimeout
+		o.AckTimeout = defaults.AckTimeout
 	}
 	if o.newReader == nil {
 		q := o.Queue

@@ -42,6 +42,7 @@ import (
 	"github.com/edged-gw/edged/buffer"
 	"github.com/edged-gw/edged/internal/mosquittotest"
 	"github.com/edged-gw/edged/northbound"
+	"github.com/edged-gw/edged/northbound/defaults"
 )
 
 const topics = 100
@@ -97,7 +98,7 @@ func main() {
 			}
 			b.run(runSpec{name: fmt.Sprintf("max_inflight %d", win), window: win, rate: *fastRate, backlog: *n})
 		}
-		fmt.Printf("\n   pacing: replay_rate %d (default), max_inflight 100\n", northbound.DefaultReplayRate)
+		fmt.Printf("\n   pacing: replay_rate %d (default), max_inflight 100\n", defaults.ReplayRate)
 		b.run(runSpec{name: "max_inflight 100", window: 100, rate: 0, backlog: *paceN})
 
 		lb := *latBacklog
@@ -106,7 +107,7 @@ func main() {
 		}
 		fmt.Printf("\n2. live latency, %d msgs/s for %s, max_inflight 100 (publish on the local broker → subscriber on mosquitto)\n", *liveRate, *duration)
 		b.run(runSpec{name: "no backlog", window: 100, liveRate: *liveRate, liveFor: *duration})
-		b.run(runSpec{name: fmt.Sprintf("backlog %d at replay_rate %d", lb, northbound.DefaultReplayRate), window: 100, backlog: lb, liveRate: *liveRate, liveFor: *duration})
+		b.run(runSpec{name: fmt.Sprintf("backlog %d at replay_rate %d", lb, defaults.ReplayRate), window: 100, backlog: lb, liveRate: *liveRate, liveFor: *duration})
 		b.run(runSpec{name: fmt.Sprintf("backlog %d at replay_rate %g", *n, *fastRate), window: 100, rate: *fastRate, backlog: *n, liveRate: *liveRate, liveFor: *duration})
 	}()
 	os.Exit(code)
@@ -125,7 +126,7 @@ type bench struct {
 type runSpec struct {
 	name     string
 	window   int
-	rate     float64 // 0: northbound.DefaultReplayRate
+	rate     float64 // 0: defaults.ReplayRate
 	backlog  int
 	liveRate int
 	liveFor  time.Duration
@@ -136,7 +137,7 @@ type runSpec struct {
 func (s runSpec) partial() bool {
 	rate := s.rate
 	if rate == 0 {
-		rate = northbound.DefaultReplayRate
+		rate = defaults.ReplayRate
 	}
 	return s.liveRate > 0 && float64(s.backlog)/rate > s.liveFor.Seconds()+5
 }
@@ -204,7 +205,7 @@ func (b *bench) run(s runSpec) {
 
 	rate := s.rate
 	if rate == 0 {
-		rate = northbound.DefaultReplayRate
+		rate = defaults.ReplayRate
 	}
 	timeout := 60*time.Second + time.Duration(float64(s.backlog)/min(rate, 2000)*float64(time.Second))
 	if s.partial() {

@@ -7,7 +7,6 @@ package app
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"os"
@@ -56,31 +55,20 @@ type Runtime struct {
 	Control *control.Daemon // the write door and its control socket
 	log     *slog.Logger
 
-	// uplinks bridge to the [[upstream]] brokers, one buffer each; replaced
-	// as a whole by Reload, read without locking by the metrics collector.
-	uplinks atomic.Pointer[[]uplinkSlot]
+	// uplinks bridge to the [[upstream]] brokers, one buffer each.
+	uplinks *northbound.UplinkSet
 	// upMu serializes changes to the uplinks (Reload, Stop).
 	upMu             sync.Mutex
-	nextSubID        int
-	lastUplinkReload atomic.Pointer[UplinkReloadReport]
+	lastUplinkReload atomic.Pointer[northbound.UplinkReloadReport]
 	console          *consoleView // the web console (console.go); nil when off
 }
 
 // LastUplinkReload is what the last successful Reload did to the uplinks
 // (nil before any).
-func (r *Runtime) LastUplinkReload() *UplinkReloadReport { return r.lastUplinkReload.Load() }
+func (r *Runtime) LastUplinkReload() *northbound.UplinkReloadReport { return r.lastUplinkReload.Load() }
 
 // Uplinks returns the running uplinks, in config order.
-func (r *Runtime) Uplinks() []*northbound.Uplink {
-	slots := *r.uplinks.Load()
-	out := make([]*northbound.Uplink, 0, len(slots))
-	for _, s := range slots {
-		if s.u != nil {
-			out = append(out, s.u)
-		}
-	}
-	return out
-}
+func (r *Runtime) Uplinks() []*northbound.Uplink { return r.uplinks.Uplinks() }
 
 // Alive is what systemd's watchdog checks before each keep-alive: the
 // gateway's device locks can be taken (Snapshot blocks on a hung device
@@ -101,12 +89,7 @@ func (r *Runtime) Alive() error {
 func (r *Runtime) readiness() []string {
 	out := metrics.Readiness(r.Gateway)
 	out = append(out, metrics.UplinkReadiness(r.Uplinks())...)
-	for _, s := range *r.uplinks.Load() {
-		if s.u == nil {
-			out = append(out, fmt.Sprintf("upstream %s: not running (%v)", s.cfg.Name, s.err))
-		}
-	}
-	return out
+	return append(out, r.uplinks.NotRunning()...)
 }
 
 // Start starts the embedded broker and then the gateway for cfg.
@@ -128,21 +111,20 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 	// The write door comes before the uplinks: an upstream with commands
 	// hands them to it.
 	ctl := control.Start(cfg, gw, log)
-	slots, err := startUplinks(cfg, broker, log, ctl)
+	uplinks, err := northbound.StartUplinks(uplinkSpecs(cfg, log, ctl), broker, log)
 	if err != nil {
 		_ = ctl.Close()
 		_ = broker.Stop()
 		return nil, err
 	}
-	rt := &Runtime{Broker: broker, Gateway: gw, log: log, nextSubID: uplinkSubscriptionBase + len(slots)}
-	rt.uplinks.Store(&slots)
-	gw.SetTap(sparkplugTap{&rt.uplinks}) // before the first sample
+	gw.SetTap(sparkplugTap{uplinks}) // before the first sample
 	if err := gw.Start(ctx); err != nil {
-		_ = stopUplinks(slots)
+		_ = stopUplinks(uplinks)
 		_ = ctl.Close()
 		_ = broker.Stop()
 		return nil, err
 	}
+	rt := &Runtime{Broker: broker, Gateway: gw, log: log, uplinks: uplinks}
 	rt.Control = ctl
 	if err := rt.Control.AttachLocal(cfg, broker, log); err != nil {
 		log.Error("MQTT commands from local clients are not available", "err", err)
@@ -201,6 +183,14 @@ func (r *Runtime) startMetrics(mc configs.Metrics) {
 // StopTimeout bounds a graceful stop.
 const StopTimeout = 10 * time.Second
 
+// stopUplinks stops every uplink (announcing offline, closing buffers)
+// within half of StopTimeout.
+func stopUplinks(s *northbound.UplinkSet) error {
+	ctx, cancel := context.WithTimeout(context.Background(), StopTimeout/2)
+	defer cancel()
+	return s.Stop(ctx)
+}
+
 // Stop stops the devices first (so their last samples and the offline
 // status are published and buffered), then the uplinks (offline upstream,
 // buffers closed), then the broker.
@@ -211,7 +201,7 @@ func (r *Runtime) Stop() error {
 	err := r.Control.Close()
 	err = errors.Join(err, r.Gateway.Stop(ctx))
 	r.upMu.Lock()
-	err = errors.Join(err, stopUplinks(*r.uplinks.Load()))
+	err = errors.Join(err, stopUplinks(r.uplinks))
 	r.upMu.Unlock()
 	if r.Metrics != nil {
 		err = errors.Join(err, r.Metrics.Stop(ctx))
@@ -222,7 +212,7 @@ func (r *Runtime) Stop() error {
 // Reload loads the config at path and applies it to the running gateway:
 // only the devices and uplinks that changed restart; the buffers and the
 // unchanged devices and uplinks keep running, and nothing buffered is lost
-// (see reloadUplinks). An invalid config changes nothing and the error
+// (see northbound.UplinkSet.Reload). An invalid config changes nothing and the error
 // lists its problems. Settings that cannot change while running (the
 // broker's listener, the metrics endpoint) are kept, with a warning.
 func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Config) (next *configs.Config, rep gateway.ReloadReport, err error) {
@@ -242,7 +232,8 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 	}
 	r.upMu.Lock()
 	defer r.upMu.Unlock()
-	if err := r.planUplinks(cfg); err != nil {
+	specs := uplinkSpecs(cfg, r.log, r.Control)
+	if err := r.uplinks.Plan(specs, checkUplinks(cfg)); err != nil {
 		return nil, gateway.ReloadReport{}, err
 	}
 	rep, err = r.Gateway.Reload(ctx, cfg)
@@ -250,7 +241,7 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 		return nil, rep, err
 	}
 	r.Control.Reload(cfg, r.log)
-	up := r.reloadUplinks(ctx, cfg)
+	up := r.uplinks.Reload(ctx, specs)
 	r.log.Info("upstreams reloaded", "started", up.Started, "restarted", up.Restarted, "unchanged", up.Unchanged,
 		"stopped", up.Stopped, "failed", up.Failed)
 	r.lastUplinkReload.Store(&up)

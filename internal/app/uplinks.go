@@ -1,13 +1,11 @@
 package app
 
 import (
-	"time"
-
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"time"
 
 	"github.com/edged-gw/edged/buffer"
 	"github.com/edged-gw/edged/configs"
@@ -16,16 +14,20 @@ import (
 	"github.com/edged-gw/edged/northbound"
 )
 
-// uplinkSubscriptionBase numbers the uplinks' in-process subscriptions.
-const uplinkSubscriptionBase = 1000
-
-// uplinkSlot is one configured upstream and the uplink running it.
-type uplinkSlot struct {
-	cfg   *configs.Upstream
-	fp    string // uplinkFingerprint of cfg
-	subID int    // the id of u's subscriptions on the local broker
-	u     *northbound.Uplink
-	err   error // why u is nil: it failed to start on a reload
+// uplinkSpecs says what the uplink set needs of cfg's upstreams; the
+// uplinks themselves are made by newUplink.
+func uplinkSpecs(cfg *configs.Config, log *slog.Logger, ctl *control.Daemon) []northbound.UplinkSpec {
+	specs := make([]northbound.UplinkSpec, 0, len(cfg.Upstreams))
+	for _, uc := range cfg.Upstreams {
+		specs = append(specs, northbound.UplinkSpec{
+			Name: uc.Name, Fingerprint: uplinkFingerprint(cfg, uc), Buffer: uc.BufferKey(),
+			Open: openBuffer(uc, log),
+			New: func(open func() (*buffer.Queue, error)) (*northbound.Uplink, error) {
+				return newUplink(cfg, uc, log, open, ctl)
+			},
+		})
+	}
+	return specs
 }
 
 // uplinkFingerprint changes whenever anything the uplink is made from
@@ -33,38 +35,6 @@ type uplinkSlot struct {
 // settings that shape its topics.
 func uplinkFingerprint(cfg *configs.Config, uc *configs.Upstream) string {
 	return uc.Fingerprint() + "/" + cfg.Gateway.TopicPrefix + "/" + cfg.Gateway.ID + sparkplugFingerprint(cfg, uc)
-}
-
-// startUplinks opens each upstream's buffer, attaches it to the local
-// broker and starts connecting. Call it after the broker started and
-// before the gateway publishes, so nothing published is missed. On error,
-// the uplinks already started are stopped.
-func startUplinks(cfg *configs.Config, broker *northbound.Broker, log *slog.Logger, ctl *control.Daemon) ([]uplinkSlot, error) {
-	var slots []uplinkSlot
-	fail := func(err error) ([]uplinkSlot, error) {
-		_ = stopUplinks(slots)
-		return nil, err
-	}
-	for i, uc := range cfg.Upstreams {
-		u, err := newUplink(cfg, uc, log, openBuffer(uc, log), ctl)
-		if errors.Is(err, buffer.ErrCannotOpen) {
-			// A buffer that cannot be opened (a read-only SD card) stops
-			// this upstream, not the gateway: /readyz lists it.
-			log.Error("upstream not started: its buffer cannot be opened", "upstream", uc.Name, "err", err)
-			slots = append(slots, uplinkSlot{cfg: uc, fp: uplinkFingerprint(cfg, uc), subID: uplinkSubscriptionBase + i, err: err})
-			continue
-		}
-		if err != nil {
-			return fail(fmt.Errorf("upstream %q: %w", uc.Name, err))
-		}
-		slot := uplinkSlot{cfg: uc, fp: uplinkFingerprint(cfg, uc), subID: uplinkSubscriptionBase + i, u: u}
-		slots = append(slots, slot)
-		if err := errors.Join(u.Attach(broker.Subscribe, slot.subID), u.AttachForward(broker.SubscribeClients, slot.subID)); err != nil {
-			return fail(fmt.Errorf("upstream %q: subscribe to the local broker: %w", uc.Name, err))
-		}
-		u.Start()
-	}
-	return slots, nil
 }
 
 // openBuffer opens the upstream's buffer when newUplink asks for it.
@@ -88,11 +58,6 @@ func openBuffer(uc *configs.Upstream, log *slog.Logger) func() (*buffer.Queue, e
 	}
 }
 
-// reuseBuffer hands q to newUplink.
-func reuseBuffer(q *buffer.Queue) func() (*buffer.Queue, error) {
-	return func() (*buffer.Queue, error) { return q, nil }
-}
-
 // errDryRun stops newUplink before it opens a buffer: checkUplink uses it
 // to find what would fail without touching the running uplink's buffer.
 var errDryRun = errors.New("dry run")
@@ -105,6 +70,19 @@ func checkUplink(cfg *configs.Config, uc *configs.Upstream) error {
 		return nil
 	}
 	return err
+}
+
+// checkUplinks is the uplink set's Plan check for cfg: checkUplink on the
+// upstream a spec was made from.
+func checkUplinks(cfg *configs.Config) func(northbound.UplinkSpec) error {
+	return func(spec northbound.UplinkSpec) error {
+		for _, uc := range cfg.Upstreams {
+			if uc.Name == spec.Name {
+				return checkUplink(cfg, uc)
+			}
+		}
+		return fmt.Errorf("no upstream %q in the config", spec.Name)
+	}
 }
 
 // newUplink makes the uplink of uc on the buffer that open returns (called
@@ -195,150 +173,4 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 // MQTT 5 publisher).
 type replyPublisher interface {
 	Reply(topic string, payload, correlation []byte) error
-}
-
-// stopUplinks stops every uplink (announcing offline, closing buffers).
-func stopUplinks(slots []uplinkSlot) error {
-	ctx, cancel := context.WithTimeout(context.Background(), StopTimeout/2)
-	defer cancel()
-	var errs []error
-	for _, s := range slots {
-		if s.u != nil {
-			errs = append(errs, s.u.Stop(ctx))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// UplinkReloadReport says what a reload did to the uplinks, by upstream
-// name.
-type UplinkReloadReport struct {
-	Started, Restarted, Unchanged, Stopped []string
-	// Failed are upstreams that could not start; they are retried on the
-	// next reload and listed by /readyz meanwhile.
-	Failed []string
-}
-
-// planUplinks checks, before anything changes, that every new or changed
-// upstream of cfg can be made (its buffer aside).
-func (r *Runtime) planUplinks(cfg *configs.Config) error {
-	old := map[string]uplinkSlot{}
-	for _, s := range *r.uplinks.Load() {
-		old[s.cfg.Name] = s
-	}
-	var errs []error
-	for _, uc := range cfg.Upstreams {
-		if s, ok := old[uc.Name]; ok && s.u != nil && s.fp == uplinkFingerprint(cfg, uc) {
-			continue
-		}
-		if err := checkUplink(cfg, uc); err != nil {
-			errs = append(errs, fmt.Errorf("upstream %q: %w", uc.Name, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// reloadUplinks applies cfg's upstreams: unchanged uplinks keep running
-// untouched; a changed one hands its open buffer to its successor, which
-// subscribes before the old one unsubscribes, so every message published
-// during the switch is buffered and what was not acknowledged is sent
-// again (a message published in that instant may be buffered twice). When
-// the buffer's own settings (folder, caps, sync) change, the buffer is
-// closed and reopened instead; messages published while it reopens are
-// dropped and counted. A removed uplink stops and its buffer stays on
-// disk; an added one starts. The caller holds r.upMu.
-func (r *Runtime) reloadUplinks(ctx context.Context, cfg *configs.Config) UplinkReloadReport {
-	var rep UplinkReloadReport
-	old := map[string]uplinkSlot{}
-	for _, s := range *r.uplinks.Load() {
-		old[s.cfg.Name] = s
-	}
-	next := make([]uplinkSlot, 0, len(cfg.Upstreams))
-	kept := map[string]bool{}
-	for _, uc := range cfg.Upstreams {
-		kept[uc.Name] = true
-	}
-	// Removed uplinks go first: a renamed upstream may take over their
-	// buffer folder.
-	for _, s := range *r.uplinks.Load() {
-		if !kept[s.cfg.Name] {
-			r.detach(s)
-			if s.u != nil {
-				if err := s.u.Stop(ctx); err != nil {
-					r.log.Warn("stop upstream", "upstream", s.cfg.Name, "err", err)
-				}
-			}
-			rep.Stopped = append(rep.Stopped, s.cfg.Name)
-		}
-	}
-	for _, uc := range cfg.Upstreams {
-		fp := uplinkFingerprint(cfg, uc)
-		s, had := old[uc.Name]
-		if had && s.u != nil && s.fp == fp {
-			s.cfg = uc
-			next = append(next, s)
-			rep.Unchanged = append(rep.Unchanged, uc.Name)
-			continue
-		}
-		ns := uplinkSlot{cfg: uc, fp: fp, subID: r.nextSubID}
-		r.nextSubID++
-		open := openBuffer(uc, r.log)
-		var handed *buffer.Queue
-		if had && s.u != nil {
-			if s.cfg.SameBuffer(uc) {
-				q, err := s.u.Handover(ctx)
-				if err != nil {
-					r.log.Warn("disconnect upstream", "upstream", uc.Name, "err", err)
-				}
-				handed, open = q, reuseBuffer(q)
-			} else {
-				r.detach(s)
-				if err := s.u.Stop(ctx); err != nil {
-					r.log.Warn("stop upstream", "upstream", uc.Name, "err", err)
-				}
-			}
-		}
-		ns.u, ns.err = newUplink(cfg, uc, r.log, open, r.Control)
-		if ns.err != nil && handed != nil {
-			r.detach(s)
-			_ = handed.Close() // not taken: un-acknowledged messages stay on disk
-		}
-		if ns.err == nil {
-			ns.err = errors.Join(ns.u.Attach(r.Broker.Subscribe, ns.subID), ns.u.AttachForward(r.Broker.SubscribeClients, ns.subID))
-			if ns.err != nil {
-				ns.err = fmt.Errorf("subscribe to the local broker: %w", ns.err)
-				r.detach(ns)
-				r.detach(s)
-				_ = ns.u.Stop(ctx) // closes the buffer; un-acknowledged messages stay on disk
-				ns.u = nil
-			}
-		}
-		if had && s.u != nil {
-			r.detach(s) // the successor is subscribed (or the buffer is closed)
-		}
-		switch {
-		case ns.err != nil:
-			r.log.Error("upstream not started", "upstream", uc.Name, "err", ns.err)
-			rep.Failed = append(rep.Failed, uc.Name)
-		case had:
-			ns.u.Start()
-			rep.Restarted = append(rep.Restarted, uc.Name)
-		default:
-			ns.u.Start()
-			rep.Started = append(rep.Started, uc.Name)
-		}
-		next = append(next, ns)
-	}
-	r.uplinks.Store(&next)
-	return rep
-}
-
-// detach removes s's subscriptions from the local broker.
-func (r *Runtime) detach(s uplinkSlot) {
-	if s.u == nil {
-		return
-	}
-	for _, f := range s.u.Filters() {
-		_ = r.Broker.Unsubscribe(f, s.subID)
-	}
 }

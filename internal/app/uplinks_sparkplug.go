@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/edged-gw/edged/buffer"
@@ -93,37 +92,28 @@ func nextBdSeq(path string) uint8 {
 
 // sparkplugTap hands the gateway's samples and device states to the
 // running Sparkplug uplinks.
-type sparkplugTap struct{ slots *atomic.Pointer[[]uplinkSlot] }
+type sparkplugTap struct{ set *northbound.UplinkSet }
 
 func (t sparkplugTap) TapSamples(device string, all, passed []mapping.Sample) {
-	if p := t.slots.Load(); p != nil {
-		for _, s := range *p {
-			if s.u != nil && s.u.IsSparkplug() {
-				s.u.SparkplugSamples(device, all, passed)
-			}
+	t.set.Each(func(u *northbound.Uplink) {
+		if u.IsSparkplug() {
+			u.SparkplugSamples(device, all, passed)
 		}
-	}
+	})
 }
 
 func (t sparkplugTap) Active() bool {
-	if p := t.slots.Load(); p != nil {
-		for _, s := range *p {
-			if s.u != nil && s.u.IsSparkplug() {
-				return true
-			}
-		}
-	}
-	return false
+	active := false
+	t.set.Each(func(u *northbound.Uplink) { active = active || u.IsSparkplug() })
+	return active
 }
 
 func (t sparkplugTap) TapState(device string, online bool) {
-	if p := t.slots.Load(); p != nil {
-		for _, s := range *p {
-			if s.u != nil && s.u.IsSparkplug() {
-				s.u.SparkplugState(device, online)
-			}
+	t.set.Each(func(u *northbound.Uplink) {
+		if u.IsSparkplug() {
+			u.SparkplugState(device, online)
 		}
-	}
+	})
 }
 
 // sparkplugFingerprint is, for a Sparkplug upstream, the devices and tags

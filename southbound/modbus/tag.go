@@ -70,9 +70,9 @@ func (t *Tag) loc() string {
 // single key is at fault.
 func (t *Tag) check(maxRegisters int) (key string, err error) {
 	if err := t.Spec.Init(); err != nil {
-		var ke *mapping.KeyError
-		if errors.As(err, &ke) {
-			return ke.Key, err
+		var ce *configs.Error
+		if errors.As(err, &ce) {
+			return ce.Key, errors.New(ce.Msg) // the caller keys it to the tag
 		}
 		return "", err
 	}
@@ -122,14 +122,7 @@ func (k tagKeys) index(i int) int {
 
 // err is a problem with key (or the whole tag, for "") of tags[i].
 func (k tagKeys) err(i int, key string, format string, args ...any) *configs.Error {
-	e := &configs.Error{Key: fmt.Sprintf("tag[%d]", i), Msg: fmt.Sprintf(format, args...), InMap: i < k.mapCount}
-	if !e.InMap {
-		e.Key = fmt.Sprintf("tag[%d]", i-k.mapCount)
-	}
-	if key != "" {
-		e.Key += "." + key
-	}
-	return e
+	return configs.TagErrorf(i, k.mapCount, key, format, args...)
 }
 
 // checkTags validates each tag and the set: unique names and no partial

@@ -251,7 +251,7 @@ func TestCommonTagChecksAreMappings(t *testing.T) {
 		err := d.Init()
 		tc.spec.Name = "a"
 		want := tc.spec.Check(false)
-		var ke *mapping.KeyError
+		var ke *configs.Error
 		if want == nil || !errors.As(want, &ke) {
 			t.Fatalf("%s: mapping accepts it: %v", tc.toml, want)
 		}

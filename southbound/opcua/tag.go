@@ -55,28 +55,13 @@ func checkTags(tags []Tag, mapCount int) []error {
 	seen := map[string]int{}
 	for i := range tags {
 		t := &tags[i]
-		key := fmt.Sprintf("tag[%d]", i)
-		if i >= mapCount {
-			key = fmt.Sprintf("tag[%d]", i-mapCount)
-		}
-		add := func(sub, format string, args ...any) {
-			k := key
-			if sub != "" {
-				k += "." + sub
-			}
-			e := configs.Errorf(k, format, args...)
-			e.InMap = i < mapCount
-			errs = append(errs, e)
+		add := func(key, format string, args ...any) {
+			errs = append(errs, configs.TagErrorf(i, mapCount, key, format, args...))
 		}
 		if err := t.check(); err != nil {
-			var ce *configs.Error
-			var ke *mapping.KeyError
-			switch {
-			case errors.As(err, &ce):
+			if ce := (*configs.Error)(nil); errors.As(err, &ce) {
 				add(ce.Key, "%s", ce.Msg)
-			case errors.As(err, &ke):
-				add(ke.Key, "%s", ke.Msg)
-			default:
+			} else {
 				add("", "%v", err)
 			}
 			continue

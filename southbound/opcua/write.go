@@ -27,33 +27,12 @@ func (d *Device) PrepareWrite(i int, v mapping.Value) (func(context.Context) err
 func (d *Device) write(ctx context.Context, i int, v mapping.Value) error {
 	t := &d.tags[i]
 	tag := t.Name
-	d.cliMu.Lock()
-	cn := d.cli
-	d.cliMu.Unlock()
-	if cn == nil {
-		return fmt.Errorf("opcua device %q: write %s: %w", d.Name, tag, ErrOffline)
-	}
-	node, err := cn.nodeFor(t)
+	cn, node, err := d.target(ctx, t, "write")
 	if err != nil {
-		return fmt.Errorf("opcua device %q: write %s: %w", d.Name, tag, err)
-	}
-	if node == nil {
-		ids, errs, err := cn.resolvePaths(ctx, [][]*ua.QualifiedName{t.path})
-		var sc ua.StatusCode
-		if errors.As(err, &sc) {
-			err = statusErr(sc)
-		}
-		if err != nil {
-			return fmt.Errorf("opcua device %q: write %s: %w", d.Name, tag, err)
-		}
-		if errs[0] != nil {
-			return fmt.Errorf("opcua device %q: write %s: %w", d.Name, tag, errs[0])
-		}
-		node = ids[0]
+		return err
 	}
 	typ := typeOf(t.Type)
 	if typ == 0 {
-		var err error
 		if typ, err = cn.valueType(ctx, node); err != nil {
 			return fmt.Errorf("opcua device %q: write %s: learn the node's type (or set type on the tag): %w", d.Name, tag, err)
 		}
