@@ -51,7 +51,7 @@ func (s *Spec) checkIdentity(typeRequired bool) error {
 		return configs.Errorf("type", "type is missing: allowed are %s", TypeNames)
 	}
 	if s.Type > TypeString {
-		return configs.Errorf("type", "type %s is unknown: allowed are %s", s.Type, TypeNames)
+		return configs.Errorf("type", "%s: allowed are %s", s.Type, TypeNames)
 	}
 	return nil
 }
@@ -59,7 +59,7 @@ func (s *Spec) checkIdentity(typeRequired bool) error {
 // checkLayout checks where a value sits in registers.
 func (s *Spec) checkLayout() error {
 	if s.Order > OrderDCBA {
-		return configs.Errorf("order", "order %s is unknown: allowed are %s", s.Order, OrderNames)
+		return configs.Errorf("order", "%s: allowed are %s", s.Order, OrderNames)
 	}
 	if s.Type == TypeString {
 		if s.Length <= 0 || s.Length > 125 {
@@ -104,7 +104,7 @@ func (s *Spec) checkValue() error {
 		}
 	}
 	if s.NaN > NaNDrop {
-		return configs.Errorf("nan", "nan = %s is unknown: allowed are %s", s.NaN, NaNNames)
+		return configs.Errorf("nan", "%s: allowed are %s", s.NaN, NaNNames)
 	}
 	if s.NaN != NaNString && (s.Type == TypeBool || s.Type == TypeString) {
 		return configs.Errorf("nan", "nan is only for numbers (int16 … float64), this tag is %s", s.Type)
