@@ -79,6 +79,8 @@ func TestBrokenConfigsGiveSpecificErrors(t *testing.T) {
 		{"opcua map tag with an inline tag of the same index: in the map", opcuaHead + "map = \"plc\"\n\n  [[device.tag]]\n  name = \"a\"\n  node = \"ns=2;s=A\"\n",
 			map[string]string{"plc": "[[tag]]\nname = \"b\"\nnode = \"Line1.Speed\"\n"},
 			"maps/plc.toml", 3, "tag[0].node", []string{"is not a NodeId"}},
+		{"opcua publish_requests out of range", opcuaHead + "publish_requests = 100\n\n  [[device.tag]]\n  name = \"a\"\n  node = \"ns=2;s=A\"\n",
+			nil, "", 8, "device[0].publish_requests", []string{"100: allowed are 1..64 PublishRequests in flight"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

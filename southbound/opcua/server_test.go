@@ -43,6 +43,7 @@ type testServer struct {
 	ns      *lockedNS
 	reads   atomic.Int64 // Read requests of more than 2 nodes (the limits probe reads 2)
 	maxRead atomic.Int64 // most nodes in one Read
+	publish atomic.Int64 // PublishRequests received
 }
 
 const serverMaxNodesPerRead = 32
@@ -121,6 +122,12 @@ func (ts *testServer) start() error {
 				ServiceDiagnostics: &ua.DiagnosticInfo{}, StringTable: []string{}, AdditionalHeader: ua.NewExtensionObject(nil)},
 			Results: results,
 		}, nil
+	})
+	// Count PublishRequests on their way to gopcua's subscription service
+	// (made by Start; the first handler registered for a type wins).
+	s.RegisterHandler(id.PublishRequest_Encoding_DefaultBinary, func(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua.Response, error) {
+		ts.publish.Add(1)
+		return s.SubscriptionService.Publish(sc, r, reqID)
 	})
 	if err := s.Start(context.Background()); err != nil {
 		_ = s.Close()
