@@ -48,8 +48,11 @@ func (n lockedNS) Attribute(id *ua.NodeID, a ua.AttributeID) *ua.DataValue {
 	return n.MapNamespace.Attribute(id, a)
 }
 
-// publishRequests is the -publish-requests flag.
-var publishRequests int
+// publishRequests and rtt are the -publish-requests and -rtt flags.
+var (
+	publishRequests int
+	rtt             time.Duration
+)
 
 // printCounters prints the driver's publishing counters.
 func printCounters(d *opcua.Device) {
@@ -90,6 +93,7 @@ func main() {
 	publish := flag.Duration("publish", 100*time.Millisecond, "publishing interval")
 	secure := flag.Bool("security", false, "-server node: Basic256Sha256/SignAndEncrypt with username instead of None")
 	rate := flag.Int("rate", 10000, "-server gopcua: variable changes per second, round robin over the items (gopcua's server v0.8.0 sends one message per publishing interval in one chunk: past ~2,000 values in a message the client refuses it and reconnects, so this mode cannot measure high rates; use -server node)")
+	flag.DurationVar(&rtt, "rtt", 0, "-server node: add this round trip between the driver and the server (a delaying TCP proxy)")
 	flag.IntVar(&publishRequests, "publish-requests", opcua.DefaultPublishRequests, "the device's publish_requests (PublishRequests in flight)")
 	flag.Parse()
 	log.SetOutput(io.Discard)

@@ -112,6 +112,10 @@ func benchNode(dir string, items int, dur, bulkInterval, publish time.Duration, 
 
 	d := opcua.New()
 	d.Name, d.Endpoint = "bench", fmt.Sprintf("opc.tcp://127.0.0.1:%d", port)
+	if rtt > 0 {
+		d.Endpoint = "opc.tcp://" + startDelayProxy(fmt.Sprintf("127.0.0.1:%d", port), rtt/2)
+		fmt.Printf("through a proxy adding %v of round trip\n", rtt)
+	}
 	d.SecurityPolicy = "None"
 	if secure {
 		pw := filepath.Join(tmp, "password")
