@@ -11,7 +11,7 @@ PKGS    := ./...
 # install, and go.mod does not change.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test test-deps lint vet fmt-check tidy-check staticcheck bench soak fuzz clean package
+.PHONY: all build test test-deps lint vet fmt-check tidy-check staticcheck bench bench-compare bench-peers soak fuzz clean package
 
 all: build
 
@@ -43,8 +43,28 @@ fmt-check:
 	@out="$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*'))"; \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-# bench: the figures quoted in issue notes. Not part of make test.
-bench:
+# bench-compare: the side-by-side scenarios (bench/compare) on edged; the
+# table goes to stdout and bench/results/. Longer windows:
+#   make bench BENCHFLAGS="-duration 2m"      one scenario: BENCHFLAGS="-scenarios 5k"
+# bench-peers: the same run with Telegraf and Node-RED + node-red-contrib-modbus
+# beside edged (installed into bench/peers by bench/peers/install.sh), one
+# process at a time, so the ratios come from one run.
+BENCHFLAGS ?=
+AUX_CPU    ?= 0
+bench-compare: build
+	@command -v mosquitto >/dev/null || scripts/test-deps.sh
+	$(GO) build -o bin/bench-compare ./bench/compare
+	taskset -c $(AUX_CPU) bin/bench-compare -aux-cpu $(AUX_CPU) $(BENCHFLAGS)
+
+bench-peers: build
+	@command -v mosquitto >/dev/null || scripts/test-deps.sh
+	bench/peers/install.sh
+	$(GO) build -o bin/bench-compare ./bench/compare
+	taskset -c $(AUX_CPU) bin/bench-compare -aux-cpu $(AUX_CPU) -gateways edged,telegraf,nodered $(BENCHFLAGS)
+
+# bench: the side-by-side table, then the figures quoted in issue notes.
+# Not part of make test.
+bench: bench-compare
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	bench/throughput.sh
 	$(GO) run ./bench/buffer -n 2000000 -payload 60

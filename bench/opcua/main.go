@@ -48,6 +48,18 @@ func (n lockedNS) Attribute(id *ua.NodeID, a ua.AttributeID) *ua.DataValue {
 	return n.MapNamespace.Attribute(id, a)
 }
 
+// publishRequests and rtt are the -publish-requests and -rtt flags.
+var (
+	publishRequests int
+	rtt             time.Duration
+)
+
+// printCounters prints the driver's publishing counters.
+func printCounters(d *opcua.Device) {
+	st := d.Counters()
+	fmt.Printf("driver: %d PublishRequests sent, %d messages reordered, %d stale values dropped, %d failures (last: %v)\n", st.PublishRequests, st.Reordered, st.Stale, st.Failures, st.LastError)
+}
+
 type countingSink struct {
 	values atomic.Uint64
 	online atomic.Bool
@@ -80,6 +92,9 @@ func main() {
 	bulkInterval := flag.Duration("bulk-interval", 100*time.Millisecond, "-server node: how often every variable changes")
 	publish := flag.Duration("publish", 100*time.Millisecond, "publishing interval")
 	secure := flag.Bool("security", false, "-server node: Basic256Sha256/SignAndEncrypt with username instead of None")
+	rate := flag.Int("rate", 10000, "-server gopcua: variable changes per second, round robin over the items (gopcua's server v0.8.0 sends one message per publishing interval in one chunk: past ~2,000 values in a message the client refuses it and reconnects, so this mode cannot measure high rates; use -server node)")
+	flag.DurationVar(&rtt, "rtt", 0, "-server node: add this round trip between the driver and the server (a delaying TCP proxy)")
+	flag.IntVar(&publishRequests, "publish-requests", opcua.DefaultPublishRequests, "the device's publish_requests (PublishRequests in flight)")
 	flag.Parse()
 	log.SetOutput(io.Discard)
 	if *srvKind == "node" {
@@ -122,6 +137,7 @@ func main() {
 
 	d := opcua.New()
 	d.Name, d.Endpoint, d.SecurityPolicy = "bench", fmt.Sprintf("opc.tcp://127.0.0.1:%d", port), "None"
+	d.PublishRequests = publishRequests
 	d.PublishingInterval = configs.Duration(*publish)
 	d.SamplingInterval = 0
 	d.Timeout = configs.Duration(10 * time.Second)
@@ -145,20 +161,26 @@ func main() {
 	}
 	fmt.Printf("initial values of %d items in %v\n", *items, time.Since(t0).Round(time.Millisecond))
 
-	// Change every node as fast as the server takes it, for dur.
+	// Change the nodes round robin at rate per second, for dur.
 	stop := make(chan struct{})
 	go func() {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		start, done, k := time.Now(), 0, 0
 		for n := 0; ; n++ {
-			for _, k := range keys {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			due := int(time.Since(start).Seconds() * float64(*rate))
+			for ; done < due; done++ {
+				key := keys[k]
 				mu.Lock()
-				ns.Data[k] = float64(n)
+				ns.Data[key] = float64(n)
 				mu.Unlock()
-				srv.ChangeNotification(ua.NewStringNodeID(1, k))
+				srv.ChangeNotification(ua.NewStringNodeID(1, key))
+				k = (k + 1) % len(keys)
 			}
 		}
 	}()
@@ -167,7 +189,8 @@ func main() {
 	v1, c1, w1 := sink.values.Load(), cpu(), time.Now()
 	close(stop)
 	n := float64(v1 - v0)
-	fmt.Printf("values/s: %.0f (%d values in %v)\n", n/w1.Sub(w0).Seconds(), v1-v0, w1.Sub(w0).Round(time.Millisecond))
+	fmt.Printf("values/s: %.0f (%d values in %v; %d changes/s offered, publish_requests = %d)\n", n/w1.Sub(w0).Seconds(), v1-v0, w1.Sub(w0).Round(time.Millisecond), *rate, d.PublishRequests)
+	printCounters(d)
 	fmt.Printf("CPU s per million values (whole process incl. server): %.2f\n", (c1-c0).Seconds()/n*1e6)
 
 	// Restart: time from the new server listening to the first value.

@@ -112,6 +112,10 @@ func benchNode(dir string, items int, dur, bulkInterval, publish time.Duration, 
 
 	d := opcua.New()
 	d.Name, d.Endpoint = "bench", fmt.Sprintf("opc.tcp://127.0.0.1:%d", port)
+	if rtt > 0 {
+		d.Endpoint = "opc.tcp://" + startDelayProxy(fmt.Sprintf("127.0.0.1:%d", port), rtt/2)
+		fmt.Printf("through a proxy adding %v of round trip\n", rtt)
+	}
 	d.SecurityPolicy = "None"
 	if secure {
 		pw := filepath.Join(tmp, "password")
@@ -122,6 +126,7 @@ func benchNode(dir string, items int, dur, bulkInterval, publish time.Duration, 
 		d.Auth, d.Username, d.PasswordFile = "username", "operator", pw
 		d.TrustedThumbprints = []string{srv.sha1}
 	}
+	d.PublishRequests = publishRequests
 	d.PublishingInterval = configs.Duration(publish)
 	d.SamplingInterval = 0
 	d.Timeout = configs.Duration(30 * time.Second)
@@ -157,8 +162,9 @@ func benchNode(dir string, items int, dur, bulkInterval, publish time.Duration, 
 	offered := float64(items) * w1.Sub(w0).Seconds() / bulkInterval.Seconds()
 	fmt.Printf("values/s: %.0f (%d values in %v; the server changes %d variables every %v: at most %.0f/s)\n",
 		n/w1.Sub(w0).Seconds(), v1-v0, w1.Sub(w0).Round(time.Millisecond), items, bulkInterval, offered/w1.Sub(w0).Seconds())
-	fmt.Printf("CPU s per million values (edged's driver and sink only; node-opcua is another process): %.2f (%.2f CPU s in %v)\n",
-		(c1-c0).Seconds()/n*1e6, (c1 - c0).Seconds(), w1.Sub(w0).Round(time.Millisecond))
+	fmt.Printf("CPU s per million values (edged's driver and sink only; node-opcua is another process): %.2f (%.2f CPU s in %v; publish_requests = %d)\n",
+		(c1-c0).Seconds()/n*1e6, (c1 - c0).Seconds(), w1.Sub(w0).Round(time.Millisecond), d.PublishRequests)
+	printCounters(d)
 
 	// Kill the server, start it again (same port, same certificate), and
 	// time from its ready line to the first value of the new session.

@@ -119,6 +119,8 @@ func TestBrokenConfigsGiveSpecificErrors(t *testing.T) {
 			"[[device]]\nname = \"m\"\ndriver = \"modbus-tcp\"\naddress = \"127.0.0.1\"\n" + tag("t", "holding", 0, "uint16") +
 			"[[device]]\nname = \"n\"\ndriver = \"modbus-tcp\"\naddress = \"127.0.0.1\"\n" + tag("t", "holding", 0, "uint16"),
 			nil, "", 19, "device[1].tag[0]", []string{`topic "edged/g/t" of tag "t" of device "n" is already the topic of tag "t" of device "m"`, "edged.toml:9)"}},
+		{"opcua publish_requests out of range", opcuaHead + "publish_requests = 100\n\n  [[device.tag]]\n  name = \"a\"\n  node = \"ns=2;s=A\"\n",
+			nil, "", 8, "device[0].publish_requests", []string{"100: allowed are 1..64 PublishRequests in flight"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -75,6 +75,9 @@ func exception(out []byte, fc, code byte) []byte {
 func (s *Server) handle(unit byte, gateway bool, req, out []byte) []byte {
 	fc := req[0]
 	data := req[1:]
+	if fc == fcReadHolding && s.stamped.Load() {
+		s.stampRead(data)
+	}
 	switch fc {
 	case fcReadCoils, fcReadDiscrete, fcReadHolding, fcReadInput:
 		s.mu.RLock()

@@ -20,10 +20,12 @@ import (
 // concurrent use; it serves any number of connections, each answered in
 // order (pipelined requests are fine).
 type Server struct {
-	mu    sync.RWMutex // guards bank, units and wlog
-	bank  bank
-	units map[byte]bool // nil: answer every unit ID
-	wlog  []WriteRecord
+	mu      sync.RWMutex // guards bank, units and wlog
+	bank    bank
+	units   map[byte]bool // nil: answer every unit ID
+	wlog    []WriteRecord
+	stamp   *stamps     // see SetStamps; nil: none
+	stamped atomic.Bool // stamp is set (read without s.mu)
 
 	delay    atomic.Int64 // time.Duration before each response
 	requests atomic.Uint64

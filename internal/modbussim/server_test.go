@@ -408,3 +408,34 @@ func TestFaults(t *testing.T) {
 		t.Errorf("after ClearFaults: % x", got)
 	}
 }
+
+// SetStamps: the sequence number counts the reads that start at it, the
+// clock holds when a read covering it was answered; other reads change
+// neither.
+func TestStamps(t *testing.T) {
+	s := start(t)
+	s.SetStamps(0, 10)
+	c := client(t, s.Addr(), 1)
+	u32 := func(b []byte) uint32 { return binary.BigEndian.Uint32(b) }
+	for want := uint32(1); want <= 3; want++ {
+		b, err := c.ReadHoldingRegisters(0, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := u32(b); got != want {
+			t.Errorf("seq = %d, want %d", got, want)
+		}
+	}
+	before := uint32(time.Now().UnixMicro())
+	b, err := c.ReadHoldingRegisters(8, 4) // covers the clock, not the seq
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := uint32(time.Now().UnixMicro())
+	if clock := u32(b[4:]); clock-before > after-before {
+		t.Errorf("clock %d not within [%d, %d]", clock, before, after)
+	}
+	if b, _ := c.ReadHoldingRegisters(1, 1); binary.BigEndian.Uint16(b) != 3 {
+		t.Errorf("a read inside the seq counted: low word %d, want 3", binary.BigEndian.Uint16(b))
+	}
+}

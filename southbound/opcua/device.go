@@ -30,6 +30,10 @@ const (
 	DefaultTimeout            = 5 * time.Second
 	DefaultKeepalive          = 5 * time.Second
 	DefaultMaxNodesPerRequest = 1000
+	DefaultPublishRequests    = 4
+	// MaxPublishRequests bounds publish_requests: more in flight buys
+	// nothing once the round trip is covered, and servers refuse many.
+	MaxPublishRequests = 64
 )
 
 const (
@@ -119,6 +123,12 @@ type Device struct {
 	// call when the server does not publish MaxNodesPerRead /
 	// MaxMonitoredItemsPerCall (a smaller published limit wins).
 	MaxNodesPerRequest int `toml:"max_nodes_per_request"`
+	// PublishRequests is how many PublishRequests a subscription keeps
+	// outstanding (default 4): the server answers each with at most
+	// MaxNotificationsPerPublish values, so one at a time caps a busy
+	// subscription at one message per round trip. Fewer are kept when the
+	// server answers BadTooManyPublishRequests.
+	PublishRequests int `toml:"publish_requests"`
 	// Tag lists the device's own tags; they add to the map's.
 	Tag []Tag `toml:"tag"`
 
@@ -152,6 +162,7 @@ type Device struct {
 	sess          *host.Session // the subscription session; nil in poll mode
 	samples       []mapping.Sample
 	batch         []mapping.Sample
+	seqOf         []uint32        // per tag: the sequence number of the message that set it (0: none this session)
 	guided        map[string]bool // thumbprints the installer was already told about
 	refusedBefore bool            // the last attempt's login was refused
 	// rejected is the server certificate refused since the device was last
@@ -196,6 +207,7 @@ func New() *Device {
 		Timeout:            configs.Duration(DefaultTimeout),
 		Keepalive:          configs.Duration(DefaultKeepalive),
 		MaxNodesPerRequest: DefaultMaxNodesPerRequest,
+		PublishRequests:    DefaultPublishRequests,
 	}
 	d.Bind(d)
 	return d
@@ -218,6 +230,9 @@ type Stats struct {
 	ReadRequests    uint64        // Read calls of poll mode
 	MonitorRequests uint64        // CreateMonitoredItems calls
 	Values          uint64        // samples received from the server
+	PublishRequests uint64        // PublishRequests sent (subscribe mode)
+	Reordered       uint64        // notification messages held until an earlier one arrived
+	Stale           uint64        // values dropped: the tag already had one of a later message
 	LastConnectTook time.Duration // connect to monitored items created (or first poll)
 	Failures        uint64        // failed connects and lost sessions
 	LastError       error         // why the last one failed
@@ -271,6 +286,9 @@ func (d *Device) Init() error {
 	}
 	if d.MaxNodesPerRequest == 0 {
 		d.MaxNodesPerRequest = DefaultMaxNodesPerRequest
+	}
+	if d.PublishRequests == 0 {
+		d.PublishRequests = DefaultPublishRequests
 	}
 	if d.minBackoff == 0 {
 		d.minBackoff, d.maxBackoff = host.DefaultBackoff.Min, host.DefaultBackoff.Max
@@ -353,6 +371,9 @@ func (d *Device) Init() error {
 	}
 	if d.MaxNodesPerRequest < 1 || d.MaxNodesPerRequest > 100000 {
 		add("max_nodes_per_request", "%d: allowed are 1..100000", d.MaxNodesPerRequest)
+	}
+	if d.PublishRequests < 1 || d.PublishRequests > MaxPublishRequests {
+		add("publish_requests", "%d: allowed are 1..%d PublishRequests in flight (default %d)", d.PublishRequests, MaxPublishRequests, DefaultPublishRequests)
 	}
 
 	tags := make([]Tag, 0, len(d.mapped.Tags)+len(d.Tag))

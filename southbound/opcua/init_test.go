@@ -41,6 +41,8 @@ endpoint = "opc.tcp://10.0.0.1:4840"
 		{"bad mode value", base + `mode = "push"` + okTag, "mode", "subscribe (default"},
 		{"short interval", base + `publishing_interval = "1ms"` + okTag, "publishing_interval", "at least"},
 		{"queue size", base + `queue_size = 0` + "\n" + `queue_size_unused = 1`, "", ""}, // placeholder, skipped
+		{"publish requests zero", base + `publish_requests = -1` + okTag, "publish_requests", "allowed are 1..64"},
+		{"publish requests too many", base + `publish_requests = 65` + okTag, "publish_requests", "allowed are 1..64"},
 		{"no tags", base, "", "no tags"},
 		{"tag without node", base + "[[tag]]\nname = \"a\"\n", "tag[0].node", "ns=2;s=Line1.Speed"},
 		{"tag bad node", base + "[[tag]]\nname = \"a\"\nnode = \"Line1.Speed\"\n", "tag[0].node", "is not a NodeId"},

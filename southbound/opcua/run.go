@@ -338,15 +338,13 @@ func (d *Device) markBad(errs []error) {
 }
 
 // subscribe creates one subscription with a monitored item per tag (in
-// calls of at most maxItems) and delivers what the server publishes. An
-// item the server refuses marks its tag bad; the others run. A keepalive
-// Read every Keepalive notices a dead connection the publish loop would
-// not report.
+// calls of at most maxItems) and delivers what the server publishes, with
+// publish_requests PublishRequests in flight (see publisher). An item the
+// server refuses marks its tag bad; the others run. A keepalive Read every
+// Keepalive notices a dead connection the publish requests would not
+// report.
 func (d *Device) subscribe(ctx context.Context, cn *conn, nodes []*ua.NodeID, nodeErrs []error, start time.Time) error {
-	notes := make(chan *opcua.PublishNotificationData, 256)
-	sctx, cancel := context.WithTimeout(ctx, cn.timeout)
-	sub, err := cn.c.Subscribe(sctx, &opcua.SubscriptionParameters{Interval: d.PublishingInterval.D()}, notes)
-	cancel()
+	sub, err := cn.createSubscription(ctx, d.PublishingInterval.D())
 	d.request(err)
 	if err != nil {
 		return fmt.Errorf("create subscription: %w", err)
@@ -383,7 +381,7 @@ func (d *Device) subscribe(ctx context.Context, cn *conn, nodes []*ua.NodeID, no
 	for s := 0; s < len(reqs); s += cn.maxItems {
 		e := min(s+cn.maxItems, len(reqs))
 		mctx, cancel := context.WithTimeout(ctx, cn.timeout)
-		res, err := sub.Monitor(mctx, ua.TimestampsToReturnBoth, reqs[s:e]...)
+		res, err := cn.monitor(mctx, sub, reqs[s:e])
 		cancel()
 		d.count(func(st *Stats) { st.MonitorRequests++ })
 		d.request(err)
@@ -402,6 +400,17 @@ func (d *Device) subscribe(ctx context.Context, cn *conn, nodes []*ua.NodeID, no
 			}
 		}
 	}
+	if cap(d.seqOf) < len(d.tags) {
+		d.seqOf = make([]uint32, len(d.tags))
+	}
+	d.seqOf = d.seqOf[:len(d.tags)]
+	clear(d.seqOf) // sequence numbers start again with a new subscription
+	seq := newSequencer()
+
+	pctx, stop := context.WithCancel(ctx)
+	pub := startPublisher(pctx, cn, sub, d.PublishRequests, func() { d.count(func(st *Stats) { st.PublishRequests++ }) })
+	defer pub.wait()
+	defer stop()
 	d.online(start)
 	d.markBad(nodeErrs)
 
@@ -415,12 +424,22 @@ func (d *Device) subscribe(ctx context.Context, cn *conn, nodes []*ua.NodeID, no
 			if st == opcua.Closed || st == opcua.Disconnected {
 				return fmt.Errorf("connection lost (%s)", st)
 			}
-		case n := <-notes:
-			if n.Error != nil {
-				return fmt.Errorf("subscription: %w", n.Error)
+		case r := <-pub.out:
+			if r.err != nil {
+				return fmt.Errorf("subscription: publish: %w", r.err)
 			}
-			d.notification(n.Value)
+			if r.res.SubscriptionID != sub.id {
+				continue // not ours (none other is created in this session)
+			}
+			m := r.res.NotificationMessage
+			if m == nil || len(m.NotificationData) == 0 {
+				continue // a keep-alive
+			}
+			if seq.add(m, time.Now(), d.apply) {
+				d.count(func(st *Stats) { st.Reordered++ })
+			}
 		case <-keep.C:
+			seq.expire(time.Now(), d.apply)
 			t0 := time.Now()
 			err := cn.alive(ctx)
 			d.request(err)
@@ -432,28 +451,50 @@ func (d *Device) subscribe(ctx context.Context, cn *conn, nodes []*ua.NodeID, no
 	}
 }
 
-// notification delivers the changed samples of one publish.
-func (d *Device) notification(v any) {
-	switch n := v.(type) {
-	case *ua.DataChangeNotification:
-		now := time.Now().UnixMilli()
-		d.batch = d.batch[:0]
-		for _, item := range n.MonitoredItems {
-			if item == nil || int(item.ClientHandle) >= len(d.samples) {
-				continue
-			}
-			s := &d.samples[item.ClientHandle]
-			fill(s, item.Value, now)
-			d.batch = append(d.batch, *s)
+// apply delivers one notification message of the subscription. A late
+// message (older than one applied already) sets only the tags no later
+// message set: a stale value never overwrites a newer one.
+func (d *Device) apply(m *ua.NotificationMessage, late bool) { d.applyTo(m, late, d.deliver) }
+
+func (d *Device) applyTo(m *ua.NotificationMessage, late bool, deliver func([]mapping.Sample)) {
+	for _, data := range m.NotificationData {
+		if data == nil {
+			continue
 		}
-		d.count(func(st *Stats) { st.Values += uint64(len(d.batch)) })
-		if len(d.batch) > 0 {
-			d.deliver(d.batch)
+		switch n := data.Value.(type) {
+		case *ua.DataChangeNotification:
+			d.dataChange(n, m.SequenceNumber, late, deliver)
+		case *ua.StatusChangeNotification:
+			// The server ended the subscription (e.g. BadTimeout): the keepalive or
+			// the publish requests report it; log it for the operator.
+			d.log.Warn("subscription status changed", "status", statusText(n.Status))
 		}
-	case *ua.StatusChangeNotification:
-		// The server ended the subscription (e.g. BadTimeout): the keepalive or
-		// the publish loop reports it; log it for the operator.
-		d.log.Warn("subscription status changed", "status", statusText(n.Status))
+	}
+}
+
+// dataChange delivers the changed samples of one DataChangeNotification
+// of message seq.
+func (d *Device) dataChange(n *ua.DataChangeNotification, seq uint32, late bool, deliver func([]mapping.Sample)) {
+	now := time.Now().UnixMilli()
+	d.batch = d.batch[:0]
+	stale := 0
+	for _, item := range n.MonitoredItems {
+		if item == nil || int(item.ClientHandle) >= len(d.samples) {
+			continue
+		}
+		h := item.ClientHandle
+		if late && d.seqOf[h] != 0 && before(seq, d.seqOf[h]) {
+			stale++
+			continue
+		}
+		d.seqOf[h] = seq
+		s := &d.samples[h]
+		fill(s, item.Value, now)
+		d.batch = append(d.batch, *s)
+	}
+	d.count(func(st *Stats) { st.Values += uint64(len(d.batch)); st.Stale += uint64(stale) })
+	if len(d.batch) > 0 {
+		deliver(d.batch)
 	}
 }
 

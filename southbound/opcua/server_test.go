@@ -50,6 +50,7 @@ type testServer struct {
 	// sourceTime, when set, is the SourceTimestamp of every value the Read
 	// handler returns (gopcua's map namespace sends none).
 	sourceTime atomic.Pointer[time.Time]
+	publish atomic.Int64 // PublishRequests received
 }
 
 const serverMaxNodesPerRead = 32
@@ -137,6 +138,12 @@ func (ts *testServer) start() error {
 				ServiceDiagnostics: &ua.DiagnosticInfo{}, StringTable: []string{}, AdditionalHeader: ua.NewExtensionObject(nil)},
 			Results: results,
 		}, nil
+	})
+	// Count PublishRequests on their way to gopcua's subscription service
+	// (made by Start; the first handler registered for a type wins).
+	s.RegisterHandler(id.PublishRequest_Encoding_DefaultBinary, func(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua.Response, error) {
+		ts.publish.Add(1)
+		return s.SubscriptionService.Publish(sc, r, reqID)
 	})
 	if err := s.Start(context.Background()); err != nil {
 		_ = s.Close()
