@@ -80,7 +80,8 @@ type Upstream struct {
 	// Commands subscribes this upstream's session to the gateway's command
 	// topics ({topic_prefix}/{gateway}/+/+/set, under its own topic_prefix)
 	// and hands what arrives to the write door as source "upstream NAME";
-	// [gateway] writes = true is needed too. MQTT 5 only.
+	// [gateway] writes = true is needed too. MQTT 5 or 3.1.1 (replies then
+	// on the command topic + /reply).
 	Commands bool `toml:"commands"`
 	// Topics are the local topic filters that go up; default
 	// ["{gateway.topic_prefix}/#"].
@@ -168,9 +169,6 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 	}
 	if ok("protocol") && u.Protocol != "5" && u.Protocol != "3.1.1" {
 		l.at(src, key("protocol"), `%q is not an MQTT version edged speaks upstream; use "5" (default) or "3.1.1" (e.g. Azure IoT Hub)`, u.Protocol)
-	}
-	if u.Commands && u.Protocol != "5" {
-		l.at(src, key("commands"), `commands = true needs protocol = "5" (replies carry the request's correlation data); this upstream has protocol = %q`, u.Protocol)
 	}
 	if u.ClientID == "" {
 		u.ClientID = "edged-" + cfg.Gateway.ID

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -24,6 +25,7 @@ import (
 	"github.com/edged-gw/edged/internal/modbussim"
 	"github.com/edged-gw/edged/internal/mosquittotest"
 	"github.com/edged-gw/edged/internal/mqtttest"
+	"github.com/edged-gw/edged/northbound"
 	"github.com/edged-gw/edged/southbound/door"
 )
 
@@ -545,4 +547,126 @@ poll_interval = "50ms"
   type = "uint16"
   writable = true
 `, filepath.Join(dir, "data"), string(h), sim)
+}
+
+// TestCloudSetCommands311: commands = true on a protocol = "3.1.1"
+// upstream (mosquitto through TLS with a client certificate): a 3.1.1
+// /set from the cloud changes the register and the reply, with the read
+// back, comes on the command topic + /reply on the cloud; a retained /set
+// is dropped; a refusal is answered there too and sends nothing.
+func TestCloudSetCommands311(t *testing.T) {
+	mq := mosquittotest.Start(t, mosquittotest.Options{})
+	sim := startSim(t)
+	sim.SetHolding(5, 11)
+	dir := t.TempDir()
+	path := commandsConfig(t, dir, sim.Addr(), "writes = true", "")
+	appendFile(t, path, upstreamTOML(mq, mq.TLSAddr(), "hub", "protocol = \"3.1.1\"\ncommands = true"))
+	host, port, _ := net.SplitHostPort(mq.PlainAddr())
+	cloudPub := func(args ...string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, "mosquitto_pub", append([]string{"-h", host, "-p", port, "-q", "1", "-V", "311"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub %v: %v %s", args, err, out)
+		}
+	}
+	cloudPub("-r", "-t", "edged/gw/plc/sp2/set", "-m", "9")
+	rt, _ := startFromFile(t, path)
+	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
+	cloud := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/status")
+	cloud.WaitTopic(20*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "online" })
+	replies := startReplySubAs(t, mq.PlainAddr(), nil, "edged/gw/+/+/set/reply")
+	time.Sleep(300 * time.Millisecond) // mosquitto_sub subscribed (a reply before would be missed: the wait fails loudly)
+	cloudPub("-t", "edged/gw/plc/sp/set", "-m", `{"v": 77, "id": "hub-1"}`)
+	r := replies.wait(t, "edged/gw/plc/sp/set/reply", "")
+	if !r.OK || r.ID != "hub-1" || string(r.ReadBack) != "77" || string(r.Old) != "11" || sim.Holding(5, 1)[0] != 77 {
+		t.Fatalf("3.1.1 cloud set: %+v, register %d", r, sim.Holding(5, 1)[0])
+	}
+	if got := sim.Holding(8, 1)[0]; got != 0 {
+		t.Fatalf("the retained /set was applied: register 8 = %d", got)
+	}
+	writes := len(sim.WriteLog())
+	cloudPub("-t", "edged/gw/plc/sp/set", "-m", "5000")
+	if r := replies.wait(t, "edged/gw/plc/sp/set/reply", ""); r.OK || r.Reason != door.OutOfRange {
+		t.Fatalf("above max from the 3.1.1 cloud: %+v", r)
+	}
+	if got := len(sim.WriteLog()); got != writes {
+		t.Fatalf("the refusal reached the wire: %d writes, %d before", got, writes)
+	}
+	a := commandAudit(t, dir)
+	if len(a) != 2 || a[0].Source.Kind != door.FromUpstream || a[0].Source.Name != "hub" || a[0].Result != "ok" || a[1].Reason != door.OutOfRange {
+		t.Fatalf("audit %+v", a)
+	}
+}
+
+// TestCloudRefusesTheCommandSubscription: mosquitto 2.0 grants
+// subscriptions its ACL denies, so the cloud here is edged's own embedded
+// broker, whose ACL refuses the upstream's user the command filter (SUBACK
+// 0x87 to MQTT 5, 0x80 to 3.1.1). The uplink logs that commands are off
+// for the session, stays connected and keeps carrying the values.
+func TestCloudRefusesTheCommandSubscription(t *testing.T) {
+	for _, proto := range []string{"5", "3.1.1"} {
+		t.Run("mqtt"+proto, func(t *testing.T) {
+			cloud := northbound.NewBroker(northbound.BrokerOptions{Listen: "127.0.0.1:0", Access: &northbound.Access{Users: []northbound.User{
+				{Name: "edged", PasswordHash: bcryptHash(t, "up-pw", bcrypt.MinCost), Publish: []string{"edged/#"}, Subscribe: []string{"apps/#"}},
+				{Name: "watch", PasswordHash: bcryptHash(t, "watch-pw", bcrypt.MinCost), Subscribe: []string{"#"}},
+			}}})
+			if err := cloud.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cloud.Stop() })
+			sim := startSim(t)
+			sim.SetHolding(5, 17)
+			dir := t.TempDir()
+			pw := filepath.Join(dir, "up-password")
+			if err := os.WriteFile(pw, []byte("up-pw\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			path := commandsConfig(t, dir, sim.Addr(), "writes = true", "")
+			appendFile(t, path, fmt.Sprintf(`
+[[upstream]]
+name = "cloud"
+url = "mqtt://%s"
+insecure_plaintext = true
+protocol = %q
+username = "edged"
+password_file = %q
+max_bytes = "16MiB"
+commands = true
+`, cloud.Addr(), proto, pw))
+			cfg, err := configs.Load(path, Drivers(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			logs := &logBuffer{}
+			rt, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(logs, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = rt.Stop() })
+			watch := startReplySubAs(t, cloud.Addr(), []string{"-u", "watch", "-P", "watch-pw"}, "edged/gw/plc/sp")
+			waitUntil(t, 20*time.Second, "the refusal logged", func() bool {
+				return strings.Contains(logs.String(), "commands from this upstream are off for this session")
+			})
+			if !strings.Contains(logs.String(), "refused the subscription to the command topics edged/gw/+/+/set") {
+				t.Fatalf("the log does not say which subscription was refused:\n%s", logs)
+			}
+			// The same session carries the values after the refusal: the
+			// subscriber sees sp (published on every change and at start).
+			sim.SetHolding(5, 18)
+			waitUntil(t, 20*time.Second, "a value on the cloud after the refusal", func() bool {
+				watch.mu.Lock()
+				defer watch.mu.Unlock()
+				for _, l := range watch.lines {
+					if strings.HasPrefix(l, "edged/gw/plc/sp|") && strings.Contains(l, `"v":18`) {
+						return true
+					}
+				}
+				return false
+			})
+			if n := strings.Count(logs.String(), "commands from this upstream are off for this session"); n != 1 {
+				t.Fatalf("%d refusals logged, want 1 (one session, never dropped):\n%s", n, logs)
+			}
+		})
+	}
 }

@@ -180,8 +180,8 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 	}), nil
 }
 
-// replyPublisher publishes command replies on an upstream's session (the
-// MQTT 5 publisher).
+// replyPublisher publishes command replies on an upstream's session (both
+// publishers).
 type replyPublisher interface {
 	Reply(topic string, payload, correlation []byte) error
 }
