@@ -670,3 +670,51 @@ commands = true
 		})
 	}
 }
+
+// TestSetTopicTemplate: [gateway] command_topic_template moves the command
+// topics, on the local broker (the namespace guard lets clients publish
+// there, and only there) and on the cloud (the upstream subscribes to the
+// template's filter); replies go to the command topic + /reply.
+func TestSetTopicTemplate(t *testing.T) {
+	mq := mosquittotest.Start(t, mosquittotest.Options{})
+	sim := startSim(t)
+	dir := t.TempDir()
+	path := commandsConfig(t, dir, sim.Addr(), "writes = true\ncommand_topic_template = \"{prefix}/{gateway}/cmd/{device}/{tag}\"", "commands = true")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), `publish = ["edged/gw/+/+/set"]`, `publish = ["edged/gw/#"]`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, upstreamTOML(mq, mq.TLSAddr(), "cloud", "commands = true"))
+	rt, _ := startFromFile(t, path)
+	addr := rt.Broker.Addr()
+	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
+	cloud := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/status")
+	cloud.WaitTopic(20*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "online" })
+	local := startReplySub(t, addr, "edged/gw/cmd/#")
+	remote := startReplySubAs(t, mq.PlainAddr(), nil, "edged/gw/cmd/#")
+	time.Sleep(300 * time.Millisecond) // the subscribers subscribed (a reply before would be missed: the wait fails loudly)
+
+	pub(t, addr, "-V", "311", "-i", "hmi", "-t", "edged/gw/cmd/plc/sp", "-m", "12")
+	if r := local.wait(t, "edged/gw/cmd/plc/sp/reply", ""); !r.OK || string(r.ReadBack) != "12" || sim.Holding(5, 1)[0] != 12 {
+		t.Fatalf("local set on the templated topic: %+v, register %d", r, sim.Holding(5, 1)[0])
+	}
+	// The old default topic is no command topic now: under edged's
+	// namespace, the broker drops it (3.1.1: acknowledged and dropped).
+	pub(t, addr, "-V", "311", "-i", "hmi", "-t", "edged/gw/plc/sp/set", "-m", "13")
+	host, port, _ := net.SplitHostPort(mq.PlainAddr())
+	if out, err := exec.Command("mosquitto_pub", "-h", host, "-p", port, "-q", "1", "-V", "311", "-t", "edged/gw/cmd/plc/sp2", "-m", "14").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+	if r := remote.wait(t, "edged/gw/cmd/plc/sp2/reply", ""); !r.OK || string(r.ReadBack) != "14" || sim.Holding(8, 1)[0] != 14 {
+		t.Fatalf("cloud set on the templated topic: %+v, register %d", r, sim.Holding(8, 1)[0])
+	}
+	if got := sim.Holding(5, 1)[0]; got != 12 {
+		t.Fatalf("the old /set topic was applied: register 5 = %d", got)
+	}
+	if a := commandAudit(t, dir); len(a) != 2 || a[0].Topic != "edged/gw/cmd/plc/sp" || a[1].Source.Name != "cloud" {
+		t.Fatalf("audit %+v", a)
+	}
+}

@@ -74,11 +74,15 @@ func (d *Daemon) AttachLocal(cfg *configs.Config, b LocalBroker, log *slog.Logge
 		return nil
 	}
 	c := d.commands(cfg, log)
-	filter := CommandFilter(cfg.Gateway.TopicPrefix, cfg.Gateway.ID)
-	err := b.SubscribeCommands(filter, commandSubID, func(m northbound.LocalCommand) {
+	topics, err := NewCommandTopics(cfg.Gateway.CommandTopicTemplate, cfg.Gateway.TopicPrefix, cfg.Gateway.ID)
+	if err != nil {
+		return err
+	}
+	filter := topics.Filter()
+	err = b.SubscribeCommands(filter, commandSubID, func(m northbound.LocalCommand) {
 		c.Handle(Command{Topic: m.Topic, Payload: m.Payload, Source: door.Source{Kind: door.FromLocal, Name: m.ClientID, User: m.Username},
 			ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, MessageExpiry: m.MessageExpiry, Received: m.Received,
-			Reply: b.PublishReply})
+			Topics: topics, Reply: b.PublishReply})
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe to the command topics %s: %w", filter, err)
@@ -98,16 +102,16 @@ func (d *Daemon) commands(cfg *configs.Config, log *slog.Logger) *Commands {
 }
 
 // UpstreamCommand hands a command from the cloud broker of upstream name
-// to the door; base is that upstream's "{topic_prefix}/{gateway}/" and
-// reply publishes on its session. Safe on a nil Daemon (dry runs): the
-// command is dropped.
-func (d *Daemon) UpstreamCommand(cfg *configs.Config, log *slog.Logger, name, base string, m northbound.CloudCommand, reply ReplyFunc) {
+// to the door; topics are that upstream's command topics (under its
+// topic_prefix) and reply publishes on its session. Safe on a nil Daemon
+// (dry runs): the command is dropped.
+func (d *Daemon) UpstreamCommand(cfg *configs.Config, log *slog.Logger, name string, topics *CommandTopics, m northbound.CloudCommand, reply ReplyFunc) {
 	if d == nil {
 		return
 	}
 	d.commands(cfg, log).Handle(Command{Topic: m.Topic, Payload: m.Payload, Source: door.Source{Kind: door.FromUpstream, Name: name},
 		ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, MessageExpiry: m.MessageExpiry, Received: m.Received,
-		Base: base, Reply: reply})
+		Topics: topics, Reply: reply})
 }
 
 // Start makes the door over the gateway's devices and serves it on the
