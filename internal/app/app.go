@@ -146,6 +146,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 	if err := rt.Control.AttachLocal(cfg, broker, log); err != nil {
 		log.Error("MQTT commands from local clients are not available", "err", err)
 	}
+	rt.Control.AttachAudit(cfg, broker.Publish, log)
 	rt.console = newConsole(rt, cfg)
 	rt.startMetrics(cfg.Metrics)
 	return rt, nil

@@ -718,3 +718,56 @@ func TestSetTopicTemplate(t *testing.T) {
 		t.Fatalf("audit %+v", a)
 	}
 }
+
+// TestAuditTopic: with [gateway] audit_topic every attempt, accepted or
+// refused, is also published there: on the local broker, and through the
+// upstream on the cloud; each message is the audit file's line.
+func TestAuditTopic(t *testing.T) {
+	mq := mosquittotest.Start(t, mosquittotest.Options{})
+	sim := startSim(t)
+	dir := t.TempDir()
+	path := commandsConfig(t, dir, sim.Addr(), "writes = true\naudit_topic = \"{prefix}/{gateway}/audit\"", "commands = true")
+	appendFile(t, path, upstreamTOML(mq, mq.TLSAddr(), "cloud", ""))
+	rt, _ := startFromFile(t, path)
+	addr := rt.Broker.Addr()
+	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt, "plc") > 1 })
+	cloud := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/status", "edged/gw/audit")
+	cloud.WaitTopic(20*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "online" })
+	local := mqtttest.Subscribe(t, addr, "edged/gw/audit")
+
+	pub(t, addr, "-V", "311", "-i", "hmi", "-t", "edged/gw/plc/sp/set", "-m", `{"v": 21, "id": "a-1"}`)
+	pub(t, addr, "-V", "311", "-i", "hmi", "-t", "edged/gw/plc/ro/set", "-m", "1")
+	two := func(ms []mqtttest.Message) bool { return len(ms) >= 2 }
+	local.WaitFor(20*time.Second, "two audit lines locally", two)
+	cloud.WaitFor(20*time.Second, "two audit lines on the cloud", func([]mqtttest.Message) bool { return len(cloud.On("edged/gw/audit")) >= 2 })
+	file := commandAudit(t, dir)
+	if len(file) != 2 {
+		t.Fatalf("audit file %+v", file)
+	}
+	for name, got := range map[string][]mqtttest.Message{"local": local.On("edged/gw/audit"), "cloud": cloud.On("edged/gw/audit")} {
+		if len(got) != 2 {
+			t.Fatalf("%s: %d audit messages, want 2", name, len(got))
+		}
+		// Commands run on 4 workers: the two may come in either order.
+		seen := map[string]door.Line{}
+		for _, m := range got {
+			var l door.Line
+			if err := json.Unmarshal(m.Payload, &l); err != nil {
+				t.Fatalf("%s: audit message %q: %v", name, m.Payload, err)
+			}
+			if m.Retain {
+				t.Errorf("%s: audit message retained", name)
+			}
+			seen[l.Tag] = l
+		}
+		for _, f := range file {
+			l := seen[f.Tag]
+			if l.Result != f.Result || l.Reason != f.Reason || l.Time != f.Time || l.Source != f.Source || l.ID != f.ID {
+				t.Errorf("%s: audit message %+v, file line %+v", name, l, f)
+			}
+		}
+		if seen["sp"].Result != "ok" || seen["ro"].Reason != door.NotWritable {
+			t.Errorf("%s: %+v", name, seen)
+		}
+	}
+}

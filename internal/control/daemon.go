@@ -41,6 +41,48 @@ func DoorOptions(cfg *configs.Config, log *slog.Logger) door.Options {
 	return door.Options{Writes: cfg.Gateway.Writes, Allow: allow, AuditDir: AuditDir(cfg.Gateway.DataDir), Logger: log}
 }
 
+// Publish publishes one message on the local broker as edged
+// (northbound.Broker.Publish): the upstreams' subscriptions see it.
+type Publish func(topic string, payload []byte, retain bool, qos byte) error
+
+// AttachAudit publishes every write attempt's audit line on [gateway]
+// audit_topic (QoS 1, not retained) through pub, from now on and across
+// reloads; without audit_topic nothing is published.
+func (d *Daemon) AttachAudit(cfg *configs.Config, pub Publish, log *slog.Logger) {
+	if d == nil {
+		return
+	}
+	d.cmu.Lock()
+	d.publish = pub
+	d.cmu.Unlock()
+	d.Reload(cfg, log)
+}
+
+// options are the door's options for cfg, with the audit topic.
+func (d *Daemon) options(cfg *configs.Config, log *slog.Logger) door.Options {
+	o := DoorOptions(cfg, log)
+	d.cmu.Lock()
+	pub := d.publish
+	d.cmu.Unlock()
+	if pub == nil || cfg.Gateway.AuditTopic == "" {
+		return o
+	}
+	t, err := mapping.ParseTemplate(cfg.Gateway.AuditTopic)
+	if err != nil {
+		if log != nil {
+			log.Error("audit_topic: audit lines are not published", "err", err)
+		}
+		return o
+	}
+	topic := t.Render(cfg.Gateway.TopicPrefix, cfg.Gateway.ID, "", "")
+	o.OnAudit = func(line []byte) {
+		if err := pub(topic, line, false, 1); err != nil && log != nil {
+			log.Warn("audit line not published", "topic", topic, "err", err)
+		}
+	}
+	return o
+}
+
 // Daemon is the running daemon's write door and its control socket.
 type Daemon struct {
 	Door   *door.Door
@@ -51,6 +93,7 @@ type Daemon struct {
 	cmu         sync.Mutex
 	localBroker LocalBroker
 	localFilter string
+	publish     Publish // the audit topic's publisher (AttachAudit)
 	gw          *gateway.Gateway
 }
 
@@ -138,7 +181,7 @@ func (d *Daemon) Reload(cfg *configs.Config, log *slog.Logger) {
 	if d == nil {
 		return
 	}
-	d.Door.Configure(DoorOptions(cfg, log))
+	d.Door.Configure(d.options(cfg, log))
 }
 
 // Close closes the socket and the audit file.
