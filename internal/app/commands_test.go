@@ -459,6 +459,17 @@ func TestCloudSetSourceNotEnabled(t *testing.T) {
 // loopback: a paho MQTT 5 client publishes {"v": n} on a /set topic and
 // the loop waits until the simulator holds n. It reports p50 and p99.
 func BenchmarkLocalSetToRegister(b *testing.B) {
+	benchSetToRegister(b, false)
+}
+
+// BenchmarkCloudSetToRegister is the same from the cloud: the paho client
+// publishes on mosquitto (plain loopback listener), edged's upstream takes
+// it over TLS with a client certificate (commands = true).
+func BenchmarkCloudSetToRegister(b *testing.B) {
+	benchSetToRegister(b, true)
+}
+
+func benchSetToRegister(b *testing.B, fromCloud bool) {
 	sim := modbussim.New()
 	if err := sim.Listen("127.0.0.1:0"); err != nil {
 		b.Fatal(err)
@@ -466,7 +477,13 @@ func BenchmarkLocalSetToRegister(b *testing.B) {
 	defer sim.Close()
 	dir := b.TempDir()
 	path := filepath.Join(dir, "edged.toml")
-	if err := os.WriteFile(path, []byte(benchCommandsConfig(dir, sim.Addr())), 0o644); err != nil {
+	text := benchCommandsConfig(dir, sim.Addr())
+	var mq *mosquittotest.Broker
+	if fromCloud {
+		mq = mosquittotest.Start(b, mosquittotest.Options{})
+		text += upstreamTOML(mq, mq.TLSAddr(), "cloud", "commands = true")
+	}
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	cfg, err := configs.Load(path, Drivers(nil))
@@ -478,14 +495,20 @@ func BenchmarkLocalSetToRegister(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer rt.Stop()
-	conn, err := net.DialTimeout("tcp", rt.Broker.Addr(), 5*time.Second)
+	addr, login := rt.Broker.Addr(), &paho.Connect{ClientID: "bench", CleanStart: true, KeepAlive: 30, UsernameFlag: true, Username: "op", PasswordFlag: true, Password: []byte("op-pw")}
+	if fromCloud {
+		addr, login = mq.PlainAddr(), &paho.Connect{ClientID: "bench", CleanStart: true, KeepAlive: 30}
+		cloud := mqtttest.Subscribe(b, mq.PlainAddr(), "edged/gw/status")
+		cloud.WaitTopic(30*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "online" })
+	}
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		b.Fatal(err)
 	}
 	cl := paho.NewClient(paho.ClientConfig{Conn: conn})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if ca, err := cl.Connect(ctx, &paho.Connect{ClientID: "bench", CleanStart: true, KeepAlive: 30, UsernameFlag: true, Username: "op", PasswordFlag: true, Password: []byte("op-pw")}); err != nil || ca.ReasonCode != 0 {
+	if ca, err := cl.Connect(ctx, login); err != nil || ca.ReasonCode != 0 {
 		b.Fatalf("connect: %v %+v", err, ca)
 	}
 	defer cl.Disconnect(&paho.Disconnect{})
