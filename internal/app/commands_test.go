@@ -305,10 +305,12 @@ func TestLocalSetSwitches(t *testing.T) {
 	}
 }
 
-// TestLocalSetOnRTUBus: a /set reaches an RTU slave on a pty bus (socat)
-// through the bus lane, with the read back in the reply; a refusal sends
-// no frame.
+// TestLocalSetOnRTUBus: a /set from a local client and one from the cloud
+// (mosquitto through the TLS upstream) reach an RTU slave on a pty bus
+// (socat) through the bus lane, with the read back in the reply; a refusal
+// sends no frame.
 func TestLocalSetOnRTUBus(t *testing.T) {
+	mq := mosquittotest.Start(t, mosquittotest.Options{})
 	pty, err := modbussim.StartPtyPair(t.TempDir())
 	if errors.Is(err, modbussim.ErrNoSocat) {
 		t.Fatalf("%v: run `make test-deps`", err)
@@ -354,11 +356,15 @@ timeout = "2s"
   writable = true
   max = 500
 `, filepath.Join(dir, "data"), bcryptHash(t, "op-pw", bcrypt.MinCost), pty.A))
+	appendFile(t, path, upstreamTOML(mq, mq.TLSAddr(), "cloud", "commands = true"))
 	rt, _ := startFromFile(t, path)
 	addr := rt.Broker.Addr()
 	waitUntil(t, 20*time.Second, "the RTU device polled", func() bool { return pollsOf(rt, "rtu") > 1 })
+	cloud := mqtttest.Subscribe(t, mq.PlainAddr(), "edged/gw/status")
+	cloud.WaitTopic(20*time.Second, "edged/gw/status", func(p []byte) bool { return string(p) == "online" })
 	replies := startReplySub(t, addr, "replies/#")
-	time.Sleep(300 * time.Millisecond)
+	remote := startReplySubAs(t, mq.PlainAddr(), nil, "cloud/replies/#")
+	time.Sleep(300 * time.Millisecond) // the subscribers subscribed (a reply before would be missed: the wait fails loudly)
 	set := func(payload, corr string) control.Reply {
 		t.Helper()
 		pub(t, addr, "-V", "5", "-i", "hmi", "-t", "edged/gw/rtu/level/set", "-m", payload,
@@ -374,6 +380,11 @@ timeout = "2s"
 	}
 	if got := len(sim.WriteLog()); got != writes {
 		t.Fatalf("the refusal reached the bus: %d writes, %d before", got, writes)
+	}
+	mosquittoPub(t, mq.PlainAddr(), "-V", "5", "-t", "edged/gw/rtu/level/set", "-m", `{"v": 321, "id": "cloud-rtu"}`,
+		"-D", "publish", "response-topic", "cloud/replies/rtu", "-D", "publish", "correlation-data", "c1")
+	if r := remote.wait(t, "cloud/replies/rtu", "c1"); !r.OK || string(r.ReadBack) != "321" || string(r.Old) != "123" || sim.Holding(10, 1)[0] != 321 {
+		t.Fatalf("cloud RTU set: %+v, register %d", r, sim.Holding(10, 1)[0])
 	}
 }
 
