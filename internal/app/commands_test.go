@@ -47,6 +47,12 @@ name = "op"
 password_hash = %q
 publish = ["edged/gw/+/+/set"]
 
+[[broker.user]]
+name = "viewer"
+password_hash = %q
+publish = ["apps/#"]
+subscribe = ["#"]
+
 [[device]]
 name = "plc"
 driver = "modbus-tcp"
@@ -77,7 +83,7 @@ poll_interval = "50ms"
   type = "uint16"
   writable = true
   write_interval = "1h"
-`, filepath.Join(dir, "data"), writes, commands, bcryptHash(t, "op-pw", bcrypt.MinCost), sim))
+`, filepath.Join(dir, "data"), writes, commands, bcryptHash(t, "op-pw", bcrypt.MinCost), bcryptHash(t, "viewer-pw", bcrypt.MinCost), sim))
 }
 
 // replySub is mosquitto_sub -V 5 printing topic, correlation data and
@@ -237,6 +243,12 @@ func TestLocalSetCommands(t *testing.T) {
 			t.Errorf("%s %s: reply %+v, want reason %s", c.tag, c.payload, r, c.reason)
 		}
 	}
+	// ACL denied: viewer may not publish on /set; the broker refuses it
+	// and the door answers denied on …/set/reply and audits it.
+	mosquittoPub(t, addr, "-V", "311", "-i", "viewer-1", "-u", "viewer", "-P", "viewer-pw", "-t", "edged/gw/plc/sp/set", "-m", "77")
+	if r := replies.wait(t, "edged/gw/plc/sp/set/reply", ""); r.OK || r.Reason != door.Denied || !strings.Contains(r.Message, "publish ACL of user viewer") {
+		t.Errorf("ACL denied: %+v", r)
+	}
 	if got := len(sim.WriteLog()); got != writes {
 		t.Fatalf("refusals reached the wire: %d writes, %d before", got, writes)
 	}
@@ -244,8 +256,11 @@ func TestLocalSetCommands(t *testing.T) {
 		t.Fatalf("register 5 = %d after the refusals, want 42", got)
 	}
 	audit := commandAudit(t, dir)
-	if len(audit) != 3+len(refusals) {
-		t.Fatalf("%d audit lines, want %d: %+v", len(audit), 3+len(refusals), audit)
+	if len(audit) != 4+len(refusals) {
+		t.Fatalf("%d audit lines, want %d: %+v", len(audit), 4+len(refusals), audit)
+	}
+	if l := audit[len(audit)-1]; l.Reason != door.Denied || l.Source.Name != "viewer-1" || l.Source.User != "viewer" || l.Result != "refused" {
+		t.Errorf("audit of the ACL-denied command: %+v", l)
 	}
 	first := audit[0]
 	if first.Source.Kind != door.FromLocal || first.Source.Name != "hmi-5" || first.Source.User != "op" || first.Topic != "edged/gw/plc/sp/set" || first.Result != "ok" {
@@ -290,18 +305,26 @@ func TestLocalSetSwitches(t *testing.T) {
 	addr2 := rt2.Broker.Addr()
 	waitUntil(t, 20*time.Second, "the device polled", func() bool { return pollsOf(rt2, "plc") > 1 })
 	host, port, _ := net.SplitHostPort(addr2)
+	replies2 := startReplySub(t, addr2, "edged/gw/+/+/set/reply")
+	time.Sleep(300 * time.Millisecond) // mosquitto_sub subscribed (a reply before would be missed: the wait fails loudly)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, _ = exec.CommandContext(ctx, "mosquitto_pub", "-V", "5", "-q", "1", "-h", host, "-p", port, "-u", "op", "-P", "op-pw",
-		"-t", "edged/gw/plc/sp/set", "-m", "5").CombinedOutput()
-	// Nothing can be waited for: give a command that got through the time
-	// a write takes, then look.
-	time.Sleep(500 * time.Millisecond)
+	// The broker refuses it (MQTT 5: PUBACK 0x87, mosquitto_pub says so)
+	// and the door audits and answers it: source not enabled.
+	out, _ := exec.CommandContext(ctx, "mosquitto_pub", "-V", "5", "-q", "1", "-h", host, "-p", port, "-u", "op", "-P", "op-pw", "-i", "hmi-off",
+		"-t", "edged/gw/plc/sp/set", "-m", "5", "-D", "publish", "response-topic", "replies/elsewhere").CombinedOutput()
+	if !strings.Contains(strings.ToLower(string(out)), "not authorized") {
+		t.Errorf("mosquitto_pub was not told: %s", out)
+	}
+	r = replies2.wait(t, "edged/gw/plc/sp/set/reply", "")
+	if r.OK || r.Reason != door.Denied || !strings.Contains(r.Message, "commands are not enabled") {
+		t.Fatalf("commands = false: %+v", r)
+	}
 	if n := len(sim2.WriteLog()); n != 0 {
 		t.Fatalf("commands = false: %d writes reached the device", n)
 	}
-	if _, err := os.Stat(filepath.Join(control.AuditDir(filepath.Join(dir2, "data")), door.AuditFile)); err == nil {
-		t.Fatalf("commands = false: the door saw the command: %+v", commandAudit(t, dir2))
+	if a := commandAudit(t, dir2); len(a) != 1 || a[0].Reason != door.Denied || a[0].Source.Name != "hmi-off" || a[0].Source.User != "op" || string(a[0].Requested) != "5" {
+		t.Fatalf("commands = false: audit %+v", a)
 	}
 }
 

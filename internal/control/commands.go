@@ -36,6 +36,11 @@ type Command struct {
 	Topics *CommandTopics
 	Base   string
 	Reply  ReplyFunc
+	// Refused, when set, is the source's own refusal (the local broker's
+	// rules refused the publish: denied), with RefusedMsg saying why; the
+	// door audits and answers it without writing.
+	Refused    door.Reason
+	RefusedMsg string
 }
 
 // CommandTopics are the command topics of one topic space: the command
@@ -233,7 +238,7 @@ func (c *Commands) Close() {
 }
 
 func (c *Commands) run(cmd Command) {
-	c.answer(cmd, c.request(cmd, "", ""))
+	c.answer(cmd, c.request(cmd, cmd.Refused, cmd.RefusedMsg))
 }
 
 // request reads the topic and payload into a door request; what cannot be

@@ -105,6 +105,12 @@ type LocalBroker interface {
 	PublishReply(topic string, payload, correlation []byte) error
 }
 
+// refusingBroker tells of the command-topic publishes it refused
+// (northbound.Broker).
+type refusingBroker interface {
+	OnRefusedCommand(fn func(c northbound.LocalCommand, why string))
+}
+
 // commandSubID is the in-process subscription id of the command filter.
 const commandSubID = 900
 
@@ -129,6 +135,17 @@ func (d *Daemon) AttachLocal(cfg *configs.Config, b LocalBroker, log *slog.Logge
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe to the command topics %s: %w", filter, err)
+	}
+	if rb, ok := b.(refusingBroker); ok {
+		// What the broker refused on a command topic is audited and
+		// answered denied too. The reply goes to the command topic +
+		// /reply only: a client that may not command must not choose
+		// where edged publishes (its MQTT 5 QoS 1 PUBACK says 0x87).
+		rb.OnRefusedCommand(func(m northbound.LocalCommand, why string) {
+			c.Handle(Command{Topic: m.Topic, Payload: m.Payload, Source: door.Source{Kind: door.FromLocal, Name: m.ClientID, User: m.Username},
+				MessageExpiry: m.MessageExpiry, Received: m.Received, Topics: topics, Reply: b.PublishReply,
+				Refused: door.Denied, RefusedMsg: "the local broker refused it: " + why})
+		})
 	}
 	d.localBroker, d.localFilter = b, filter
 	return nil
