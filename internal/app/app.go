@@ -215,6 +215,11 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 			cfg.Broker.TLS.Listen != running.Broker.TLS.Listen || cfg.Broker.WebSocket.Listen != running.Broker.WebSocket.Listen {
 			r.log.Warn("broker settings changed: restart edged to apply them", "listen", cfg.Broker.Listen)
 		}
+		if cfg.Gateway.CommandTopicTemplate != running.Gateway.CommandTopicTemplate {
+			// The upstreams resubscribe (their fingerprint has it); the
+			// local subscription stays until a restart.
+			r.log.Warn("command_topic_template changed: restart edged to apply it to local clients", "command_topic_template", cfg.Gateway.CommandTopicTemplate)
+		}
 		if cfg.Metrics != running.Metrics {
 			r.log.Warn("metrics settings changed: restart edged to apply them")
 		}
