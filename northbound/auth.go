@@ -442,8 +442,10 @@ func (h *auth) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		if fn := h.refusedCommand.Load(); fn != nil && c.IsCommand(pk.TopicName) && !pk.FixedHeader.Retain {
 			(*fn)(cl, pk, h.whyRefused(cl, c))
 		}
-		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
-			return pk, packets.ErrNotAuthorized // PUBACK 0x87, as OnACLCheck answers other topics
+		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos == 1 {
+			// PUBACK 0x87, as OnACLCheck answers other topics (the library
+			// would answer QoS 2 with a PUBACK too: that one is dropped).
+			return pk, packets.ErrNotAuthorized
 		}
 		return pk, packets.CodeSuccessIgnore
 	}
