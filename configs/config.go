@@ -60,6 +60,18 @@ type Gateway struct {
 	// text, for the simplest consumers; needs publish = "tags", and a
 	// sample of bad quality is not published). See topics.go.
 	Format string `toml:"format"`
+	// CommandTopicTemplate is where commands (writes over MQTT) arrive, on
+	// the local broker and on upstreams with commands = true (there with
+	// the upstream's topic_prefix as {prefix}); default
+	// "{prefix}/{gateway}/{device}/{tag}/set". {device} and {tag} are
+	// required, each a whole level; replies without a Response Topic go
+	// to the command topic + "/reply".
+	CommandTopicTemplate string `toml:"command_topic_template"`
+	// AuditTopic, when set, is where every write attempt's audit line is
+	// also published (QoS 1, not retained) on the local broker, and so
+	// sent up by every upstream whose topics cover it; {prefix} and
+	// {gateway} may be used. Default: none (the audit file only).
+	AuditTopic string `toml:"audit_topic"`
 	// MemoryLimit is the Go runtime's soft memory limit: the garbage
 	// collector works harder as the heap nears it, keeping the resident
 	// size small on a 512 MB box. Default "32MiB"; "0" turns it off; the

@@ -26,7 +26,9 @@ const (
 	DefaultLogFormat     = "text"
 	DefaultTopicPrefix   = "edged"
 	DefaultTopicTemplate = "{prefix}/{gateway}/{device}/{tag}"
-	DefaultBrokerListen  = "127.0.0.1:1883"
+	// DefaultCommandTopicTemplate is where commands arrive.
+	DefaultCommandTopicTemplate = "{prefix}/{gateway}/{device}/{tag}/set"
+	DefaultBrokerListen         = "127.0.0.1:1883"
 )
 
 // Load reads the main configuration file at path and the device maps its
@@ -408,6 +410,65 @@ func (l *loader) checkGateway(src *source, cfg *Config) {
 	if g.TopicTemplate == "" {
 		g.TopicTemplate = DefaultTopicTemplate
 	}
+	if g.CommandTopicTemplate == "" {
+		g.CommandTopicTemplate = DefaultCommandTopicTemplate
+	} else if ok("command_topic_template") {
+		if msg := checkTopicTemplate(g.CommandTopicTemplate, "{prefix}, {gateway}, {device}, {tag}", "{device}", "{tag}"); msg != "" {
+			l.at(src, key("command_topic_template"), "%q: %s; e.g. %q", g.CommandTopicTemplate, msg, DefaultCommandTopicTemplate)
+		}
+	}
+	if g.AuditTopic != "" && ok("audit_topic") {
+		if msg := checkTopicTemplate(g.AuditTopic, "{prefix}, {gateway}"); msg != "" {
+			l.at(src, key("audit_topic"), "%q: %s; e.g. \"{prefix}/{gateway}/audit\"", g.AuditTopic, msg)
+		}
+	}
+}
+
+// checkTopicTemplate says what is wrong with a topic template whose
+// placeholders may be those listed in allowed and must include each of
+// whole, alone in its level ("" when nothing is). It is the part of
+// mapping.ParseTemplate's rules a config can be held to at its line.
+func checkTopicTemplate(s, allowed string, whole ...string) string {
+	if strings.HasPrefix(s, "$") {
+		return "a topic must not start with $ (MQTT reserves it for broker topics such as $SYS)"
+	}
+	if i := strings.IndexAny(s, "+#\x00"); i >= 0 {
+		return "the wildcards + and # and NUL are not allowed in a topic"
+	}
+	levels := strings.Split(s, "/")
+	found := map[string]bool{}
+	for _, lv := range levels {
+		if lv == "" {
+			return "empty level: levels between / must not be empty, and the topic must not start or end with /"
+		}
+		rest := lv
+		for rest != "" {
+			open, close := strings.IndexByte(rest, '{'), strings.IndexByte(rest, '}')
+			if open < 0 && close < 0 {
+				break
+			}
+			if open < 0 || close < open {
+				return "unbalanced braces; placeholders are " + allowed
+			}
+			ph := rest[open : close+1]
+			if !strings.Contains(allowed, ph) || strings.Count(ph, "{") != 1 {
+				return "unknown placeholder " + ph + "; allowed are " + allowed
+			}
+			for _, w := range whole {
+				if ph == w && lv != w {
+					return w + " must be a whole level (e.g. /" + w + "/), so that a topic tells which it is"
+				}
+			}
+			found[ph] = true
+			rest = rest[close+1:]
+		}
+	}
+	for _, w := range whole {
+		if !found[w] {
+			return w + " is required"
+		}
+	}
+	return ""
 }
 
 // resolve returns p, or def when p is empty, made absolute against dir if

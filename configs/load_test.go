@@ -182,6 +182,27 @@ func TestLoadErrors(t *testing.T) {
 			want:  []wantErr{{line: 3, key: "gateway.log_levle", msg: "did you mean log_level?; allowed here: id, data_dir, log_level, log_format, maps_dir, topic_prefix, topic_template"}},
 		},
 		{
+			name: "command and audit topics",
+			files: memFS{testMain: gw + lines(
+				`command_topic_template = "{prefix}/{gateway}/{device}-{tag}/set"`, // 3
+				`audit_topic = "{prefix}/{gateway}/{device}/audit"`,                // 4
+			)},
+			want: []wantErr{
+				{line: 3, key: "gateway.command_topic_template", msg: `{device} must be a whole level (e.g. /{device}/), so that a topic tells which it is; e.g. "{prefix}/{gateway}/{device}/{tag}/set"`},
+				{line: 4, key: "gateway.audit_topic", msg: "unknown placeholder {device}; allowed are {prefix}, {gateway}"},
+			},
+		},
+		{
+			name:  "command topic without its tag",
+			files: memFS{testMain: gw + lines(`command_topic_template = "cmd/{gateway}/{device}/+"`)},
+			want:  []wantErr{{line: 3, key: "gateway.command_topic_template", msg: "the wildcards + and # and NUL are not allowed in a topic"}},
+		},
+		{
+			name:  "command topic needs the tag",
+			files: memFS{testMain: gw + lines(`command_topic_template = "cmd/{gateway}/{device}"`)},
+			want:  []wantErr{{line: 3, key: "gateway.command_topic_template", msg: "{tag} is required"}},
+		},
+		{
 			name: "unknown keys in a device and its tag",
 			files: memFS{testMain: gw + lines(
 				`[[device]]`, // 3

@@ -66,9 +66,10 @@ type Upstream struct {
 	// Commands subscribes this upstream's session to the gateway's command
 	// topics ({topic_prefix}/{gateway}/+/+/set, under its own topic_prefix)
 	// and hands what arrives to the write door as source "upstream NAME";
-	// [gateway] writes = true is needed too. MQTT 5 only. With format =
-	// "sparkplug" it takes DCMD metric writes instead (source "sparkplug
-	// NAME"), through the same door.
+	// [gateway] writes = true is needed too. MQTT 5 or 3.1.1 (replies then
+	// on the command topic + /reply). With format = "sparkplug" it takes
+	// DCMD metric writes instead (source "sparkplug NAME"), through the
+	// same door.
 	Commands bool `toml:"commands"`
 	// Format is what this upstream receives: "json" (edged's JSON, as
 	// published locally) or "value" (each tag's bare value as text, as
@@ -166,9 +167,6 @@ func (l *loader) checkUpstream(src *source, cfg *Config, base keyPath, u *Upstre
 	}
 	if ok("protocol") && u.Protocol != "5" && u.Protocol != "3.1.1" {
 		l.at(src, key("protocol"), `%q is not an MQTT version edged speaks upstream; use "5" (default) or "3.1.1" (e.g. Azure IoT Hub)`, u.Protocol)
-	}
-	if u.Commands && u.Protocol != "5" {
-		l.at(src, key("commands"), `commands = true needs protocol = "5" (replies carry the request's correlation data); this upstream has protocol = %q`, u.Protocol)
 	}
 	l.checkUpstreamFormat(src, cfg, key("format"), u)
 	if u.ClientID == "" {

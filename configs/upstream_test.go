@@ -118,19 +118,6 @@ func TestUpstreamErrors(t *testing.T) {
 			},
 		},
 		{
-			name: "commands need MQTT 5",
-			files: memFS{testMain: gw + lines(
-				`[[upstream]]`, // 3
-				`name = "c"`,
-				`url = "mqtts://hub.azure-devices.net:8883"`,
-				`protocol = "3.1.1"`,
-				`commands = true`, // 7
-			)},
-			want: []wantErr{
-				{line: 7, key: "upstream[0].commands", msg: `commands = true needs protocol = "5"`},
-			},
-		},
-		{
 			name:  "sparkplug",
 			files: memFS{testMain: gw + lines(`[[upstream]]`, `name = "c"`, `url = "mqtts://b:8883"`, `format = "sparkplug"`, `group_id = "plant7"`, `primary_host = "scada"`)},
 		},

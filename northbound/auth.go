@@ -91,6 +91,10 @@ type auth struct {
 	refused   atomic.Uint64 // logins refused
 	throttled atomic.Uint64 // password checks refused by a limit, without hashing
 	now       func() time.Time
+
+	// refusedCommand is told of every command-topic publish the rules
+	// refused (Broker.OnRefusedCommand), so it is audited and answered.
+	refusedCommand atomic.Pointer[func(*mqtt.Client, packets.Packet, string)]
 }
 
 type authConfig struct {
@@ -366,6 +370,9 @@ func (h *auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		if cl.Properties.ProtocolVersion < 5 {
 			return true // decided in OnPublish
 		}
+		if h.refusedCommand.Load() != nil && h.cfg.Load().IsCommand(topic) {
+			return true // decided in OnPublish, which has the payload to audit
+		}
 		return h.mayPublish(cl, topic)
 	}
 	if !h.maySubscribe(cl, topic) {
@@ -390,6 +397,18 @@ func (h *auth) mayPublish(cl *mqtt.Client, topic string) bool {
 		}
 	}
 	return u.publish.allows(topic, user, cl.ID)
+}
+
+// whyRefused says why a client may not publish on a command topic.
+func (h *auth) whyRefused(cl *mqtt.Client, c *authConfig) string {
+	user := string(cl.Properties.Username)
+	switch {
+	case c.users[user] == nil:
+		return "anonymous clients may not publish commands"
+	case !c.Commands && c.Namespace != "":
+		return "the local broker takes no commands ([broker] commands = false)"
+	}
+	return "the publish ACL of user " + user + " does not cover this topic"
 }
 
 func (h *auth) maySubscribe(cl *mqtt.Client, filter string) bool {
@@ -420,6 +439,14 @@ func (h *auth) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	c := h.cfg.Load()
 	if !h.mayPublish(cl, pk.TopicName) {
 		h.log.Debug("local publish refused", "client", cl.ID, "user", string(cl.Properties.Username), "topic", pk.TopicName)
+		if fn := h.refusedCommand.Load(); fn != nil && c.IsCommand(pk.TopicName) && !pk.FixedHeader.Retain {
+			(*fn)(cl, pk, h.whyRefused(cl, c))
+		}
+		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos == 1 {
+			// PUBACK 0x87, as OnACLCheck answers other topics (the library
+			// would answer QoS 2 with a PUBACK too: that one is dropped).
+			return pk, packets.ErrNotAuthorized
+		}
 		return pk, packets.CodeSuccessIgnore
 	}
 	if pk.FixedHeader.Retain && c.Namespace != "" && (pk.TopicName == c.Namespace || strings.HasPrefix(pk.TopicName, c.Namespace+"/")) {

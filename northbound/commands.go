@@ -48,6 +48,23 @@ func (b *Broker) SubscribeCommands(filter string, id int, fn func(LocalCommand))
 	})
 }
 
+// OnRefusedCommand registers fn for the command topics' publishes the
+// broker refused (commands off, the client's publish ACL, anonymous), with
+// why; retained ones are not told. The client got its refusal from the
+// broker (MQTT 5 QoS 1: PUBACK 0x87; otherwise acknowledged and dropped)
+// and the message went nowhere; fn audits and answers it. It runs on the
+// sender's goroutine and must not block.
+func (b *Broker) OnRefusedCommand(fn func(c LocalCommand, why string)) {
+	h := func(cl *mqtt.Client, pk packets.Packet, why string) {
+		c := LocalCommand{Topic: pk.TopicName, Payload: append([]byte(nil), pk.Payload...), ClientID: cl.ID,
+			Username: string(cl.Properties.Username), ProtocolVersion: cl.Properties.ProtocolVersion,
+			ResponseTopic: pk.Properties.ResponseTopic, CorrelationData: append([]byte(nil), pk.Properties.CorrelationData...),
+			MessageExpiry: time.Duration(pk.Properties.MessageExpiryInterval) * time.Second, Received: time.Now()}
+		fn(c, why)
+	}
+	b.auth.refusedCommand.Store(&h)
+}
+
 const replyClientID = "edged-reply"
 
 // PublishReply publishes a command's reply to local subscribers at QoS 1,

@@ -71,7 +71,7 @@ type PublisherConfig struct {
 	WillPayload []byte
 	DialTimeout time.Duration
 	// CommandFilter, when set, is subscribed to at QoS 1 after every
-	// connect (MQTT 5 only): what the broker sends on it goes to OnCommand,
+	// connect: what the broker sends on it goes to OnCommand,
 	// which runs on the connection's reader and must not block. Retained
 	// messages are not commands (a retained /set would be replayed at every
 	// connect) and are dropped.

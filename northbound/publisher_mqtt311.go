@@ -113,7 +113,7 @@ func (p *mqtt311) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 		SetConnectRetry(false).
 		SetResumeSubs(false).
 		SetMaxResumePubInFlight(window).
-		SetOrderMatters(false). // no subscriptions; nothing may wait on a handler
+		SetOrderMatters(false). // the command handler must not hold up PUBACKs
 		SetStore(mqtt.NewMemoryStore()).
 		SetKeepAlive(ka).
 		// A dead link is noticed after about 1.5 keepalives, as with MQTT 5.
@@ -190,11 +190,75 @@ func (p *mqtt311) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 		}
 		return err
 	}
+	if p.cfg.CommandFilter != "" {
+		if err := p.subscribeCommands(ctx, s, timeout); err != nil {
+			var refused *SubscribeRefusedError
+			if !errors.As(err, &refused) || p.cfg.OnSubscribeRefused == nil {
+				s.client.Disconnect(0)
+				return err
+			}
+			// Data goes up all the same; the session just takes no commands.
+			p.cfg.OnSubscribeRefused(err)
+		}
+	}
 	p.mu.Lock()
 	p.s = s
 	p.mu.Unlock()
 	go s.ackLoop(onAck)
 	return nil
+}
+
+// subscribeCommands subscribes s to the command filter at QoS 1 and waits
+// for the SUBACK (within timeout); its failure code (0x80) is a
+// *SubscribeRefusedError. paho runs the handler on a goroutine of its own
+// per message (SetOrderMatters(false)) and acknowledges after it returns;
+// OnCommand only queues.
+func (p *mqtt311) subscribeCommands(ctx context.Context, s *session311, timeout time.Duration) error {
+	filter := p.cfg.CommandFilter
+	t := s.client.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
+		if m.Retained() || p.cfg.OnCommand == nil {
+			return // a retained /set is not a command: the broker replays it at every connect
+		}
+		p.cfg.OnCommand(CloudCommand{Topic: m.Topic(), Payload: bytes.Clone(m.Payload()), Received: time.Now()})
+	})
+	select {
+	case <-t.Done():
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(timeout):
+		return fmt.Errorf("SUBSCRIBE %s: no SUBACK within %v", filter, timeout)
+	}
+	if err := t.Error(); err != nil {
+		return fmt.Errorf("SUBSCRIBE %s: %w", filter, err)
+	}
+	st, ok := t.(*mqtt.SubscribeToken)
+	if !ok {
+		return nil
+	}
+	if code, ok := st.Result()[filter]; !ok || code >= 0x80 {
+		return &SubscribeRefusedError{Filter: filter, Reasons: []byte{code}}
+	}
+	return nil
+}
+
+// Reply publishes a command's reply at QoS 0 (3.1.1 has no correlation
+// data: the reply topic, the command topic + /reply, pairs it), beside the
+// uplink's stream and not buffered, as for MQTT 5.
+func (p *mqtt311) Reply(topic string, payload, _ []byte) error {
+	s := p.session()
+	if s == nil {
+		return fmt.Errorf("upstream %s: not connected", p.cfg.Name)
+	}
+	select {
+	case <-s.done:
+		return fmt.Errorf("upstream %s: not connected", p.cfg.Name)
+	default:
+	}
+	t := s.client.Publish(topic, 0, false, payload)
+	if !t.WaitTimeout(5 * time.Second) {
+		return fmt.Errorf("upstream %s: reply not written within 5s", p.cfg.Name)
+	}
+	return t.Error()
 }
 
 // ackLoop reports acknowledgements in publish order. A later message that

@@ -129,6 +129,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (*Runtime
 	if err := rt.Control.AttachLocal(cfg, broker, log); err != nil {
 		log.Error("MQTT commands from local clients are not available", "err", err)
 	}
+	rt.Control.AttachAudit(cfg, broker.Publish, log)
 	rt.console = newConsole(rt, cfg)
 	rt.startMetrics(cfg.Metrics)
 	return rt, nil
@@ -225,6 +226,11 @@ func (r *Runtime) Reload(ctx context.Context, path string, running *configs.Conf
 		if cfg.Broker.Listen != running.Broker.Listen || cfg.Broker.Disabled != running.Broker.Disabled ||
 			cfg.Broker.TLS.Listen != running.Broker.TLS.Listen || cfg.Broker.WebSocket.Listen != running.Broker.WebSocket.Listen {
 			r.log.Warn("broker settings changed: restart edged to apply them", "listen", cfg.Broker.Listen)
+		}
+		if cfg.Gateway.CommandTopicTemplate != running.Gateway.CommandTopicTemplate {
+			// The upstreams resubscribe (their fingerprint has it); the
+			// local subscription stays until a restart.
+			r.log.Warn("command_topic_template changed: restart edged to apply it to local clients", "command_topic_template", cfg.Gateway.CommandTopicTemplate)
 		}
 		if cfg.Metrics != running.Metrics {
 			r.log.Warn("metrics settings changed: restart edged to apply them")

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 
 	"github.com/edged-gw/edged/configs"
+	"github.com/edged-gw/edged/internal/control"
 	"github.com/edged-gw/edged/northbound"
 )
 
@@ -49,6 +50,9 @@ func brokerAccess(cfg *configs.Config) *northbound.Access {
 		AllowAnonymous: b.AllowAnonymous,
 		Namespace:      cfg.Gateway.TopicPrefix + "/" + cfg.Gateway.ID,
 		Commands:       b.Commands,
+	}
+	if topics, err := control.NewCommandTopics(cfg.Gateway.CommandTopicTemplate, cfg.Gateway.TopicPrefix, cfg.Gateway.ID); err == nil {
+		a.IsCommand = func(topic string) bool { _, _, ok := topics.Parse(topic); return ok }
 	}
 	for _, u := range b.Users {
 		a.Users = append(a.Users, northbound.User{Name: u.Name, PasswordHash: u.PasswordHash, Publish: u.Publish, Subscribe: u.Subscribe})

@@ -34,7 +34,7 @@ func uplinkSpecs(cfg *configs.Config, log *slog.Logger, ctl *control.Daemon) []n
 // changes: its [[upstream]] table, its certificate files, and the gateway
 // settings that shape its topics.
 func uplinkFingerprint(cfg *configs.Config, uc *configs.Upstream) string {
-	return uc.Fingerprint() + "/" + cfg.Gateway.TopicPrefix + "/" + cfg.Gateway.ID + sparkplugFingerprint(cfg, uc)
+	return uc.Fingerprint() + "/" + cfg.Gateway.TopicPrefix + "/" + cfg.Gateway.ID + "/" + cfg.Gateway.CommandTopicTemplate + sparkplugFingerprint(cfg, uc)
 }
 
 // openBuffer opens the upstream's buffer when newUplink asks for it.
@@ -127,10 +127,13 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 	var pub northbound.Publisher
 	var replier replyPublisher // set once pub is made, before it connects
 	if uc.Commands {
-		base := control.CommandBase(statusPrefix, cfg.Gateway.ID)
-		pc.CommandFilter = base + "+/+/set"
+		topics, err := control.NewCommandTopics(cfg.Gateway.CommandTopicTemplate, statusPrefix, cfg.Gateway.ID)
+		if err != nil {
+			return nil, err
+		}
+		pc.CommandFilter = topics.Filter()
 		reply := func(topic string, payload, corr []byte) error { return replier.Reply(topic, payload, corr) }
-		pc.OnCommand = func(m northbound.CloudCommand) { ctl.UpstreamCommand(cfg, log, uc.Name, base, m, reply) }
+		pc.OnCommand = func(m northbound.CloudCommand) { ctl.UpstreamCommand(cfg, log, uc.Name, topics, m, reply) }
 		pc.OnSubscribeRefused = func(err error) {
 			log.Error("commands from this upstream are off for this session", "err", err)
 		}
@@ -169,8 +172,8 @@ func newUplink(cfg *configs.Config, uc *configs.Upstream, log *slog.Logger, open
 	}), nil
 }
 
-// replyPublisher publishes command replies on an upstream's session (the
-// MQTT 5 publisher).
+// replyPublisher publishes command replies on an upstream's session (both
+// publishers).
 type replyPublisher interface {
 	Reply(topic string, payload, correlation []byte) error
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/mapping"
 	"github.com/edged-gw/edged/southbound/door"
 )
@@ -27,10 +29,113 @@ type Command struct {
 	// none), counted from Received.
 	MessageExpiry time.Duration
 	Received      time.Time
-	// Base, when set, replaces the Commands' "{prefix}/{gateway}/" for this
-	// command (an upstream's topic_prefix); Reply, its reply function.
-	Base  string
-	Reply ReplyFunc
+	// Topics, when set, reads device and tag from Topic (the command topic
+	// template of the topic space the command came from); else Base, when
+	// set, replaces the Commands' "{prefix}/{gateway}/" for this command
+	// (an upstream's topic_prefix). Reply is its reply function.
+	Topics *CommandTopics
+	Base   string
+	Reply  ReplyFunc
+	// Refused, when set, is the source's own refusal (the local broker's
+	// rules refused the publish: denied), with RefusedMsg saying why; the
+	// door audits and answers it without writing.
+	Refused    door.Reason
+	RefusedMsg string
+}
+
+// CommandTopics are the command topics of one topic space: the command
+// topic template ([gateway] command_topic_template) rendered with that
+// space's prefix and the gateway, {device} and {tag} left open.
+type CommandTopics struct {
+	levels      []string // literal levels; "" where device or tag goes
+	device, tag int      // their levels
+	filter      string
+}
+
+// Sentinels rendered in place of {device} and {tag}: a name cannot hold
+// NUL (mapping.CheckTopicValue).
+const deviceSentinel, tagSentinel = "\x00device", "\x00tag"
+
+// NewCommandTopics renders tmpl (default
+// "{prefix}/{gateway}/{device}/{tag}/set") for prefix and gateway; {device}
+// and {tag} must each be a whole level (configs checks it at the line).
+func NewCommandTopics(tmpl, prefix, gateway string) (*CommandTopics, error) {
+	if tmpl == "" {
+		tmpl = configs.DefaultCommandTopicTemplate
+	}
+	t, err := mapping.ParseTemplate(tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("command_topic_template: %w", err)
+	}
+	ct := &CommandTopics{device: -1, tag: -1}
+	filter := make([]string, 0, 8)
+	for i, lv := range strings.Split(t.Render(prefix, gateway, deviceSentinel, tagSentinel), "/") {
+		switch {
+		case lv == deviceSentinel && ct.device < 0:
+			ct.device, lv = i, ""
+		case lv == tagSentinel && ct.tag < 0:
+			ct.tag, lv = i, ""
+		case strings.Contains(lv, "\x00"):
+			return nil, fmt.Errorf("command_topic_template %q: {device} and {tag} must each be one whole level, once", tmpl)
+		}
+		ct.levels = append(ct.levels, lv)
+		if lv == "" {
+			filter = append(filter, "+")
+		} else {
+			filter = append(filter, lv)
+		}
+	}
+	if ct.device < 0 || ct.tag < 0 {
+		return nil, fmt.Errorf("command_topic_template %q: {device} and {tag} are required", tmpl)
+	}
+	ct.filter = strings.Join(filter, "/")
+	return ct, nil
+}
+
+// Filter is the MQTT topic filter of every command topic.
+func (ct *CommandTopics) Filter() string { return ct.filter }
+
+// Parse reads device and tag from a command topic.
+func (ct *CommandTopics) Parse(topic string) (device, tag string, ok bool) {
+	n := 0
+	for i := range len(ct.levels) {
+		end := strings.IndexByte(topic[n:], '/')
+		last := i == len(ct.levels)-1
+		if (end < 0) != last {
+			return "", "", false // fewer or more levels
+		}
+		lv := topic[n:]
+		if !last {
+			lv = topic[n : n+end]
+		}
+		switch i {
+		case ct.device:
+			device = lv
+		case ct.tag:
+			tag = lv
+		default:
+			if lv != ct.levels[i] {
+				return "", "", false
+			}
+		}
+		n += end + 1
+	}
+	return device, tag, device != "" && tag != ""
+}
+
+// Template describes the topics for errors.
+func (ct *CommandTopics) String() string {
+	out := make([]string, len(ct.levels))
+	for i, lv := range ct.levels {
+		switch i {
+		case ct.device:
+			lv = "{device}"
+		case ct.tag:
+			lv = "{tag}"
+		}
+		out[i] = lv
+	}
+	return strings.Join(out, "/")
 }
 
 // Reply is the answer published for a command.
@@ -133,7 +238,7 @@ func (c *Commands) Close() {
 }
 
 func (c *Commands) run(cmd Command) {
-	c.answer(cmd, c.request(cmd, "", ""))
+	c.answer(cmd, c.request(cmd, cmd.Refused, cmd.RefusedMsg))
 }
 
 // request reads the topic and payload into a door request; what cannot be
@@ -147,15 +252,23 @@ func (c *Commands) request(cmd Command, refused door.Reason, why string) door.Re
 	// Something in the request keeps the door from "no value": the
 	// payload as given, for the audit line's "requested".
 	req.Value = json.RawMessage(cmd.Payload)
-	base := c.prefix
-	if cmd.Base != "" {
-		base = cmd.Base
+	var device, tag, want string
+	var ok bool
+	if cmd.Topics != nil {
+		device, tag, ok = cmd.Topics.Parse(cmd.Topic)
+		want = cmd.Topics.String()
+	} else {
+		base := c.prefix
+		if cmd.Base != "" {
+			base = cmd.Base
+		}
+		device, tag, ok = parseCommandTopic(base, cmd.Topic)
+		want = base + "{device}/{tag}/set"
 	}
-	device, tag, ok := parseCommandTopic(base, cmd.Topic)
 	if !ok {
 		req.Device, req.Tag = "?", "?"
 		if req.Refused == "" {
-			req.Refused, req.RefusedMsg = door.BadPayload, "topic "+cmd.Topic+" is not "+base+"{device}/{tag}/set"
+			req.Refused, req.RefusedMsg = door.BadPayload, "topic "+cmd.Topic+" is not "+want
 		}
 		return req
 	}

@@ -110,3 +110,74 @@ func TestDoorOptionsSources(t *testing.T) {
 		t.Fatal("an upstream may write")
 	}
 }
+
+// TestCommandTopics: the command topic template gives the subscription
+// filter and reads device and tag back from a topic; anything else is not
+// a command topic.
+func TestCommandTopics(t *testing.T) {
+	cases := []struct {
+		tmpl, prefix, filter string
+		good                 map[string][2]string // topic → device, tag
+		bad                  []string
+	}{
+		{"", "edged", "edged/gw/+/+/set",
+			map[string][2]string{"edged/gw/plc/sp/set": {"plc", "sp"}},
+			[]string{"edged/gw/plc/sp", "edged/gw/plc/sp/set/reply", "edged/gw//sp/set", "edged/gx/plc/sp/set", "x/edged/gw/plc/sp/set", "edged/gw/plc/a/b/set"}},
+		{"cmd/{gateway}/{tag}/of/{device}", "edged", "cmd/gw/+/of/+",
+			map[string][2]string{"cmd/gw/sp/of/plc": {"plc", "sp"}},
+			[]string{"cmd/gw/sp/of/plc/set", "cmd/gw/sp/off/plc", "cmd/gw/sp/of/", "edged/gw/plc/sp/set"}},
+		{"{prefix}/{gateway}/{device}/{tag}/set", "acme/plant7", "acme/plant7/gw/+/+/set",
+			map[string][2]string{"acme/plant7/gw/d/t/set": {"d", "t"}},
+			[]string{"acme/gw/d/t/set"}},
+		{"{prefix}/w/{device}/{tag}", "", "w/+/+", // an empty prefix drops its level
+			map[string][2]string{"w/d/t": {"d", "t"}}, []string{"/w/d/t"}},
+	}
+	for _, c := range cases {
+		ct, err := NewCommandTopics(c.tmpl, c.prefix, "gw")
+		if err != nil {
+			t.Fatalf("%q: %v", c.tmpl, err)
+		}
+		if ct.Filter() != c.filter {
+			t.Errorf("%q: filter %q, want %q", c.tmpl, ct.Filter(), c.filter)
+		}
+		for topic, want := range c.good {
+			if d, tg, ok := ct.Parse(topic); !ok || d != want[0] || tg != want[1] {
+				t.Errorf("%q: Parse(%q) = %q, %q, %v; want %q", c.tmpl, topic, d, tg, ok, want)
+			}
+		}
+		for _, topic := range c.bad {
+			if d, tg, ok := ct.Parse(topic); ok {
+				t.Errorf("%q: Parse(%q) = %q, %q: not a command topic", c.tmpl, topic, d, tg)
+			}
+		}
+	}
+	for _, bad := range []string{"{prefix}/{device}-{tag}", "{prefix}/{device}", "{prefix}/{device}/{tag}/{tag}"} {
+		if _, err := NewCommandTopics(bad, "edged", "gw"); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// TestCommandsFollowTheTemplate: with Topics set, device and tag come
+// from the template's levels, and a topic outside it is bad_payload.
+func TestCommandsFollowTheTemplate(t *testing.T) {
+	on := true
+	dev := &oneTag{spec: mapping.Spec{Name: "sp", Type: mapping.TypeUint16, Writable: true}}
+	d := door.New(dev, door.Options{Writes: &on, Allow: func(door.Source) bool { return true }})
+	r := &replies{got: make(chan sentReply, 10)}
+	c := NewCommands(d, dev, "edged", "gw", r.publish, nil)
+	defer c.Close()
+	ct, err := NewCommandTopics("plant/{gateway}/write/{device}/{tag}", "edged", "gw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := door.Source{Kind: door.FromLocal, Name: "cl"}
+	c.Handle(Command{Topic: "plant/gw/write/dev/sp", Payload: []byte("7"), Source: src, Topics: ct})
+	if s := r.next(t); s.topic != "plant/gw/write/dev/sp/reply" || !s.rep.OK || string(s.rep.ReadBack) != "7" {
+		t.Fatalf("templated command: %+v", s)
+	}
+	c.Handle(Command{Topic: "edged/gw/dev/sp/set", Payload: []byte("8"), Source: src, Topics: ct})
+	if s := r.next(t); s.rep.OK || s.rep.Reason != door.BadPayload || !strings.Contains(s.rep.Message, "plant/gw/write/{device}/{tag}") {
+		t.Fatalf("a topic outside the template: %+v", s)
+	}
+}

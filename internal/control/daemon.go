@@ -41,6 +41,48 @@ func DoorOptions(cfg *configs.Config, log *slog.Logger) door.Options {
 	return door.Options{Writes: cfg.Gateway.Writes, Allow: allow, AuditDir: AuditDir(cfg.Gateway.DataDir), Logger: log}
 }
 
+// Publish publishes one message on the local broker as edged
+// (northbound.Broker.Publish): the upstreams' subscriptions see it.
+type Publish func(topic string, payload []byte, retain bool, qos byte) error
+
+// AttachAudit publishes every write attempt's audit line on [gateway]
+// audit_topic (QoS 1, not retained) through pub, from now on and across
+// reloads; without audit_topic nothing is published.
+func (d *Daemon) AttachAudit(cfg *configs.Config, pub Publish, log *slog.Logger) {
+	if d == nil {
+		return
+	}
+	d.cmu.Lock()
+	d.publish = pub
+	d.cmu.Unlock()
+	d.Reload(cfg, log)
+}
+
+// options are the door's options for cfg, with the audit topic.
+func (d *Daemon) options(cfg *configs.Config, log *slog.Logger) door.Options {
+	o := DoorOptions(cfg, log)
+	d.cmu.Lock()
+	pub := d.publish
+	d.cmu.Unlock()
+	if pub == nil || cfg.Gateway.AuditTopic == "" {
+		return o
+	}
+	t, err := mapping.ParseTemplate(cfg.Gateway.AuditTopic)
+	if err != nil {
+		if log != nil {
+			log.Error("audit_topic: audit lines are not published", "err", err)
+		}
+		return o
+	}
+	topic := t.Render(cfg.Gateway.TopicPrefix, cfg.Gateway.ID, "", "")
+	o.OnAudit = func(line []byte) {
+		if err := pub(topic, line, false, 1); err != nil && log != nil {
+			log.Warn("audit line not published", "topic", topic, "err", err)
+		}
+	}
+	return o
+}
+
 // Daemon is the running daemon's write door and its control socket.
 type Daemon struct {
 	Door   *door.Door
@@ -51,6 +93,7 @@ type Daemon struct {
 	cmu         sync.Mutex
 	localBroker LocalBroker
 	localFilter string
+	publish     Publish // the audit topic's publisher (AttachAudit)
 	gw          *gateway.Gateway
 	spw         sparkplugWrites // DCMD writes (sparkplug.go)
 	spClosed    bool            // guarded by cmu
@@ -62,6 +105,12 @@ type LocalBroker interface {
 	SubscribeCommands(filter string, id int, fn func(northbound.LocalCommand)) error
 	Unsubscribe(filter string, id int) error
 	PublishReply(topic string, payload, correlation []byte) error
+}
+
+// refusingBroker tells of the command-topic publishes it refused
+// (northbound.Broker).
+type refusingBroker interface {
+	OnRefusedCommand(fn func(c northbound.LocalCommand, why string))
 }
 
 // commandSubID is the in-process subscription id of the command filter.
@@ -76,14 +125,29 @@ func (d *Daemon) AttachLocal(cfg *configs.Config, b LocalBroker, log *slog.Logge
 		return nil
 	}
 	c := d.commands(cfg, log)
-	filter := CommandFilter(cfg.Gateway.TopicPrefix, cfg.Gateway.ID)
-	err := b.SubscribeCommands(filter, commandSubID, func(m northbound.LocalCommand) {
+	topics, err := NewCommandTopics(cfg.Gateway.CommandTopicTemplate, cfg.Gateway.TopicPrefix, cfg.Gateway.ID)
+	if err != nil {
+		return err
+	}
+	filter := topics.Filter()
+	err = b.SubscribeCommands(filter, commandSubID, func(m northbound.LocalCommand) {
 		c.Handle(Command{Topic: m.Topic, Payload: m.Payload, Source: door.Source{Kind: door.FromLocal, Name: m.ClientID, User: m.Username},
 			ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, MessageExpiry: m.MessageExpiry, Received: m.Received,
-			Reply: b.PublishReply})
+			Topics: topics, Reply: b.PublishReply})
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe to the command topics %s: %w", filter, err)
+	}
+	if rb, ok := b.(refusingBroker); ok {
+		// What the broker refused on a command topic is audited and
+		// answered denied too. The reply goes to the command topic +
+		// /reply only: a client that may not command must not choose
+		// where edged publishes (its MQTT 5 QoS 1 PUBACK says 0x87).
+		rb.OnRefusedCommand(func(m northbound.LocalCommand, why string) {
+			c.Handle(Command{Topic: m.Topic, Payload: m.Payload, Source: door.Source{Kind: door.FromLocal, Name: m.ClientID, User: m.Username},
+				MessageExpiry: m.MessageExpiry, Received: m.Received, Topics: topics, Reply: b.PublishReply,
+				Refused: door.Denied, RefusedMsg: "the local broker refused it: " + why})
+		})
 	}
 	d.localBroker, d.localFilter = b, filter
 	return nil
@@ -100,16 +164,16 @@ func (d *Daemon) commands(cfg *configs.Config, log *slog.Logger) *Commands {
 }
 
 // UpstreamCommand hands a command from the cloud broker of upstream name
-// to the door; base is that upstream's "{topic_prefix}/{gateway}/" and
-// reply publishes on its session. Safe on a nil Daemon (dry runs): the
-// command is dropped.
-func (d *Daemon) UpstreamCommand(cfg *configs.Config, log *slog.Logger, name, base string, m northbound.CloudCommand, reply ReplyFunc) {
+// to the door; topics are that upstream's command topics (under its
+// topic_prefix) and reply publishes on its session. Safe on a nil Daemon
+// (dry runs): the command is dropped.
+func (d *Daemon) UpstreamCommand(cfg *configs.Config, log *slog.Logger, name string, topics *CommandTopics, m northbound.CloudCommand, reply ReplyFunc) {
 	if d == nil {
 		return
 	}
 	d.commands(cfg, log).Handle(Command{Topic: m.Topic, Payload: m.Payload, Source: door.Source{Kind: door.FromUpstream, Name: name},
 		ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, MessageExpiry: m.MessageExpiry, Received: m.Received,
-		Base: base, Reply: reply})
+		Topics: topics, Reply: reply})
 }
 
 // Start makes the door over the gateway's devices and serves it on the
@@ -136,7 +200,7 @@ func (d *Daemon) Reload(cfg *configs.Config, log *slog.Logger) {
 	if d == nil {
 		return
 	}
-	d.Door.Configure(DoorOptions(cfg, log))
+	d.Door.Configure(d.options(cfg, log))
 }
 
 // Close closes the socket and the audit file.

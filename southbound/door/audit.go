@@ -63,6 +63,16 @@ type Line struct {
 // disk (it changed the plant); refusals are not, so that a flood of them
 // does not wear an SD card.
 func (a *Audit) Append(req Request, res *Result, requested string) error {
+	b, err := MarshalLine(req, res, requested)
+	if err != nil {
+		return err
+	}
+	return a.write(append(b, '\n'), res.Sent)
+}
+
+// MarshalLine is the audit line of one attempt as JSON, without the
+// newline; requested is the value as given.
+func MarshalLine(req Request, res *Result, requested string) ([]byte, error) {
 	if len(requested) > maxAuditValue {
 		b, _ := json.Marshal(requested[:maxAuditValue] + "…")
 		requested = string(b)
@@ -75,11 +85,11 @@ func (a *Audit) Append(req Request, res *Result, requested string) error {
 	if requested != "" {
 		l.Requested = json.RawMessage(requested)
 	}
-	b, err := json.Marshal(l)
-	if err != nil {
-		return err
-	}
-	b = append(b, '\n')
+	return json.Marshal(l)
+}
+
+// write appends one line, synced when sync is set.
+func (a *Audit) write(b []byte, sync bool) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := a.open(int64(len(b))); err != nil {
@@ -87,7 +97,7 @@ func (a *Audit) Append(req Request, res *Result, requested string) error {
 	}
 	n, err := a.f.Write(b)
 	a.size += int64(n)
-	if err == nil && res.Sent {
+	if err == nil && sync {
 		err = a.f.Sync()
 	}
 	return err

@@ -198,6 +198,10 @@ type Options struct {
 	AuditMaxBytes int64
 	// AuditKeep is how many rotated files are kept; default 4.
 	AuditKeep int
+	// OnAudit, when set, is given every attempt's audit line (JSON, no
+	// newline; the file's line) after it is written to the file: the
+	// daemon publishes it on [gateway] audit_topic. It must not block.
+	OnAudit func(line []byte)
 	// Logger receives accepted writes (info) and audit trouble (error).
 	Logger *slog.Logger
 	// Now is the clock (tests); default time.Now.
@@ -289,9 +293,23 @@ func (d *Door) Write(ctx context.Context, req Request) Result {
 	val := d.apply(ctx, req, &res, start)
 	res.LatencyMs = ms(d.now().Sub(start))
 	d.writes.WithLabelValues(res.Status(), string(res.Reason)).Inc()
-	if d.audit != nil {
-		if err := d.audit.Append(req, &res, val); err != nil {
-			d.log.Error("write audit failed", "dir", d.audit.dir, "err", err)
+	d.mu.Lock()
+	onAudit := d.opts.OnAudit
+	d.mu.Unlock()
+	if d.audit != nil || onAudit != nil {
+		line, err := MarshalLine(req, &res, val)
+		switch {
+		case err != nil:
+			d.log.Error("write audit failed", "err", err)
+		default:
+			if d.audit != nil {
+				if err := d.audit.write(append(line, '\n'), res.Sent); err != nil {
+					d.log.Error("write audit failed", "dir", d.audit.dir, "err", err)
+				}
+			}
+			if onAudit != nil {
+				onAudit(line[:len(line):len(line)])
+			}
 		}
 	}
 	if res.Sent {

@@ -50,7 +50,7 @@ type testServer struct {
 	// sourceTime, when set, is the SourceTimestamp of every value the Read
 	// handler returns (gopcua's map namespace sends none).
 	sourceTime atomic.Pointer[time.Time]
-	publish atomic.Int64 // PublishRequests received
+	publish    atomic.Int64 // PublishRequests received
 }
 
 const serverMaxNodesPerRead = 32

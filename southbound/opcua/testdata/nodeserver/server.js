@@ -17,10 +17,13 @@
 //   ns=N;s=Mode      String "AUTO", read-only
 //   ns=N;s=Profile   Double[] [1, 2.5, Counter]
 //   ns=N;s=Setpoint  Double, writable
+//   ns=N;s=Limit     UInt16 100, writable (a write in another DataType is BadTypeMismatch)
 //   Objects/Line1/Speed (ns=N;s=Line1.Speed)  Double, Counter*2, for browse paths
 //   ns=N;s=Bulk.00000 … Double, every --bulk-interval ms all set to a new value
 //
-// Prints "ready port=P ns=N sha1=HEX" on stdout once listening; exits when
+// Prints "ready port=P ns=N sha1=HEX" on stdout once listening, then
+// "written NAME TYPE VALUE" each time a client writes Setpoint or Limit
+// (the server's own view of the write, for tests); exits when
 // stdin closes or on SIGTERM/SIGINT.
 "use strict";
 const path = require("path");
@@ -100,7 +103,8 @@ async function main() {
         organizedBy: objects, browseName: "Profile", nodeId: "s=Profile", dataType: "Double", valueRank: 1,
         value: new Variant({ dataType: DataType.Double, arrayType: 1 /* Array */, value: new Float64Array([1, 2.5, 0]) }),
     });
-    v("Setpoint", "Double", 20.5, { accessLevel: "CurrentRead | CurrentWrite", userAccessLevel: "CurrentRead | CurrentWrite" });
+    const rw = { accessLevel: "CurrentRead | CurrentWrite", userAccessLevel: "CurrentRead | CurrentWrite" };
+    const writable = [v("Setpoint", "Double", 20.5, rw), v("Limit", "UInt16", 100, rw)];
     const line1 = ns.addObject({ organizedBy: objects, browseName: "Line1", nodeId: "s=Line1" });
     const vSpeed = ns.addVariable({
         componentOf: line1, browseName: "Speed", nodeId: "s=Line1.Speed", dataType: "Double",
@@ -135,10 +139,19 @@ async function main() {
         }, bulkInterval));
     }
 
+    let started = false; // the ready line comes first
+    for (const w of writable) {
+        // Nothing but a client's write changes these two.
+        w.on("value_changed", (dv) => {
+            if (!started) return;
+            process.stdout.write(`written ${w.browseName.name} ${DataType[dv.value.dataType]} ${dv.value.value}\n`);
+        });
+    }
     await server.start();
     const crypto = require("crypto");
     const sha1 = crypto.createHash("sha1").update(server.getCertificate()).digest("hex");
     process.stdout.write(`ready port=${server.endpoints[0].port} ns=${nsi} sha1=${sha1}\n`);
+    started = true;
 
     let stopping = false;
     const stop = async () => {
