@@ -133,6 +133,7 @@ type Options struct {
 	segBytes   int64         // overrides segmentBytes (tests)
 	stuckAfter time.Duration // overrides stuckAfter (tests)
 	dropQuiet  time.Duration // overrides dropQuiet (tests)
+	idleClose  time.Duration // overrides idleClose (tests); negative never closes
 }
 
 // Overhead is the disk space Badger needs beyond the stored messages: the
@@ -244,8 +245,13 @@ const maxEntryBytes = 64 << 20
 // Queue is a durable FIFO. Its methods are safe for concurrent use.
 type Queue struct {
 	opts Options
-	db   *badger.DB
+	db   *badger.DB   // nil while closed for idleness (see idle.go); under dbMu
+	dbMu sync.RWMutex // held (read) while the store is used, (write) to open or close it
+	lock *os.File     // the queue's lock file; nil if it could not be taken (never closed idle then)
 	log  *slog.Logger
+
+	dbUsed              atomic.Int64 // unix ns the store was last asked for
+	reopens, idleCloses atomic.Uint64
 
 	mu       sync.Mutex
 	pending  []pendingEntry // appended, not yet written
@@ -373,6 +379,13 @@ func Open(opts Options) (*Queue, error) {
 	// row did not survive: after two, every block of the store is
 	// verified before Badger sees it (a damage that crashes Badger later
 	// than its open, in a compaction, must not loop either).
+	var lock *os.File
+	if fi, err := os.Stat(opts.Dir); err == nil && fi.IsDir() {
+		var lerr error
+		if lock, lerr = lockDir(opts.Dir); errors.Is(lerr, errLocked) {
+			return nil, fmt.Errorf("buffer %s: open: %w (%w)", opts.Dir, lerr, ErrCannotOpen)
+		}
+	}
 	prev, havePrev := readMark(opts.Dir)
 	full := havePrev && prev.starts >= 2
 	var mf *markFile
@@ -390,12 +403,15 @@ func Open(opts Options) (*Queue, error) {
 	}
 	if err != nil && !movable(opts.Dir, err) {
 		_ = mf.close()
+		closeLock(lock)
 		return nil, fmt.Errorf("buffer %s: open: %w (%w)", opts.Dir, err, ErrCannotOpen)
 	}
 	starts := prev.starts + 1
 	if err != nil {
 		_ = mf.close()
 		mf = nil
+		closeLock(lock) // it stays with the store moved aside
+		lock = nil
 		aside := fmt.Sprintf("%s.broken-%s", filepath.Clean(opts.Dir), time.Now().UTC().Format("20060102T150405Z"))
 		if rerr := os.Rename(opts.Dir, aside); rerr != nil {
 			return nil, fmt.Errorf("buffer %s: open: %w; moving it aside failed too: %v (%w)", opts.Dir, err, rerr, ErrCannotOpen)
@@ -422,6 +438,11 @@ func Open(opts Options) (*Queue, error) {
 		starts = 1
 	}
 	q.db = db
+	if lock == nil { // the directory is Badger's new one: locked by it until now
+		lock, _ = lockDir(opts.Dir)
+	}
+	q.lock = lock
+	q.dbUsed.Store(time.Now().UnixNano())
 	q.mu.Lock()
 	m := q.markLocked()
 	q.mu.Unlock()
@@ -946,7 +967,12 @@ func (r *Reader) load(seq, limit uint64) (found bool, bad *batchKey, err error) 
 	if !ok {
 		return false, nil, nil
 	}
-	err = r.q.db.View(func(txn *badger.Txn) error {
+	db, release, err := r.q.store()
+	if err != nil {
+		return false, nil, err
+	}
+	defer release()
+	err = db.View(func(txn *badger.Txn) error {
 		var err error
 		found, bad, err = loadAt(txn, seg, seq, limit, &r.cur)
 		return err
@@ -1192,7 +1218,20 @@ func (q *Queue) Close() error {
 	q.mu.Unlock()
 	close(q.stop)
 	<-q.stopped
-	return q.db.Close()
+	q.dbMu.Lock()
+	defer q.dbMu.Unlock()
+	var err error
+	if q.db != nil {
+		err = q.db.Close()
+	}
+	closeLock(q.lock)
+	return err
+}
+
+func closeLock(f *os.File) {
+	if f != nil {
+		_ = f.Close()
+	}
 }
 
 // clock is q.now, or time.Now for a queue made without it.

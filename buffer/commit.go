@@ -64,7 +64,7 @@ func (q *Queue) run() {
 			q.dirty = true // the state records the next sequence number
 			q.mu.Unlock()
 			q.commitOnce(true)
-			_ = q.db.Sync()
+			q.ifOpen(func(db *badger.DB) { _ = db.Sync() })
 			q.durable.Store(q.committed.Load())
 			q.mu.Lock()
 			q.starts = 0 // a clean stop
@@ -96,7 +96,9 @@ func (q *Queue) run() {
 			arm()
 		case <-syncTick.C:
 			if c := q.committed.Load(); c != lastSynced && q.opts.Sync == SyncInterval {
-				if err := q.db.Sync(); err == nil {
+				var err error
+				q.ifOpen(func(db *badger.DB) { err = db.Sync() }) // a closed store was synced by its Close
+				if err == nil {
 					q.durable.Store(c)
 					lastSynced = c
 				}
@@ -115,9 +117,12 @@ func (q *Queue) run() {
 			}
 			if time.Since(lastGC) >= 5*time.Minute { // value-log GC
 				lastGC = time.Now()
-				for q.db.RunValueLogGC(0.5) == nil {
-				}
+				q.ifOpen(func(db *badger.DB) {
+					for db.RunValueLogGC(0.5) == nil {
+					}
+				})
 			}
+			q.closeIfIdle()
 			arm()
 		}
 	}
@@ -436,7 +441,11 @@ func (q *Queue) dropSegments(now bool) error {
 	for i, sg := range drops {
 		prefixes[i] = segPrefix(nil, sg.id)
 	}
-	err := q.db.DropPrefix(prefixes...)
+	db, release, err := q.store()
+	if err == nil {
+		err = db.DropPrefix(prefixes...)
+		release()
+	}
 	q.lastDrop = time.Now()
 	if err != nil {
 		return err
@@ -642,7 +651,12 @@ func (q *Queue) addBatchLocked(b *batch) {
 // slots of the batches that follow), then the batches. A crash between
 // them leaves a state that is behind, never ahead.
 func (q *Queue) write(state []byte, puts []put, vals []byte) error {
-	wb := q.db.NewWriteBatch()
+	db, release, err := q.store()
+	if err != nil {
+		return err
+	}
+	defer release()
+	wb := db.NewWriteBatch()
 	defer wb.Cancel()
 	if state != nil {
 		if err := wb.Set(stateKey, state); err != nil {
@@ -662,7 +676,7 @@ func (q *Queue) write(state []byte, puts []put, vals []byte) error {
 		return err
 	}
 	if q.opts.Sync == SyncAlways {
-		return q.db.Sync()
+		return db.Sync()
 	}
 	return nil
 }
@@ -760,14 +774,20 @@ func (q *Queue) walkStoredLocked(fn func(seq uint64, raw []byte) bool) {
 			seg, ok := segFor(q.segs, from)
 			found := false
 			var bad *batchKey
-			err := q.db.View(func(txn *badger.Txn) error {
-				if !ok {
-					return nil
-				}
-				var err error
-				found, bad, err = loadAt(txn, seg, from, q.written-1, &q.head)
-				return err
-			})
+			var err error
+			var db *badger.DB
+			release := func() {}
+			if ok { // a closed store holds no segment: not opened for nothing
+				db, release, err = q.store()
+			}
+			if ok && err == nil {
+				err = db.View(func(txn *badger.Txn) error {
+					var err error
+					found, bad, err = loadAt(txn, seg, from, q.written-1, &q.head)
+					return err
+				})
+				release()
+			}
 			if bad != nil {
 				// Damaged: skipped and counted (see loseLocked).
 				q.loseLocked(bad.first, bad.last, err)

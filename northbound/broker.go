@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -60,6 +61,7 @@ type Broker struct {
 
 	smu  sync.Mutex
 	subs map[inlineSub]*inlineHandlers // in-process subscriptions
+	own  atomic.Pointer[[]ownHandler]  // their handlers of edged's own messages, rebuilt under smu
 
 	mu      sync.Mutex
 	started bool
@@ -268,7 +270,39 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 			return nil
 		}
 	}
+	if atomic.LoadInt64(&b.srv.Info.Subscriptions) == 0 {
+		// No network client subscribes to anything (the library counts
+		// their subscriptions, persistent sessions' included): the only
+		// receivers are the in-process ones, called here as the library
+		// would, without its topic-index scan and the maps it allocates
+		// per message (BenchmarkBrokerPublishInline).
+		if own := b.own.Load(); own != nil {
+			for _, h := range *own {
+				if matchFilter(h.filter, topic) {
+					h.fn(topic, payload, false)
+				}
+			}
+		}
+		return nil
+	}
 	return b.srv.Publish(topic, payload, false, qos)
+}
+
+// ownHandler is an in-process handler of edged's own messages.
+type ownHandler struct {
+	filter string
+	fn     func(topic string, payload []byte, retained bool)
+}
+
+// rebuildOwnLocked rebuilds b.own from b.subs (b.smu held).
+func (b *Broker) rebuildOwnLocked() {
+	own := make([]ownHandler, 0, len(b.subs))
+	for k, h := range b.subs {
+		if h.own != nil {
+			own = append(own, ownHandler{k.filter, h.own})
+		}
+	}
+	b.own.Store(&own)
 }
 
 // Retained returns a copy of the retained message edged holds for topic.
@@ -316,9 +350,11 @@ func (b *Broker) subscribe(filter string, id int, fn func(topic string, payload 
 		h.own = fn
 	}
 	if b.subs[k] != nil {
+		b.rebuildOwnLocked()
 		return nil // already subscribed: the handler dispatches to both
 	}
 	b.subs[k] = h
+	b.rebuildOwnLocked()
 	err := b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		fn := h.own
 		switch pk.Origin {
@@ -334,6 +370,7 @@ func (b *Broker) subscribe(filter string, id int, fn func(topic string, payload 
 	})
 	if err != nil {
 		delete(b.subs, k)
+		b.rebuildOwnLocked()
 	}
 	return err
 }
@@ -343,6 +380,7 @@ func (b *Broker) subscribe(filter string, id int, fn func(topic string, payload 
 func (b *Broker) Unsubscribe(filter string, id int) error {
 	b.smu.Lock()
 	delete(b.subs, inlineSub{filter, id})
+	b.rebuildOwnLocked()
 	b.smu.Unlock()
 	return b.srv.Unsubscribe(filter, id)
 }

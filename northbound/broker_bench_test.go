@@ -46,3 +46,55 @@ func BenchmarkBrokerPublishToSubscriber(b *testing.B) {
 		}
 	}
 }
+
+func benchTopics() ([]string, []byte) {
+	topics := make([]string, 500)
+	for i := range topics {
+		topics[i] = fmt.Sprintf("edged/gw1/dev%d/tag%d", i/50, i)
+	}
+	return topics, []byte(`{"v":21.53,"ts":1764156621123,"q":"good","unit":"°C"}`)
+}
+
+// BenchmarkBrokerPublishNoSubscriber is edged's own publish when nothing
+// subscribes (no uplink, no local client): the fixed cost of a message.
+func BenchmarkBrokerPublishNoSubscriber(b *testing.B) {
+	br := NewBroker(BrokerOptions{Listen: "127.0.0.1:0"})
+	if err := br.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer br.Stop()
+	topics, payload := benchTopics()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := br.Publish(topics[i%len(topics)], payload, false, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBrokerPublishInline is edged's own publish to one in-process
+// subscription of "#" (what an uplink's bridge is), no network client.
+func BenchmarkBrokerPublishInline(b *testing.B) {
+	br := NewBroker(BrokerOptions{Listen: "127.0.0.1:0"})
+	if err := br.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer br.Stop()
+	var got int
+	if err := br.Subscribe("#", 1, func(string, []byte, bool) { got++ }); err != nil {
+		b.Fatal(err)
+	}
+	topics, payload := benchTopics()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := br.Publish(topics[i%len(topics)], payload, false, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if got != b.N {
+		b.Fatalf("handler got %d of %d", got, b.N)
+	}
+}

@@ -28,7 +28,10 @@ type mqtt5 struct {
 	nextID uint16
 	tokens map[uint16]uint64 // packet id → token, for messages in flight
 	slots  chan struct{}     // one per message in flight
-	onAck  func(uint64, byte)
+	// unflushed counts the QoS>0 PUBLISHes buffered since the last Flush
+	// (at most: the buffer may have written some when it filled).
+	unflushed int
+	onAck     func(uint64, byte)
 	// maxPacket is the broker's Maximum Packet Size (CONNACK), 0 for none.
 	maxPacket int
 	done      chan struct{}
@@ -176,6 +179,7 @@ func (p *mqtt5) Connect(ctx context.Context, onAck func(uint64, byte)) error {
 	p.conn, p.w = conn, bufio.NewWriterSize(conn, 32<<10)
 	p.tokens = make(map[uint16]uint64, window)
 	p.slots = make(chan struct{}, window)
+	p.unflushed = 0
 	p.onAck, p.err, p.done = onAck, nil, make(chan struct{})
 	p.mu.Unlock()
 	go p.readLoop(conn, p.done, p.slots)
@@ -302,9 +306,19 @@ func (p *mqtt5) Publish(ctx context.Context, m *Message, token uint64) error {
 		select {
 		case slots <- struct{}{}:
 		default:
-			// Window full: push out what is buffered, then wait for a slot.
-			if err := p.Flush(); err != nil {
-				return err
+			// Window full: the PUBACKs of what was written free slots.
+			// What is buffered goes out in batches of an eighth of the
+			// window (or once no more than half of it is written and
+			// unacknowledged), not one write (and one PUBACK read) per
+			// freed slot of an ack-clocked stream; the window stays
+			// nearly full, and never all of it waits unwritten.
+			p.mu.Lock()
+			written, buffered := len(slots)-p.unflushed, p.unflushed
+			p.mu.Unlock()
+			if flushDue(written, buffered, cap(slots)) {
+				if err := p.Flush(); err != nil {
+					return err
+				}
 			}
 			select {
 			case slots <- struct{}{}:
@@ -340,11 +354,22 @@ func (p *mqtt5) Publish(ctx context.Context, m *Message, token uint64) error {
 		p.tokens[id] = token
 	}
 	p.hdr = appendPublishHeader(p.hdr[:0], m, id)
+	if m.QoS > 0 {
+		p.unflushed++
+	}
 	if _, err := p.w.Write(p.hdr); err != nil {
 		return err
 	}
 	_, err := p.w.Write(m.Payload)
 	return err
+}
+
+// flushDue says whether a full window's buffered PUBLISHes go out now:
+// in batches of an eighth of the window, or once no more than half of it
+// is written and unacknowledged. With nothing written it is always due:
+// no PUBACK would come to free a slot.
+func flushDue(written, buffered, window int) bool {
+	return buffered >= max(1, window/8) || written <= window/2
 }
 
 // PacketTooLargeError is a PUBLISH larger than the broker's Maximum Packet
@@ -435,6 +460,7 @@ func (p *mqtt5) Flush() error {
 		p.mu.Lock()
 		return err
 	}
+	p.unflushed = 0
 	return nil
 }
 

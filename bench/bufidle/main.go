@@ -31,6 +31,7 @@ func main() {
 	period := flag.Duration("for", 60*time.Second, "how long to measure")
 	every := flag.Duration("every", 10*time.Second, "one message this often (0: none)")
 	prof := flag.String("cpuprofile", "", "write a CPU profile here")
+	settle := flag.Duration("settle", 35*time.Second, "wait this long before measuring (the store closes after 30 s unused)")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "edged-bufidle")
 	if err != nil {
@@ -56,7 +57,7 @@ func main() {
 		next = n
 	}
 	send()
-	time.Sleep(2 * time.Second) // past the open's own work
+	time.Sleep(*settle) // past the open's own work and, by default, the idle store's close
 	if *prof != "" {
 		f, err := os.Create(*prof)
 		if err != nil {

@@ -199,9 +199,9 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 		}
 		return a
 	}
-	c0, b0, cpu0, t0, a0, s0 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now(), acked(), consoleBytes.Load()
+	c0, b0, cpu0, t0, a0, s0, w0 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now(), acked(), consoleBytes.Load(), wakeups()
 	time.Sleep(duration)
-	c1, b1, cpu1, t1, a1, s1 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now(), acked(), consoleBytes.Load()
+	c1, b1, cpu1, t1, a1, s1, w1 := rt.Gateway.Counters(), rt.Broker.Stats(), cpuTime(), time.Now(), acked(), consoleBytes.Load(), wakeups()
 
 	secs := t1.Sub(t0).Seconds()
 	points := float64(c1.Samples - c0.Samples)
@@ -234,8 +234,9 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 		fmt.Printf("  console client       %s, event stream %.1f KB/s\n", consoleView, float64(s1-s0)/secs/1000)
 	}
 	if points > 0 {
-		fmt.Printf("  CPU                  %.2f s per million points (%.0f%% of one core)\n", cpu/points*1e6, 100*cpu/secs)
+		fmt.Printf("  CPU                  %.2f s per million points (%.3f%% of one core)\n", cpu/points*1e6, 100*cpu/secs)
 	}
+	fmt.Printf("  CPU                  %.3f s in the window; thread wakeups %.1f/s (schedstat timeslices, all threads)\n", cpu, float64(w1-w0)/secs)
 	lim := "none"
 	if limit < math.MaxInt64 {
 		lim = fmt.Sprintf("%d MiB", limit>>20)
@@ -358,6 +359,24 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// wakeups sums the timeslices run by every thread of the process (the
+// third field of /proc/self/task/*/schedstat): how often it is woken up,
+// what an idle gateway's cost is made of. Threads that ended are not counted.
+func wakeups() (n uint64) {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		var run, wait, slices uint64
+		if _, err := fmt.Sscanf(string(b), "%d %d %d", &run, &wait, &slices); err == nil {
+			n += slices
+		}
+	}
+	return n
 }
 
 // memory returns the current and peak resident set size in MB.
