@@ -2,6 +2,10 @@
 // (in a child process, so their CPU is not counted) → the modbus-tcp driver
 // → mapping → the embedded broker → one real subscriber (mosquitto_sub).
 // It prints points per second, CPU seconds per million points and memory.
+// The gateway runs in this process (the simulator, mosquitto and the
+// subscriber are other processes), so the RSS printed is edged's own plus a
+// few goroutines of harness; -memdetail splits it into the Go heap's classes
+// and anonymous vs file-backed pages (the executable's, Badger's mmaps).
 //
 //	go run ./bench/pipeline -devices 10 -tags 500 -poll 1ms -duration 20s
 package main
@@ -19,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strings"
 	"sync/atomic"
@@ -44,6 +49,8 @@ func main() {
 	upstream := flag.Bool("upstream", false, "also bridge everything at QoS 1 to a Debian mosquitto on loopback through the buffer")
 	inflight := flag.Int("inflight", 100, "upstream max_inflight")
 	format := flag.String("format", "json", "upstream format: json | sparkplug (with -upstream)")
+	memProfile := flag.String("memprofile", "", "write a heap profile (inuse) at the end of the window here")
+	memDetail = flag.Bool("memdetail", false, "also print where the RSS is: Go heap classes (runtime/metrics) and anonymous vs file-backed pages")
 	consoleView := flag.String("console", "", "keep one web console client connected while measuring (curl on the simulator's CPU): overview | device (d00's 500 tags)")
 	flag.Parse()
 
@@ -51,6 +58,7 @@ func main() {
 		runSim(*devices, *tags)
 		return
 	}
+	memProfilePath = *memProfile
 	if err := runEdged(*devices, *tags, *poll, *warmup, *duration, *subscriber, *simCPU, *cpuProfile, *publish, *upstream, *inflight, *consoleView, *format); err != nil {
 		fmt.Fprintln(os.Stderr, "pipeline:", err)
 		os.Exit(1)
@@ -242,7 +250,100 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 		lim = fmt.Sprintf("%d MiB", limit>>20)
 	}
 	fmt.Printf("  memory               RSS %.1f MB, peak %.1f MB (Go soft memory limit %s)\n", rss, hwm, lim)
+	if *memDetail {
+		printMemDetail()
+	}
+	if memProfilePath != "" {
+		f, err := os.Create(memProfilePath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		runtime.GC()
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+var (
+	memDetail      *bool
+	memProfilePath string
+)
+
+// printMemDetail splits the RSS: the Go runtime's own view (heap in use,
+// free but not returned, stacks, runtime metadata) and the kernel's
+// (anonymous pages vs file-backed ones such as Badger's mmapped tables and
+// value log). The bench program is edged's runtime plus a few goroutines of
+// harness (the simulator, mosquitto and the subscriber are other processes),
+// so these are edged's own figures.
+func printMemDetail() {
+	names := []string{
+		"/memory/classes/heap/objects:bytes",
+		"/memory/classes/heap/unused:bytes",
+		"/memory/classes/heap/free:bytes",
+		"/memory/classes/heap/released:bytes",
+		"/memory/classes/heap/stacks:bytes",
+		"/memory/classes/metadata/other:bytes",
+		"/memory/classes/metadata/mspan/inuse:bytes",
+		"/memory/classes/metadata/mcache/inuse:bytes",
+		"/memory/classes/os-stacks:bytes",
+		"/memory/classes/other:bytes",
+		"/memory/classes/profiling/buckets:bytes",
+		"/memory/classes/total:bytes",
+		"/gc/heap/goal:bytes",
+		"/sched/goroutines:goroutines",
+	}
+	samples := make([]metrics.Sample, len(names))
+	for i, n := range names {
+		samples[i].Name = n
+	}
+	metrics.Read(samples)
+	for _, s := range samples {
+		if s.Value.Kind() == metrics.KindUint64 {
+			v := s.Value.Uint64()
+			if strings.HasSuffix(s.Name, ":bytes") {
+				fmt.Printf("    %-44s %6.1f MB\n", s.Name, float64(v)/(1<<20))
+			} else {
+				fmt.Printf("    %-44s %6d\n", s.Name, v)
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "RssAnon") || strings.HasPrefix(l, "RssFile") || strings.HasPrefix(l, "RssShmem") {
+				fmt.Printf("    %s\n", l)
+			}
+		}
+	}
+	// The file-backed pages by file (Badger's .sst/.vlog/.mem, the binary).
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return
+	}
+	byFile := map[string]int{}
+	cur := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && len(f[1]) == 4 {
+			cur = "[anon]"
+			if len(f) >= 6 {
+				cur = filepath.Base(f[5]) + " " + f[1]
+			}
+			continue
+		}
+		if len(f) == 3 && f[0] == "Rss:" {
+			var kb int
+			fmt.Sscanf(f[1], "%d", &kb)
+			byFile[cur] += kb
+		}
+	}
+	for k, v := range byFile {
+		if v >= 256 {
+			fmt.Printf("    rss %-40s %6.1f MB\n", k, float64(v)/1024)
+		}
+	}
 }
 
 func writeConfig(dir string, addrs []string, tags int, poll time.Duration, publish, upstream string, inflight int, format string) error {
