@@ -27,6 +27,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/edged-gw/edged/bench/internal/benchkit"
 	"math"
 	"net"
 	"os"
@@ -743,7 +744,7 @@ func startRSS(pid int) *rssSampler {
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if rss, _ := memory(pid); rss > 0 {
+			if rss, _ := benchkit.Memory(pid); rss > 0 {
 				m.mu.Lock()
 				m.samples = append(m.samples, rss)
 				m.mu.Unlock()
@@ -761,30 +762,12 @@ func startRSS(pid int) *rssSampler {
 func (m *rssSampler) stop() (median, peak float64) {
 	close(m.done)
 	m.wg.Wait()
-	_, hwm := memory(m.pid)
+	_, hwm := benchkit.Memory(m.pid)
 	if len(m.samples) == 0 {
 		return 0, hwm
 	}
 	sort.Float64s(m.samples)
 	return m.samples[len(m.samples)/2], max(hwm, m.samples[len(m.samples)-1])
-}
-
-// memory returns pid's resident set and its peak in MB.
-func memory(pid int) (rss, hwm float64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		var kb float64
-		if _, err := fmt.Sscanf(l, "VmRSS: %f kB", &kb); err == nil {
-			rss = kb / 1024
-		}
-		if _, err := fmt.Sscanf(l, "VmHWM: %f kB", &kb); err == nil {
-			hwm = kb / 1024
-		}
-	}
-	return rss, hwm
 }
 
 // ---- the report ----

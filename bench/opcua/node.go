@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/edged-gw/edged/bench/internal/benchkit"
 	"io"
 	"net"
 	"os"
@@ -113,7 +114,11 @@ func benchNode(dir string, items int, dur, bulkInterval, publish time.Duration, 
 	d := opcua.New()
 	d.Name, d.Endpoint = "bench", fmt.Sprintf("opc.tcp://127.0.0.1:%d", port)
 	if rtt > 0 {
-		d.Endpoint = "opc.tcp://" + startDelayProxy(fmt.Sprintf("127.0.0.1:%d", port), rtt/2)
+		addr, err := benchkit.DelayProxy(fmt.Sprintf("127.0.0.1:%d", port), rtt/2)
+		if err != nil {
+			fatal("%v", err)
+		}
+		d.Endpoint = "opc.tcp://" + addr
 		fmt.Printf("through a proxy adding %v of round trip\n", rtt)
 	}
 	d.SecurityPolicy = "None"

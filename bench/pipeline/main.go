@@ -15,6 +15,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/edged-gw/edged/bench/internal/benchkit"
 	_ "github.com/edged-gw/edged/southbound/all" // the drivers
 	"log/slog"
 	"math"
@@ -215,7 +216,7 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 	points := float64(c1.Samples - c0.Samples)
 	published := float64(c1.Published - c0.Published)
 	cpu := (cpu1 - cpu0).Seconds()
-	rss, hwm := memory()
+	rss, hwm := benchkit.Memory(0)
 	fmt.Printf("edged pipeline bench: %d devices × %d float32, poll %v, publish = %q, GOMAXPROCS=%d, subscriber %s\n",
 		devices, tags, poll, publish, runtime.GOMAXPROCS(0), subName)
 	fmt.Printf("  window               %.1f s\n", secs)
@@ -478,22 +479,4 @@ func wakeups() (n uint64) {
 		}
 	}
 	return n
-}
-
-// memory returns the current and peak resident set size in MB.
-func memory() (rss, hwm float64) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		var kb float64
-		if _, err := fmt.Sscanf(l, "VmRSS: %f kB", &kb); err == nil {
-			rss = kb / 1024
-		}
-		if _, err := fmt.Sscanf(l, "VmHWM: %f kB", &kb); err == nil {
-			hwm = kb / 1024
-		}
-	}
-	return rss, hwm
 }

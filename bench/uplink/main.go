@@ -24,6 +24,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/edged-gw/edged/bench/internal/benchkit"
 	"log/slog"
 	"net"
 	"net/url"
@@ -84,7 +85,11 @@ func main() {
 			transport = "mqtts:// (TLS, client certificate)"
 		}
 		if *rtt > 0 {
-			b.addr = startDelayProxy(b.addr, *rtt/2)
+			addr, err := benchkit.DelayProxy(b.addr, *rtt/2)
+			if err != nil {
+				die("%v", err)
+			}
+			b.addr = addr
 			transport += fmt.Sprintf(" through a proxy adding %s RTT", *rtt)
 		}
 		fmt.Printf("uplink → mosquitto on loopback, MQTT %s over %s, payload %d B, %d topics, buffer defaults (commit interval %s), GOMAXPROCS %s\n",
@@ -478,7 +483,7 @@ func startMemSampler() *memSampler {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
-			rss, _ := memory()
+			rss, _ := benchkit.Memory(0)
 			if v := uint64(rss * 1000); v > m.max.Load() {
 				m.max.Store(v)
 			}
@@ -497,27 +502,9 @@ func startMemSampler() *memSampler {
 func (m *memSampler) stop() (rss, hwm float64) {
 	close(m.stopc)
 	<-m.done
-	_, hwm = memory()
+	_, hwm = benchkit.Memory(0)
 	rss = float64(m.max.Load()) / 1000
 	return rss, max(rss, hwm) // VmHWM can lag VmRSS by a counter batch
-}
-
-// memory returns the current and peak resident set size in MB.
-func memory() (rss, hwm float64) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		var kb float64
-		if _, err := fmt.Sscanf(l, "VmRSS: %f kB", &kb); err == nil {
-			rss = kb / 1024
-		}
-		if _, err := fmt.Sscanf(l, "VmHWM: %f kB", &kb); err == nil {
-			hwm = kb / 1024
-		}
-	}
-	return rss, hwm
 }
 
 func orDefault(s, d string) string {
@@ -573,59 +560,4 @@ func (t *fakeTB) cleanup() {
 	for _, d := range t.dirs {
 		_ = os.RemoveAll(d)
 	}
-}
-
-// startDelayProxy forwards loopback TCP connections to target, delaying
-// every chunk by oneWay in each direction (order kept), and returns its
-// address. It runs until the program exits.
-func startDelayProxy(target string, oneWay time.Duration) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		die("proxy: %v", err)
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			go delayCopy(up, c, oneWay)
-			go delayCopy(c, up, oneWay)
-		}
-	}()
-	return ln.Addr().String()
-}
-
-func delayCopy(dst, src net.Conn, d time.Duration) {
-	type chunk struct {
-		at time.Time
-		b  []byte
-	}
-	ch := make(chan chunk, 4096)
-	go func() {
-		defer close(ch)
-		for {
-			buf := make([]byte, 32<<10)
-			n, err := src.Read(buf)
-			if n > 0 {
-				ch <- chunk{time.Now().Add(d), buf[:n]}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	for c := range ch {
-		time.Sleep(time.Until(c.at))
-		if _, err := dst.Write(c.b); err != nil {
-			break
-		}
-	}
-	dst.Close()
-	src.Close()
 }
