@@ -18,19 +18,30 @@ import (
 // the topic's existing buffer (no allocation in steady state).
 //
 // New subscribers get the matching retained messages right after their
-// SUBACK has been written (QoS 0, retain flag set), as a broker would.
+// SUBACK has been written (QoS 0, retain flag set), as a broker would. What
+// they get is what was retained when the subscription was added; a topic
+// published again since then is left out, because that newer message
+// reaches the subscriber live. So a subscriber never sees a value twice
+// because it subscribed while values were being published, and never an
+// older retained copy after a newer live one.
 type retainStore struct {
 	mqtt.HookBase
 
 	mu   sync.RWMutex
-	msgs map[string][]byte
+	msgs map[string]*retained
 
 	pmu     sync.Mutex
-	pending map[string][]packets.Subscription // client id → filters awaiting retained delivery after SUBACK
+	pending map[string][]retainedMsg // client id → snapshot awaiting delivery after SUBACK
+}
+
+// retained is one topic's retained message; ver counts its updates.
+type retained struct {
+	payload []byte
+	ver     uint64
 }
 
 func newRetainStore() *retainStore {
-	return &retainStore{msgs: map[string][]byte{}, pending: map[string][]packets.Subscription{}}
+	return &retainStore{msgs: map[string]*retained{}, pending: map[string][]retainedMsg{}}
 }
 
 // set stores payload as the retained message of topic; an empty payload
@@ -42,7 +53,13 @@ func (r *retainStore) set(topic string, payload []byte) {
 		delete(r.msgs, topic)
 		return
 	}
-	r.msgs[topic] = append(r.msgs[topic][:0], payload...)
+	m := r.msgs[topic]
+	if m == nil {
+		m = new(retained)
+		r.msgs[topic] = m
+	}
+	m.payload = append(m.payload[:0], payload...)
+	m.ver++
 }
 
 func (r *retainStore) len() int {
@@ -55,8 +72,11 @@ func (r *retainStore) len() int {
 func (r *retainStore) get(topic string) ([]byte, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	p, ok := r.msgs[topic]
-	return append([]byte(nil), p...), ok
+	m, ok := r.msgs[topic]
+	if !ok {
+		return nil, false
+	}
+	return append([]byte(nil), m.payload...), true
 }
 
 func (r *retainStore) ID() string { return "edged-retain" }
@@ -65,13 +85,14 @@ func (r *retainStore) Provides(b byte) bool {
 	return b == mqtt.OnSubscribed || b == mqtt.OnPacketSent || b == mqtt.OnDisconnect
 }
 
-// OnSubscribed notes which granted filters want retained messages; they are
-// sent once the SUBACK is on the wire (OnPacketSent).
+// OnSubscribed runs once the granted filters are subscribed: it copies the
+// retained messages they match, to be sent once the SUBACK is on the wire
+// (OnPacketSent).
 func (r *retainStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	if cl.Net.Inline {
 		return
 	}
-	var subs []packets.Subscription
+	var snap []retainedMsg
 	for i, sub := range pk.Filters {
 		if i >= len(codes) || codes[i] >= packets.ErrUnspecifiedError.Code {
 			continue
@@ -79,13 +100,13 @@ func (r *retainStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []b
 		if mqtt.IsSharedFilter(sub.Filter) || sub.RetainHandling == 2 {
 			continue // no retained messages for shared subscriptions or when the client asks for none
 		}
-		subs = append(subs, sub)
+		snap = r.appendMatching(snap, sub.Filter)
 	}
-	if len(subs) == 0 {
+	if len(snap) == 0 {
 		return
 	}
 	r.pmu.Lock()
-	r.pending[cl.ID] = append(r.pending[cl.ID], subs...)
+	r.pending[cl.ID] = append(r.pending[cl.ID], snap...)
 	r.pmu.Unlock()
 }
 
@@ -94,18 +115,27 @@ func (r *retainStore) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte)
 		return
 	}
 	r.pmu.Lock()
-	subs := r.pending[cl.ID]
+	snap := r.pending[cl.ID]
 	delete(r.pending, cl.ID)
 	r.pmu.Unlock()
-	for _, sub := range subs {
-		for _, m := range r.matching(sub.Filter) {
-			_ = cl.WritePacket(packets.Packet{
-				FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true},
-				TopicName:   m.topic,
-				Payload:     m.payload,
-			})
+	for _, m := range snap {
+		if !r.unchanged(m) {
+			continue // published again since the snapshot: the subscriber gets that one live
 		}
+		_ = cl.WritePacket(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true},
+			TopicName:   m.topic,
+			Payload:     m.payload,
+		})
 	}
+}
+
+// unchanged reports whether m is still the retained message of its topic.
+func (r *retainStore) unchanged(m retainedMsg) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	cur, ok := r.msgs[m.topic]
+	return ok && cur.ver == m.ver
 }
 
 func (r *retainStore) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
@@ -117,16 +147,17 @@ func (r *retainStore) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 type retainedMsg struct {
 	topic   string
 	payload []byte
+	ver     uint64
 }
 
-// matching copies the retained messages whose topic matches filter.
-func (r *retainStore) matching(filter string) []retainedMsg {
+// appendMatching appends copies of the retained messages whose topic
+// matches filter.
+func (r *retainStore) appendMatching(out []retainedMsg, filter string) []retainedMsg {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	var out []retainedMsg
-	for topic, p := range r.msgs {
+	for topic, m := range r.msgs {
 		if matchFilter(filter, topic) {
-			out = append(out, retainedMsg{topic, append([]byte(nil), p...)})
+			out = append(out, retainedMsg{topic, append([]byte(nil), m.payload...), m.ver})
 		}
 	}
 	return out
