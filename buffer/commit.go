@@ -79,8 +79,8 @@ func (q *Queue) run() {
 			close(f.done)
 			arm()
 		case <-q.kick:
-			// Let a batch gather for at most one commit interval.
-			gather.Reset(q.opts.CommitInterval)
+			// Let a batch gather (see gatherFor).
+			gather.Reset(q.gatherFor())
 			select {
 			case <-gather.C:
 			case <-q.stop:
@@ -126,6 +126,23 @@ func (q *Queue) run() {
 			arm()
 		}
 	}
+}
+
+// stagedGather is how long appends gather before a commit that stages
+// them in memory (WriteDelay): such a commit writes nothing, so it is
+// cheap, and what it makes readable is what the uplink sends live. One
+// millisecond still takes a poll's burst of messages (every device's,
+// or every tag's) in one commit.
+const stagedGather = time.Millisecond
+
+// gatherFor is how long a commit waits after the first append for more:
+// CommitInterval when the batch goes to the store at once, so that a
+// burst becomes one write, and stagedGather when it is staged in memory.
+func (q *Queue) gatherFor() time.Duration {
+	if q.opts.WriteDelay > 0 {
+		return min(q.opts.CommitInterval, stagedGather)
+	}
+	return q.opts.CommitInterval
 }
 
 // nextWake says when the writer must commit again on its own, if at all:

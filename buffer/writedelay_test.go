@@ -130,3 +130,24 @@ func TestWriteDelayBoundedByMemory(t *testing.T) {
 		t.Fatalf("%d more written early after the staged ones were delivered", w-written)
 	}
 }
+
+// With a write delay a commit only stages its entries in memory, so they
+// do not wait the commit interval to be gathered: a live message is
+// readable (and sent) within about a millisecond, not CommitInterval.
+func TestStagedCommitDoesNotWaitCommitInterval(t *testing.T) {
+	opts := Options{Dir: filepath.Join(t.TempDir(), "q"), MemTableSize: 1 << 20, WriteDelay: 500 * time.Millisecond,
+		SyncInterval: time.Second, CommitInterval: 3 * time.Second}
+	q, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	seq := q.NextSeq()
+	start := time.Now()
+	q.Append("t", []byte("live"))
+	select {
+	case <-q.Committed(seq):
+	case <-time.After(2 * time.Second):
+		t.Fatalf("a staged append waited %v for its commit (CommitInterval %v)", time.Since(start), opts.CommitInterval)
+	}
+}
