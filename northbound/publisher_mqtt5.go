@@ -207,11 +207,24 @@ func (p *mqtt5) fail(done chan struct{}, err error) {
 func (p *mqtt5) readLoop(conn net.Conn, done chan struct{}, slots chan struct{}) {
 	ka := p.cfg.KeepAlive
 	r := bufio.NewReaderSize(conn, 4<<10)
+	var armed time.Time // when the read deadline was last moved
 	for {
 		if ka > 0 {
 			// A dead link is noticed after 1.5 keepalives without a packet
-			// (pings go out every half keepalive).
-			_ = conn.SetReadDeadline(time.Now().Add(ka * 3 / 2))
+			// (pings go out every half keepalive). The deadline moves at
+			// most every min(1 s, keepalive/4), not per PUBACK (a timer
+			// update each): still 1.25 keepalives at least.
+			if now := time.Now(); now.Sub(armed) >= min(time.Second, ka/4) {
+				armed = now
+				_ = conn.SetReadDeadline(now.Add(ka * 3 / 2))
+			}
+		}
+		if id, reason, ok, err := readPuback(r); err != nil {
+			p.fail(done, fmt.Errorf("connection lost: %w", err))
+			return
+		} else if ok {
+			p.acked(slots, id, reason)
+			continue
 		}
 		cp, err := packets.ReadPacket(r)
 		if err != nil {
@@ -220,17 +233,7 @@ func (p *mqtt5) readLoop(conn net.Conn, done chan struct{}, slots chan struct{})
 		}
 		switch c := cp.Content.(type) {
 		case *packets.Puback:
-			p.mu.Lock()
-			tok, ok := p.tokens[c.PacketID]
-			if ok {
-				delete(p.tokens, c.PacketID)
-			}
-			onAck := p.onAck
-			p.mu.Unlock()
-			if ok {
-				<-slots
-				onAck(tok, c.ReasonCode)
-			}
+			p.acked(slots, c.PacketID, c.ReasonCode)
 		case *packets.Publish:
 			if c.QoS == 1 {
 				p.mu.Lock()
@@ -263,6 +266,48 @@ func (p *mqtt5) readLoop(conn net.Conn, done chan struct{}, slots chan struct{})
 			return
 		}
 	}
+}
+
+// acked settles the message a PUBACK acknowledges (or refuses, by its
+// reason code).
+func (p *mqtt5) acked(slots chan struct{}, id uint16, reason byte) {
+	p.mu.Lock()
+	tok, ok := p.tokens[id]
+	if ok {
+		delete(p.tokens, id)
+	}
+	onAck := p.onAck
+	p.mu.Unlock()
+	if ok {
+		<-slots
+		onAck(tok, reason)
+	}
+}
+
+// readPuback reads the next packet if it is a PUBACK short enough to have
+// a one-byte remaining length (all but those with a long reason string),
+// without allocating: a PUBACK per message is most of what a QoS 1
+// publisher reads. ok is false, with nothing consumed, for any other
+// packet; packets.ReadPacket reads that one.
+func readPuback(r *bufio.Reader) (id uint16, reason byte, ok bool, err error) {
+	h, err := r.Peek(2)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	if h[0] != packets.PUBACK<<4 || h[1]&0x80 != 0 || h[1] < 2 {
+		return 0, 0, false, nil
+	}
+	n := 2 + int(h[1])
+	b, err := r.Peek(n)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	id = uint16(b[2])<<8 | uint16(b[3])
+	if n > 4 {
+		reason = b[4] // absent: 0x00, success [MQTT-3.4.2.1]
+	}
+	_, _ = r.Discard(n)
+	return id, reason, true, nil
 }
 
 func (p *mqtt5) pingLoop(conn net.Conn, done chan struct{}, ka uint16) {
