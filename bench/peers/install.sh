@@ -15,7 +15,7 @@ CONTRIB_MODBUS_VERSION="${CONTRIB_MODBUS_VERSION:-5}"
 
 if [ ! -x bin/telegraf ] || ! bin/telegraf --version 2>/dev/null | grep -q "${TELEGRAF_VERSION#v}"; then
 	echo "bench-peers: building Telegraf ${TELEGRAF_VERSION} (inputs.modbus, outputs.mqtt, serializers.json)"
-	goversion="$(curl -fsS "$(go env GOPROXY | cut -d, -f1)/github.com/influxdata/telegraf/@v/${TELEGRAF_VERSION}.mod" | awk '$1 == "go" {print $2; exit}')"
+	goversion="$(curl -fsS "$(go env GOPROXY | cut -d, -f1)/github.com/influxdata/telegraf/@v/${TELEGRAF_VERSION}.mod" | awk '$1 == "go" && v == "" {v = $2} END {print v}')" # awk reads it all: an early exit fails curl under pipefail
 	export GOTOOLCHAIN="go${goversion}+auto"
 	case "$goversion" in *.*.*) ;; *) export GOTOOLCHAIN="go${goversion}.0+auto" ;; esac
 	# the newest toolchain of that minor version is fine; go picks it up
