@@ -74,11 +74,13 @@ bench: bench-compare
 
 # soak: the long fault variants, figures in the log; not part of make test.
 # 200 kill -9 loops of a process writing into a buffer, each followed by an
-# open that must account for every message; then outages of every kind
-# with the real defaults. Longer: make soak SOAKFLAGS="-soak.outage=1h -soak.cycles=1"
+# open that must account for every message; 200 more with the buffer's
+# file system (a tmpfs: root) filled before each kill; then outages of
+# every kind with the real defaults. Longer: make soak SOAKFLAGS="-soak.outage=1h -soak.cycles=1"
 SOAKFLAGS ?=
 soak: test-deps
 	$(GO) run ./bench/bufsoak -loops 200
+	$(GO) run ./bench/bufsoak -loops 200 -disk-full
 	$(GO) test -tags soak -run '^TestSoak' -timeout 6h -count=1 -v ./northbound/ -args $(SOAKFLAGS)
 
 # fuzz: a short run of every fuzz target (corpora live in testdata/fuzz).

@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,10 +57,15 @@ func readAll(t *testing.T, q *Queue) []Entry {
 // TestCapDropsOldestExactly: a long outage into a small buffer keeps the
 // stored messages under LiveBytes and the store's disk use, sampled every
 // few milliseconds, under MaxBytes; the oldest are dropped and counted
-// exactly, the newest survive a reopen in order.
+// exactly, the newest survive a reopen in order. Dropping is logged as a
+// full disk's is: a warn line when it starts, one when it stops with how
+// many were dropped, not one per drop.
 func TestCapDropsOldestExactly(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "q")
-	opts := Options{Dir: dir, MaxBytes: MinMaxBytes}
+	var logs logLines
+	const quiet = 2 * time.Second
+	opts := Options{Dir: dir, MaxBytes: MinMaxBytes, Logger: slog.New(slog.NewTextHandler(&logs, nil)), dropQuiet: quiet}
+	start := time.Now()
 	q, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +91,33 @@ func TestCapDropsOldestExactly(t *testing.T) {
 	}
 	if st.Dropped == 0 {
 		t.Fatal("nothing dropped")
+	}
+	// Each episode of drops (drops with no pause of dropQuiet between
+	// them) has one line when it starts and one when it stops; the stop
+	// lines add up to every drop.
+	deadline := time.Now().Add(quiet + 10*time.Second)
+	for logs.count("stopped dropping") < logs.count("dropping messages, the oldest first") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warn line when dropping stopped; log:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	starts := logs.count("dropping messages, the oldest first")
+	var logged uint64
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if !strings.Contains(line, "stopped dropping") {
+			continue
+		}
+		var n uint64
+		if i := strings.Index(line, " dropped="); i < 0 || !strings.Contains(line, `reason=max_bytes`) {
+			t.Fatalf("stop line without the reason max_bytes or the count: %s", line)
+		} else if _, err := fmt.Sscanf(line[i:], " dropped=%d", &n); err != nil {
+			t.Fatalf("stop line %q: %v", line, err)
+		}
+		logged += n
+	}
+	if episodes := 1 + int(time.Since(start)/quiet); starts < 1 || starts > episodes || logged != st.Dropped {
+		t.Fatalf("%d start lines (at most %d episodes fit), stop lines count %d dropped of %d; log:\n%s", starts, episodes, logged, st.Dropped, logs.String())
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)

@@ -159,6 +159,74 @@ func TestStalledSubscriberIsBoundedByBytes(t *testing.T) {
 	t.Logf("heap %d → %d MiB; dropped for the stalled client: %d", m0.HeapInuse>>20, m1.HeapInuse>>20, s.Held.DroppedByUser[""])
 }
 
+// TestStalledSubscribersAreBoundedInTotal: three subscribers that stop
+// reading could each hold client_queue_bytes; together they get at most
+// queue_bytes, the bound on everything the broker holds. Each is named in
+// a warn line when dropping starts for it, and the drops are counted.
+func TestStalledSubscribersAreBoundedInTotal(t *testing.T) {
+	const perClient, total = 2 << 20, 4 << 20 // three clients could hold 6 MiB
+	var logs logCapture
+	b := startBrokerWith(t, BrokerOptions{ClientQueueBytes: perClient, QueueBytes: total, Logger: logs.logger()})
+	ids := []string{"stuck-hmi-1", "stuck-hmi-2", "stuck-hmi-3"}
+	for _, id := range ids {
+		c, rc := rawConnect(t, b.Addr(), id, "", "")
+		if rc != 0 {
+			t.Fatalf("%s: CONNACK %d", id, rc)
+		}
+		defer c.Close()
+		_ = c.(*net.TCPConn).SetReadBuffer(4096)
+		if _, err := c.Write([]byte{0x82, 6, 0, 1, 0, 1, '#', 1}); err != nil { // SUBSCRIBE "#" at QoS 1
+			t.Fatal(err)
+		}
+		suback := make([]byte, 5)
+		if _, err := io.ReadFull(c, suback); err != nil || suback[0] != 0x90 {
+			t.Fatalf("%s: SUBACK %x %v", id, suback, err)
+		}
+	}
+	payload := bytes.Repeat([]byte("z"), 26<<10)
+	const n = 600 // 15.6 MB of messages for each client
+	bound := int64(total) + int64(len(payload)) + messageOverhead
+	var most int64
+	for i := range n {
+		payload[0] = byte(i)
+		if err := b.Publish("plant/big", payload, false, 1); err != nil {
+			t.Fatal(err)
+		}
+		held := b.Stats().Held.HeldBytes
+		most = max(most, held)
+		if held > bound {
+			t.Fatalf("after %d messages the broker holds %d bytes for its stalled clients, queue_bytes %d", i, held, int64(total))
+		}
+	}
+	var sum int64
+	for _, id := range ids {
+		h := b.limits.heldBy(id)
+		if h > perClient {
+			t.Errorf("%s: %d bytes held, client_queue_bytes %d", id, h, perClient)
+		}
+		sum += h
+	}
+	if sum > bound {
+		t.Errorf("%d bytes held for the three clients, queue_bytes %d", sum, int64(total))
+	}
+	s := b.Stats().Held
+	if s.Dropped < 3*n/2 || s.DroppedByUser[""] != s.Dropped {
+		t.Errorf("drops not counted: %+v", s)
+	}
+	for _, id := range ids {
+		named := 0
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(line, `msg="local client too slow: dropping messages for it"`) && strings.Contains(line, " client="+id+" ") {
+				named++
+			}
+		}
+		if named != 1 {
+			t.Errorf("no single warn line names %s as dropped for:\n%s", id, logs.String())
+		}
+	}
+	t.Logf("held at most %d bytes (queue_bytes %d, 3 × client_queue_bytes %d); %d drops", most, int64(total), 3*perClient, s.Dropped)
+}
+
 // TestVanishedPersistentSessionIsBoundedByBytes: a client with a
 // persistent session that went away keeps getting QoS 1 messages stored
 // for it (until its session expires); they are bounded like a stalled

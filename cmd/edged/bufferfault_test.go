@@ -26,8 +26,10 @@ import (
 // upstream buffer that the test filled with messages and then damaged
 // the way an SD card, a power cut or an operator does it. Whatever is in
 // the buffer directory, edged polls its device and serves its local
-// broker within seconds of the start, never panics, and every message
-// the buffer held is either delivered to the cloud broker or counted in
+// broker within seconds of the start, never panics, keeps one session to
+// the cloud (one connect at mosquitto, one "online", no "offline": no
+// reconnect storm), and every message the buffer held is either
+// delivered to the cloud broker or counted in
 // edged_uplink_buffer_lost_total.
 func TestDamagedBufferNeverStopsTheGateway(t *testing.T) {
 	const old = 20_000 // messages in the buffer before the damage
@@ -134,6 +136,22 @@ max_bytes = "64MiB"
 			}
 			if !c.moved && got == 0 {
 				t.Fatal("nothing of the damaged buffer delivered: the damage stops delivery")
+			}
+			// No reconnect storm: the damage costs no session, and the
+			// status goes up once ("online"), never "offline".
+			var on, off int
+			for _, m := range cloud.On("edged/" + gw + "/status") {
+				switch string(m.Payload) {
+				case "online":
+					on++
+				case "offline":
+					off++
+				}
+			}
+			connects := mq.Connects("edged-" + gw)
+			t.Logf("cloud sessions %d, status online %d, offline %d", connects, on, off)
+			if connects != 1 || on != 1 || off != 0 {
+				t.Fatalf("%d sessions at the cloud broker, status %d× online and %d× offline: want one session, once online", connects, on, off)
 			}
 			for _, l := range out.snapshot() {
 				if strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "goroutine ") {
