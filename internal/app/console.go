@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -353,12 +354,33 @@ func (v *consoleView) Uplinks() []console.Uplink {
 			Sent: s.Sent, Replayed: s.Replayed, Acked: s.Acked, ReplayBacklog: s.ReplayBacklog,
 			Depth: b.Depth, Bytes: b.Bytes, OldestAge: b.OldestAge, Dropped: b.Dropped, DiskBytes: b.DiskBytes,
 			AtCap: b.AtCap, DiskFull: b.DiskFull, Recovered: b.Recovered}
+		cu.Lost, cu.LostWhy = lostMessages(s.Lost, b.LostDamaged, b.LostUnstored)
 		if uc := byName[s.Name]; uc != nil {
 			cu.URL, cu.Window, cu.MaxBytes = endpointHost(uc.URL), uc.MaxInflight, int64(uc.MaxBytes)
 		}
 		out = append(out, cu)
 	}
 	return out
+}
+
+// lostMessages sums what an uplink gave up unsent beyond the buffer's
+// caps (refused for good by reason, a damaged store, a crash before the
+// store) and says why, reasons in name order.
+func lostMessages(refused map[string]uint64, damaged, unstored uint64) (uint64, string) {
+	var n uint64
+	var why []string
+	add := func(reason string, k uint64) {
+		if k > 0 {
+			n += k
+			why = append(why, reason+" "+strconv.FormatUint(k, 10))
+		}
+	}
+	for _, r := range slices.Sorted(maps.Keys(refused)) {
+		add(r, refused[r])
+	}
+	add("damaged store", damaged)
+	add("unstored at a crash", unstored)
+	return n, strings.Join(why, " · ")
 }
 
 // Config implements console.Source.

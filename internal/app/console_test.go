@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +29,7 @@ import (
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/modbussim"
+	"github.com/edged-gw/edged/internal/mosquittotest"
 	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/mapping"
 )
@@ -478,4 +481,45 @@ func TestConsoleLogsInTheBrokersUsers(t *testing.T) {
 	testwait.For(t, 10*time.Second, "the broker's user sees the device", func() bool {
 		return strings.Contains(do(t, c, "GET", base+"/console/device/boiler", "hmi", "hmi-pass-3", nil).body, "21.5")
 	})
+}
+
+// TestConsoleShowsLostMessages: messages the cloud broker refused for good
+// (mosquitto's ACL: PUBACK 0x87) leave the buffer uncounted as dropped by
+// a cap; the overview and the uplinks page must still show them as lost,
+// with the reason, or the installer reads "dropped 0" while the cloud never
+// got them.
+func TestConsoleShowsLostMessages(t *testing.T) {
+	sim := startSim(t)
+	mq := mosquittotest.Start(t, mosquittotest.Options{ACL: "user edged-test\ntopic write edged/it/seq/ok"})
+	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "127.0.0.1:0",
+		extra: upstreamTOML(mq, mq.TLSAddr(), "cloud", `topics = ["edged/it/seq/#"]`)})
+	rt, _ := startFromFile(t, path)
+	base := consoleURL(t, rt, "http")
+	c := &http.Client{Timeout: 10 * time.Second}
+	testwait.For(t, 20*time.Second, "the uplink online", func() bool {
+		return strings.Contains(do(t, c, "GET", base+"/console/", "", "", nil).body, `data-k="u:cloud:state" data-v="online"`)
+	})
+	const n = 20
+	publishSeq(t, rt, "edged/it/seq/ok", 0, n)
+	publishSeq(t, rt, "edged/it/seq/denied", 0, n)
+	var overview string
+	testwait.For(t, 20*time.Second, "the refused messages settled", func() bool {
+		overview = do(t, c, "GET", base+"/console/", "", "", nil).body
+		return strings.Contains(overview, fmt.Sprintf(`data-k="u:cloud:acked">%d<`, n)) &&
+			strings.Contains(overview, `data-k="u:cloud:depth">0<`)
+	})
+	if want := fmt.Sprintf(`data-k="u:cloud:lost">%d<`, n); !strings.Contains(overview, want) {
+		t.Errorf("the overview does not show %d messages lost (%s):\n%s", n, want, overview)
+	}
+	up := do(t, c, "GET", base+"/console/uplinks", "", "", nil).body
+	if !strings.Contains(up, fmt.Sprintf(`data-k="u:cloud:lost">%d<`, n)) || !strings.Contains(up, "not_authorized") {
+		t.Errorf("the uplinks page does not show %d messages lost as not_authorized:\n%s", n, up)
+	}
+	var state map[string]string
+	if err := json.Unmarshal([]byte(do(t, c, "GET", base+"/console/api/state", "", "", nil).body), &state); err != nil {
+		t.Fatal(err)
+	}
+	if state["u:cloud:lost"] != strconv.Itoa(n) {
+		t.Errorf("/console/api/state u:cloud:lost = %q, want %d", state["u:cloud:lost"], n)
+	}
 }

@@ -116,7 +116,12 @@ type Uplink struct {
 	Window          int   // in-flight window (max_inflight)
 	Depth, Bytes    int64 // messages and bytes not yet acknowledged
 	OldestAge       float64
-	Dropped         uint64
+	Dropped         uint64 // dropped by the caps or a full disk
+	// Lost counts messages given up unsent for other reasons: refused for
+	// good by the broker, a damaged store, a crash before they were
+	// stored (not in Dropped); LostWhy says which ("not_authorized 20").
+	Lost            uint64
+	LostWhy         string
 	DiskBytes       int64
 	MaxBytes        int64
 	AtCap, DiskFull bool

@@ -349,6 +349,7 @@ func baseValues(g GatewayInfo, devs []Device, ups []Uplink, now time.Time) map[s
 		m[p+"depth"], m[p+"bytes"] = strconv.FormatInt(u.Depth, 10), fmtBytes(u.Bytes)
 		m[p+"oldest"] = fmtDur(u.OldestAge)
 		m[p+"dropped"] = strconv.FormatUint(u.Dropped, 10)
+		m[p+"lost"], m[p+"lostwhy"] = strconv.FormatUint(u.Lost, 10), u.LostWhy
 		m[p+"backlog"] = strconv.FormatInt(u.ReplayBacklog, 10)
 		m[p+"sent"], m[p+"acked"], m[p+"replayed"] = strconv.FormatUint(u.Sent, 10), strconv.FormatUint(u.Acked, 10), strconv.FormatUint(u.Replayed, 10)
 		m[p+"disk"] = fmtBytes(u.DiskBytes)
