@@ -207,3 +207,42 @@ func TestPlotsKeepTheLastHistory(t *testing.T) {
 		}
 	}
 }
+
+// TestUplinksPageHistoryIsCurrent: the connection history is observed
+// every plot sample and while an event stream is open; the uplinks page
+// must not show a history whose newest entry contradicts the state above
+// it (connecting, while the uplink is online) because no sample came
+// since the uplink connected.
+func TestUplinksPageHistoryIsCurrent(t *testing.T) {
+	src := &stateSource{state: "connecting"}
+	c := New(Options{Source: src, SampleEvery: time.Hour})
+	c.rec.sample(time.Now())
+	src.mu.Lock()
+	src.state = "online"
+	src.mu.Unlock()
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/console/uplinks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	_, _ = body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	_, hist, _ := strings.Cut(body.String(), `class="history"`)
+	on, conn := strings.Index(hist, `data-v="online"`), strings.Index(hist, `data-v="connecting"`)
+	if on < 0 || conn < 0 || on > conn {
+		t.Errorf("the history (newest first) does not end in online after connecting:\n%s", hist)
+	}
+}
+
+type stateSource struct {
+	countingSource
+	state string
+}
+
+func (s *stateSource) Uplinks() []Uplink {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return []Uplink{{Name: "cloud", State: s.state}}
+}

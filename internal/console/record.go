@@ -248,6 +248,14 @@ func (r *recorder) observe(tags map[string][]Tag, ups []Uplink, now time.Time) {
 	}
 }
 
+// observeUplinks adds what changed since the last look to the uplinks'
+// connection history.
+func (r *recorder) observeUplinks(ups []Uplink, now time.Time) {
+	r.mu.Lock()
+	r.observe(nil, ups, now)
+	r.mu.Unlock()
+}
+
 func appendConn(ev []ConnEvent, e ConnEvent) []ConnEvent {
 	if len(ev) >= maxConnEvents {
 		ev = append(ev[:0], ev[1:]...)
