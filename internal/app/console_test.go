@@ -523,3 +523,31 @@ func TestConsoleShowsLostMessages(t *testing.T) {
 		t.Errorf("/console/api/state u:cloud:lost = %q, want %d", state["u:cloud:lost"], n)
 	}
 }
+
+// TestConsoleConfigPageHidesSecretsOfARefusedReload: a refused reload's
+// errors are shown at file:line on the config page, but a password in a
+// mistyped URL is not (the issue: no secrets ever rendered).
+func TestConsoleConfigPageHidesSecretsOfARefusedReload(t *testing.T) {
+	sim := startSim(t)
+	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "127.0.0.1:0"})
+	rt, cfg := startFromFile(t, path)
+	bad := filepath.Join(filepath.Dir(path), "bad.toml")
+	text := "[gateway]\nid = \"it\"\n[[upstream]]\nname = \"c\"\nurl = \"mqtts:/plant7:Sup3rS3cret@b.example.com:8883\"\n" +
+		"[[device]]\nname = \"ua\"\ndriver = \"opcua\"\nendpoint = \"https://op:Sup3rS3cret@10.0.0.1:4840\"\n  [[device.tag]]\n  name = \"a\"\n  node = \"i=5\"\n"
+	if err := os.WriteFile(bad, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := rt.Reload(context.Background(), bad, cfg); err == nil {
+		t.Fatal("a bad config reloaded")
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	body := do(t, c, "GET", consoleURL(t, rt, "http")+"/console/config", "", "", nil).body
+	for _, want := range []string{"refused", "bad.toml:5", "bad.toml:9"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the config page lacks %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "Sup3rS3cret") {
+		t.Errorf("the config page shows a password:\n%s", body)
+	}
+}
