@@ -5,9 +5,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -549,5 +551,15 @@ func TestConsoleConfigPageHidesSecretsOfARefusedReload(t *testing.T) {
 	}
 	if strings.Contains(body, "Sup3rS3cret") {
 		t.Errorf("the config page shows a password:\n%s", body)
+	}
+	// The running config is still the one started from: its path and the
+	// SHA-256 of its file.
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	if fp := "sha256:" + hex.EncodeToString(sum[:8]); !strings.Contains(body, "<td>"+path+"</td>") || !strings.Contains(body, fp) {
+		t.Errorf("the config page does not show the running file %s with fingerprint %s:\n%s", path, fp, body)
 	}
 }
