@@ -350,13 +350,14 @@ func (v *consoleView) Uplinks() []console.Uplink {
 	for _, u := range ups {
 		s := u.Stats()
 		b := s.Buffer
-		cu := console.Uplink{Name: s.Name, State: s.State, LastErr: s.LastErr, Connects: s.Connects, ConnectAttempts: s.ConnectAttempts,
+		cu := console.Uplink{Name: s.Name, State: s.State, LastErr: s.LastErr, Connects: s.Connects, ConnectAttempts: s.ConnectAttempts, InFlight: s.InFlight,
 			Sent: s.Sent, Replayed: s.Replayed, Acked: s.Acked, ReplayBacklog: s.ReplayBacklog,
 			Depth: b.Depth, Bytes: b.Bytes, OldestAge: b.OldestAge, Dropped: b.Dropped, DiskBytes: b.DiskBytes,
 			AtCap: b.AtCap, DiskFull: b.DiskFull, Recovered: b.Recovered}
 		cu.Lost, cu.LostWhy = lostMessages(s.Lost, b.LostDamaged, b.LostUnstored)
 		if uc := byName[s.Name]; uc != nil {
 			cu.URL, cu.Window, cu.MaxBytes = endpointHost(uc.URL), uc.MaxInflight, int64(uc.MaxBytes)
+			cu.InFlight = min(cu.InFlight, cu.Window) // not the one waiting for a slot: "11 of 10" reads as a bug
 		}
 		out = append(out, cu)
 	}

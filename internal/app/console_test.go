@@ -563,3 +563,34 @@ func TestConsoleConfigPageHidesSecretsOfARefusedReload(t *testing.T) {
 		t.Errorf("the config page does not show the running file %s with fingerprint %s:\n%s", path, fp, body)
 	}
 }
+
+// TestConsoleShowsTheInFlightWindowFilling: when the cloud broker stops
+// acknowledging, the uplinks page shows the in-flight window full (what
+// is stuck), not only its size.
+func TestConsoleShowsTheInFlightWindowFilling(t *testing.T) {
+	sim := startSim(t)
+	mq := mosquittotest.Start(t, mosquittotest.Options{})
+	proxy := mosquittotest.NewProxy(t, mq.TLSAddr())
+	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "127.0.0.1:0",
+		extra: upstreamTOML(mq, proxy.Addr(), "cloud", "topics = [\"edged/it/seq/#\"]\nmax_inflight = 10\nack_timeout = \"1h\"")})
+	rt, _ := startFromFile(t, path)
+	base := consoleURL(t, rt, "http")
+	c := &http.Client{Timeout: 10 * time.Second}
+	testwait.For(t, 20*time.Second, "the uplink online", func() bool {
+		return strings.Contains(do(t, c, "GET", base+"/console/uplinks", "", "", nil).body, `data-k="u:cloud:state" data-v="online"`)
+	})
+	proxy.StopAcks()
+	publishSeq(t, rt, "edged/it/seq/a", 0, 50)
+	var page string
+	testwait.For(t, 20*time.Second, "the window full on the page", func() bool {
+		page = do(t, c, "GET", base+"/console/uplinks", "", "", nil).body
+		return strings.Contains(page, `data-k="u:cloud:inflight">10<`)
+	})
+	if !strings.Contains(page, "in flight <span") || !strings.Contains(page, "of window 10") {
+		t.Errorf("the uplinks page does not say how full the in-flight window is:\n%s", page)
+	}
+	proxy.Restore()
+	testwait.For(t, 30*time.Second, "the window empty again", func() bool {
+		return strings.Contains(do(t, c, "GET", base+"/console/uplinks", "", "", nil).body, `data-k="u:cloud:inflight">0<`)
+	})
+}

@@ -114,6 +114,7 @@ type Uplink struct {
 	Acked           uint64
 	ReplayBacklog   int64 // still to replay in this session
 	Window          int   // in-flight window (max_inflight)
+	InFlight        int   // sent, not yet acknowledged
 	Depth, Bytes    int64 // messages and bytes not yet acknowledged
 	OldestAge       float64
 	Dropped         uint64 // dropped by the caps or a full disk

@@ -362,6 +362,7 @@ func baseValues(g GatewayInfo, devs []Device, ups []Uplink, now time.Time) map[s
 		m[p+"sent"], m[p+"acked"], m[p+"replayed"] = strconv.FormatUint(u.Sent, 10), strconv.FormatUint(u.Acked, 10), strconv.FormatUint(u.Replayed, 10)
 		m[p+"disk"] = fmtBytes(u.DiskBytes)
 		m[p+"connects"] = strconv.FormatUint(u.Connects, 10)
+		m[p+"inflight"] = strconv.Itoa(u.InFlight)
 	}
 	return m
 }
