@@ -181,7 +181,7 @@ func (v *consoleView) Gateway() console.GatewayInfo {
 
 // Devices implements console.Source.
 func (v *consoleView) Devices() []console.Device {
-	snap := v.rt.Gateway.Snapshot()
+	snap := v.rt.Gateway.SnapshotOf(nil) // the states; the tags only where a page shows them (Tags)
 	out := make([]console.Device, len(snap))
 	for i, d := range snap {
 		cd := console.Device{Name: d.Name, Driver: d.Driver, State: d.State.String(), Polls: d.Polls, BadSamples: d.BadSamples,
@@ -207,7 +207,7 @@ func (v *consoleView) Tags(devices ...string) map[string][]console.Tag {
 	out := make(map[string][]console.Tag, len(devices))
 	v.bufMu.Lock()
 	defer v.bufMu.Unlock()
-	for _, d := range v.rt.Gateway.Snapshot() {
+	for _, d := range v.rt.Gateway.SnapshotOf(func(name string) bool { return want[name] }) {
 		if !want[d.Name] {
 			continue
 		}
@@ -249,7 +249,7 @@ func (v *consoleView) formatValue(s *mapping.Sample) string {
 // tag lives, and for Modbus the plan, what was learned and the bus.
 func (v *consoleView) Device(name string) (console.DeviceDetail, bool) {
 	var drv southbound.Driver
-	for _, d := range v.rt.Gateway.Snapshot() {
+	for _, d := range v.rt.Gateway.SnapshotOf(nil) {
 		if d.Name == name {
 			drv = d.Source
 		}

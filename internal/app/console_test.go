@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -593,4 +594,44 @@ func TestConsoleShowsTheInFlightWindowFilling(t *testing.T) {
 	testwait.For(t, 30*time.Second, "the window empty again", func() bool {
 		return strings.Contains(do(t, c, "GET", base+"/console/uplinks", "", "", nil).body, `data-k="u:cloud:inflight">0<`)
 	})
+}
+
+// TestConsoleReadsOnlyTheTagsItShows: the console's once-a-second read of
+// the device states copies no tags, and its read of one device's tags
+// copies no other device's: with a browser on one page of a large config,
+// copying every tag each second is what the pipeline pays for in garbage
+// collection (the bar workload: 5,000 tags).
+func TestConsoleReadsOnlyTheTagsItShows(t *testing.T) {
+	sim := startSim(t)
+	var extra strings.Builder
+	for d := range 2 {
+		fmt.Fprintf(&extra, "[[device]]\nname = \"big%d\"\ndriver = \"modbus-tcp\"\naddress = %q\npoll_interval = \"1s\"\n", d, sim.Addr())
+		for i := range 200 {
+			fmt.Fprintf(&extra, "  [[device.tag]]\n  name = \"t%d\"\n  area = \"holding_register\"\n  address = %d\n  type = \"uint16\"\n", i, i)
+		}
+	}
+	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "127.0.0.1:0", extra: extra.String()})
+	rt, _ := startFromFile(t, path)
+	v := rt.console
+	allocated := func(f func()) uint64 {
+		var a, b runtime.MemStats
+		runtime.ReadMemStats(&a)
+		for range 20 {
+			f()
+		}
+		runtime.ReadMemStats(&b)
+		return (b.TotalAlloc - a.TotalAlloc) / 20
+	}
+	oneDevice := allocated(func() { _ = v.Tags("big0") })
+	states := allocated(func() { _ = v.Devices() })
+	t.Logf("per call: Devices %d B, Tags(one of 200) %d B", states, oneDevice)
+	// A copied tag takes ~120 B: 400 of them ~47 KB, which Devices must not
+	// copy (it takes ~8 KB: the drivers' stats); Tags("big0") copies and
+	// formats its 200 (~52 KB), not big1's 200 too (~82 KB).
+	if states > 24<<10 {
+		t.Errorf("Devices allocates %d B a call: it copies the tags of every device", states)
+	}
+	if oneDevice > 64<<10 {
+		t.Errorf("Tags(one device) allocates %d B a call: it copies the tags of the others", oneDevice)
+	}
 }
