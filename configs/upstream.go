@@ -289,7 +289,7 @@ func (l *loader) checkUpstreamURL(src *source, p keyPath, u *Upstream) {
 	}
 	pu, err := url.Parse(u.URL)
 	if err != nil || pu.Hostname() == "" {
-		l.at(src, p, `%q is not a broker URL; write e.g. "mqtts://broker.example.com:8883"`, u.URL)
+		l.at(src, p, `%q is not a broker URL; write e.g. "mqtts://broker.example.com:8883"`, RedactLoose(u.URL))
 		return
 	}
 	switch pu.Scheme {
@@ -316,6 +316,16 @@ func userinfo(raw string) string {
 		return rest[:i]
 	}
 	return ""
+}
+
+// RedactLoose hides everything before the last "@" of a string that is
+// not a URL (a mistyped "mqtts:/user:password@host" may still carry a
+// password, which userinfo does not find without "://").
+func RedactLoose(raw string) string {
+	if i := strings.LastIndex(raw, "@"); i >= 0 {
+		return "…" + raw[i:]
+	}
+	return raw
 }
 
 // RedactURL is raw with any credentials ("user:password@") replaced by

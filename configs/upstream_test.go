@@ -218,3 +218,25 @@ func TestUpstreamErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamURLErrorsNeverEchoAPassword: a URL with credentials that is
+// also mistyped (no "://", one slash) is refused without its password in
+// the message: the message goes to the log, `edged validate` and the
+// console's config page after a refused reload.
+func TestUpstreamURLErrorsNeverEchoAPassword(t *testing.T) {
+	for _, raw := range []string{
+		"mqtts:/plant7:Sup3rS3cret@b.example.com:8883",
+		"mqtts//plant7:Sup3rS3cret@b.example.com:8883",
+		"plant7:Sup3rS3cret@b.example.com:8883",
+		"mqtts://plant7:Sup3rS3cret@",
+	} {
+		_, err := loadMem(memFS{testMain: lines(`[gateway]`, `id = "gw"`, `[[upstream]]`, `name = "c"`, `url = "`+raw+`"`)}, nil)
+		if err == nil || !strings.Contains(err.Error(), "upstream[0].url") {
+			t.Errorf("url %q: error %v, want one about upstream[0].url", raw, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "Sup3rS3cret") {
+			t.Errorf("url %q: the error shows the password: %v", raw, err)
+		}
+	}
+}

@@ -774,6 +774,10 @@ type UplinkStats struct {
 	Sent            uint64 // PUBLISHes written (live + replayed, resends included)
 	Replayed        uint64
 	Acked           uint64
+	// InFlight is how many messages were handed to the publisher and are
+	// not yet acknowledged: the window's (max_inflight) and the one that
+	// may be waiting for a free slot.
+	InFlight int
 	// ReplayBacklog is how many sequence numbers of the backlog the current
 	// session has still to replay (an upper bound: some may have been
 	// acknowledged or dropped already); 0 between sessions.
@@ -795,7 +799,7 @@ type UplinkStats struct {
 // Stats returns the uplink's figures.
 func (u *Uplink) Stats() UplinkStats {
 	u.mu.Lock()
-	s := UplinkStats{Name: u.o.Name, State: u.state}
+	s := UplinkStats{Name: u.o.Name, State: u.state, InFlight: len(u.inflight)}
 	if u.lastErr != nil {
 		s.LastErr, s.LastErrReason = u.lastErr.Error(), u.lastReason
 	}

@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -180,7 +181,7 @@ func (v *consoleView) Gateway() console.GatewayInfo {
 
 // Devices implements console.Source.
 func (v *consoleView) Devices() []console.Device {
-	snap := v.rt.Gateway.Snapshot()
+	snap := v.rt.Gateway.SnapshotOf(nil) // the states; the tags only where a page shows them (Tags)
 	out := make([]console.Device, len(snap))
 	for i, d := range snap {
 		cd := console.Device{Name: d.Name, Driver: d.Driver, State: d.State.String(), Polls: d.Polls, BadSamples: d.BadSamples,
@@ -206,7 +207,7 @@ func (v *consoleView) Tags(devices ...string) map[string][]console.Tag {
 	out := make(map[string][]console.Tag, len(devices))
 	v.bufMu.Lock()
 	defer v.bufMu.Unlock()
-	for _, d := range v.rt.Gateway.Snapshot() {
+	for _, d := range v.rt.Gateway.SnapshotOf(func(name string) bool { return want[name] }) {
 		if !want[d.Name] {
 			continue
 		}
@@ -248,7 +249,7 @@ func (v *consoleView) formatValue(s *mapping.Sample) string {
 // tag lives, and for Modbus the plan, what was learned and the bus.
 func (v *consoleView) Device(name string) (console.DeviceDetail, bool) {
 	var drv southbound.Driver
-	for _, d := range v.rt.Gateway.Snapshot() {
+	for _, d := range v.rt.Gateway.SnapshotOf(nil) {
 		if d.Name == name {
 			drv = d.Source
 		}
@@ -349,16 +350,38 @@ func (v *consoleView) Uplinks() []console.Uplink {
 	for _, u := range ups {
 		s := u.Stats()
 		b := s.Buffer
-		cu := console.Uplink{Name: s.Name, State: s.State, LastErr: s.LastErr, Connects: s.Connects, ConnectAttempts: s.ConnectAttempts,
+		cu := console.Uplink{Name: s.Name, State: s.State, LastErr: s.LastErr, Connects: s.Connects, ConnectAttempts: s.ConnectAttempts, InFlight: s.InFlight,
 			Sent: s.Sent, Replayed: s.Replayed, Acked: s.Acked, ReplayBacklog: s.ReplayBacklog,
 			Depth: b.Depth, Bytes: b.Bytes, OldestAge: b.OldestAge, Dropped: b.Dropped, DiskBytes: b.DiskBytes,
 			AtCap: b.AtCap, DiskFull: b.DiskFull, Recovered: b.Recovered}
+		cu.Lost, cu.LostWhy = lostMessages(s.Lost, b.LostDamaged, b.LostUnstored)
 		if uc := byName[s.Name]; uc != nil {
 			cu.URL, cu.Window, cu.MaxBytes = endpointHost(uc.URL), uc.MaxInflight, int64(uc.MaxBytes)
+			cu.InFlight = min(cu.InFlight, cu.Window) // not the one waiting for a slot: "11 of 10" reads as a bug
 		}
 		out = append(out, cu)
 	}
 	return out
+}
+
+// lostMessages sums what an uplink gave up unsent beyond the buffer's
+// caps (refused for good by reason, a damaged store, a crash before the
+// store) and says why, reasons in name order.
+func lostMessages(refused map[string]uint64, damaged, unstored uint64) (uint64, string) {
+	var n uint64
+	var why []string
+	add := func(reason string, k uint64) {
+		if k > 0 {
+			n += k
+			why = append(why, reason+" "+strconv.FormatUint(k, 10))
+		}
+	}
+	for _, r := range slices.Sorted(maps.Keys(refused)) {
+		add(r, refused[r])
+	}
+	add("damaged store", damaged)
+	add("unstored at a crash", unstored)
+	return n, strings.Join(why, " · ")
 }
 
 // Config implements console.Source.

@@ -5,9 +5,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -19,6 +22,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +32,7 @@ import (
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/modbussim"
+	"github.com/edged-gw/edged/internal/mosquittotest"
 	"github.com/edged-gw/edged/internal/testwait"
 	"github.com/edged-gw/edged/mapping"
 )
@@ -478,4 +484,154 @@ func TestConsoleLogsInTheBrokersUsers(t *testing.T) {
 	testwait.For(t, 10*time.Second, "the broker's user sees the device", func() bool {
 		return strings.Contains(do(t, c, "GET", base+"/console/device/boiler", "hmi", "hmi-pass-3", nil).body, "21.5")
 	})
+}
+
+// TestConsoleShowsLostMessages: messages the cloud broker refused for good
+// (mosquitto's ACL: PUBACK 0x87) leave the buffer uncounted as dropped by
+// a cap; the overview and the uplinks page must still show them as lost,
+// with the reason, or the installer reads "dropped 0" while the cloud never
+// got them.
+func TestConsoleShowsLostMessages(t *testing.T) {
+	sim := startSim(t)
+	mq := mosquittotest.Start(t, mosquittotest.Options{ACL: "user edged-test\ntopic write edged/it/seq/ok"})
+	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "127.0.0.1:0",
+		extra: upstreamTOML(mq, mq.TLSAddr(), "cloud", `topics = ["edged/it/seq/#"]`)})
+	rt, _ := startFromFile(t, path)
+	base := consoleURL(t, rt, "http")
+	c := &http.Client{Timeout: 10 * time.Second}
+	testwait.For(t, 20*time.Second, "the uplink online", func() bool {
+		return strings.Contains(do(t, c, "GET", base+"/console/", "", "", nil).body, `data-k="u:cloud:state" data-v="online"`)
+	})
+	const n = 20
+	publishSeq(t, rt, "edged/it/seq/ok", 0, n)
+	publishSeq(t, rt, "edged/it/seq/denied", 0, n)
+	var overview string
+	testwait.For(t, 20*time.Second, "the refused messages settled", func() bool {
+		overview = do(t, c, "GET", base+"/console/", "", "", nil).body
+		return strings.Contains(overview, fmt.Sprintf(`data-k="u:cloud:acked">%d<`, n)) &&
+			strings.Contains(overview, `data-k="u:cloud:depth">0<`)
+	})
+	if want := fmt.Sprintf(`data-k="u:cloud:lost">%d<`, n); !strings.Contains(overview, want) {
+		t.Errorf("the overview does not show %d messages lost (%s):\n%s", n, want, overview)
+	}
+	up := do(t, c, "GET", base+"/console/uplinks", "", "", nil).body
+	if !strings.Contains(up, fmt.Sprintf(`data-k="u:cloud:lost">%d<`, n)) || !strings.Contains(up, "not_authorized") {
+		t.Errorf("the uplinks page does not show %d messages lost as not_authorized:\n%s", n, up)
+	}
+	var state map[string]string
+	if err := json.Unmarshal([]byte(do(t, c, "GET", base+"/console/api/state", "", "", nil).body), &state); err != nil {
+		t.Fatal(err)
+	}
+	if state["u:cloud:lost"] != strconv.Itoa(n) {
+		t.Errorf("/console/api/state u:cloud:lost = %q, want %d", state["u:cloud:lost"], n)
+	}
+}
+
+// TestConsoleConfigPageHidesSecretsOfARefusedReload: a refused reload's
+// errors are shown at file:line on the config page, but a password in a
+// mistyped URL is not (the issue: no secrets ever rendered).
+func TestConsoleConfigPageHidesSecretsOfARefusedReload(t *testing.T) {
+	sim := startSim(t)
+	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "127.0.0.1:0"})
+	rt, cfg := startFromFile(t, path)
+	bad := filepath.Join(filepath.Dir(path), "bad.toml")
+	text := "[gateway]\nid = \"it\"\n[[upstream]]\nname = \"c\"\nurl = \"mqtts:/plant7:Sup3rS3cret@b.example.com:8883\"\n" +
+		"[[device]]\nname = \"ua\"\ndriver = \"opcua\"\nendpoint = \"https://op:Sup3rS3cret@10.0.0.1:4840\"\n  [[device.tag]]\n  name = \"a\"\n  node = \"i=5\"\n"
+	if err := os.WriteFile(bad, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := rt.Reload(context.Background(), bad, cfg); err == nil {
+		t.Fatal("a bad config reloaded")
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	body := do(t, c, "GET", consoleURL(t, rt, "http")+"/console/config", "", "", nil).body
+	for _, want := range []string{"refused", "bad.toml:5", "bad.toml:9"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the config page lacks %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "Sup3rS3cret") {
+		t.Errorf("the config page shows a password:\n%s", body)
+	}
+	// The running config is still the one started from: its path and the
+	// SHA-256 of its file.
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	if fp := "sha256:" + hex.EncodeToString(sum[:8]); !strings.Contains(body, "<td>"+path+"</td>") || !strings.Contains(body, fp) {
+		t.Errorf("the config page does not show the running file %s with fingerprint %s:\n%s", path, fp, body)
+	}
+}
+
+// TestConsoleShowsTheInFlightWindowFilling: when the cloud broker stops
+// acknowledging, the uplinks page shows the in-flight window full (what
+// is stuck), not only its size.
+func TestConsoleShowsTheInFlightWindowFilling(t *testing.T) {
+	sim := startSim(t)
+	mq := mosquittotest.Start(t, mosquittotest.Options{})
+	proxy := mosquittotest.NewProxy(t, mq.TLSAddr())
+	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "127.0.0.1:0",
+		extra: upstreamTOML(mq, proxy.Addr(), "cloud", "topics = [\"edged/it/seq/#\"]\nmax_inflight = 10\nack_timeout = \"1h\"")})
+	rt, _ := startFromFile(t, path)
+	base := consoleURL(t, rt, "http")
+	c := &http.Client{Timeout: 10 * time.Second}
+	testwait.For(t, 20*time.Second, "the uplink online", func() bool {
+		return strings.Contains(do(t, c, "GET", base+"/console/uplinks", "", "", nil).body, `data-k="u:cloud:state" data-v="online"`)
+	})
+	proxy.StopAcks()
+	publishSeq(t, rt, "edged/it/seq/a", 0, 50)
+	var page string
+	testwait.For(t, 20*time.Second, "the window full on the page", func() bool {
+		page = do(t, c, "GET", base+"/console/uplinks", "", "", nil).body
+		return strings.Contains(page, `data-k="u:cloud:inflight">10<`)
+	})
+	if !strings.Contains(page, "in flight <span") || !strings.Contains(page, "of window 10") {
+		t.Errorf("the uplinks page does not say how full the in-flight window is:\n%s", page)
+	}
+	proxy.Restore()
+	testwait.For(t, 30*time.Second, "the window empty again", func() bool {
+		return strings.Contains(do(t, c, "GET", base+"/console/uplinks", "", "", nil).body, `data-k="u:cloud:inflight">0<`)
+	})
+}
+
+// TestConsoleReadsOnlyTheTagsItShows: the console's once-a-second read of
+// the device states copies no tags, and its read of one device's tags
+// copies no other device's: with a browser on one page of a large config,
+// copying every tag each second is what the pipeline pays for in garbage
+// collection (the bar workload: 5,000 tags).
+func TestConsoleReadsOnlyTheTagsItShows(t *testing.T) {
+	sim := startSim(t)
+	var extra strings.Builder
+	for d := range 2 {
+		fmt.Fprintf(&extra, "[[device]]\nname = \"big%d\"\ndriver = \"modbus-tcp\"\naddress = %q\npoll_interval = \"1s\"\n", d, sim.Addr())
+		for i := range 200 {
+			fmt.Fprintf(&extra, "  [[device.tag]]\n  name = \"t%d\"\n  area = \"holding_register\"\n  address = %d\n  type = \"uint16\"\n", i, i)
+		}
+	}
+	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "127.0.0.1:0", extra: extra.String()})
+	rt, _ := startFromFile(t, path)
+	v := rt.console
+	allocated := func(f func()) uint64 {
+		var a, b runtime.MemStats
+		runtime.ReadMemStats(&a)
+		for range 20 {
+			f()
+		}
+		runtime.ReadMemStats(&b)
+		return (b.TotalAlloc - a.TotalAlloc) / 20
+	}
+	oneDevice := allocated(func() { _ = v.Tags("big0") })
+	states := allocated(func() { _ = v.Devices() })
+	t.Logf("per call: Devices %d B, Tags(one of 200) %d B", states, oneDevice)
+	// A copied tag takes ~120 B: 400 of them ~47 KB, which Devices must not
+	// copy (it takes ~8 KB: the drivers' stats); Tags("big0") copies and
+	// formats its 200 (~52 KB), not big1's 200 too (~82 KB).
+	if states > 24<<10 {
+		t.Errorf("Devices allocates %d B a call: it copies the tags of every device", states)
+	}
+	if oneDevice > 64<<10 {
+		t.Errorf("Tags(one device) allocates %d B a call: it copies the tags of the others", oneDevice)
+	}
 }

@@ -114,9 +114,15 @@ type Uplink struct {
 	Acked           uint64
 	ReplayBacklog   int64 // still to replay in this session
 	Window          int   // in-flight window (max_inflight)
+	InFlight        int   // sent, not yet acknowledged
 	Depth, Bytes    int64 // messages and bytes not yet acknowledged
 	OldestAge       float64
-	Dropped         uint64
+	Dropped         uint64 // dropped by the caps or a full disk
+	// Lost counts messages given up unsent for other reasons: refused for
+	// good by the broker, a damaged store, a crash before they were
+	// stored (not in Dropped); LostWhy says which ("not_authorized 20").
+	Lost            uint64
+	LostWhy         string
 	DiskBytes       int64
 	MaxBytes        int64
 	AtCap, DiskFull bool

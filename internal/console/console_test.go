@@ -150,3 +150,99 @@ func TestEventJSON(t *testing.T) {
 		}
 	}
 }
+
+// plotSource is one device and one uplink whose poll time and backlog the
+// test sets.
+type plotSource struct {
+	countingSource
+	depth int64
+}
+
+func (s *plotSource) Uplinks() []Uplink {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return []Uplink{{Name: "cloud", State: "online", Depth: s.depth}}
+}
+
+// TestPlotsKeepTheLastHistory: the plots keep one point per SampleEvery
+// for History and no more (memory stays bounded however long edged runs),
+// span what they hold, scale to the largest value held, and the overview
+// and device pages draw them.
+func TestPlotsKeepTheLastHistory(t *testing.T) {
+	src := &plotSource{}
+	c := New(Options{Source: src, SampleEvery: time.Second, History: 10 * time.Second})
+	t0 := time.Unix(1_800_000_000, 0)
+	for i := range 30 {
+		src.mu.Lock()
+		src.depth = int64(100 - i) // the backlog drains: the oldest points are the largest
+		src.mu.Unlock()
+		c.rec.sample(t0.Add(time.Duration(i) * time.Second))
+	}
+	p := c.rec.plot("backlog:cloud")
+	if n := strings.Count(p.D, "M") + strings.Count(p.D, "L"); n != 10 {
+		t.Errorf("backlog plot holds %d points after 30 samples, want 10 (History/SampleEvery): %q", n, p.D)
+	}
+	if p.Max != "80 messages" || p.Span != "9s" {
+		t.Errorf("backlog plot top %q span %q, want the largest value still held (80) over 9s", p.Max, p.Span)
+	}
+	if !strings.HasPrefix(p.D, "M0.0 4.0") || !strings.HasSuffix(p.D, "L600.0 14.8") {
+		t.Errorf("backlog plot %q: want the oldest point at the left top, the newest (71 of 80) at the right edge", p.D)
+	}
+	if len(c.rec.backlog["cloud"].t) != 10 || len(c.rec.poll["plc"].t) != 10 {
+		t.Errorf("series sizes %d and %d, want 10", len(c.rec.backlog["cloud"].t), len(c.rec.poll["plc"].t))
+	}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	for path, want := range map[string]string{"/console/": `data-p="p:backlog:cloud" d="` + p.D + `"`,
+		"/console/device/plc": `data-p="p:poll:plc" d="M0.0 4.0L`} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body bytes.Buffer
+		_, _ = body.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(body.String(), want) {
+			t.Errorf("GET %s does not draw the plot %s:\n%s", path, want, body.String())
+		}
+	}
+}
+
+// TestUplinksPageHistoryIsCurrent: the connection history is observed
+// every plot sample and while an event stream is open; the uplinks page
+// must not show a history whose newest entry contradicts the state above
+// it (connecting, while the uplink is online) because no sample came
+// since the uplink connected.
+func TestUplinksPageHistoryIsCurrent(t *testing.T) {
+	src := &stateSource{state: "connecting"}
+	c := New(Options{Source: src, SampleEvery: time.Hour})
+	c.rec.sample(time.Now())
+	src.mu.Lock()
+	src.state = "online"
+	src.mu.Unlock()
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/console/uplinks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	_, _ = body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	_, hist, _ := strings.Cut(body.String(), `class="history"`)
+	on, conn := strings.Index(hist, `data-v="online"`), strings.Index(hist, `data-v="connecting"`)
+	if on < 0 || conn < 0 || on > conn {
+		t.Errorf("the history (newest first) does not end in online after connecting:\n%s", hist)
+	}
+}
+
+type stateSource struct {
+	countingSource
+	state string
+}
+
+func (s *stateSource) Uplinks() []Uplink {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return []Uplink{{Name: "cloud", State: s.state}}
+}

@@ -192,7 +192,9 @@ type uplinkRow struct {
 
 func (c *Console) uplinks(w http.ResponseWriter, r *http.Request) {
 	var rows []uplinkRow
-	for _, u := range c.o.Source.Uplinks() {
+	ups := c.o.Source.Uplinks()
+	c.rec.observeUplinks(ups, time.Now()) // the history as of now, not of the last sample
+	for _, u := range ups {
 		rows = append(rows, uplinkRow{Uplink: u, History: c.rec.connHistory(u.Name), Plot: c.rec.plot("backlog:" + u.Name)})
 	}
 	c.render(w, r, "uplinks.html", page{Title: "Uplinks", Nav: "uplinks", Data: rows})

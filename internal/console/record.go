@@ -248,6 +248,14 @@ func (r *recorder) observe(tags map[string][]Tag, ups []Uplink, now time.Time) {
 	}
 }
 
+// observeUplinks adds what changed since the last look to the uplinks'
+// connection history.
+func (r *recorder) observeUplinks(ups []Uplink, now time.Time) {
+	r.mu.Lock()
+	r.observe(nil, ups, now)
+	r.mu.Unlock()
+}
+
 func appendConn(ev []ConnEvent, e ConnEvent) []ConnEvent {
 	if len(ev) >= maxConnEvents {
 		ev = append(ev[:0], ev[1:]...)
@@ -349,10 +357,12 @@ func baseValues(g GatewayInfo, devs []Device, ups []Uplink, now time.Time) map[s
 		m[p+"depth"], m[p+"bytes"] = strconv.FormatInt(u.Depth, 10), fmtBytes(u.Bytes)
 		m[p+"oldest"] = fmtDur(u.OldestAge)
 		m[p+"dropped"] = strconv.FormatUint(u.Dropped, 10)
+		m[p+"lost"], m[p+"lostwhy"] = strconv.FormatUint(u.Lost, 10), u.LostWhy
 		m[p+"backlog"] = strconv.FormatInt(u.ReplayBacklog, 10)
 		m[p+"sent"], m[p+"acked"], m[p+"replayed"] = strconv.FormatUint(u.Sent, 10), strconv.FormatUint(u.Acked, 10), strconv.FormatUint(u.Replayed, 10)
 		m[p+"disk"] = fmtBytes(u.DiskBytes)
 		m[p+"connects"] = strconv.FormatUint(u.Connects, 10)
+		m[p+"inflight"] = strconv.Itoa(u.InFlight)
 	}
 	return m
 }

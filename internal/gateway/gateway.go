@@ -679,15 +679,25 @@ type DeviceView struct {
 }
 
 // Snapshot copies the current state of every device, in config order.
-func (g *Gateway) Snapshot() []DeviceView {
+func (g *Gateway) Snapshot() []DeviceView { return g.SnapshotOf(func(string) bool { return true }) }
+
+// SnapshotOf is Snapshot with the tags copied only for the devices withTags
+// names (nil: none), for readers that want the states of all and the tags
+// of few: copying every tag of a large config each second costs the
+// pipeline its garbage collection.
+func (g *Gateway) SnapshotOf(withTags func(device string) bool) []DeviceView {
 	t := g.tbl.Load()
 	out := make([]DeviceView, 0, len(t.devices))
 	for _, d := range t.devices {
+		tags := withTags != nil && withTags(d.name)
 		d.mu.Lock()
 		v := DeviceView{Name: d.name, Driver: d.driver, State: d.state, Err: d.err, Polls: d.polls, BadSamples: d.bad, LastGoodMs: d.lastOK,
-			Tags: make([]TagView, len(d.tags)), Source: d.drv}
-		for i, ts := range d.tags {
-			v.Tags[i] = TagView{Name: ts.spec.Name, Topic: ts.topic, Unit: ts.spec.Unit, Sample: ts.last}
+			Source: d.drv}
+		if tags {
+			v.Tags = make([]TagView, len(d.tags))
+			for i, ts := range d.tags {
+				v.Tags[i] = TagView{Name: ts.spec.Name, Topic: ts.topic, Unit: ts.spec.Unit, Sample: ts.last}
+			}
 		}
 		d.mu.Unlock()
 		out = append(out, v)

@@ -302,7 +302,7 @@ func (d *Device) Init() error {
 	if u, err := url.Parse(d.Endpoint); d.Endpoint == "" {
 		add("endpoint", `required: the server's URL, e.g. endpoint = "opc.tcp://192.168.1.20:4840"`)
 	} else if err != nil || u.Scheme != "opc.tcp" || u.Host == "" {
-		add("endpoint", `%q is not an OPC UA endpoint: write "opc.tcp://host:port", e.g. "opc.tcp://192.168.1.20:4840"`, d.Endpoint)
+		add("endpoint", `%q is not an OPC UA endpoint: write "opc.tcp://host:port", e.g. "opc.tcp://192.168.1.20:4840"`, configs.RedactLoose(d.Endpoint))
 	}
 	var ok bool
 	if d.policy, ok = policies[d.SecurityPolicy]; !ok {

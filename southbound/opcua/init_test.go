@@ -269,3 +269,22 @@ func TestCommonTagChecksAreMappings(t *testing.T) {
 		}
 	}
 }
+
+// TestInitEndpointErrorHidesPassword: an endpoint with credentials that is
+// refused (wrong scheme, a typo) is not echoed with its password: the
+// message goes to the log, `edged validate` and the console's config page.
+func TestInitEndpointErrorHidesPassword(t *testing.T) {
+	for _, ep := range []string{"https://op:Sup3rS3cret@10.0.0.1:4840", "opc.tcp:/op:Sup3rS3cret@10.0.0.1:4840"} {
+		d := New()
+		if _, err := toml.Decode("name = \"plc\"\nendpoint = \""+ep+"\"\n[[tag]]\nname = \"a\"\nnode = \"i=5\"\n", d); err != nil {
+			t.Fatal(err)
+		}
+		err := d.Init()
+		if err == nil || !strings.Contains(err.Error(), "is not an OPC UA endpoint") {
+			t.Fatalf("endpoint %q: Init = %v, want it refused", ep, err)
+		}
+		if strings.Contains(err.Error(), "Sup3rS3cret") {
+			t.Errorf("endpoint %q: the error shows the password: %v", ep, err)
+		}
+	}
+}
