@@ -151,17 +151,22 @@ func TestEventJSON(t *testing.T) {
 	}
 }
 
-// plotSource is one device and one uplink whose poll time and backlog the
-// test sets.
-type plotSource struct {
+// uplinkSource is one device and one uplink whose state ("" is online),
+// backlog and the device's poll time the test sets.
+type uplinkSource struct {
 	countingSource
+	state string
 	depth int64
 }
 
-func (s *plotSource) Uplinks() []Uplink {
+func (s *uplinkSource) Uplinks() []Uplink {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return []Uplink{{Name: "cloud", State: "online", Depth: s.depth}}
+	state := s.state
+	if state == "" {
+		state = "online"
+	}
+	return []Uplink{{Name: "cloud", State: state, Depth: s.depth}}
 }
 
 // TestPlotsKeepTheLastHistory: the plots keep one point per SampleEvery
@@ -169,7 +174,7 @@ func (s *plotSource) Uplinks() []Uplink {
 // span what they hold, scale to the largest value held, and the overview
 // and device pages draw them.
 func TestPlotsKeepTheLastHistory(t *testing.T) {
-	src := &plotSource{}
+	src := &uplinkSource{}
 	c := New(Options{Source: src, SampleEvery: time.Second, History: 10 * time.Second})
 	t0 := time.Unix(1_800_000_000, 0)
 	for i := range 30 {
@@ -214,7 +219,7 @@ func TestPlotsKeepTheLastHistory(t *testing.T) {
 // it (connecting, while the uplink is online) because no sample came
 // since the uplink connected.
 func TestUplinksPageHistoryIsCurrent(t *testing.T) {
-	src := &stateSource{state: "connecting"}
+	src := &uplinkSource{state: "connecting"}
 	c := New(Options{Source: src, SampleEvery: time.Hour})
 	c.rec.sample(time.Now())
 	src.mu.Lock()
@@ -234,15 +239,4 @@ func TestUplinksPageHistoryIsCurrent(t *testing.T) {
 	if on < 0 || conn < 0 || on > conn {
 		t.Errorf("the history (newest first) does not end in online after connecting:\n%s", hist)
 	}
-}
-
-type stateSource struct {
-	countingSource
-	state string
-}
-
-func (s *stateSource) Uplinks() []Uplink {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return []Uplink{{Name: "cloud", State: s.state}}
 }
