@@ -266,6 +266,49 @@ password_file = %q
 	}
 }
 
+// TestConsoleUsersWithoutWritesIsReadOnly: a logged-in user of a console
+// whose [console] writes is not set sees no write form, and a POST with the
+// page's own token (or any token) is refused before the door: the device and
+// the audit file see nothing.
+func TestConsoleUsersWithoutWritesIsReadOnly(t *testing.T) {
+	sim := startSim(t)
+	hash, err := bcrypt.GenerateFromPassword([]byte("ladder-7"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "0.0.0.0:0", console: fmt.Sprintf(`[console]
+
+  [[console.user]]
+  name = "installer"
+  password_hash = %q
+`, hash)})
+	rt, cfg := startFromFile(t, path)
+	base := consoleURL(t, rt, "http")
+	c := &http.Client{Timeout: 10 * time.Second}
+	var page string
+	testwait.For(t, 10*time.Second, "the device page", func() bool {
+		page = do(t, c, "GET", base+"/console/device/boiler", "installer", "ladder-7", nil).body
+		return strings.Contains(page, "setpoint")
+	})
+	if strings.Contains(page, `name="csrf"`) {
+		t.Error("a console without writes = true shows write forms to a logged-in user")
+	}
+	token := "none"
+	if m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page); m != nil {
+		token = m[1]
+	}
+	r := do(t, c, "POST", base+"/console/device/boiler/write", "installer", "ladder-7", url.Values{"tag": {"setpoint"}, "value": {"42"}, "csrf": {token}})
+	if r.code != http.StatusForbidden {
+		t.Errorf("POST write, logged in, writes off: %d %q, want 403", r.code, r.body)
+	}
+	if sim.Writes() != 0 {
+		t.Fatalf("a console without writes = true wrote to the device (%d writes)", sim.Writes())
+	}
+	if b, _ := os.ReadFile(filepath.Join(cfg.Gateway.DataDir, "audit", "writes.jsonl")); len(b) != 0 {
+		t.Fatalf("a refused console write reached the door: %s", b)
+	}
+}
+
 // TestConsoleLoopbackReadOnly: on loopback without users the pages need no
 // login, and the console cannot write (no form, 403 on a forged POST).
 func TestConsoleLoopbackReadOnly(t *testing.T) {
