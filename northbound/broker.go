@@ -144,7 +144,7 @@ func (b *Broker) Start() error {
 	}
 	// The order matters: auth answers OnPublish first (a refused message
 	// is never counted by the limits).
-	for _, h := range []mqtt.Hook{b.auth, b.limits, b.flush, b.retain, new(v311Disconnect)} {
+	for _, h := range []mqtt.Hook{b.auth, b.limits, b.flush, b.retain, new(v311Disconnect), &expiredSessions{srv: b.srv}} {
 		if err := b.srv.AddHook(h, nil); err != nil {
 			return fmt.Errorf("broker: add hook %s: %w", h.ID(), err)
 		}
@@ -413,6 +413,21 @@ func (*v311Disconnect) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packet
 	}
 	return pk
 }
+
+// expiredSessions removes the subscriptions of a session that expired.
+// The library (v2.7.9) deletes an expired client but leaves its
+// subscriptions in the topic index: every client id that ever kept a
+// session (an HMI with a random id and clean_start false) would leave its
+// filters behind for good, matched by every publish and counted in
+// edged_broker_subscriptions.
+type expiredSessions struct {
+	mqtt.HookBase
+	srv *mqtt.Server
+}
+
+func (*expiredSessions) ID() string                        { return "edged-expired-sessions" }
+func (*expiredSessions) Provides(b byte) bool              { return b == mqtt.OnClientExpired }
+func (h *expiredSessions) OnClientExpired(cl *mqtt.Client) { h.srv.UnsubscribeClient(cl) }
 
 // Stats are the broker's running totals.
 type Stats struct {
