@@ -110,6 +110,18 @@ func consoleURL(t *testing.T, rt *Runtime, scheme string) string {
 	return scheme + "://127.0.0.1:" + port
 }
 
+// userEntry is a [[table]] of one user with a bcrypt hash of pw.
+func userEntry(t *testing.T, table, name, pw string) string {
+	t.Helper()
+	return fmt.Sprintf("\n  [[%s]]\n  name = %q\n  password_hash = %q\n", table, name, bcryptHash(t, pw, bcrypt.MinCost))
+}
+
+// consoleHTTP is the console's base URL and a client for it.
+func consoleHTTP(t *testing.T, rt *Runtime) (string, *http.Client) {
+	t.Helper()
+	return consoleURL(t, rt, "http"), &http.Client{Timeout: 10 * time.Second}
+}
+
 type reply struct {
 	code int
 	hdr  http.Header
@@ -157,10 +169,7 @@ var consolePaths = []string{"/console/", "/console/device/boiler", "/console/upl
 func TestConsoleOffLoopbackNeedsLogin(t *testing.T) {
 	sim := startSim(t)
 	sim.SetFloat32(modbussim.Holding, 0, 21.5, mapping.OrderABCD)
-	hash, err := bcrypt.GenerateFromPassword([]byte("ladder-7"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hash := bcryptHash(t, "ladder-7", bcrypt.MinCost)
 	secretFile := filepath.Join(t.TempDir(), "pw")
 	if err := os.WriteFile(secretFile, []byte("Upstream-S3cret!\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -180,8 +189,7 @@ username = "edge-user"
 password_file = %q
 `, secretFile)})
 	rt, cfg := startFromFile(t, path)
-	base := consoleURL(t, rt, "http")
-	c := &http.Client{Timeout: 10 * time.Second}
+	base, c := consoleHTTP(t, rt)
 
 	for _, p := range consolePaths {
 		for _, cred := range [][2]string{{"", ""}, {"installer", "wrong"}, {"intruder", "ladder-7"}, {"installer", ""}} {
@@ -221,7 +229,7 @@ password_file = %q
 		if regexp.MustCompile(`<script>|<script [^>]*>[^<]`).MatchString(r.body) || strings.Contains(r.body, " style=") || strings.Contains(r.body, " onclick=") {
 			t.Errorf("GET %s: inline script or style in the page", p)
 		}
-		for _, secret := range []string{"Upstream-S3cret!", string(hash), "ladder-7"} {
+		for _, secret := range []string{"Upstream-S3cret!", hash, "ladder-7"} {
 			if strings.Contains(r.body, secret) {
 				t.Errorf("GET %s renders a secret %q", p, secret)
 			}
@@ -272,19 +280,9 @@ password_file = %q
 // the audit file see nothing.
 func TestConsoleUsersWithoutWritesIsReadOnly(t *testing.T) {
 	sim := startSim(t)
-	hash, err := bcrypt.GenerateFromPassword([]byte("ladder-7"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "0.0.0.0:0", console: fmt.Sprintf(`[console]
-
-  [[console.user]]
-  name = "installer"
-  password_hash = %q
-`, hash)})
+	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "0.0.0.0:0", console: "[console]\n" + userEntry(t, "console.user", "installer", "ladder-7")})
 	rt, cfg := startFromFile(t, path)
-	base := consoleURL(t, rt, "http")
-	c := &http.Client{Timeout: 10 * time.Second}
+	base, c := consoleHTTP(t, rt)
 	var page string
 	testwait.For(t, 10*time.Second, "the device page", func() bool {
 		page = do(t, c, "GET", base+"/console/device/boiler", "installer", "ladder-7", nil).body
@@ -315,8 +313,7 @@ func TestConsoleLoopbackReadOnly(t *testing.T) {
 	sim := startSim(t)
 	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "127.0.0.1:0"})
 	rt, _ := startFromFile(t, path)
-	base := consoleURL(t, rt, "http")
-	c := &http.Client{Timeout: 10 * time.Second}
+	base, c := consoleHTTP(t, rt)
 	for _, p := range []string{"/console/", "/console/device/boiler", "/console/uplinks", "/console/config"} {
 		if r := do(t, c, "GET", base+p, "", "", nil); r.code != 200 || r.hdr.Get("Content-Security-Policy") == "" {
 			t.Errorf("GET %s on loopback: %d, CSP %q", p, r.code, r.hdr.Get("Content-Security-Policy"))
@@ -363,8 +360,7 @@ func TestConsoleOffLoopbackWithoutUsersIsOff(t *testing.T) {
 	sim := startSim(t)
 	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "0.0.0.0:0"})
 	rt, _ := startFromFile(t, path)
-	base := consoleURL(t, rt, "http")
-	c := &http.Client{Timeout: 10 * time.Second}
+	base, c := consoleHTTP(t, rt)
 	for _, p := range consolePaths {
 		if r := do(t, c, "GET", base+p, "", "", nil); r.code != http.StatusNotFound {
 			t.Errorf("GET %s: %d, want 404 (no console off loopback without users)", p, r.code)
@@ -487,8 +483,7 @@ timeout = "100ms"
   type = "uint16"
 `)
 	rt, _ := startFromFile(t, path)
-	base := consoleURL(t, rt, "http")
-	c := &http.Client{Timeout: 10 * time.Second}
+	base, c := consoleHTTP(t, rt)
 	var body string
 	testwait.For(t, 10*time.Second, "the first value on the page", func() bool {
 		body = do(t, c, "GET", base+"/console/device/meter", "", "", nil).body
@@ -507,18 +502,9 @@ timeout = "100ms"
 func TestConsoleLogsInTheBrokersUsers(t *testing.T) {
 	sim := startSim(t)
 	sim.SetFloat32(modbussim.Holding, 0, 21.5, mapping.OrderABCD)
-	hash, err := bcrypt.GenerateFromPassword([]byte("hmi-pass-3"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "0.0.0.0:0", console: fmt.Sprintf(`
-  [[broker.user]]
-  name = "hmi"
-  password_hash = %q
-`, hash)})
+	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "0.0.0.0:0", console: userEntry(t, "broker.user", "hmi", "hmi-pass-3")})
 	rt, _ := startFromFile(t, path)
-	base := consoleURL(t, rt, "http")
-	c := &http.Client{Timeout: 10 * time.Second}
+	base, c := consoleHTTP(t, rt)
 	for _, cred := range [][2]string{{"", ""}, {"hmi", "wrong"}, {"other", "hmi-pass-3"}} {
 		if r := do(t, c, "GET", base+"/console/", cred[0], cred[1], nil); r.code != http.StatusUnauthorized {
 			t.Errorf("GET /console/ as %q/%q: %d, want 401", cred[0], cred[1], r.code)
@@ -540,8 +526,7 @@ func TestConsoleShowsLostMessages(t *testing.T) {
 	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "127.0.0.1:0",
 		extra: upstreamTOML(mq, mq.TLSAddr(), "cloud", `topics = ["edged/it/seq/#"]`)})
 	rt, _ := startFromFile(t, path)
-	base := consoleURL(t, rt, "http")
-	c := &http.Client{Timeout: 10 * time.Second}
+	base, c := consoleHTTP(t, rt)
 	testwait.For(t, 20*time.Second, "the uplink online", func() bool {
 		return strings.Contains(do(t, c, "GET", base+"/console/", "", "", nil).body, `data-k="u:cloud:state" data-v="online"`)
 	})
@@ -618,8 +603,7 @@ func TestConsoleShowsTheInFlightWindowFilling(t *testing.T) {
 	path := writeConsoleConfig(t, sim.Addr(), consoleSetup{listen: "127.0.0.1:0",
 		extra: upstreamTOML(mq, proxy.Addr(), "cloud", "topics = [\"edged/it/seq/#\"]\nmax_inflight = 10\nack_timeout = \"1h\"")})
 	rt, _ := startFromFile(t, path)
-	base := consoleURL(t, rt, "http")
-	c := &http.Client{Timeout: 10 * time.Second}
+	base, c := consoleHTTP(t, rt)
 	testwait.For(t, 20*time.Second, "the uplink online", func() bool {
 		return strings.Contains(do(t, c, "GET", base+"/console/uplinks", "", "", nil).body, `data-k="u:cloud:state" data-v="online"`)
 	})
