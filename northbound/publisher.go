@@ -220,7 +220,9 @@ func explainTLS(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 		// A plaintext MQTT broker reads the ClientHello as a malformed
 		// packet and hangs up; a TLS server would answer with an alert.
-		return &TLSError{Reason: "plaintext server", Hint: "the server did not speak TLS: it closed the connection on the TLS ClientHello; is this a plaintext port (1883)? use the broker's TLS port (usually 8883)", Err: err}
+		// A proxy or load balancer that loses its backend hangs up the
+		// same way, so the hint names both.
+		return &TLSError{Reason: "plaintext server", Hint: "the server did not speak TLS: it closed the connection on the TLS ClientHello; is this a plaintext port (1883)? use the broker's TLS port (usually 8883); or a proxy or load balancer on the way dropped the connection", Err: err}
 	}
 	if msg := err.Error(); strings.Contains(msg, "protocol version") || strings.Contains(msg, "insufficient security") {
 		// The server's alert (protocol_version, insufficient_security) or
