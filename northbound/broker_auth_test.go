@@ -96,9 +96,16 @@ type client5 struct {
 	// light keeps only the topic of what arrives (for tests that measure
 	// the heap)
 	light bool
-	ca    *paho.Connack
-	mu    sync.Mutex
-	msgs  []*paho.Publish
+	// noPing connects with keepalive 0. paho's pinger sends its first
+	// PINGREQ at once, from its own goroutine, while the test writes its
+	// SUBSCRIBE; paho writes a packet in several Writes (net.Buffers),
+	// atomic on TCP (writev) but not on a connection that makes each
+	// Write a WebSocket message: the PINGREQ could land inside the
+	// SUBSCRIBE and the broker rightly drop a malformed packet.
+	noPing bool
+	ca     *paho.Connack
+	mu     sync.Mutex
+	msgs   []*paho.Publish
 }
 
 // dial5 connects an MQTT 5 client over conn (nil: TCP to addr).
@@ -129,6 +136,9 @@ func dial5With(t *testing.T, cl *client5, addr string, conn net.Conn, user, pass
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	cp := &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}
+	if cl.noPing {
+		cp.KeepAlive = 0
+	}
 	if user != "" {
 		cp.Username, cp.UsernameFlag = user, true
 		cp.Password, cp.PasswordFlag = []byte(pass), true

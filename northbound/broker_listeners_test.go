@@ -150,7 +150,7 @@ func TestWebSocketClientSubscribesAndReceives(t *testing.T) {
 	if c.Subprotocol() != "mqtt" {
 		t.Fatalf("subprotocol %q", c.Subprotocol())
 	}
-	cl, err := dial5(t, "", newWSConn(c), "", "", "browser-1")
+	cl, err := dial5With(t, &client5{noPing: true}, "", newWSConn(c), "", "", "browser-1")
 	if err != nil {
 		t.Fatal(err)
 	}
