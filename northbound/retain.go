@@ -29,12 +29,14 @@ type retainStore struct {
 
 	mu   sync.RWMutex
 	msgs map[string]*retained
+	ver  uint64 // updates so far, all topics: a deleted and re-set topic never repeats a version
 
 	pmu     sync.Mutex
 	pending map[string][]retainedMsg // client id → snapshot awaiting delivery after SUBACK
 }
 
-// retained is one topic's retained message; ver counts its updates.
+// retained is one topic's retained message; ver is the store's update
+// count when it was set.
 type retained struct {
 	payload []byte
 	ver     uint64
@@ -59,7 +61,8 @@ func (r *retainStore) set(topic string, payload []byte) {
 		r.msgs[topic] = m
 	}
 	m.payload = append(m.payload[:0], payload...)
-	m.ver++
+	r.ver++
+	m.ver = r.ver
 }
 
 func (r *retainStore) len() int {
