@@ -207,14 +207,15 @@ func (p *mqtt5) fail(done chan struct{}, err error) {
 func (p *mqtt5) readLoop(conn net.Conn, done chan struct{}, slots chan struct{}) {
 	ka := p.cfg.KeepAlive
 	r := bufio.NewReaderSize(conn, 4<<10)
+	// A dead link is noticed after 1.5 keepalives without a packet (pings
+	// go out every half keepalive). The deadline moves at most every
+	// rearm, not per PUBACK (a timer update each): still 1.25 keepalives
+	// at least.
+	rearm := min(time.Second, ka/4)
 	var armed time.Time // when the read deadline was last moved
 	for {
 		if ka > 0 {
-			// A dead link is noticed after 1.5 keepalives without a packet
-			// (pings go out every half keepalive). The deadline moves at
-			// most every min(1 s, keepalive/4), not per PUBACK (a timer
-			// update each): still 1.25 keepalives at least.
-			if now := time.Now(); now.Sub(armed) >= min(time.Second, ka/4) {
+			if now := time.Now(); now.Sub(armed) >= rearm {
 				armed = now
 				_ = conn.SetReadDeadline(now.Add(ka * 3 / 2))
 			}
