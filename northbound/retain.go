@@ -18,32 +18,19 @@ import (
 // the topic's existing buffer (no allocation in steady state).
 //
 // New subscribers get the matching retained messages right after their
-// SUBACK has been written (QoS 0, retain flag set), as a broker would. What
-// they get is what was retained when the subscription was added; a topic
-// published again since then is left out, because that newer message
-// reaches the subscriber live. So a subscriber never sees a value twice
-// because it subscribed while values were being published, and never an
-// older retained copy after a newer live one.
+// SUBACK has been written (QoS 0, retain flag set), as a broker would.
 type retainStore struct {
 	mqtt.HookBase
 
 	mu   sync.RWMutex
-	msgs map[string]*retained
-	ver  uint64 // updates so far, all topics: a deleted and re-set topic never repeats a version
+	msgs map[string][]byte
 
 	pmu     sync.Mutex
-	pending map[string][]retainedMsg // client id → snapshot awaiting delivery after SUBACK
-}
-
-// retained is one topic's retained message; ver is the store's update
-// count when it was set.
-type retained struct {
-	payload []byte
-	ver     uint64
+	pending map[string][]packets.Subscription // client id → filters awaiting retained delivery after SUBACK
 }
 
 func newRetainStore() *retainStore {
-	return &retainStore{msgs: map[string]*retained{}, pending: map[string][]retainedMsg{}}
+	return &retainStore{msgs: map[string][]byte{}, pending: map[string][]packets.Subscription{}}
 }
 
 // set stores payload as the retained message of topic; an empty payload
@@ -55,14 +42,7 @@ func (r *retainStore) set(topic string, payload []byte) {
 		delete(r.msgs, topic)
 		return
 	}
-	m := r.msgs[topic]
-	if m == nil {
-		m = new(retained)
-		r.msgs[topic] = m
-	}
-	m.payload = append(m.payload[:0], payload...)
-	r.ver++
-	m.ver = r.ver
+	r.msgs[topic] = append(r.msgs[topic][:0], payload...)
 }
 
 func (r *retainStore) len() int {
@@ -75,11 +55,8 @@ func (r *retainStore) len() int {
 func (r *retainStore) get(topic string) ([]byte, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	m, ok := r.msgs[topic]
-	if !ok {
-		return nil, false
-	}
-	return append([]byte(nil), m.payload...), true
+	p, ok := r.msgs[topic]
+	return append([]byte(nil), p...), ok
 }
 
 func (r *retainStore) ID() string { return "edged-retain" }
@@ -88,14 +65,13 @@ func (r *retainStore) Provides(b byte) bool {
 	return b == mqtt.OnSubscribed || b == mqtt.OnPacketSent || b == mqtt.OnDisconnect
 }
 
-// OnSubscribed runs once the granted filters are subscribed: it copies the
-// retained messages they match, to be sent once the SUBACK is on the wire
-// (OnPacketSent).
+// OnSubscribed notes which granted filters want retained messages; they are
+// sent once the SUBACK is on the wire (OnPacketSent).
 func (r *retainStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	if cl.Net.Inline {
 		return
 	}
-	var snap []retainedMsg
+	var subs []packets.Subscription
 	for i, sub := range pk.Filters {
 		if i >= len(codes) || codes[i] >= packets.ErrUnspecifiedError.Code {
 			continue
@@ -103,13 +79,13 @@ func (r *retainStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []b
 		if mqtt.IsSharedFilter(sub.Filter) || sub.RetainHandling == 2 {
 			continue // no retained messages for shared subscriptions or when the client asks for none
 		}
-		snap = r.appendMatching(snap, sub.Filter)
+		subs = append(subs, sub)
 	}
-	if len(snap) == 0 {
+	if len(subs) == 0 {
 		return
 	}
 	r.pmu.Lock()
-	r.pending[cl.ID] = append(r.pending[cl.ID], snap...)
+	r.pending[cl.ID] = append(r.pending[cl.ID], subs...)
 	r.pmu.Unlock()
 }
 
@@ -118,27 +94,18 @@ func (r *retainStore) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte)
 		return
 	}
 	r.pmu.Lock()
-	snap := r.pending[cl.ID]
+	subs := r.pending[cl.ID]
 	delete(r.pending, cl.ID)
 	r.pmu.Unlock()
-	for _, m := range snap {
-		if !r.unchanged(m) {
-			continue // published again since the snapshot: the subscriber gets that one live
+	for _, sub := range subs {
+		for _, m := range r.matching(sub.Filter) {
+			_ = cl.WritePacket(packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true},
+				TopicName:   m.topic,
+				Payload:     m.payload,
+			})
 		}
-		_ = cl.WritePacket(packets.Packet{
-			FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true},
-			TopicName:   m.topic,
-			Payload:     m.payload,
-		})
 	}
-}
-
-// unchanged reports whether m is still the retained message of its topic.
-func (r *retainStore) unchanged(m retainedMsg) bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	cur, ok := r.msgs[m.topic]
-	return ok && cur.ver == m.ver
 }
 
 func (r *retainStore) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
@@ -150,17 +117,16 @@ func (r *retainStore) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 type retainedMsg struct {
 	topic   string
 	payload []byte
-	ver     uint64
 }
 
-// appendMatching appends copies of the retained messages whose topic
-// matches filter.
-func (r *retainStore) appendMatching(out []retainedMsg, filter string) []retainedMsg {
+// matching copies the retained messages whose topic matches filter.
+func (r *retainStore) matching(filter string) []retainedMsg {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	for topic, m := range r.msgs {
+	var out []retainedMsg
+	for topic, p := range r.msgs {
 		if matchFilter(filter, topic) {
-			out = append(out, retainedMsg{topic, append([]byte(nil), m.payload...), m.ver})
+			out = append(out, retainedMsg{topic, append([]byte(nil), p...)})
 		}
 	}
 	return out

@@ -1,13 +1,8 @@
 package northbound
 
 import (
-	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edged-gw/edged/internal/mqtttest"
 )
@@ -73,50 +68,5 @@ func TestRetainedMessagesFollowSubackAndCanBeDeleted(t *testing.T) {
 		if m.Topic != "p/a/x" {
 			t.Fatalf("unexpected %s %q (deleted or not matching)", m.Topic, m.Payload)
 		}
-	}
-}
-
-// publishOnSubscribe publishes a newer retained value while a subscription
-// is being granted (after it is in the topic tree, before the SUBACK), the
-// window in which a subscriber used to get the same value twice: live, and
-// again as the retained copy sent after the SUBACK.
-type publishOnSubscribe struct {
-	mqtt.HookBase
-	b     *Broker
-	topic string
-	done  atomic.Bool
-}
-
-func (h *publishOnSubscribe) ID() string           { return "test-publish-on-subscribe" }
-func (h *publishOnSubscribe) Provides(b byte) bool { return b == mqtt.OnSubscribed }
-func (h *publishOnSubscribe) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
-	if cl.Net.Inline || h.done.Swap(true) {
-		return
-	}
-	_ = h.b.Publish(h.topic, []byte("new"), true, 0)
-}
-
-func TestRetainedCopyNotSentAfterNewerLiveValue(t *testing.T) {
-	b := startBroker(t)
-	if err := b.Publish("p/v", []byte("old"), true, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.srv.AddHook(&publishOnSubscribe{b: b, topic: "p/v"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	sub := mqtttest.Subscribe(t, b.Addr(), "p/#")
-	sub.WaitTopic(5*time.Second, "p/v", func(p []byte) bool { return string(p) == "new" })
-	// A marker published after the SUBACK arrives after anything the
-	// broker sent for the subscription.
-	if err := b.Publish("p/marker", []byte("m"), false, 0); err != nil {
-		t.Fatal(err)
-	}
-	sub.WaitTopic(5*time.Second, "p/marker", nil)
-	var got []string
-	for _, m := range sub.On("p/v") {
-		got = append(got, fmt.Sprintf("%s retain=%v", m.Payload, m.Retain))
-	}
-	if len(got) != 1 {
-		t.Fatalf("p/v arrived %d times, want once (the newer live value): %v", len(got), got)
 	}
 }
