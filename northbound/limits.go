@@ -56,7 +56,9 @@ type Limits struct {
 
 type clientHeld struct {
 	queued atomic.Int64
-	user   string
+	// user is the session's user name; a client taking over the session
+	// (same client id) sets it while the old connection's hooks read it.
+	user atomic.Pointer[string]
 
 	mu       sync.Mutex
 	unacked  map[uint16]int64 // outbound packet id → size
@@ -108,10 +110,23 @@ func (l *Limits) client(cl *mqtt.Client) *clientHeld {
 	defer l.cmu.Unlock()
 	c := l.clients[cl.ID]
 	if c == nil {
-		c = &clientHeld{user: string(cl.Properties.Username), unacked: map[uint16]int64{}, inbound: map[uint16]bool{}}
+		c = &clientHeld{unacked: map[uint16]int64{}, inbound: map[uint16]bool{}}
+		c.setUser(cl)
 		l.clients[cl.ID] = c
 	}
 	return c
+}
+
+func (c *clientHeld) setUser(cl *mqtt.Client) {
+	u := string(cl.Properties.Username)
+	c.user.Store(&u)
+}
+
+func (c *clientHeld) userName() string {
+	if u := c.user.Load(); u != nil {
+		return *u
+	}
+	return ""
 }
 
 // admit is asked, from the auth hook's ACL read check, whether a message
@@ -150,7 +165,7 @@ func (l *Limits) admit(cl *mqtt.Client, topic string) bool {
 	l.held.Add(size)
 	if c.dropping.Load() && c.queued.Load()+unacked < l.PerClient/2 {
 		c.dropping.Store(false)
-		l.log.Info("local client caught up", "client", cl.ID, "user", c.user, "dropped", c.dropped.Load())
+		l.log.Info("local client caught up", "client", cl.ID, "user", c.userName(), "dropped", c.dropped.Load())
 	}
 	return true
 }
@@ -159,13 +174,13 @@ func (l *Limits) drop(cl *mqtt.Client, c *clientHeld, held int64) {
 	c.dropped.Add(1)
 	l.drops.Add(1)
 	l.dmu.Lock()
-	l.dropsUser[c.user]++
+	l.dropsUser[c.userName()]++
 	l.dmu.Unlock()
 	if c.dropping.CompareAndSwap(false, true) {
 		now := time.Now().UnixNano()
 		if now-c.lastNotic.Load() > int64(10*time.Second) {
 			c.lastNotic.Store(now)
-			l.log.Warn("local client too slow: dropping messages for it", "client", cl.ID, "user", c.user,
+			l.log.Warn("local client too slow: dropping messages for it", "client", cl.ID, "user", c.userName(),
 				"held_bytes", held, "client_queue_bytes", l.PerClient, "all_clients_bytes", l.held.Load(), "queue_bytes", l.Total)
 		}
 	}
@@ -252,7 +267,7 @@ func (l *Limits) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 // taken-over session's queue went with the old connection).
 func (l *Limits) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	c := l.client(cl)
-	c.user = string(cl.Properties.Username)
+	c.setUser(cl)
 	l.release(c, &c.queued, c.queued.Load())
 }
 

@@ -120,9 +120,19 @@ const clientWriteTimeout = 3 * time.Second
 type guardedConn struct {
 	net.Conn
 	writingSince atomic.Int64 // unix nanos when the current write began; 0: none
+
+	gate *attachGate // the listener's, for connections it counts
+	read atomic.Bool // the library has started reading (it is inside its attach)
 }
 
 func guard(c net.Conn) *guardedConn { return &guardedConn{Conn: c} }
+
+func (c *guardedConn) Read(p []byte) (int, error) {
+	if c.gate != nil && !c.read.Load() {
+		c.gate.attached(c)
+	}
+	return c.Conn.Read(p)
+}
 
 func (c *guardedConn) Write(p []byte) (int, error) {
 	c.writingSince.Store(time.Now().UnixNano())
@@ -147,6 +157,78 @@ func (c *guardedConn) stuck(d time.Duration) bool {
 // logins).
 func (c *guardedConn) Unwrap() net.Conn { return c.Conn }
 
+// attachGate closes a listener without racing the library's own shutdown.
+// The library counts each connection in a WaitGroup when its attach starts
+// and waits on it when it closes; a connection accepted just before Close
+// could reach that Add while Close already waits, which the WaitGroup
+// refuses with a panic (found by TestStopWhileClientsComeAndGo). So a
+// listener hands the library a connection only while open, and close waits
+// until every connection handed over is inside the attach (its first Read
+// comes after the Add) or done, before the library waits for them. It then
+// disconnects the clients and closes what is still reading its CONNECT.
+type attachGate struct {
+	mu      sync.Mutex
+	closed  bool
+	conns   map[*guardedConn]struct{}
+	handing sync.WaitGroup // connections handed over whose attach has not begun
+}
+
+// enter admits c unless the listener is closed.
+func (g *attachGate) enter(c *guardedConn) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	if g.conns == nil {
+		g.conns = map[*guardedConn]struct{}{}
+	}
+	g.conns[c] = struct{}{}
+	c.gate = g
+	g.handing.Add(1)
+	return true
+}
+
+func (g *attachGate) attached(c *guardedConn) {
+	if c.read.CompareAndSwap(false, true) {
+		g.handing.Done()
+	}
+}
+
+// leave is called when the library is done with c.
+func (g *attachGate) leave(c *guardedConn) {
+	g.attached(c)
+	g.mu.Lock()
+	delete(g.conns, c)
+	g.mu.Unlock()
+}
+
+// close refuses new connections, waits until those handed over are inside
+// the library's attach, calls disconnect, then closes the rest.
+func (g *attachGate) close(disconnect func()) {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.handing.Wait()
+	disconnect()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for c := range g.conns {
+		_ = c.Conn.Close()
+	}
+}
+
+// establish hands conn to the library (if the listener is open) and
+// returns when the library is done with it.
+func (g *attachGate) establish(establish listeners.EstablishFn, id string, conn *guardedConn) error {
+	if !g.enter(conn) {
+		_ = conn.Close()
+		return nil
+	}
+	defer g.leave(conn)
+	return establish(id, conn)
+}
+
 // tcpListener is the broker's TCP and TLS listener: the library's, but
 // handing the broker guarded connections, and logging a refused client at
 // debug level (a flood of bad logins must not flood the log).
@@ -157,6 +239,10 @@ type tcpListener struct {
 	log      *slog.Logger
 	mu       sync.Mutex
 	closed   atomic.Bool
+	gate     attachGate
+	// disconnect closes the listener's clients (Broker.disconnectListener),
+	// used instead of the library's CloseFn.
+	disconnect func(listener string)
 }
 
 var _ listeners.Listener = (*tcpListener)(nil)
@@ -208,20 +294,20 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			return
 		}
 		go func() {
-			if err := establish(l.id, guard(conn)); err != nil && !errors.Is(err, io.EOF) {
+			if err := l.gate.establish(establish, l.id, guard(conn)); err != nil && !errors.Is(err, io.EOF) {
 				l.log.Debug("local client ended", "listener", l.id, "err", err)
 			}
 		}()
 	}
 }
 
-func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+func (l *tcpListener) Close(listeners.CloseFn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed.CompareAndSwap(false, true) {
-		closeClients(l.id)
 		if l.ln != nil {
 			_ = l.ln.Close()
 		}
+		l.gate.close(func() { l.disconnect(l.id) })
 	}
 }

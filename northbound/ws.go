@@ -173,6 +173,9 @@ type wsListener struct {
 	up        websocket.Upgrader
 	log       *slog.Logger
 	establish listeners.EstablishFn
+	gate      attachGate
+	// disconnect closes the listener's clients (Broker.disconnectListener).
+	disconnect func(listener string)
 }
 
 var _ listeners.Listener = (*wsListener)(nil)
@@ -250,7 +253,7 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 	c.SetReadLimit(int64(maxPacketSize) + 16)
 	conn := guard(newWSConn(c))
 	defer conn.Close()
-	if err := l.establish(l.id, conn); err != nil && !errors.Is(err, io.EOF) {
+	if err := l.gate.establish(l.establish, l.id, conn); err != nil && !errors.Is(err, io.EOF) {
 		l.log.Debug("websocket client ended", "err", err, "remote", r.RemoteAddr)
 	}
 }
@@ -261,9 +264,9 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 }
 
 // Close stops accepting and closes the listener's clients.
-func (l *wsListener) Close(closeClients listeners.CloseFn) {
+func (l *wsListener) Close(listeners.CloseFn) {
 	if l.srv != nil {
 		_ = l.srv.Close()
 	}
-	closeClients(l.id)
+	l.gate.close(func() { l.disconnect(l.id) })
 }
