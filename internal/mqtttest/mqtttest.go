@@ -82,6 +82,23 @@ func Subscribe(t testing.TB, addr string, filters ...string) *Subscriber {
 	return s
 }
 
+// Sync subscribes to topic, which must already hold a retained message
+// that no earlier filter of s matches, and waits until that message is
+// recorded. A broker handles one client's packets in order and writes the
+// retained messages of a subscription right after its SUBACK, and paho hands
+// PUBLISHes on in the order they arrive: once Sync returns, every message
+// the broker sent s before, the retained messages of its first subscription
+// included, has been recorded.
+func (s *Subscriber) Sync(timeout time.Duration, topic string) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if _, err := s.client.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil {
+		s.t.Fatalf("mqtttest: subscribe %s: %v", topic, err)
+	}
+	s.WaitTopic(timeout, topic, nil)
+}
+
 // Messages returns a copy of everything received so far.
 func (s *Subscriber) Messages() []Message {
 	s.mu.Lock()
