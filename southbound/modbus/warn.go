@@ -30,7 +30,7 @@ var modiconRanges = []struct {
 // its registers that high for real (SunSpec starts at 40000) and gets none.
 // Valid after a successful Init.
 func (d *Device) Warnings() []error {
-	keys := tagKeys{len(d.mapped.Tags)} // d.tags: the map's tags, then the inline ones
+	keys := tagKeys{d.nMap} // d.tags: the map's tags, then the inline ones
 	var out []error
 	for _, r := range modiconRanges {
 		last := r.first + 9998
