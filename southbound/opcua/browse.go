@@ -176,6 +176,28 @@ func byURI(n *ua.NodeID, namespaces []string) string {
 	return "nsu=" + escapeNamespaceURI(namespaces[ns]) + ";" + ident
 }
 
+// dataTypeNames names the standard data types a variable is likely to
+// have: the built-in types and the common subtypes of ns=0. Others show as
+// their node id. Not id.Name: its tables of every ns=0 node's name cost a
+// megabyte of heap from start-up on, for this one listing.
+var dataTypeNames = map[uint32]string{
+	id.Boolean: "Boolean", id.SByte: "SByte", id.Byte: "Byte", id.Int16: "Int16", id.UInt16: "UInt16",
+	id.Int32: "Int32", id.UInt32: "UInt32", id.Int64: "Int64", id.UInt64: "UInt64", id.Float: "Float",
+	id.Double: "Double", id.String: "String", id.DateTime: "DateTime", id.GUID: "GUID",
+	id.ByteString: "ByteString", id.XMLElement: "XMLElement", id.NodeID: "NodeID",
+	id.ExpandedNodeID: "ExpandedNodeID", id.StatusCode: "StatusCode", id.QualifiedName: "QualifiedName",
+	id.LocalizedText: "LocalizedText", id.Structure: "Structure", id.DataValue: "DataValue",
+	id.BaseDataType: "BaseDataType", id.DiagnosticInfo: "DiagnosticInfo", id.Number: "Number",
+	id.Integer: "Integer", id.UInteger: "UInteger", id.Enumeration: "Enumeration", id.Decimal: "Decimal",
+	id.Duration: "Duration", id.UtcTime: "UtcTime", id.LocaleID: "LocaleID", id.Image: "Image",
+	id.ImageBMP: "ImageBMP", id.ImageGIF: "ImageGIF", id.ImageJPG: "ImageJPG", id.ImagePNG: "ImagePNG",
+	id.IntegerID: "IntegerID", id.Counter: "Counter", id.NumericRange: "NumericRange",
+	id.DateString: "DateString", id.DecimalString: "DecimalString", id.DurationString: "DurationString",
+	id.NormalizedString: "NormalizedString", id.TimeString: "TimeString", id.URIString: "URIString",
+	id.SemanticVersionString: "SemanticVersionString", id.Index: "Index",
+	id.BitFieldMaskDataType: "BitFieldMaskDataType",
+}
+
 // describe reads a variable's data type and access level.
 func (cn *conn) describe(ctx context.Context, n *ua.NodeID) (dataType, access string) {
 	res, err := cn.c.Read(ctx, &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{
@@ -191,7 +213,7 @@ func (cn *conn) describe(ctx context.Context, n *ua.NodeID) (dataType, access st
 		if t, ok := v.Value().(*ua.NodeID); ok {
 			dataType = t.String()
 			if t.Namespace() == 0 {
-				if name := id.Name(t.IntID()); name != "" {
+				if name, ok := dataTypeNames[t.IntID()]; ok {
 					dataType = name
 				}
 			}
