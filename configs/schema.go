@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/BurntSushi/toml"
 )
@@ -77,7 +78,22 @@ func schemaOf(t reflect.Type) schema {
 // "-" and unexported fields skipped; anonymous structs without a tag name
 // flattened into their parent, a shallower field hiding a deeper one of the
 // same name.
+//
+// The lists are cached per type (callers must not change them): the key
+// checks ask for them per key, and a config of ten devices sharing a
+// 500-tag map took 240 MB of allocations and 0.35 s to load without.
 func fieldsOf(t reflect.Type) []schemaField {
+	if f, ok := fieldsCache.Load(t); ok {
+		return f.([]schemaField)
+	}
+	// Clipped: a caller appending to the list gets a copy.
+	f, _ := fieldsCache.LoadOrStore(t, slices.Clip(listFields(t)))
+	return f.([]schemaField)
+}
+
+var fieldsCache sync.Map // reflect.Type → []schemaField
+
+func listFields(t reflect.Type) []schemaField {
 	type embedded struct {
 		typ   reflect.Type
 		index []int
