@@ -307,10 +307,23 @@ func (discard) Publish(string, []byte, bool, byte) error { return nil }
 // points/s; with no limit 45 MB, with 24 MiB 34 MB at 0.97M points/s.
 const DefaultMemoryLimit = 32 << 20
 
+// DefaultGCPercent is the collector's GOGC edged runs with unless GOGC is
+// set: the heap may grow to 1.5× what is live instead of 2× between
+// collections. Measured side by side (bin/bench-compare, gateway on one
+// core): at 5,000 points/s RSS 38–40 → 33 MB for the same CPU (0.8 CPU-s
+// per million points); at 100,000 points/s 46 → 35 MB for +7% CPU, at
+// 500,000 40 → 35 MB for +4%. GOGC=25 saved 2 MB more and cost +40% CPU
+// at 5,000 points/s.
+const DefaultGCPercent = 50
+
 // ApplyMemoryLimit sets the process's soft memory limit from the config,
-// unless GOMEMLIMIT is set in the environment. It returns the limit in
+// unless GOMEMLIMIT is set in the environment, and the collector's
+// percentage to DefaultGCPercent unless GOGC is. It returns the limit in
 // force (math.MaxInt64: none).
 func ApplyMemoryLimit(cfg *configs.Config) int64 {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(DefaultGCPercent)
+	}
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return debug.SetMemoryLimit(-1)
 	}

@@ -10,8 +10,10 @@ import (
 
 func TestApplyMemoryLimit(t *testing.T) {
 	before := debug.SetMemoryLimit(-1)
-	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	gcBefore := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetMemoryLimit(before); debug.SetGCPercent(gcBefore) })
 	t.Setenv("GOMEMLIMIT", "")
+	t.Setenv("GOGC", "")
 	size := func(n int64) *configs.Size { s := configs.Size(n); return &s }
 	cases := []struct {
 		name string
@@ -27,6 +29,15 @@ func TestApplyMemoryLimit(t *testing.T) {
 		if got != tc.want || debug.SetMemoryLimit(-1) != tc.want {
 			t.Errorf("%s: limit %d (runtime %d), want %d", tc.name, got, debug.SetMemoryLimit(-1), tc.want)
 		}
+	}
+	if got := debug.SetGCPercent(100); got != DefaultGCPercent {
+		t.Errorf("GC percent %d, want %d", got, DefaultGCPercent)
+	}
+	// GOGC wins.
+	t.Setenv("GOGC", "100")
+	ApplyMemoryLimit(&configs.Config{})
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC=100 set, GC percent %d", got)
 	}
 	// GOMEMLIMIT wins over the config.
 	debug.SetMemoryLimit(64 << 20)
