@@ -19,9 +19,11 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/edged-gw/edged/configs"
 	"github.com/edged-gw/edged/internal/app"
+	"github.com/edged-gw/edged/internal/residency"
 	"github.com/edged-gw/edged/internal/systemd"
 	"github.com/edged-gw/edged/southbound"
 )
@@ -211,6 +213,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		logs.logger.Error("start failed", "err", err)
 		return exitFailure
 	}
+	// Once start-up is over, give back the executable's pages it touched
+	// (see internal/residency); one timer, nothing after it.
+	trim := time.AfterFunc(residency.Settle, func() {
+		logs.logger.Debug("executable pages trimmed", "advised_bytes", residency.TrimExecutable())
+	})
+	defer trim.Stop()
 	logs.logger.Info("edged running", "version", version, "gateway", cfg.Gateway.ID, "devices", len(cfg.Devices))
 	// Under systemd (Type=notify): ready now, keep-alives from this loop,
 	// which stops if the gateway hangs (Snapshot takes every device's lock)
