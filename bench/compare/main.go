@@ -85,6 +85,7 @@ type options struct {
 	edged, telegraf  string
 	nodeRed          string
 	self             string
+	inflight         int // edged's [[upstream]] max_inflight; 0: its default
 }
 
 func main() {
@@ -99,6 +100,7 @@ func main() {
 	flag.StringVar(&o.gwCPU, "gw-cpu", "1", "CPU list the gateway is pinned to (taskset)")
 	flag.StringVar(&o.auxCPU, "aux-cpu", "0", "CPU list of the generator, mosquitto and this process's sink")
 	flag.StringVar(&o.edged, "edged", "bin/edged", "edged binary")
+	flag.IntVar(&o.inflight, "edged-inflight", 0, "edged's [[upstream]] max_inflight (0: edged's default)")
 	flag.StringVar(&o.telegraf, "telegraf", "bench/peers/bin/telegraf", "Telegraf binary (bench/peers/install.sh)")
 	flag.StringVar(&o.nodeRed, "nodered", "bench/peers/node_modules/node-red/red.js", "Node-RED's red.js (bench/peers/install.sh)")
 	out := flag.String("out", "bench/results", "folder for the results file (\"\": none)")
@@ -602,6 +604,9 @@ func edgedCmd(dir string, o options, sc scenario, addrs []string, broker string)
 	}
 	if sc.upstream {
 		fmt.Fprintf(&c, "[[upstream]]\nname = \"cloud\"\nurl = \"mqtt://%s\"\ninsecure_plaintext = true\n", broker)
+		if o.inflight > 0 {
+			fmt.Fprintf(&c, "max_inflight = %d\n", o.inflight)
+		}
 	}
 	path := filepath.Join(dir, "edged.toml")
 	if err := os.WriteFile(path, []byte(c.String()), 0o644); err != nil {
