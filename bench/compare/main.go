@@ -76,6 +76,7 @@ var scenarios = []scenario{
 	{name: "max", what: "most points/s on one core: 10 × 500, 10 ms polls (500,000 offered)", devices: 10, tags: 500, poll: 10 * time.Millisecond, upstream: true},
 	{name: "idle", what: "idle: 1 device × 10 tags every 10 s, uplink connected", devices: 1, tags: 10, poll: 10 * time.Second, upstream: true, minDur: 60 * time.Second},
 	{name: "idle-noup", what: "idle without any [[upstream]] (edged only)", devices: 1, tags: 10, poll: 10 * time.Second, only: "edged", minDur: 60 * time.Second},
+	{name: "max20", what: "20 × 500, 10 ms polls (1,000,000 offered; edged only, not in the default list)", devices: 20, tags: 500, poll: 10 * time.Millisecond, upstream: true, only: "edged"},
 	{name: "pertag", what: "one message per tag at 5,000 msgs/s: 10 × 500, 1 s polls, publish = \"tags\" (edged only)", devices: 10, tags: 500, poll: time.Second, perTag: true, upstream: true, only: "edged"},
 }
 
