@@ -63,10 +63,14 @@ type Broker struct {
 	subs map[inlineSub]*inlineHandlers // in-process subscriptions
 	own  atomic.Pointer[[]ownHandler]  // their handlers of edged's own messages, rebuilt under smu
 
-	mu      sync.Mutex
+	mu      sync.Mutex // Start and Stop; Stop holds it while clients end
 	started bool
 	stopped bool
-	reply   *mqtt.Client // publishes command replies (PublishReply)
+
+	// rmu guards reply, not mu: a command handler replies from a client's
+	// goroutine, which Stop waits for while it holds mu.
+	rmu   sync.Mutex
+	reply *mqtt.Client // publishes command replies (PublishReply)
 }
 
 // Default bounds that keep a vanished or slow local subscriber from

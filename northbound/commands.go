@@ -73,13 +73,13 @@ const replyClientID = "edged-reply"
 // messages for the ACL (clients cannot forge them) but are not handed to
 // the uplinks' Subscribe handlers.
 func (b *Broker) PublishReply(topic string, payload, correlation []byte) error {
-	b.mu.Lock()
+	b.rmu.Lock()
 	if b.reply == nil {
 		b.reply = b.srv.NewClient(nil, "local", replyClientID, true)
 		b.reply.Properties.ProtocolVersion = 5
 	}
 	cl := b.reply
-	b.mu.Unlock()
+	b.rmu.Unlock()
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 		TopicName:   topic,

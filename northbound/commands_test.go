@@ -78,3 +78,54 @@ func TestCommandsCarryTheSenderAndRepliesEchoCorrelation(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestStopWhileACommandIsAnswered: a command handler that replies while the
+// broker stops must not wedge Stop (Stop waits for the client's goroutine
+// the handler runs on; the reply once took the lock Stop holds).
+func TestStopWhileACommandIsAnswered(t *testing.T) {
+	b := NewBroker(BrokerOptions{Listen: "127.0.0.1:0", Access: &Access{Users: usersWith(t, "pw"), Namespace: "edged/gw1", Commands: true}})
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	arrived, reply, replied := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	if err := b.SubscribeCommands("edged/gw1/+/+/set", 7, func(c LocalCommand) {
+		close(arrived)
+		<-reply
+		replied <- b.PublishReply("replies/x", []byte(`{"ok":true}`), nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := dial5(t, b.Addr(), nil, "admin", "pw", "scada-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = cl.c.Publish(ctx, &paho.Publish{Topic: "edged/gw1/d/t/set", QoS: 1, Payload: []byte(`{"v":1}`)})
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no command delivered")
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.Stop() }()
+	// Stop holds its lock while it waits for the clients.
+	for deadline := time.Now().Add(10 * time.Second); b.mu.TryLock(); b.mu.Unlock() {
+		if time.Now().After(deadline) {
+			t.Fatal("Stop did not start")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(reply)
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Stop did not return while a command handler replied")
+	}
+	<-replied // the reply itself may fail: the broker is stopping
+}
