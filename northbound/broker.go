@@ -154,8 +154,7 @@ func (b *Broker) Start() error {
 		}
 	}
 	if b.opts.Listen != "" {
-		b.tcp = newTCPListener("tcp", b.opts.Listen, nil)
-		b.tcp.disconnect = b.disconnectListener
+		b.tcp = newTCPListener("tcp", b.opts.Listen, nil, b.disconnectListener)
 		if err := b.srv.AddListener(b.tcp); err != nil {
 			return fmt.Errorf("broker: listen on %s: %w (is another MQTT broker such as mosquitto running? set [broker] listen to another address)", b.opts.Listen, err)
 		}
@@ -167,8 +166,7 @@ func (b *Broker) Start() error {
 			return fmt.Errorf("broker: [broker.tls]: %w", err)
 		}
 		b.certs = certs
-		b.tls = newTCPListener("tls", t.Listen, conf)
-		b.tls.disconnect = b.disconnectListener
+		b.tls = newTCPListener("tls", t.Listen, conf, b.disconnectListener)
 		if err := b.srv.AddListener(b.tls); err != nil {
 			return fmt.Errorf("broker: TLS listen on %s: %w (set [broker.tls] listen to another address)", t.Listen, err)
 		}
@@ -184,8 +182,7 @@ func (b *Broker) Start() error {
 			}
 			conf, b.wsCert = c, certs
 		}
-		b.ws = newWSListener("ws", w, conf)
-		b.ws.disconnect = b.disconnectListener
+		b.ws = newWSListener("ws", w, conf, b.disconnectListener)
 		if err := b.srv.AddListener(b.ws); err != nil {
 			return fmt.Errorf("broker: WebSocket listen on %s: %w (set [broker.websocket] listen to another address)", w.Listen, err)
 		}

@@ -233,22 +233,22 @@ func (g *attachGate) establish(establish listeners.EstablishFn, id string, conn 
 // handing the broker guarded connections, and logging a refused client at
 // debug level (a flood of bad logins must not flood the log).
 type tcpListener struct {
-	id, addr string
-	tlsConf  *tls.Config
-	ln       net.Listener
-	log      *slog.Logger
-	mu       sync.Mutex
-	closed   atomic.Bool
-	gate     attachGate
-	// disconnect closes the listener's clients (Broker.disconnectListener),
-	// used instead of the library's CloseFn.
-	disconnect func(listener string)
+	id, addr   string
+	tlsConf    *tls.Config
+	ln         net.Listener
+	log        *slog.Logger
+	mu         sync.Mutex
+	closed     atomic.Bool
+	gate       attachGate
+	disconnect func(listener string) // instead of the library's CloseFn
 }
 
 var _ listeners.Listener = (*tcpListener)(nil)
 
-func newTCPListener(id, addr string, conf *tls.Config) *tcpListener {
-	return &tcpListener{id: id, addr: addr, tlsConf: conf}
+// newTCPListener makes a listener on addr (TLS with conf when not nil);
+// disconnect ends its clients when it closes.
+func newTCPListener(id, addr string, conf *tls.Config, disconnect func(listener string)) *tcpListener {
+	return &tcpListener{id: id, addr: addr, tlsConf: conf, disconnect: disconnect}
 }
 
 func (l *tcpListener) ID() string { return l.id }

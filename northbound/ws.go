@@ -165,23 +165,22 @@ func (w *wsConn) SetWriteDeadline(t time.Time) error {
 // in Init, so a busy port is reported at start and port 0 resolves, and
 // it can restrict the web origins allowed.
 type wsListener struct {
-	id        string
-	o         WebSocketListener
-	tlsConf   *tls.Config
-	ln        net.Listener
-	srv       *http.Server
-	up        websocket.Upgrader
-	log       *slog.Logger
-	establish listeners.EstablishFn
-	gate      attachGate
-	// disconnect closes the listener's clients (Broker.disconnectListener).
-	disconnect func(listener string)
+	id         string
+	o          WebSocketListener
+	tlsConf    *tls.Config
+	ln         net.Listener
+	srv        *http.Server
+	up         websocket.Upgrader
+	log        *slog.Logger
+	establish  listeners.EstablishFn
+	gate       attachGate
+	disconnect func(listener string) // instead of the library's CloseFn
 }
 
 var _ listeners.Listener = (*wsListener)(nil)
 
-func newWSListener(id string, o *WebSocketListener, conf *tls.Config) *wsListener {
-	l := &wsListener{id: id, o: *o, tlsConf: conf}
+func newWSListener(id string, o *WebSocketListener, conf *tls.Config, disconnect func(listener string)) *wsListener {
+	l := &wsListener{id: id, o: *o, tlsConf: conf, disconnect: disconnect}
 	if l.o.Path == "" {
 		l.o.Path = DefaultWebSocketPath
 	}
