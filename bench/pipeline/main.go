@@ -154,7 +154,7 @@ func runEdged(devices, tags int, poll, warmup, duration time.Duration, subscribe
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	limit := app.ApplyMemoryLimit(cfg) // as edged run does
+	limit := app.ApplyMemorySettings(cfg) // as edged run does
 	rt, err := app.Start(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -133,7 +133,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	go plant.run(runCtx)
 
-	app.ApplyMemoryLimit(cfg)
+	app.ApplyMemorySettings(cfg)
 	rt, err := app.Start(runCtx, cfg, log)
 	if err != nil {
 		log.Error("start failed", "err", err)

@@ -204,7 +204,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		logs.logger.Warn("config warning", "warning", w.Error())
 	}
-	app.ApplyMemoryLimit(cfg)
+	app.ApplyMemorySettings(cfg)
 	app.Version, app.Commit = version, commit // the console and edged_build_info show them
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

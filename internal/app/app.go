@@ -316,11 +316,11 @@ const DefaultMemoryLimit = 32 << 20
 // at 5,000 points/s.
 const DefaultGCPercent = 50
 
-// ApplyMemoryLimit sets the process's soft memory limit from the config,
+// ApplyMemorySettings sets the process's soft memory limit from the config,
 // unless GOMEMLIMIT is set in the environment, and the collector's
 // percentage to DefaultGCPercent unless GOGC is. It returns the limit in
 // force (math.MaxInt64: none).
-func ApplyMemoryLimit(cfg *configs.Config) int64 {
+func ApplyMemorySettings(cfg *configs.Config) int64 {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(DefaultGCPercent)
 	}

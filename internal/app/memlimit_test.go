@@ -8,7 +8,7 @@ import (
 	"github.com/edged-gw/edged/configs"
 )
 
-func TestApplyMemoryLimit(t *testing.T) {
+func TestApplyMemorySettings(t *testing.T) {
 	before := debug.SetMemoryLimit(-1)
 	gcBefore := debug.SetGCPercent(100)
 	t.Cleanup(func() { debug.SetMemoryLimit(before); debug.SetGCPercent(gcBefore) })
@@ -25,7 +25,7 @@ func TestApplyMemoryLimit(t *testing.T) {
 		{"off", size(0), math.MaxInt64},
 	}
 	for _, tc := range cases {
-		got := ApplyMemoryLimit(&configs.Config{Gateway: configs.Gateway{MemoryLimit: tc.cfg}})
+		got := ApplyMemorySettings(&configs.Config{Gateway: configs.Gateway{MemoryLimit: tc.cfg}})
 		if got != tc.want || debug.SetMemoryLimit(-1) != tc.want {
 			t.Errorf("%s: limit %d (runtime %d), want %d", tc.name, got, debug.SetMemoryLimit(-1), tc.want)
 		}
@@ -35,14 +35,14 @@ func TestApplyMemoryLimit(t *testing.T) {
 	}
 	// GOGC wins.
 	t.Setenv("GOGC", "100")
-	ApplyMemoryLimit(&configs.Config{})
+	ApplyMemorySettings(&configs.Config{})
 	if got := debug.SetGCPercent(100); got != 100 {
 		t.Errorf("with GOGC=100 set, GC percent %d", got)
 	}
 	// GOMEMLIMIT wins over the config.
 	debug.SetMemoryLimit(64 << 20)
 	t.Setenv("GOMEMLIMIT", "64MiB")
-	if got := ApplyMemoryLimit(&configs.Config{Gateway: configs.Gateway{MemoryLimit: size(8 << 20)}}); got != 64<<20 {
+	if got := ApplyMemorySettings(&configs.Config{Gateway: configs.Gateway{MemoryLimit: size(8 << 20)}}); got != 64<<20 {
 		t.Errorf("with GOMEMLIMIT set, limit %d, want the environment's 64 MiB", got)
 	}
 }
